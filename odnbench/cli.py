@@ -1,0 +1,245 @@
+"""The ``odnbench`` command line. Heavy modules (torch, timm) are imported inside commands so
+that ``--help``, ``list`` and ``plugins`` start fast."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from odnbench import __version__
+from odnbench.errors import OdnbenchError
+
+DEFAULT_RESULTS = "odnbench-results"
+
+
+def default_data_dir() -> Path:
+    import os
+
+    base = os.environ.get("ODNBENCH_DATA") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "odnbench", "data")
+    return Path(base)
+
+
+class OdnbenchGroup(click.Group):
+    """Turns OdnbenchError into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except OdnbenchError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(2)
+
+
+def registry():
+    from odnbench.registry import get_registry
+
+    return get_registry()
+
+
+@click.group(cls=OdnbenchGroup)
+@click.version_option(__version__, prog_name="odnbench")
+def cli():
+    """odnbench: rank ways of making image classifiers smaller (Optimally Deep Networks, structured
+    pruning, full depth, your own plugin) under one harness that measures accuracy, size, MACs,
+    latency and the cost of obtaining each model.
+
+    \b
+    Typical use:
+      odnbench compare --method odn --method full            # offline default dataset, CPU preset
+      odnbench compare --method odn --method prune --dataset mnist --data-dir DIR --preset paper
+      odnbench leaderboard --results odnbench-results
+    """
+
+
+@cli.command("list")
+@click.argument("kind", type=click.Choice(["methods", "datasets", "backbones", "presets"]))
+def list_cmd(kind):
+    """List registered methods, datasets or backbones (name and one-line description), or presets."""
+    if kind == "presets":
+        from odnbench.recipes import PRESETS
+
+        for name, recipe in PRESETS.items():
+            click.echo(f"{name:<16} width={recipe.width} train_limit={recipe.train_limit} epochs={recipe.epochs} "
+                       f"schedule={recipe.schedule} patience={recipe.patience}")
+        return
+    reg = registry()
+    singular = kind[:-1]
+    for name in reg.names(singular):
+        item = reg.items[singular][name]
+        click.echo(f"{name:<16} {item.description}")
+
+
+@cli.command()
+def plugins():
+    """Print the loaded plugins as JSON: [{"name", "version", "hooks"}]."""
+    click.echo(json.dumps(registry().plugin_list(), indent=2))
+
+
+@cli.command()
+@click.option("--backbone", "-b", required=True, help="Backbone name, e.g. resnet18.")
+@click.option("--depth", "-k", type=int, default=None, help="Cut after this many residual blocks (default: full).")
+@click.option("--input-size", type=int, default=28, show_default=True, help="Image height = width in pixels.")
+@click.option("--in-chans", type=int, default=1, show_default=True)
+@click.option("--num-classes", type=int, default=10, show_default=True)
+@click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
+              help="cifar: 3x3 stride-1 stem, no max-pool (small images); imagenet: timm's own stem.")
+@click.option("--width", default="full", show_default=True, help="Stage widths, e.g. 16,32,64,128, or 'full'.")
+@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads for the latency measure.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, threads, as_json):
+    """Parameters, size, MACs, FLOPs and batch-1 CPU latency of a backbone, full or cut to --depth."""
+    from odnbench import metrics
+    from odnbench.recipes import make_recipe
+
+    widths = make_recipe("paper", {"width": width}).widths
+    net = registry().backbone(backbone).build(in_chans=in_chans, num_classes=num_classes, stem=stem, width=widths)
+    if depth is not None:
+        if not 1 <= depth <= net.depth:
+            raise OdnbenchError(f"--depth {depth} is out of range: {backbone} has blocks 1..{net.depth}")
+        net = net.truncated(depth)
+    shape = (in_chans, input_size, input_size)
+    flops = metrics.count_flops(net, shape)
+    out = {
+        "backbone": backbone, "depth": net.depth, "stem": stem, "width": width, "input_shape": list(shape),
+        "num_classes": num_classes, "params": metrics.count_params(net),
+        "size_mb": round(metrics.saved_size_mb(net), 6), "size_mib": round(metrics.tensor_size_mib(net), 6),
+        "macs": flops // 2, "flops": flops, "flop_counter": metrics.FLOP_COUNTER,
+        "latency_ms": metrics.latency_ms(net, shape, warmup=3, windows=5, iters=5, threads=threads),
+    }
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"{backbone} depth {out['depth']} ({stem} stem, width {width}) on {'x'.join(map(str, shape))}, "
+               f"{num_classes} classes")
+    click.echo(f"  params     {out['params']:,}")
+    click.echo(f"  size       {out['size_mb']:.3f} MB (saved state_dict, /1e6)   {out['size_mib']:.3f} MiB (fp32)")
+    click.echo(f"  MACs       {out['macs'] / 1e9:.4f} G   (FLOPs {out['flops'] / 1e9:.4f} G = 2 x MACs)")
+    lat = out["latency_ms"]
+    click.echo(f"  latency    p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms (batch 1, {lat['threads']} threads)")
+
+
+def _grid_options(f):
+    options = [
+        click.option("--method", "-m", "methods", multiple=True, required=True, help="Method (repeatable)."),
+        click.option("--dataset", "-d", "datasets", multiple=True, help="Dataset (repeatable) [default: mnist5k]."),
+        click.option("--backbone", "-b", "backbones", multiple=True, help="Backbone (repeatable) [default: resnet18]."),
+        click.option("--seed", "-s", "seeds", multiple=True, type=int, help="Seed (repeatable) [default: 0]."),
+        click.option("--preset", "-p", default="quick", show_default=True,
+                     help="Recipe: smoke (seconds, tests), quick (CPU), paper (the authors' recipe, GPU)."),
+        click.option("--set", "sets", multiple=True, metavar="OWNER.PARAM=VALUE",
+                     help="A method parameter (odn.target=99) or recipe field (recipe.epochs=5); repeatable."),
+        click.option("--results", "-r", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path),
+                     help="Results folder (one sub-folder per cell)."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+                     help="Where datasets live [default: $ODNBENCH_DATA or ~/.cache/odnbench/data]."),
+        click.option("--download/--no-download", default=True, show_default=True,
+                     help="Download missing torchvision datasets."),
+        click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
+        click.option("--quiet", "-q", is_flag=True, help="No per-epoch lines or progress bars."),
+    ]
+    for option in reversed(options):
+        f = option(f)
+    return f
+
+
+@cli.command()
+@_grid_options
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Skip cells already finished.")
+@click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell.")
+def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet,
+            resume, fail_fast):
+    """Run the grid method x dataset x backbone x seed, then print and write the leaderboard.
+
+    Cells another cell needs (the full-depth model prune starts from, the ODN depth that scratch
+    and truncate take) are added and run first, once. Finished cells are skipped on rerun.
+    """
+    from odnbench import harness, leaderboard
+    from odnbench.progress import Progress
+
+    reg = registry()
+    grid = harness.plan_grid(reg, list(methods), list(datasets) or [harness.DEFAULT_DATASET],
+                             list(backbones) or [harness.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets))
+    progress = Progress(quiet=quiet)
+    extra = sum(c.added_as_dependency for c in grid.cells)
+    progress.line(f"odnbench: {len(grid.cells)} cells ({extra} added as dependencies), results in {results}")
+    report = harness.run_grid(reg, grid, results, data_dir=data_dir or default_data_dir(), download=download,
+                              device=harness.pick_device(device), resume=resume, fail_fast=fail_fast,
+                              progress=progress)
+    text = leaderboard.render(results, "md")
+    (Path(results) / "leaderboard.md").write_text(text)
+    click.echo(text)
+    click.echo(f"{len(report.results) - len(report.failed)} ok ({report.skipped} resumed), "
+               f"{len(report.failed)} failed; leaderboard written to {Path(results) / 'leaderboard.md'}")
+    for r in report.failed:
+        click.echo(f"  FAILED {r['config']['method']} {r['config']['dataset']} seed {r['config']['seed']}: "
+                   f"{r['error']}", err=True)
+    if report.failed:
+        sys.exit(1)
+
+
+@cli.command()
+@_grid_options
+def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet):
+    """Run exactly one cell (one method, dataset, backbone and seed) and store its result.
+
+    Unlike compare, run does not add the cells it depends on: they must already be in --results.
+    """
+    from odnbench import harness
+    from odnbench.progress import Progress
+
+    if len(methods) != 1 or len(datasets) > 1 or len(backbones) > 1 or len(seeds) > 1:
+        raise OdnbenchError("run takes one --method, and at most one --dataset, --backbone and --seed "
+                            "(use compare for grids)")
+    reg = registry()
+    grid = harness.plan_grid(reg, list(methods), list(datasets) or [harness.DEFAULT_DATASET],
+                             list(backbones) or [harness.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets),
+                             add_dependencies=False)
+    cell = grid.cells[-1]
+    result = harness.run_cell(reg, cell, results, data_dir=data_dir or default_data_dir(), download=download,
+                              device=harness.pick_device(device), progress=Progress(quiet=quiet))
+    where = Path(results) / cell.dirname
+    if result["status"] != "ok":
+        click.echo(f"FAILED ({where}): {result['error']}", err=True)
+        sys.exit(1)
+    m = result["metrics"]
+    click.echo(f"{cell.label()}: top-1 {m['top1']:.2f}%, {m['params']:,} params, {m['size_mb']:.3f} MB, "
+               f"{m['macs']:,} MACs -> {where}")
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--results", "-r", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md", show_default=True)
+@click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write to a file.")
+@click.pass_context
+def leaderboard(ctx, results, fmt, output):
+    """Rebuild leaderboard tables from stored results alone."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from odnbench import leaderboard as lb
+
+    if not Path(results).is_dir():
+        raise OdnbenchError(f"results folder {results} does not exist")
+    text = lb.render(results, fmt)
+    if output:
+        Path(output).write_text(text)
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text, nl=False)
+
+
+def _add_plugin_commands() -> None:
+    try:
+        reg = registry()
+    except OdnbenchError as exc:  # a broken plugin must not hide --help
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
+    reg.pm.hook.register_commands(cli=cli)
+
+
+def main(argv=None):
+    _add_plugin_commands()
+    return cli.main(args=argv, prog_name="odnbench")

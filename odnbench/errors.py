@@ -1,0 +1,31 @@
+"""Errors the CLI turns into one clear line (exit code 2) instead of a traceback."""
+
+import difflib
+
+
+class OdnbenchError(Exception):
+    """A user-facing error: the message alone must say what was wrong and what is allowed."""
+
+
+class UnknownNameError(OdnbenchError, KeyError):
+    def __init__(self, kind: str, name: str, choices):
+        self.kind, self.name, self.choices = kind, name, sorted(choices)
+        close = difflib.get_close_matches(name, self.choices, n=3, cutoff=0.5)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        allowed = ", ".join(self.choices) or "(none registered)"
+        super().__init__(f"unknown {kind} {name!r}.{hint} Available: {allowed}.")
+
+    def __str__(self) -> str:  # KeyError would otherwise wrap the message in quotes
+        return self.args[0]
+
+
+class PluginError(OdnbenchError):
+    """A plugin failed to load or broke the contract."""
+
+
+class DataNotFoundError(OdnbenchError):
+    """Dataset files are missing and could not be downloaded."""
+
+
+class MissingDependencyError(OdnbenchError):
+    """A cell needs another method's result (e.g. prune needs a full-depth model) that is not there."""

@@ -1,0 +1,185 @@
+"""Every metric, defined once. The harness applies these to each method's exported model.
+
+- ``top1``: percent of the test split classified correctly (the model was chosen on validation).
+- ``params``: number of parameters of the exported model.
+- ``size_mb``: bytes of ``torch.save(model.state_dict())`` / 1e6 -- the ODN paper's "MB".
+- ``size_mib``: fp32-equivalent bytes of parameters + buffers / 2**20 (numel x element size).
+- ``flops``: floating-point operations of one forward pass on one image, counted by
+  ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products; a
+  multiply-add counts as 2 FLOPs; BN, ReLU, pooling and additions are not counted).
+- ``macs``: flops / 2, the unit torch-pruning, fvcore and the papers use. Never call MACs FLOPs.
+- ``latency_ms``: batch-1 forward latency in eval + inference_mode after warm-up, with a fixed
+  thread count; ``latency_windows`` timed windows of ``latency_iters`` calls each; p50/p90 over
+  the windows' per-call means (CUDA synchronised when on GPU).
+- ``throughput``: images per second at batch ``throughput_batch``, median over windows.
+"""
+
+from __future__ import annotations
+
+import io
+import statistics
+import time
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+
+FLOP_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def saved_size_mb(model: nn.Module) -> float:
+    buffer = io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    return buffer.getbuffer().nbytes / 1e6
+
+
+def tensor_size_mib(model: nn.Module) -> float:
+    total = sum(p.numel() * p.element_size() for p in model.parameters())
+    total += sum(b.numel() * b.element_size() for b in model.buffers())
+    return total / 2**20
+
+
+def count_flops(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    """FLOPs of one forward pass on a single input of ``input_shape`` (C, H, W)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = _device_of(model)
+    x = torch.zeros((1, *input_shape), device=device)
+    was_training = model.training
+    model.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model(x)
+    model.train(was_training)
+    return int(counter.get_total_flops())
+
+
+def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
+    return count_flops(model, input_shape) // 2
+
+
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.inference_mode()
+def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
+    """Top-1 accuracy in percent."""
+    was_training = model.training
+    model.eval()
+    correct = 0
+    for start in range(0, len(y), batch_size):
+        logits = model(x[start:start + batch_size])
+        correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
+    model.train(was_training)
+    return 100.0 * correct / max(1, len(y))
+
+
+@contextmanager
+def torch_threads(n: int):
+    """Run with exactly ``n`` intra-op threads (0 = leave as is), then restore."""
+    before = torch.get_num_threads()
+    if n > 0:
+        torch.set_num_threads(n)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def _timed_windows(model: nn.Module, x: torch.Tensor, warmup: int, windows: int, iters: int) -> list[float]:
+    """Seconds per call, one value per timed window."""
+    device = x.device
+    for _ in range(warmup):
+        model(x)
+    _sync(device)
+    per_call = []
+    for _ in range(windows):
+        start = time.perf_counter()
+        for _ in range(iters):
+            model(x)
+        _sync(device)
+        per_call.append((time.perf_counter() - start) / iters)
+    return per_call
+
+
+def _quantile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    pos = q * (len(ordered) - 1)
+    lo, hi = int(pos), min(int(pos) + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20, threads=0) -> dict:
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    with torch_threads(threads) as used:
+        x = torch.randn((1, *input_shape), device=device)
+        per_call = _timed_windows(model, x, warmup, windows, iters)
+    model.train(was_training)
+    ms = [1000 * s for s in per_call]
+    return {
+        "p50": round(statistics.median(ms), 4),
+        "p90": round(_quantile(ms, 0.9), 4),
+        "batch_size": 1,
+        "windows": windows,
+        "iters_per_window": iters,
+        "threads": used,
+        "device": device.type,
+    }
+
+
+def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windows=3, iters=3, threads=0) -> dict:
+    device = _device_of(model)
+    was_training = model.training
+    model.eval()
+    with torch_threads(threads) as used:
+        x = torch.randn((batch_size, *input_shape), device=device)
+        per_call = _timed_windows(model, x, warmup, windows, iters)
+    model.train(was_training)
+    return {
+        "images_per_s": round(batch_size / statistics.median(per_call), 2),
+        "batch_size": batch_size,
+        "threads": used,
+        "device": device.type,
+    }
+
+
+def measure(model: nn.Module, splits, recipe, *, include_test: bool = True) -> dict:
+    """All metrics of one exported model, as stored under ``metrics`` in result.json."""
+    info = splits.info
+    shape = (info.channels, info.image_size, info.image_size)
+    flops = count_flops(model, shape)
+    out = {
+        "top1": round(top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size), 4) if include_test else None,
+        "val_top1": round(top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size), 4),
+        "params": count_params(model),
+        "size_mb": round(saved_size_mb(model), 6),
+        "size_mib": round(tensor_size_mib(model), 6),
+        "flops": flops,
+        "macs": flops // 2,
+        "flop_counter": FLOP_COUNTER,
+        "input_shape": list(shape),
+        "test_examples": len(splits.test),
+    }
+    out["latency_ms"] = latency_ms(
+        model, shape, warmup=recipe.latency_warmup, windows=recipe.latency_windows,
+        iters=recipe.latency_iters, threads=recipe.threads,
+    )
+    out["throughput"] = throughput(
+        model, shape, batch_size=recipe.throughput_batch, windows=max(3, recipe.latency_windows // 2),
+        threads=recipe.threads,
+    )
+    return out

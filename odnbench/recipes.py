@@ -1,0 +1,115 @@
+"""Training recipes (presets): every value here is stored with each result and is part of the cell key.
+
+- ``smoke``: seconds per cell on a CPU, for tests: a few hundred images, one or two epochs.
+- ``quick``: a meaningful CPU run: narrow widths (16, 32, 64, 128), a few thousand training
+  images, short patience and epoch caps.
+- ``paper``: the ODN authors' recipe (../shared/odn-method.md): full width and data, SGD
+  momentum 0.9, weight decay 5e-4, batch 128, LR x0.6 after 5 epochs without improvement,
+  early stop after 23. Meant for GPUs.
+
+Override any field with ``--set recipe.FIELD=VALUE``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, fields
+from typing import Any
+
+from odnbench.contract import Param
+from odnbench.errors import OdnbenchError, UnknownNameError
+
+
+@dataclass(frozen=True)
+class Recipe:
+    preset: str
+    # data: None means "all of it"
+    train_limit: int | None = None
+    val_limit: int | None = None
+    test_limit: int | None = None
+    # backbone policy
+    width: str = "full"  # "full" or comma-separated stage widths, e.g. "16,32,64,128"
+    stem: str = "cifar"  # "cifar": 3x3 stride-1 stem, no max-pool; "imagenet": timm's own stem
+    # optimisation (shared by every method that trains)
+    optimizer: str = "sgd"
+    lr: float = 0.01
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    epochs: int = 200  # cap on epochs for one training run
+    schedule: str = "plateau"  # "plateau" (LR x factor after N flat epochs), "cosine", "none"
+    plateau_factor: float = 0.6
+    plateau_patience: int = 5
+    patience: int = 23  # early stop after this many epochs without validation improvement
+    # measurement
+    eval_batch_size: int = 512
+    latency_warmup: int = 10
+    latency_windows: int = 5
+    latency_iters: int = 20
+    throughput_batch: int = 256
+    threads: int = 0  # torch threads; 0 = leave torch's default
+
+    @property
+    def widths(self) -> tuple[int, ...] | None:
+        if self.width == "full":
+            return None
+        return tuple(int(w) for w in self.width.split(","))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+PRESETS: dict[str, Recipe] = {
+    "smoke": Recipe(
+        preset="smoke", train_limit=256, val_limit=128, test_limit=256, width="8,16,16,32",
+        lr=0.05, batch_size=64, epochs=1, schedule="none", patience=1,
+        eval_batch_size=256, latency_warmup=2, latency_windows=3, latency_iters=3, throughput_batch=32,
+    ),
+    "quick": Recipe(
+        preset="quick", train_limit=6000, val_limit=1000, width="16,32,64,128",
+        lr=0.05, batch_size=64, epochs=12, schedule="cosine", patience=4,
+        latency_windows=5, latency_iters=20, throughput_batch=128,
+    ),
+    "paper": Recipe(preset="paper"),
+}
+
+_FIELD_TYPES = {"int": int, "float": float, "str": str}
+_CHOICES = {
+    "optimizer": ("sgd", "adamw"),
+    "schedule": ("plateau", "cosine", "none"),
+    "stem": ("cifar", "imagenet"),
+}
+
+
+def recipe_params() -> dict[str, Param]:
+    """Each recipe field as a typed :class:`Param`, so ``--set recipe.X=Y`` is validated."""
+    out = {}
+    for f in fields(Recipe):
+        if f.name == "preset":
+            continue
+        typename = str(f.type).replace(" | None", "")
+        out[f.name] = Param(
+            f.name, _FIELD_TYPES[typename], f.default, nullable="None" in str(f.type), choices=_CHOICES.get(f.name)
+        )
+    return out
+
+
+def make_recipe(preset: str, overrides: dict[str, str] | None = None) -> Recipe:
+    if preset not in PRESETS:
+        raise UnknownNameError("preset", preset, PRESETS)
+    recipe = PRESETS[preset]
+    allowed = recipe_params()
+    changes = {}
+    for key, text in (overrides or {}).items():
+        if key not in allowed:
+            raise UnknownNameError("recipe parameter", key, allowed)
+        changes[key] = allowed[key].parse(text, "recipe")
+    recipe = dataclasses.replace(recipe, **changes)
+    if recipe.width != "full":
+        try:
+            widths = recipe.widths
+        except ValueError:
+            widths = ()
+        if not widths or any(w <= 0 for w in widths):
+            raise OdnbenchError(f"recipe.width={recipe.width!r}: use 'full' or positive stage widths like 16,32,64,128")
+    return recipe

@@ -1,0 +1,171 @@
+"""Plugin loading (pluggy + the ``odnbench`` entry-point group) and the name registry.
+
+Built-in datasets, backbones and methods arrive through the same entry points as third-party
+ones: nothing here imports a plugin by name.
+
+Environment:
+  ODNBENCH_LOAD_PLUGINS    unset: load every installed plugin; empty: none; ``a,b``: only those
+                           (entry-point names or distribution names, as in simonw/llm).
+  ODNBENCH_STRICT_PLUGINS  ``1``: a plugin that fails to import is fatal instead of skipped.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+
+from odnbench import hookspecs
+from odnbench.contract import Backbone, Dataset, Method
+from odnbench.errors import PluginError, UnknownNameError
+
+ENTRY_POINT_GROUP = "odnbench"
+KINDS = {"dataset": Dataset, "backbone": Backbone, "method": Method}
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in ("1", "true", "yes", "on")
+
+
+@dataclass
+class PluginInfo:
+    name: str
+    version: str | None
+    distribution: str | None
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins registered, by kind and name."""
+
+    pm: pluggy.PluginManager
+    plugins: dict[str, PluginInfo] = field(default_factory=dict)
+    items: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
+    owner: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def get(self, kind: str, name: str):
+        table = self.items[kind]
+        if name in table:
+            return table[name]
+        if kind == "backbone":  # families that accept open-ended names (e.g. any timm ResNet)
+            for family in table.values():
+                resolved = getattr(family, "resolve", None)
+                found = resolved(name) if resolved else None
+                if found is not None:
+                    return found
+        raise UnknownNameError(kind, name, table)
+
+    def names(self, kind: str) -> list[str]:
+        return sorted(self.items[kind])
+
+    def method(self, name: str) -> Method:
+        return self.get("method", name)
+
+    def dataset(self, name: str) -> Dataset:
+        return self.get("dataset", name)
+
+    def backbone(self, name: str) -> Backbone:
+        return self.get("backbone", name)
+
+    def plugin_list(self) -> list[dict[str, Any]]:
+        """What ``odnbench plugins`` prints: name, version and implemented hooks."""
+        out = []
+        for name in sorted(self.plugins):
+            module = self.pm.get_plugin(name)
+            hooks = sorted(h.name for h in self.pm.get_hookcallers(module) or [])
+            out.append({"name": name, "version": self.plugins[name].version, "hooks": hooks})
+        return out
+
+
+def _selected(ep: importlib.metadata.EntryPoint, allowed: set[str] | None) -> bool:
+    if allowed is None:
+        return True
+    dist = ep.dist.name if ep.dist else None
+    return ep.name in allowed or (dist is not None and dist in allowed)
+
+
+def _warn(message: str) -> None:
+    print(f"odnbench: warning: {message}", file=sys.stderr)
+
+
+def load_registry() -> Registry:
+    """Load the selected plugins one at a time, then collect what they register."""
+    pm = pluggy.PluginManager("odnbench")
+    pm.add_hookspecs(hookspecs)
+    registry = Registry(pm=pm)
+    env = os.environ.get("ODNBENCH_LOAD_PLUGINS")
+    allowed = None if env is None else {s.strip() for s in env.split(",") if s.strip()}
+    strict = _truthy(os.environ.get("ODNBENCH_STRICT_PLUGINS"))
+
+    seen: set[str] = set()
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in seen or not _selected(ep, allowed):
+            continue  # the same distribution can be visible twice (e.g. editable + site)
+        seen.add(ep.name)
+        dist = ep.dist.name if ep.dist else None
+        try:
+            module = ep.load()
+        except Exception as exc:  # a broken third-party plugin must not kill the CLI
+            message = f"plugin {ep.name!r} ({dist or '?'}) failed to load: {type(exc).__name__}: {exc}"
+            if strict:
+                raise PluginError(message) from exc
+            _warn(message + " (skipped; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
+            continue
+        pm.register(module, name=ep.name)
+        try:
+            pm.check_pending()  # a misspelled hook name fails loudly, naming the plugin
+        except pluggy.PluginValidationError as exc:
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+            raise PluginError(f"plugin {ep.name!r} ({dist or '?'}): {exc}. Known hooks: {known}") from exc
+        registry.plugins[ep.name] = PluginInfo(ep.name, ep.dist.version if ep.dist else None, dist)
+
+    for kind, base in KINDS.items():
+        hook = getattr(pm.hook, f"register_{kind}s")
+        for impl in hook.get_hookimpls():
+            plugin_name = pm.get_name(impl.plugin)
+
+            def register(obj, _kind=kind, _base=base, _plugin=plugin_name):
+                _add(registry, _kind, _base, _plugin, obj)
+
+            try:
+                impl.function(register=register)
+            except PluginError:
+                raise
+            except Exception as exc:
+                message = f"plugin {plugin_name!r} failed in register_{kind}s: {type(exc).__name__}: {exc}"
+                if strict:
+                    raise PluginError(message) from exc
+                _warn(message + " (skipped)")
+    return registry
+
+
+def _add(registry: Registry, kind: str, base: type, plugin: str, obj: Any) -> None:
+    if isinstance(obj, type):
+        obj = obj()  # accept the class as well as an instance
+    if not isinstance(obj, base):
+        raise PluginError(
+            f"plugin {plugin!r} registered {obj!r} as a {kind}; it must be an instance of odnbench.{base.__name__}"
+        )
+    name = getattr(obj, "name", "")
+    if not name:
+        raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
+    previous = registry.owner.get((kind, name))
+    if previous is not None:
+        raise PluginError(f"{kind} {name!r} is registered twice: by plugin {previous!r} and by {plugin!r}")
+    registry.items[kind][name] = obj
+    registry.owner[(kind, name)] = plugin
+
+
+_cached: Registry | None = None
+
+
+def get_registry(reload: bool = False) -> Registry:
+    """The process-wide registry (loaded on first use)."""
+    global _cached
+    if _cached is None or reload:
+        _cached = load_registry()
+    return _cached

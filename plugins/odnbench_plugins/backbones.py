@@ -1,0 +1,97 @@
+"""Built-in backbones: timm ResNets with block-level depth access (see odnbench.depthnet).
+
+Input policies: ``cifar`` (default for 28-32 px images, as in the ODN paper) replaces timm's
+7x7/stride-2 stem and max-pool with a 3x3 stride-1 conv + BN + ReLU and no pooling;
+``imagenet`` keeps timm's stem. A ``width`` such as (16, 32, 64, 128) builds a narrower network
+for CPU runs, with the stem and the first block sized to match (timm's plain stem is always 64
+wide and ignores ``stem_width``, so the stages are rebuilt with timm's own ``make_blocks``).
+"""
+
+from __future__ import annotations
+
+from odnbench import Backbone, hookimpl
+
+NAMED = {
+    "resnet18": "timm ResNet-18: 2+2+2+2 BasicBlocks = 8 depth levels",
+    "resnet34": "timm ResNet-34: 3+4+6+3 BasicBlocks = 16 depth levels",
+    "resnet50": "timm ResNet-50: 3+4+6+3 Bottlenecks = 16 depth levels",
+}
+
+
+class TimmResNet(Backbone):
+    def __init__(self, name: str, description: str | None = None):
+        self.name = name
+        self.description = description or f"timm {name}"
+
+    def resolve(self, name: str):
+        """Any other timm ResNet by its timm name (resnet26, resnet101, resnet18d, ...)."""
+        import timm
+
+        if name.startswith(("resnet", "resnext", "wide_resnet")) and name in timm.list_models():
+            return TimmResNet(name)
+        return None
+
+    def build(self, *, in_chans, num_classes, stem="cifar", width=None):
+        import timm
+        from torch import nn
+
+        from odnbench.depthnet import DepthNet
+
+        kwargs = {"num_classes": num_classes, "in_chans": in_chans, "pretrained": False}
+        if width is not None:
+            if len(width) != 4:
+                raise ValueError(f"{self.name}: width needs 4 stage widths, got {width}")
+            kwargs["channels"] = tuple(width)
+        model = timm.create_model(self.name, **kwargs)
+        stages = [model.layer1, model.layer2, model.layer3, model.layer4]
+        if width is not None and _in_channels(stages[0][0]) != width[0]:
+            stages = _rebuild_stages(model, stages, tuple(width))
+        stem_width = _in_channels(stages[0][0])
+        if stem == "cifar":
+            stem_module = nn.Sequential(
+                nn.Conv2d(in_chans, stem_width, kernel_size=3, stride=1, padding=1, bias=False),
+                nn.BatchNorm2d(stem_width),
+                nn.ReLU(inplace=True),
+            )
+        elif stem == "imagenet":
+            if width is not None and stem_width != 64:
+                stem_module = nn.Sequential(
+                    nn.Conv2d(in_chans, stem_width, kernel_size=7, stride=2, padding=3, bias=False),
+                    nn.BatchNorm2d(stem_width), nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1),
+                )
+            else:
+                stem_module = nn.Sequential(model.conv1, model.bn1, model.act1, model.maxpool)
+        else:
+            raise ValueError(f"unknown stem {stem!r}; use cifar or imagenet")
+        blocks = [block for stage in stages for block in stage]
+        widths = [_out_channels(b) for b in blocks]
+        meta = {"stage_blocks": [len(s) for s in stages], "width": list(width) if width else "full"}
+        return DepthNet(stem_module, blocks, widths, model.fc, meta)
+
+
+def _in_channels(block) -> int:
+    return block.conv1.in_channels
+
+
+def _out_channels(block) -> int:
+    last = getattr(block, "conv3", None) or block.conv2
+    return last.out_channels
+
+
+def _rebuild_stages(model, stages, width):
+    """Stages whose first block takes ``width[0]`` channels (timm built them for a 64-wide stem)."""
+    from timm.models.resnet import make_blocks
+
+    block_type = type(stages[0][0])
+    built, _ = make_blocks((block_type,) * 4, width, tuple(len(s) for s in stages), inplanes=width[0])
+    new_stages = [module for _, module in built]
+    for i, stage in enumerate(new_stages, 1):
+        setattr(model, f"layer{i}", stage)
+    model.init_weights()
+    return new_stages
+
+
+@hookimpl
+def register_backbones(register):
+    for name, description in NAMED.items():
+        register(TimmResNet(name, description))
