@@ -207,5 +207,10 @@ class Method:
         """Other methods' results this cell needs, given its resolved parameters."""
         return []
 
+    def reference_results(self, dataset: str, backbone: str) -> dict[str, Any] | None:
+        """Numbers a paper published for this method on (dataset, backbone), shown as "reported"
+        beside the measured ones on leaderboards; None when there are none."""
+        return None
+
     def run(self, ctx: MethodContext) -> MethodOutput:
         raise NotImplementedError
