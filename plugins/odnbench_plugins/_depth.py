@@ -1,0 +1,40 @@
+"""The depth rule shared by the ``scratch`` and ``truncate`` controls: k is set by hand
+(``--set METHOD.depth=K``) or taken from the matching ``odn`` result (its
+``method_info.optimal_depth``). No torch here: it is imported at registration time."""
+
+from __future__ import annotations
+
+from odnbench import Param, Requirement
+from odnbench.errors import OdnbenchError
+
+DEPTH_PARAM = Param(
+    "depth", int, None, nullable=True,
+    help="Keep the stem and residual blocks 1..depth. none: the optimal depth of the matching odn result.",
+)
+
+
+def depth_requirements(params) -> list[Requirement]:
+    """An explicit depth needs nothing; otherwise the odn result of the same cell decides it."""
+    return [] if params.get("depth") is not None else [Requirement("odn")]
+
+
+def chosen_depth(ctx, full_depth: int) -> tuple[int, str]:
+    """(k, where k came from), checked against the backbone's number of blocks."""
+    k = ctx.params.get("depth")
+    source = "set"
+    if k is None:
+        odn = ctx.dependencies.get("odn")
+        info = (odn.result.get("method_info") or {}) if odn is not None else {}
+        k = info.get("optimal_depth")
+        if not isinstance(k, int) or isinstance(k, bool):
+            raise OdnbenchError(
+                f"{ctx.method}: the odn result has no integer method_info.optimal_depth (got {k!r}); "
+                f"set the depth by hand with --set {ctx.method}.depth=K"
+            )
+        source = "odn"
+    if not 1 <= k <= full_depth:
+        raise OdnbenchError(
+            f"{ctx.method}.depth={k} is out of range: backbone {ctx.config.get('backbone', '?')} "
+            f"has blocks 1..{full_depth}"
+        )
+    return k, source

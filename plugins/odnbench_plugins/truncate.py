@@ -1,0 +1,60 @@
+"""The ``truncate`` control: the trained full-depth model cut after block k (same k rule as
+``scratch``), with a new linear head, then fine-tuned. Its cost includes the full-depth training
+it started from."""
+
+from __future__ import annotations
+
+from odnbench import Method, MethodOutput, Param, Requirement, hookimpl
+from odnbench.errors import OdnbenchError
+from odnbench_plugins._depth import DEPTH_PARAM, chosen_depth, depth_requirements
+
+FULL_DEPTH_PART = "full-depth training (dependency)"
+
+
+class Truncate(Method):
+    name = "truncate"
+    description = "Trained full-depth model cut after ODN's depth k, new head, fine-tuned"
+    params = (
+        DEPTH_PARAM,
+        Param("finetune_epochs", int, None, nullable=True,
+              help="Fine-tuning epochs after the cut (none: the recipe's epochs)."),
+        Param("finetune_lr", float, None, nullable=True, help="Fine-tuning learning rate (none: the recipe's)."),
+    )
+
+    def requires(self, params):
+        epochs = params.get("finetune_epochs")
+        if epochs is not None and epochs < 1:
+            raise OdnbenchError(f"truncate.finetune_epochs={epochs}: must be at least 1 (or none for the recipe's)")
+        return [Requirement("full"), *depth_requirements(params)]
+
+    def run(self, ctx):
+        from odnbench.depthnet import DepthNet
+
+        dep = ctx.dependencies["full"]
+        ctx.cost.add_result_cost(FULL_DEPTH_PART, dep.result["cost"])
+        full = dep.load_model(device=ctx.device)
+        if not isinstance(full, DepthNet):
+            raise OdnbenchError(f"truncate: the full-depth model is a {type(full).__name__}, not an odnbench DepthNet")
+        k, source = chosen_depth(ctx, full.depth)
+        val_full = ctx.trainer.evaluate(full, "val")
+        model = full.truncated(k)  # trained stem + blocks 1..k, fresh head
+        del full
+        val_cut = ctx.trainer.evaluate(model, "val")
+        p = ctx.params
+        fit = ctx.trainer.fit(model, label="fine-tune", epochs=p["finetune_epochs"], lr=p["finetune_lr"])
+        return MethodOutput(model, {
+            "depth": k,
+            "depth_source": source,
+            "full_depth_val": val_full,
+            "val_after_cut": val_cut,
+            "val_after_finetune": fit.best_val,
+            "finetune_epochs": fit.epochs,
+            "finetune_best_epoch": fit.best_epoch,
+            "stopped": fit.stopped,
+            "history": fit.history,
+        })
+
+
+@hookimpl
+def register_methods(register):
+    register(Truncate())
