@@ -4,6 +4,7 @@ that ``--help``, ``list`` and ``plugins`` start fast."""
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -77,6 +78,26 @@ def list_cmd(kind):
 def plugins():
     """Print the loaded plugins as JSON: [{"name", "version", "hooks"}]."""
     click.echo(json.dumps(registry().plugin_list(), indent=2))
+
+
+@cli.command("new-plugin")
+@click.argument("name")
+@click.option("--kind", type=click.Choice(["method", "dataset", "backbone"]), default="method", show_default=True,
+              help="What the plugin registers.")
+@click.option("--dir", "directory", type=click.Path(file_okay=False, path_type=Path), default=".",
+              show_default=True, help="Where to create odnbench-NAME/.")
+def new_plugin(name, kind, directory):
+    """Write a ready-to-install plugin package odnbench-NAME/ (pyproject with the entry point, the
+    plugin module, a README and a passing test that uses odnbench.testing)."""
+    from odnbench.scaffold import check_name, create_plugin
+
+    check_name(name, kind)
+    reg = registry()
+    taken = {n: reg.owner[(kind, n)] for n in reg.names(kind)}
+    target = create_plugin(name, kind, directory, taken=taken)
+    shown = str(target) if target.is_absolute() or str(target).startswith(".") else f"./{target}"
+    click.echo(f"created {shown}/ ({kind} plugin {name!r}). Next:\n"
+               f"  pip install -e {shown}\n  odnbench plugins\n  pytest {shown}")
 
 
 @cli.command()
@@ -231,13 +252,81 @@ def leaderboard(ctx, results, fmt, output):
         click.echo(text, nl=False)
 
 
+def _results_option(ctx, results):
+    """A subcommand's --results, else the group's (``odnbench leaderboard --results X publish``)."""
+    return results if results is not None else ctx.parent.params["results"]
+
+
+@leaderboard.command("publish")
+@click.option("--results", "-r", type=click.Path(path_type=Path), default=None,
+              help=f"Results folder [default: the group's --results, {DEFAULT_RESULTS}].")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True,
+              help="Where the pages go: one folder per board and an index README.md.")
+@click.option("--tolerance", type=float, default=1.75, show_default=True,
+              help="Points of top-1 below full depth that still count as iso-accuracy / meeting the target.")
+@click.pass_context
+def leaderboard_publish(ctx, results, out, tolerance):
+    """Write, per dataset/backbone/preset/device, a markdown page, the table as JSON and CSV, and
+    Pareto plots (top-1 against size and MACs) plus ODN's depth curve; and an index. Publishing
+    the same results again gives byte-identical files."""
+    from odnbench.publish import publish
+
+    results = _results_option(ctx, results)
+    report = publish(results, out, tolerance=tolerance)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"{len(report.boards)} boards, {len(report.written)} files written to {out}"
+               + (f", {len(report.removed)} stale files removed" if report.removed else ""))
+
+
+@leaderboard.command("verify")
+@click.option("--results", "-r", type=click.Path(path_type=Path), default=None,
+              help=f"Results folder [default: the group's --results, {DEFAULT_RESULTS}].")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
+              help="Where datasets live [default: $ODNBENCH_DATA or ~/.cache/odnbench/data].")
+@click.option("--download/--no-download", default=True, show_default=True,
+              help="Download missing torchvision datasets for re-evaluation.")
+@click.option("--device", default="cpu", show_default=True, help="Re-evaluate on cpu, cuda[:N] or auto.")
+@click.option("--tolerance", type=float, default=0.01, show_default=True,
+              help="Allowed |stored - re-measured| top-1, in points.")
+@click.option("--schema-only", is_flag=True, help="Check result.json files only; do not reload models.")
+@click.pass_context
+def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, schema_only):
+    """Check every stored result against the result schema and its folder's key; where model.pt
+    is present, reload it, re-evaluate it on the test split and compare top-1, params, size and
+    MACs with result.json. Exits 1 when anything does not match."""
+    from odnbench import harness
+    from odnbench.verify import verify
+
+    results = _results_option(ctx, results)
+    report = verify(results, data_dir=data_dir or default_data_dir(), download=download,
+                    device=None if schema_only else harness.pick_device(device), tolerance=tolerance,
+                    schema_only=schema_only)
+    for check in report.cells:
+        click.echo(check.line())
+    click.echo(report.summary())
+    if report.problems:
+        sys.exit(1)
+
+
 def _add_plugin_commands() -> None:
     try:
         reg = registry()
     except OdnbenchError as exc:  # a broken plugin must not hide --help
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
-    reg.pm.hook.register_commands(cli=cli)
+    from odnbench.registry import _one_line, _truthy
+
+    for impl in reg.pm.hook.register_commands.get_hookimpls():  # one at a time, like the other hooks
+        try:
+            impl.function(**{arg: cli for arg in impl.argnames})
+        except Exception as exc:  # one plugin's broken command must not take the whole CLI down
+            message = (f"plugin {reg.pm.get_name(impl.plugin)!r} failed in register_commands: "
+                       f"{type(exc).__name__}: {_one_line(exc)}")
+            if _truthy(os.environ.get("ODNBENCH_STRICT_PLUGINS")):
+                click.echo(f"Error: {message}", err=True)
+                sys.exit(2)
+            click.echo(f"odnbench: warning: {message} (skipped)", err=True)
 
 
 def main(argv=None):

@@ -87,6 +87,7 @@ class Cell:
     config: dict
     requires: dict[str, str] = field(default_factory=dict)  # dependency name -> cell key
     added_as_dependency: bool = False
+    error: str | None = None  # a plugin's contract error found while planning: run_cell records it as failed
 
     @property
     def key(self) -> str:
@@ -129,15 +130,32 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
 
     def add(method: str, dataset: str, backbone: str, seed: int, fixed: dict | None, as_dep: bool,
             stack: tuple[str, ...]) -> Cell:
-        params = resolve_params(registry, method, preset, dataset, overrides.get(method, {}), fixed)
+        try:
+            params = resolve_params(registry, method, preset, dataset, overrides.get(method, {}), fixed)
+        except PluginError as exc:  # the plugin's fault, not the user's: fail its cells, not the whole grid
+            cell = Cell(make_config(method, {}, dataset, backbone, seed, recipe), added_as_dependency=as_dep,
+                        error=str(exc))
+            return ordered.setdefault(cell.key, cell)
         cell = Cell(make_config(method, params, dataset, backbone, seed, recipe), added_as_dependency=as_dep)
         if cell.key in ordered:
             return ordered[cell.key]
         if method in stack:
             raise PluginError(f"dependency cycle: {' -> '.join(stack + (method,))}")
-        for req in registry.method(method).requires(params):
-            if not isinstance(req, Requirement):
-                raise PluginError(f"method {method!r}: requires() must return odnbench.Requirement objects")
+        plugin = registry.owner.get(("method", method), "?")
+        try:
+            reqs = list(registry.method(method).requires(params))
+            if not all(isinstance(req, Requirement) for req in reqs):
+                raise PluginError("requires() must return a list of odnbench.Requirement objects")
+            missing = [req.method for req in reqs if req.method not in registry.items["method"]]
+            if missing:
+                raise PluginError(f"it requires method {missing[0]!r}, which no loaded plugin registers")
+        except Exception as exc:  # same: a broken requires() fails this cell only
+            if isinstance(exc, OdnbenchError) and not isinstance(exc, PluginError):
+                raise  # requires() rejected the user's parameters (one-line error), not a plugin bug
+            why = str(exc) if isinstance(exc, PluginError) else f"requires() raised {type(exc).__name__}: {exc}"
+            cell.error = f"plugin {plugin!r}: method {method!r}: {why}"
+            reqs = []
+        for req in reqs:
             if add_dependencies:
                 dep = add(req.method, dataset, backbone, seed, dict(req.params), True, stack + (method,))
             else:
@@ -148,7 +166,8 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
         ordered[cell.key] = cell
         return cell
 
-    for method, dataset, backbone, seed in itertools.product(methods, datasets, backbones, seeds):
+    # Methods vary fastest so that one loaded dataset split (per dataset and seed) serves all of them.
+    for dataset, backbone, seed, method in itertools.product(datasets, backbones, seeds, methods):
         key_before = set(ordered)
         cell = add(method, dataset, backbone, seed, None, False, ())
         if cell.key in key_before:
@@ -226,7 +245,9 @@ def load_dependencies(cell: Cell, results_dir: Path, grid_cells: dict[str, Cell]
             raise MissingDependencyError(
                 f"{c['method']} needs a finished '{dep_method}' result for {c['dataset']}/{c['backbone']}/seed "
                 f"{c['seed']}/preset {c['preset']} (cell key {key}), which {why} in {results_dir}. Run "
-                f"`odnbench compare --method {dep_method} --method {c['method']}` (it orders them), "
+                f"`odnbench compare --method {dep_method} --method {c['method']} --dataset {c['dataset']} "
+                f"--backbone {c['backbone']} --seed {c['seed']} --preset {c['preset']}` with the same --set "
+                f"options (it orders them), "
                 f"or run the '{dep_method}' cell first."
             )
         deps[name] = Dependency(result=result, model_path=found / MODEL_FILE)
@@ -258,7 +279,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     progress = progress or Progress()
     method = registry.method(config["method"])
     plugin = registry.owner.get(("method", config["method"]), "?")
-    recipe = make_recipe(config["preset"], {k: _as_text(v) for k, v in config["recipe"].items() if k != "preset"})
+    recipe = recipe_for(config)
     cost = CostMeter()
     result: dict[str, Any] = {
         "status": "failed",
@@ -274,6 +295,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     started = time.perf_counter()
     try:
         with metrics.torch_threads(recipe.threads):
+            if cell.error:
+                raise PluginError(cell.error)
             deps = load_dependencies(cell, results_dir, grid_cells)
             seed_everything(config["seed"])
             splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
@@ -312,6 +335,11 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result["env"] = envinfo.fingerprint(device)
     write_json(out_dir / RESULT_FILE, result)
     return result
+
+
+def recipe_for(config: dict) -> Recipe:
+    """The recipe a stored cell config ran with (its preset plus the stored field values)."""
+    return make_recipe(config["preset"], {k: _as_text(v) for k, v in config["recipe"].items() if k != "preset"})
 
 
 def _as_text(value) -> str:

@@ -2,7 +2,9 @@
 
 - ``top1``: percent of the test split classified correctly (the model was chosen on validation).
 - ``params``: number of parameters of the exported model.
-- ``size_mb``: bytes of ``torch.save(model.state_dict())`` / 1e6 -- the ODN paper's "MB".
+- ``size_mb``: bytes of ``torch.save(model.state_dict())`` / 1e6 -- the ODN paper's "MB". Saved to
+  a buffer (as to a file object); torch.save to a path names the zip records after the file, so a
+  checkpoint on disk differs from this by a few bytes per tensor depending on its file name.
 - ``size_mib``: fp32-equivalent bytes of parameters + buffers / 2**20 (numel x element size).
 - ``flops``: floating-point operations of one forward pass on one image, counted by
   ``torch.utils.flop_counter.FlopCounterMode`` (convolutions and matrix products; a

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any
@@ -85,7 +86,17 @@ def _selected(ep: importlib.metadata.EntryPoint, allowed: set[str] | None) -> bo
     if allowed is None:
         return True
     dist = ep.dist.name if ep.dist else None
-    return ep.name in allowed or (dist is not None and dist in allowed)
+    # Distribution names compare as pip does: "My_Plugin" selects "my-plugin" (PEP 503 normalisation).
+    return ep.name in allowed or (dist is not None and _normal(dist) in {_normal(a) for a in allowed})
+
+
+def _normal(dist_name: str) -> str:
+    return re.sub(r"[-_.]+", "-", dist_name).lower()
+
+
+def _one_line(exc: BaseException) -> str:
+    """pluggy and some import errors put newlines in their messages; the CLI prints one line."""
+    return " ".join(str(exc).split())
 
 
 def _warn(message: str) -> None:
@@ -110,17 +121,17 @@ def load_registry() -> Registry:
         try:
             module = ep.load()
         except Exception as exc:  # a broken third-party plugin must not kill the CLI
-            message = f"plugin {ep.name!r} ({dist or '?'}) failed to load: {type(exc).__name__}: {exc}"
+            message = f"plugin {ep.name!r} ({dist or '?'}) failed to load: {type(exc).__name__}: {_one_line(exc)}"
             if strict:
                 raise PluginError(message) from exc
             _warn(message + " (skipped; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
             continue
-        pm.register(module, name=ep.name)
         try:
+            pm.register(module, name=ep.name)  # a hook taking arguments its spec lacks fails here
             pm.check_pending()  # a misspelled hook name fails loudly, naming the plugin
         except pluggy.PluginValidationError as exc:
             known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
-            raise PluginError(f"plugin {ep.name!r} ({dist or '?'}): {exc}. Known hooks: {known}") from exc
+            raise PluginError(f"plugin {ep.name!r} ({dist or '?'}): {_one_line(exc)}. Known hooks: {known}") from exc
         registry.plugins[ep.name] = PluginInfo(ep.name, ep.dist.version if ep.dist else None, dist)
 
     for kind, base in KINDS.items():

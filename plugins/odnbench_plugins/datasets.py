@@ -20,13 +20,14 @@ class TorchvisionDataset(Dataset):
     """A torchvision dataset held in memory as tensors, with a seeded validation carve-out."""
 
     def __init__(self, name, description, tv_class, folder, *, channels, image_size, num_classes,
-                 mean, std, val_size, augment=None, split_kwargs=None, label_offset=0):
+                 mean, std, val_size, augment=None, split_kwargs=None, label_offset=0, expect=None):
         self.name, self.description = name, description
         self.tv_class, self.folder = tv_class, folder
         self.channels, self.image_size, self.num_classes = channels, image_size, num_classes
         self.mean, self.std, self.val_size, self.augment = mean, std, val_size, augment
         self.split_kwargs = split_kwargs or (lambda train: {"train": train})
         self.label_offset = label_offset
+        self.expect = expect or f"'{folder}/'"  # what --data-dir must hold, for the error message
 
     def _open(self, root: Path, train: bool, download: bool):
         import torchvision
@@ -40,7 +41,7 @@ class TorchvisionDataset(Dataset):
             if not download:
                 raise DataNotFoundError(
                     f"{self.name}: files not found under {where} ({missing}). Put torchvision's files there, "
-                    f"point --data-dir at the folder that holds '{self.folder}/', or allow --download (needs internet)."
+                    f"point --data-dir at the folder that holds {self.expect}, or allow --download (needs internet)."
                 ) from None
         try:
             return cls(str(root), download=True, **kwargs)
@@ -142,7 +143,7 @@ BUILTIN = [
                        val_size=10_000),
     TorchvisionDataset("svhn", "SVHN cropped digits (torchvision), 68,257/5,000/26,032, 3x32x32", "SVHN", "",
                        channels=3, image_size=32, num_classes=10, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0),
-                       val_size=5_000, split_kwargs=_train_test),
+                       val_size=5_000, split_kwargs=_train_test, expect="train_32x32.mat and test_32x32.mat"),
     TorchvisionDataset("cifar10", "CIFAR-10 (torchvision), 45k/5k/10k, 3x32x32, crop+flip augmentation",
                        "CIFAR10", "cifar-10-batches-py", channels=3, image_size=32, num_classes=10,
                        mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0), val_size=5_000, augment="crop-flip"),

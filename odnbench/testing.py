@@ -1,0 +1,366 @@
+"""Test helpers for plugin authors: run your plugin through the real harness and check the contract.
+
+Opt in from a test module (or your root ``conftest.py``); odnbench registers no ``pytest11``
+entry point, so nothing here loads unless you ask for it::
+
+    pytest_plugins = ["odnbench.testing"]
+
+    def test_my_method(check_method):
+        check = check_method("mymethod")           # smoke preset, mnist5k, resnet18, seed 0
+        assert check.info["blocks"] == 2           # what your run() put in MethodOutput.info
+
+    def test_my_dataset(check_dataset):
+        check_dataset("digits")                    # loads it, checks the splits, ranks `full` on it
+
+    def test_my_backbone(check_backbone):
+        check_backbone("plaincnn")                 # builds it, checks DepthNet, ranks `full` on it
+
+Each check runs the real thing (real data, real training with the ``smoke`` preset, the real
+measurements, a real results folder under pytest's ``tmp_path``), so it takes seconds, not
+milliseconds. A failed check says what to fix, naming the plugin.
+
+Plugins are the installed ones (``pip install -e .`` first), filtered by ``ODNBENCH_LOAD_PLUGINS``
+as everywhere else; pass ``plugins=[module]`` to also register a plugin object that is not
+installed (handy before the first ``pip install``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import pytest
+
+from odnbench.contract import Backbone, Dataset, Method
+from odnbench.registry import KINDS, PluginInfo, Registry, _add, load_registry
+
+__all__ = [
+    "MethodCheck",
+    "DatasetCheck",
+    "BackboneCheck",
+    "registry_with",
+    "run_method_check",
+    "run_dataset_check",
+    "run_backbone_check",
+    "check_method",
+    "check_dataset",
+    "check_backbone",
+]
+
+SMOKE_WIDTH = (8, 16, 16, 32)
+
+
+class ContractError(AssertionError):
+    """A plugin broke the contract; the message says what to fix."""
+
+
+def _fail(message: str) -> None:
+    raise ContractError(message)
+
+
+# ----------------------------------------------------------------------------------- registry
+
+
+def registry_with(*plugins: Any, installed: bool = True) -> Registry:
+    """The registry of the installed plugins (as ``odnbench`` itself loads them) plus ``plugins``.
+
+    Each extra plugin is any object with ``@odnbench.hookimpl`` functions (usually a module);
+    it is registered with pluggy exactly as an entry point would be, so misspelled hooks and
+    contract errors fail here as they would for a user.
+    """
+    import pluggy
+
+    from odnbench import hookspecs
+
+    if installed:
+        registry = load_registry()
+    else:
+        pm = pluggy.PluginManager("odnbench")
+        pm.add_hookspecs(hookspecs)
+        registry = Registry(pm=pm)
+    for plugin in plugins:
+        name = getattr(plugin, "__name__", None) or type(plugin).__name__
+        if registry.pm.is_registered(plugin) or name in registry.plugins:
+            continue  # already installed and loaded under that name
+        registry.pm.register(plugin, name=name)
+        registry.pm.check_pending()
+        registry.plugins[name] = PluginInfo(name, None, None)
+        for kind, base in KINDS.items():
+            for impl in getattr(registry.pm.hook, f"register_{kind}s").get_hookimpls():
+                if impl.plugin is plugin:
+                    callback = lambda obj, k=kind, b=base: _add(registry, k, b, name, obj)  # noqa: E731
+                    impl.function(**{arg: callback for arg in impl.argnames})  # a hook may take fewer args
+    return registry
+
+
+# ----------------------------------------------------------------------------------- methods
+
+
+@dataclass
+class MethodCheck:
+    """What :func:`run_method_check` found: the stored result, the reloaded model and where they are."""
+
+    name: str
+    plugin: str
+    result: dict
+    model: Any  # torch.nn.Module, reloaded from model.pt with odnbench.store.load_model
+    results_dir: Path
+    cell_dir: Path
+    results: list[dict]  # every cell of the grid, dependencies included
+    row: dict  # the method's leaderboard row (rank, label, top1_mean, params, ...), as `--format json` gives it
+
+    @property
+    def info(self) -> dict:
+        return self.result["method_info"]
+
+    @property
+    def metrics(self) -> dict:
+        return self.result["metrics"]
+
+    def leaderboard(self, fmt: str = "md") -> str:
+        from odnbench import leaderboard
+
+        return leaderboard.render(self.results_dir, fmt)
+
+
+def check_declaration(method: Method, plugin: str = "?") -> None:
+    """Parameters are unique identifiers whose defaults pass their own validation and survive
+    ``--set NAME=<default>`` unchanged."""
+    where = f"method {method.name!r} (plugin {plugin!r})"
+    if not isinstance(method.description, str) or not method.description.strip():
+        _fail(f"{where}: set a one-line `description` (shown by `odnbench list methods`)")
+    seen = set()
+    for p in method.params:
+        if not p.name.isidentifier():
+            _fail(f"{where}: parameter name {p.name!r} must be a Python identifier (used as --set {method.name}.NAME)")
+        if p.name in seen:
+            _fail(f"{where}: declares parameter {p.name!r} twice")
+        seen.add(p.name)
+        try:
+            value = p.check(p.default, method.name)
+        except Exception as exc:
+            _fail(f"{where}: the default of parameter {p.name!r} fails its own declaration: {exc} "
+                  "(use nullable=True for a None default)")
+        text = "none" if value is None else str(value)
+        if p.parse(text, method.name) != value:
+            _fail(f"{where}: --set {method.name}.{p.name}={text} does not give back the default {value!r}")
+
+
+def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), dataset: str = "mnist5k",
+                     backbone: str = "resnet18", seed: int = 0, preset: str = "smoke", plugins: Iterable = (),
+                     data_dir: Path | None = None, download: bool = False, device: str = "cpu",
+                     registry: Registry | None = None) -> MethodCheck:
+    """Run method ``name`` (and the cells it requires) through the real harness into ``workdir``
+    and check the contract end to end. Raises ``AssertionError`` naming what to fix."""
+    from odnbench import harness
+    from odnbench.cli import default_data_dir
+    from odnbench.leaderboard import build_boards, load_results
+    from odnbench.metrics import count_params, top1
+    from odnbench.progress import Progress
+    from odnbench.recipes import make_recipe
+    from odnbench.store import MODEL_FILE, RESULT_FILE, load_model, read_json
+
+    reg = registry or registry_with(*plugins)
+    if name not in reg.items["method"]:
+        _fail(f"method {name!r} is not registered. Loaded plugins: {', '.join(sorted(reg.plugins)) or 'none'}; "
+              f"methods: {', '.join(reg.names('method'))}. Is your package installed (pip install -e .), "
+              "its entry point in [project.entry-points.odnbench], and ODNBENCH_LOAD_PLUGINS unset or naming it?")
+    plugin = reg.owner[("method", name)]
+    check_declaration(reg.method(name), plugin)
+
+    workdir = Path(workdir)
+    results_dir = workdir / "results"
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    grid = harness.plan_grid(reg, [name], [dataset], [backbone], [seed], preset, list(sets))
+    run_device = harness.pick_device(device)
+    report = harness.run_grid(reg, grid, results_dir, data_dir=data_dir, download=download, device=run_device,
+                              resume=False, progress=Progress(quiet=True))
+    cell = next(c for c in reversed(grid.cells) if c.config["method"] == name and not c.added_as_dependency)
+    cell_dir = results_dir / cell.dirname
+    if not (cell_dir / RESULT_FILE).is_file():
+        _fail(f"method {name!r}: no result.json was written in {cell_dir}")
+    result = read_json(cell_dir / RESULT_FILE)
+    if result["status"] != "ok":
+        deps = "; ".join(f"{r['config']['method']}: {r['error']}" for r in report.failed if r is not None
+                         and r["config"]["method"] != name)
+        _fail(f"method {name!r} (plugin {plugin!r}) failed: {result['error']}"
+              + (f"\n{result['traceback']}" if result.get("traceback") else "")
+              + (f"\ncells it needed failed too: {deps}" if deps else ""))
+    if result["plugin"] != plugin:
+        _fail(f"result.json names plugin {result['plugin']!r}, expected {plugin!r}")
+
+    m = result["metrics"]
+    if not (0.0 <= m["top1"] <= 100.0 and 0.0 <= m["val_top1"] <= 100.0):
+        _fail(f"method {name!r}: accuracy out of range: {m['top1']}")
+    for key in ("params", "macs", "size_mb"):
+        if not m[key] > 0:
+            _fail(f"method {name!r}: the exported model has {key} = {m[key]}; it must be a trained network")
+    if not (m["latency_ms"]["p50"] > 0 and math.isfinite(m["latency_ms"]["p50"])):
+        _fail(f"method {name!r}: the harness could not time the exported model")
+    if json.loads(json.dumps(result["method_info"])) != result["method_info"]:
+        _fail(f"method {name!r}: method_info does not survive a JSON round trip")
+
+    # The exported file must reload without the method's code and reproduce the stored metrics.
+    model = load_model(cell_dir / MODEL_FILE)
+    import torch
+
+    if not isinstance(model, torch.nn.Module):
+        _fail(f"method {name!r}: {MODEL_FILE} reloads as {type(model).__name__}, not a torch.nn.Module")
+    if count_params(model) != m["params"]:
+        _fail(f"method {name!r}: reloaded model has {count_params(model)} parameters, result.json says {m['params']}")
+    recipe = make_recipe(preset, harness.split_overrides(list(sets)).get("recipe", {}))
+    splits = harness.DATA_CACHE.get(reg, dataset, data_dir, download, seed, recipe, torch.device("cpu"))
+    again = round(top1(model, splits.test.x.cpu(), splits.test.y.cpu(), recipe.eval_batch_size), 4)
+    if abs(again - m["top1"]) > 1e-6:
+        _fail(f"method {name!r}: the reloaded model scores {again}% on test, result.json says {m['top1']}%; "
+              "return the exact model you trained (in eval mode it must be deterministic)")
+
+    boards = build_boards(load_results(results_dir), registry=reg)
+    rows = [row.fields for board in boards for row in board.rows if row.method == name]
+    if not rows:
+        _fail(f"method {name!r} has no row on the leaderboard built from {results_dir}")
+
+    # Same config, same cell key: a rerun must resume instead of training again.
+    again_grid = harness.plan_grid(reg, [name], [dataset], [backbone], [seed], preset, list(sets))
+    if [c.key for c in again_grid.cells] != [c.key for c in grid.cells]:
+        _fail(f"method {name!r}: planning the same grid twice gave different cell keys; "
+              "parameters and requires() must be deterministic")
+
+    return MethodCheck(name, plugin, result, model, results_dir, cell_dir, report.results, rows[0])
+
+
+# ----------------------------------------------------------------------------------- datasets
+
+
+@dataclass
+class DatasetCheck:
+    name: str
+    sizes: dict[str, int]
+    info: Any  # odnbench.data.DatasetInfo
+    full: MethodCheck  # the `full` method ranked on this dataset
+
+
+def run_dataset_check(name: str, workdir: Path, *, plugins: Iterable = (), data_dir: Path | None = None,
+                      download: bool = False, seed: int = 0, backbone: str = "resnet18") -> DatasetCheck:
+    """Load dataset ``name``, check its splits against its ``DatasetInfo``, then train and rank the
+    ``full`` method on it (smoke preset)."""
+    import torch
+
+    from odnbench.cli import default_data_dir
+    from odnbench.data import DatasetInfo, Split, Splits
+
+    reg = registry_with(*plugins)
+    if name not in reg.items["dataset"]:
+        _fail(f"dataset {name!r} is not registered; datasets: {', '.join(reg.names('dataset'))}")
+    dataset: Dataset = reg.dataset(name)
+    where = f"dataset {name!r} (plugin {reg.owner[('dataset', name)]!r})"
+    data_dir = Path(data_dir) if data_dir else default_data_dir()
+    splits = dataset.load(data_dir, download=download, seed=seed)
+    if not isinstance(splits, Splits) or not isinstance(splits.info, DatasetInfo):
+        _fail(f"{where}: load() must return odnbench.data.Splits(info=DatasetInfo(...), train, val, test)")
+    info = splits.info
+    if info.name != name:
+        _fail(f"{where}: DatasetInfo.name is {info.name!r}; use the registered name {name!r}")
+    for part in ("train", "val", "test"):
+        split = getattr(splits, part)
+        if not isinstance(split, Split) or len(split) == 0:
+            _fail(f"{where}: the {part} split is missing or empty")
+        x, y = split.x, split.y
+        if x.dtype != torch.float32 or x.dim() != 4 or tuple(x.shape[1:]) != (info.channels, info.image_size,
+                                                                                   info.image_size):
+            _fail(f"{where}: {part}.x must be float32 N x {info.channels} x {info.image_size} x {info.image_size} "
+                  f"(as DatasetInfo says), got {x.dtype} {tuple(x.shape)}")
+        if y.dtype != torch.int64 or y.shape != (x.shape[0],):
+            _fail(f"{where}: {part}.y must be int64 with one label per image, got {y.dtype} {tuple(y.shape)}")
+        if int(y.min()) < 0 or int(y.max()) >= info.num_classes:
+            _fail(f"{where}: {part} labels must lie in 0..{info.num_classes - 1}, got {int(y.min())}..{int(y.max())}")
+    again = dataset.load(data_dir, download=False, seed=seed)
+    if not torch.equal(again.val.y, splits.val.y) or not torch.equal(again.test.y, splits.test.y):
+        _fail(f"{where}: two loads with the same seed gave different splits; carve validation with the seed")
+    full = run_method_check("full", workdir, dataset=name, backbone=backbone, seed=seed, data_dir=data_dir,
+                            download=download, registry=reg)
+    return DatasetCheck(name, splits.sizes(), info, full)
+
+
+# ----------------------------------------------------------------------------------- backbones
+
+
+@dataclass
+class BackboneCheck:
+    name: str
+    depth: int
+    widths: list[int]
+    full: MethodCheck  # the `full` method ranked with this backbone
+
+
+def run_backbone_check(name: str, workdir: Path, *, plugins: Iterable = (), dataset: str = "mnist5k",
+                       data_dir: Path | None = None) -> BackboneCheck:
+    """Build backbone ``name`` as a method would, check the DepthNet it returns (block widths,
+    every truncation), then train and rank the ``full`` method with it (smoke preset)."""
+    import torch
+
+    from odnbench.depthnet import DepthNet
+
+    reg = registry_with(*plugins)
+    backbone: Backbone = reg.backbone(name)
+    where = f"backbone {name!r}"
+    net = backbone.build(in_chans=1, num_classes=10, stem="cifar", width=SMOKE_WIDTH)
+    if not isinstance(net, DepthNet):
+        _fail(f"{where}: build() returned {type(net).__name__}; return odnbench.depthnet.DepthNet(stem, blocks, "
+              "widths, head) so methods can cut it by block")
+    x = torch.randn(2, 1, 28, 28)
+    net.eval()
+    with torch.no_grad():
+        if tuple(net(x).shape) != (2, 10):
+            _fail(f"{where}: forward gives {tuple(net(x).shape)} for 2 images and 10 classes, expected (2, 10)")
+        feats = net.block_outputs(x)
+        got = [int(f.shape[1]) for f in feats]
+        if got != net.widths:
+            _fail(f"{where}: DepthNet.widths says {net.widths} but the blocks output {got} channels")
+        sizes = []
+        for k in range(1, net.depth + 1):
+            cut = net.truncated(k)
+            if tuple(cut(x).shape) != (2, 10):
+                _fail(f"{where}: the network cut after block {k} does not classify")
+            sizes.append(sum(p.numel() for p in cut.parameters()))
+    if any(a > b for a, b in itertools.pairwise(sizes)):
+        _fail(f"{where}: cutting deeper must not make the network smaller: {sizes}")
+    full = run_method_check("full", workdir, dataset=dataset, backbone=name, data_dir=data_dir, registry=reg)
+    return BackboneCheck(name, net.depth, list(net.widths), full)
+
+
+# ----------------------------------------------------------------------------------- fixtures
+
+
+def _numbered(tmp_path: Path, prefix: str):
+    counter = itertools.count(1)
+    return lambda name: tmp_path / f"{prefix}-{name}-{next(counter)}"
+
+
+@pytest.fixture
+def check_method(tmp_path):
+    """``check_method(name, sets=(), dataset="mnist5k", backbone="resnet18", preset="smoke", plugins=())``
+    runs the method through the real harness into ``tmp_path`` and returns a :class:`MethodCheck`."""
+    where = _numbered(tmp_path, "method")
+    return lambda name, **kw: run_method_check(name, where(name), **kw)
+
+
+@pytest.fixture
+def check_dataset(tmp_path):
+    """``check_dataset(name, plugins=(), data_dir=None)`` -> :class:`DatasetCheck`."""
+    where = _numbered(tmp_path, "dataset")
+    return lambda name, **kw: run_dataset_check(name, where(name), **kw)
+
+
+@pytest.fixture
+def check_backbone(tmp_path):
+    """``check_backbone(name, plugins=())`` -> :class:`BackboneCheck`."""
+    where = _numbered(tmp_path, "backbone")
+    return lambda name, **kw: run_backbone_check(name, where(name), **kw)
+
+
+__all__ += ["ContractError", "check_declaration"]

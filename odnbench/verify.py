@@ -1,0 +1,256 @@
+"""``odnbench leaderboard verify``: check stored results before anyone ranks them.
+
+Every ``result.json`` is checked against the result schema (the fields leaderboards read) and
+its folder name against the hash of its config. Where the exported ``model.pt`` is present, the
+model is reloaded, re-evaluated on the cell's test split (loaded exactly as the harness loads
+it) and re-measured: top-1 must match within ``tolerance`` points, the parameter count and MACs
+exactly, the saved size within ``SIZE_TOLERANCE_MB``. Committed records without model files
+pass on the schema alone ("model not present, schema only").
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from odnbench.errors import OdnbenchError
+from odnbench.store import MODEL_FILE, RESULT_FILE, cell_key
+
+TOP1_TOLERANCE = 0.01
+#: A model saved on a GPU pickles "cuda:0" as each tensor's location and one re-measured on the CPU
+#: "cpu": a few bytes per tensor. 2 kB absorbs that; a different architecture differs far more.
+SIZE_TOLERANCE_MB = 0.002
+
+_NUMBER = (int, float)
+_STR = (str,)
+_DICT = (dict,)
+
+#: (path, allowed types, extra check or None) for a result with status "ok".
+OK_SCHEMA: list[tuple[str, tuple, object]] = [
+    ("status", _STR, None),
+    ("config.method", _STR, None),
+    ("config.dataset", _STR, None),
+    ("config.backbone", _STR, None),
+    ("config.seed", (int,), None),
+    ("config.preset", _STR, None),
+    ("metrics.top1", _NUMBER, lambda v: 0 <= v <= 100 or "must be a percentage in [0, 100]"),
+    ("metrics.params", (int,), lambda v: v > 0 or "must be positive"),
+    ("metrics.size_mb", _NUMBER, lambda v: v > 0 or "must be positive"),
+    ("metrics.size_mib", _NUMBER, lambda v: v > 0 or "must be positive"),
+    ("metrics.macs", (int,), lambda v: v >= 0 or "must be ≥ 0"),
+    ("metrics.flops", (int,), lambda v: v >= 0 or "must be ≥ 0"),
+    ("metrics.latency_ms.p50", _NUMBER, lambda v: v > 0 or "must be positive"),
+    ("metrics.latency_ms.p90", _NUMBER, lambda v: v > 0 or "must be positive"),
+    ("metrics.throughput", _DICT + _NUMBER, None),
+    ("cost.epochs", _NUMBER, lambda v: v >= 0 or "must be ≥ 0"),
+    ("cost.sample_steps", _NUMBER, lambda v: v >= 0 or "must be ≥ 0"),
+    ("cost.train_seconds", _NUMBER, lambda v: v >= 0 or "must be ≥ 0"),
+    ("cost.device", _STR, None),
+    ("method_info", _DICT, None),
+    ("env", _DICT, None),
+]
+
+FAILED_SCHEMA: list[tuple[str, tuple, object]] = [
+    ("status", _STR, None),
+    ("error", _STR, None),
+    ("config.method", _STR, None),
+    ("config.dataset", _STR, None),
+    ("config.backbone", _STR, None),
+    ("config.seed", (int,), None),
+    ("config.preset", _STR, None),
+    ("env", _DICT, None),
+]
+
+STATUSES = ("ok", "failed")
+
+
+@dataclass
+class CellCheck:
+    folder: str
+    problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    reevaluated: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def line(self) -> str:
+        if self.problems:
+            return f"PROBLEM  {self.folder}: " + "; ".join(self.problems)
+        return f"ok       {self.folder}: " + "; ".join(self.notes)
+
+
+@dataclass
+class VerifyReport:
+    results_dir: Path
+    cells: list[CellCheck]
+
+    @property
+    def problems(self) -> list[CellCheck]:
+        return [c for c in self.cells if not c.ok]
+
+    def summary(self) -> str:
+        ok = [c for c in self.cells if c.ok]
+        again = sum(c.reevaluated for c in ok)
+        return (f"verified {len(self.cells)} results in {self.results_dir}: {len(ok)} ok ({again} re-evaluated, "
+                f"{len(ok) - again} schema only), {len(self.problems)} with problems")
+
+
+def _lookup(d, path: str):
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return _MISSING
+        d = d[part]
+    return d
+
+
+_MISSING = object()
+
+
+def check_schema(result, folder_name: str) -> list[str]:
+    """Problems with one stored result's fields and its folder's key (empty when it conforms)."""
+    if not isinstance(result, dict):
+        return [f"result.json holds a {type(result).__name__}, not an object"]
+    status = result.get("status")
+    if status not in STATUSES:
+        return [f"status is {status!r}; allowed: {', '.join(STATUSES)}"]
+    problems = []
+    for path, types, extra in (OK_SCHEMA if status == "ok" else FAILED_SCHEMA):
+        value = _lookup(result, path)
+        if value is _MISSING or value is None:
+            problems.append(f"{path} is missing")
+            continue
+        if not isinstance(value, types) or isinstance(value, bool):
+            names = " or ".join(sorted({t.__name__ for t in types}))
+            problems.append(f"{path} is {type(value).__name__} {value!r:.60}, expected {names}")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{path} is {value}")
+            continue
+        if extra is not None:
+            verdict = extra(value)
+            if verdict is not True:
+                problems.append(f"{path}={value!r} {verdict}")
+    if status == "ok" and not problems:
+        m = result["metrics"]
+        if m["macs"] != m["flops"] // 2:
+            problems.append(f"metrics.macs {m['macs']} is not flops // 2 = {m['flops'] // 2}")
+        if m["latency_ms"]["p90"] < m["latency_ms"]["p50"]:
+            problems.append(f"metrics.latency_ms.p90 {m['latency_ms']['p90']} < p50 {m['latency_ms']['p50']}")
+    config = result.get("config")
+    if isinstance(config, dict):
+        key = cell_key(config)
+        if not folder_name.endswith(f"-{key}"):
+            problems.append(f"folder name does not end with the config's key -{key} (config edited or folder renamed)")
+        if result.get("key") not in (None, key):
+            problems.append(f"stored key {result.get('key')!r} differs from the config's key {key!r}")
+    else:
+        problems.append("config is missing")
+    return problems
+
+
+def verify(results_dir, *, data_dir: Path, download: bool = True, device=None, registry=None,
+           tolerance: float = TOP1_TOLERANCE, schema_only: bool = False, progress=None) -> VerifyReport:
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise OdnbenchError(f"results folder {results_dir} does not exist")
+    folders = sorted(p for p in results_dir.iterdir()
+                     if p.is_dir() and ((p / RESULT_FILE).exists() or (p / MODEL_FILE).exists()))
+    checks: dict[str, CellCheck] = {}
+    to_reevaluate: list[tuple[Path, dict, CellCheck]] = []
+    for folder in folders:
+        check = checks.setdefault(folder.name, CellCheck(folder.name))
+        path = folder / RESULT_FILE
+        if not path.is_file():
+            check.problems.append(f"{MODEL_FILE} without {RESULT_FILE}")
+            continue
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            check.problems.append(f"{RESULT_FILE} is not readable JSON ({type(exc).__name__}: {exc})")
+            continue
+        check.problems += check_schema(result, folder.name)
+        if check.problems:
+            continue
+        check.notes.append("schema ok")
+        if result["status"] != "ok":
+            check.notes.append("failed cell (recorded as failed; nothing to re-measure)")
+        elif schema_only:
+            check.notes.append("schema only (--schema-only)")
+        elif not (folder / MODEL_FILE).is_file():
+            check.notes.append("model not present, schema only")
+        else:
+            to_reevaluate.append((folder, result, check))
+    if to_reevaluate:
+        _reevaluate_all(to_reevaluate, data_dir=data_dir, download=download, device=device, registry=registry,
+                        tolerance=tolerance, progress=progress)
+    return VerifyReport(results_dir, list(checks.values()))
+
+
+def _reevaluate_all(items, *, data_dir, download, device, registry, tolerance, progress) -> None:
+    from odnbench.harness import pick_device
+
+    if registry is None:
+        from odnbench.registry import get_registry
+
+        registry = get_registry()
+    device = device or pick_device("cpu")
+    # Same dataset and seed next to each other: the harness's data cache holds one at a time.
+    items = sorted(items, key=lambda it: (it[1]["config"]["dataset"], it[1]["config"]["seed"], it[0].name))
+    for folder, result, check in items:
+        if progress is not None:
+            progress(f"re-evaluating {folder.name}")
+        try:
+            check.problems += reevaluate(folder, result, data_dir=data_dir, download=download, device=device,
+                                         registry=registry, tolerance=tolerance, notes=check.notes)
+            check.reevaluated = True
+        except OdnbenchError as exc:
+            check.problems.append(f"could not re-evaluate: {exc}")
+        except Exception as exc:  # an unloadable or wrong model file is a finding, not a crash
+            check.problems.append(f"could not re-evaluate {MODEL_FILE}: {type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:300]}")
+
+
+def reevaluate(folder: Path, result: dict, *, data_dir, download, device, registry, tolerance,
+               notes: list[str]) -> list[str]:
+    """Reload the exported model, measure it again and compare with what result.json says."""
+    import torch
+
+    from odnbench import metrics
+    from odnbench.harness import DATA_CACHE, recipe_for
+    from odnbench.store import load_model
+
+    config = result["config"]
+    stored = result["metrics"]
+    recipe = recipe_for(config)
+    splits = DATA_CACHE.get(registry, config["dataset"], Path(data_dir), download, config["seed"], recipe, device)
+    model = load_model(folder / MODEL_FILE, device=device)
+    if not isinstance(model, torch.nn.Module):
+        return [f"{MODEL_FILE} holds a {type(model).__name__}, not a torch.nn.Module"]
+    model.eval()
+    problems = []
+    with metrics.torch_threads(recipe.threads):
+        top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size)
+        info = splits.info
+        macs = metrics.count_flops(model, (info.channels, info.image_size, info.image_size)) // 2
+    params = metrics.count_params(model)
+    size_mb = metrics.saved_size_mb(model)
+    n_test = len(splits.test)
+    if stored.get("test_examples") not in (None, n_test):
+        problems.append(f"test split has {n_test} examples here but {stored['test_examples']} when stored "
+                        f"(different data under --data-dir?)")
+    if abs(top1 - stored["top1"]) > tolerance:
+        problems.append(f"metrics.top1 stored {stored['top1']:.4f} but re-measured {top1:.4f} on {device.type} "
+                        f"(differs by {abs(top1 - stored['top1']):.4f} > {tolerance:g})")
+    if params != stored["params"]:
+        problems.append(f"metrics.params stored {stored['params']:,} but the model has {params:,}")
+    if abs(size_mb - stored["size_mb"]) > SIZE_TOLERANCE_MB:
+        problems.append(f"metrics.size_mb stored {stored['size_mb']:.6f} but re-measured {size_mb:.6f}")
+    if macs != stored["macs"]:
+        problems.append(f"metrics.macs stored {stored['macs']:,} but re-measured {macs:,}")
+    notes.append(f"re-evaluated on {device.type}: top-1 {top1:.4f} (stored {stored['top1']:.4f}), "
+                 f"params {params:,}, size {size_mb:.6f} MB, MACs {macs:,} match")
+    return problems

@@ -1,0 +1,340 @@
+"""Leaderboards and `leaderboard publish`, rendered from stored result.json files only.
+
+Real smoke cells (full on two seeds and, when installed, odn) run once for the module; the edge
+cases are hand-made variants of those real result.json files.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import shutil
+import statistics
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+from markdown_it import MarkdownIt
+
+from odnbench import Method, hookimpl
+from odnbench import leaderboard as lb
+from odnbench import publish as pub
+from odnbench.store import RESULT_FILE, cell_dirname, cell_key, iter_results, write_json
+
+SEEDS = [0, 1]
+ODN_SETS = ["odn.target=100", "odn.max_depth=2", "odn.warmup_epochs=0", "odn.finetune=false",
+            "odn.save_depth_models=false"]
+
+
+def _gfm(text: str) -> str:
+    return MarkdownIt("commonmark").enable("table").render(text)
+
+
+@pytest.fixture(scope="module")
+def results_dir(tmp_path_factory):
+    """Real smoke cells, run once: full x 2 seeds (+ odn x 1 seed when installed) on mnist5k/resnet18."""
+    from odnbench import harness
+    from odnbench.progress import Progress
+    from odnbench.registry import load_registry
+
+    with pytest.MonkeyPatch.context() as mp:
+        if "ODNBENCH_LOAD_PLUGINS" not in os.environ:
+            mp.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench")
+        reg = load_registry()
+        out = tmp_path_factory.mktemp("results")
+        failed = []
+        # full on two seeds; odn (when installed) on one, searching depths 1-2 for an unreachable target
+        # (a real depth curve and a "no" for meets-target, cheaply)
+        odn = [m for m in ("odn",) if m in reg.items["method"]]
+        for methods, seeds, sets in ((["full"], SEEDS, []), (odn, [0], ODN_SETS)):
+            if methods:
+                grid = harness.plan_grid(reg, methods, ["mnist5k"], ["resnet18"], seeds, "smoke", sets)
+                failed += harness.run_grid(reg, grid, out, data_dir=out / "data", download=False,
+                                           progress=Progress(quiet=True)).failed
+    assert not failed, [r["error"] for r in failed]
+    return out
+
+
+@pytest.fixture(scope="module")
+def stored(results_dir) -> list[dict]:
+    return [r for _, r in iter_results(results_dir)]
+
+
+def _template(stored, method="full", seed=0) -> dict:
+    return copy.deepcopy(next(r for r in stored if r["config"]["method"] == method and r["config"]["seed"] == seed))
+
+
+def _write_results(folder: Path, results: list[dict]) -> Path:
+    for r in results:
+        r["key"] = cell_key(r["config"])
+        write_json(folder / cell_dirname(r["config"]) / RESULT_FILE, r)
+    return folder
+
+
+# ------------------------------------------------------------------------------ real results
+
+def test_board_aggregates_the_stored_seeds(results_dir, stored):
+    boards = lb.build_boards(lb.load_results(results_dir))
+    assert [b.slug for b in boards] == ["mnist5k-resnet18-smoke-cpu"]
+    board = boards[0]
+    full = next(r for r in board.rows if r.method == "full")
+    tops = [r["metrics"]["top1"] for r in sorted(stored, key=lambda r: r["config"]["seed"])
+            if r["config"]["method"] == "full"]
+    f = full.fields
+    assert f["n"] == 2 and f["seeds"] == SEEDS
+    assert f["top1_mean"] == pytest.approx(statistics.fmean(tops))
+    assert f["top1_std"] == pytest.approx(statistics.stdev(tops))
+    assert f["delta_vs_full"] == 0 and f["macs_speedup"] == 1 and f["measured_speedup"] == 1
+    assert f["meets_target"] is True and f["iso_accuracy"] is True
+    assert board.baseline is full
+    assert [r.fields["rank"] for r in board.rows] == list(range(1, len(board.rows) + 1))
+    assert [r.fields["top1_mean"] for r in board.rows] == sorted((r.fields["top1_mean"] for r in board.rows),
+                                                                 reverse=True)
+    # smoke trains one epoch: every full cell stopped on the epoch cap, so it is listed as cut short
+    assert {r["config"]["method"] for r in board.cut_short} >= {"full"}
+    if any(r.method == "odn" for r in board.rows):
+        odn = next(r for r in board.rows if r.method == "odn")
+        f = odn.fields
+        assert odn.label.startswith("odn (") and "max_depth=2" in odn.label  # its key parameters
+        assert f["macs_speedup"] > 1 and f["size_reduction"] > 0 and f["depth"] == [2]
+        # ODN's own reached_target (False: 100 % is out of reach) decides, not Δ vs full
+        assert f["meets_target"] is False and f["meets_target_basis"] == "method's target, threshold 99.50"
+        assert "| no (method's target, threshold 99.50) |" in lb.render_markdown([board], "x")
+        curves = pub.depth_curves(board)
+        assert [[p["depth"] for p in c] for _, c in curves] == [[1, 2]]
+
+
+def test_markdown_is_github_flavoured(results_dir):
+    text = lb.render(results_dir, "md")
+    html = _gfm(text)
+    assert html.count("<table>") == 2  # the ranked table and the iso-accuracy view
+    assert ">Top-1 % (mean ± std, n)</th>" in html
+    assert ">Latency p50 / p90 ms (batch 1, " in html
+    assert "|" not in html.replace("&quot;", "")  # no table row fell out of its table
+    assert text.startswith(lb.GENERATED_MARKER)
+
+
+def test_json_and_csv_render_the_same_rows(results_dir):
+    records = json.loads(lb.render(results_dir, "json"))
+    csv_lines = lb.render(results_dir, "csv").splitlines()
+    assert len(csv_lines) == len(records) + 1
+    header = csv_lines[0].split(",")
+    for name in ("rank", "method", "top1_mean", "top1_std", "delta_vs_full", "size_mb", "size_mib", "macs",
+                 "latency_p50", "latency_p90", "macs_speedup", "measured_speedup", "cost_epochs",
+                 "cost_sample_steps", "cost_seconds", "meets_target"):
+        assert name in header and name in records[0]
+
+
+def test_cli_leaderboard_group_still_renders(results_dir, tmp_path):
+    from odnbench.cli import cli
+
+    out = tmp_path / "board.json"
+    res = CliRunner().invoke(cli, ["leaderboard", "--results", str(results_dir), "--format", "json", "-o", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())[0]["dataset"] == "mnist5k"
+    res = CliRunner().invoke(cli, ["leaderboard", "--results", str(tmp_path / "nope"), "publish"])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def _tree_bytes(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_publish_is_byte_identical_and_complete(results_dir, tmp_path):
+    from odnbench.cli import cli
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    res = CliRunner().invoke(cli, ["leaderboard", "publish", "--results", str(results_dir), "--out", str(a)])
+    assert res.exit_code == 0, res.output
+    first = _tree_bytes(a)
+    CliRunner().invoke(cli, ["leaderboard", "publish", "--results", str(results_dir), "--out", str(a)])
+    assert _tree_bytes(a) == first  # republishing in place changes nothing
+    pub.publish(results_dir, b, command=pub.publish_command(results_dir, a, lb.DEFAULT_TOLERANCE))
+    assert _tree_bytes(b) == first  # nor does publishing elsewhere with the same command line
+    slug = "mnist5k-resnet18-smoke-cpu"
+    for name in ("README.md", "board.json", "board.csv", pub.SIZE_PLOT, pub.MACS_PLOT):
+        assert f"{slug}/{name}" in first
+    for png in (a / slug).glob("*.png"):
+        data = png.read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n"
+        assert b"matplotlib" not in data and b"Software" not in data
+    page = (a / slug / "README.md").read_text()
+    command = f"odnbench leaderboard publish --results {results_dir} --out {a}"
+    assert page.startswith(lb.GENERATED_MARKER) and f"`{command}`" in page
+    assert "Generated file: nothing here is hand-edited" in page
+    assert "torch-pruning" in page and "protocol v1" in page and "2 seeds (0, 1)" in page
+    assert f"]({pub.SIZE_PLOT})" in page and f"]({pub.MACS_PLOT})" in page
+    html = _gfm(page)
+    assert html.count("<table>") == 2
+    index = (a / "README.md").read_text()
+    assert f"]({slug}/README.md)" in index
+    assert len([line for line in index.splitlines() if line.startswith("- [")]) == 1
+    doc = json.loads((a / slug / "board.json").read_text())
+    board = lb.build_boards(lb.load_results(results_dir))[0]
+    assert [row["method"] for row in doc["rows"]] == [r.label for r in board.rows]
+    has_curve = any((r.get("method_info") or {}).get("depth_curve") for _, r in iter_results(results_dir))
+    assert (f"{slug}/{pub.DEPTH_PLOT}" in first) == has_curve
+
+
+# ------------------------------------------------------------------------------ hand-made variants
+
+def _variant(stored, **changes) -> dict:
+    r = _template(stored)
+    for path, value in changes.items():
+        d = r
+        *parents, last = path.split("__")
+        for p in parents:
+            d = d[p]
+        d[last] = value
+    return r
+
+
+def _small(stored, method, seed, top1, size_mb, macs, info):
+    r = _variant(stored, config__method=method, config__seed=seed, metrics__top1=top1, metrics__size_mb=size_mb,
+                 metrics__macs=macs, metrics__flops=2 * macs)
+    r["method_info"] = info
+    return r
+
+
+def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
+    full_top = statistics.fmean(r["metrics"]["top1"] for r in stored if r["config"]["method"] == "full")
+    full = [copy.deepcopy(r) for r in stored if r["config"]["method"] == "full"]
+    curve = [{"depth": 1, "best_val": 40.0}, {"depth": 2, "best_val": 55.5}]
+    results = full + [
+        # reached_target decides, seeds disagree -> 1/2
+        _small(stored, "deep", 0, full_top - 0.5, 0.05, 1_000_000,
+               {"reached_target": True, "threshold": 50.0, "depth": 2, "depth_curve": curve}),
+        _small(stored, "deep", 1, full_top - 0.5, 0.05, 1_000_000,
+               {"reached_target": False, "threshold": 50.0, "depth": 3, "depth_curve": curve[:1]}),
+        # threshold alone: test top-1 against it
+        _small(stored, "thr", 0, full_top - 5.0, 0.01, 500_000, {"threshold": full_top - 6.0}),
+        # neither: Δ vs full within the tolerance (1.75) or not
+        _small(stored, "close", 0, full_top - 1.5, 0.02, 2_000_000, {}),
+        _small(stored, "far", 0, full_top - 2.0, 0.005, 200_000, {}),
+    ]
+    boards = lb.build_boards(results, use_registry=False)
+    rows = {r.method: r.fields for r in boards[0].rows}
+    assert rows["deep"]["meets_target_seeds"] == "1/2" and rows["deep"]["meets_target"] is False
+    assert rows["deep"]["depth"] == [2, 3]
+    assert rows["thr"]["meets_target"] is True and "test ≥" in rows["thr"]["meets_target_basis"]
+    assert rows["close"]["meets_target"] is True and rows["far"]["meets_target"] is False
+    assert rows["far"]["delta_vs_full"] == pytest.approx(-2.0)
+    assert rows["close"]["macs_speedup"] == pytest.approx(rows["full"]["macs"] / 2_000_000)
+    # iso-accuracy: within 1.75 of full, smallest first; "thr" (−5) and "far" (−2) are out
+    assert [r.method for r in boards[0].iso_rows] == ["close", "deep", "full"]
+    cells = lb.cells(rows["deep"])
+    assert cells["depth"] == "2–3" and cells["meets"].startswith("1/2")
+
+    folder = _write_results(tmp_path / "res", results)
+    pub.publish(folder, tmp_path / "out", registry=_registry())
+    slug = boards[0].slug
+    page = (tmp_path / "out" / slug / "README.md").read_text()
+    assert f"]({pub.DEPTH_PLOT})" in page
+    assert (tmp_path / "out" / slug / pub.DEPTH_PLOT).is_file()
+
+
+def test_pareto_front():
+    pts = [(1.0, 90.0), (2.0, 95.0), (2.0, 94.0), (3.0, 93.0), (0.5, 80.0), (4.0, 96.0)]
+    assert pub.pareto_front(pts) == [4, 0, 1, 5]
+    assert pub.pareto_front([]) == []
+
+
+def test_failed_cells_are_listed_with_safe_markdown(stored, tmp_path):
+    bad = _variant(stored, config__method="prune", status="failed", metrics=None,
+                   error="method 'prune' raised ValueError: shape <1|2> * bad\nsecond line")
+    broken = _variant(stored, config__method="odd")
+    del broken["metrics"]["top1"]
+    results = [_template(stored), bad, broken]
+    board = lb.build_boards(results, use_registry=False)[0]
+    assert [r.method for r in board.rows] == ["full"]
+    assert {r["config"]["method"] for r in board.failed} == {"prune", "odd"}
+    text = lb.render_markdown([board], "res")
+    html = _gfm(text)
+    assert "shape &lt;1|2&gt; * bad" in html and "second line" not in html
+    assert "no numeric metrics.top1" in text
+    assert html.count("<table>") == 2 and "<1|2>" not in html
+
+
+def test_no_baseline_and_recipe_variants(stored):
+    a = _variant(stored, config__method="other")
+    b = _variant(stored, config__method="other")
+    b["config"]["recipe"] = {**b["config"]["recipe"], "epochs": 5}
+    b["metrics"]["top1"] = 50.0
+    board = lb.build_boards([a, b], use_registry=False)[0]
+    assert board.baseline is None
+    assert [r.label for r in board.rows] == ["other (recipe.epochs=5)", "other (recipe.epochs=1)"]
+    assert all(r.fields["delta_vs_full"] is None and r.fields["meets_target"] is None for r in board.rows)
+    text = lb.render_markdown([board], "res")
+    assert "No full-depth baseline" in text and _gfm(text).count("<table>") == 1
+
+
+class RefMethod(Method):
+    name = "refmethod"
+    description = "test method with published numbers"
+
+    def reference_results(self, dataset, backbone):
+        if (dataset, backbone) == ("mnist5k", "resnet18"):
+            return {"optimal_depth": 2, "top1": 99.31, "size_reduction_pct": 98.64, "source": "a paper"}
+        return None
+
+
+class RefPlugin:
+    @hookimpl
+    def register_methods(self, register):
+        register(RefMethod())
+
+
+def _registry():
+    from odnbench.testing import registry_with
+
+    return registry_with(RefPlugin())
+
+
+def test_reported_numbers_only_on_paper_preset(stored, tmp_path):
+    def with_preset(preset):
+        full = _template(stored)
+        ref = _small(stored, "refmethod", 0, full["metrics"]["top1"], full["metrics"]["size_mb"] / 4, 1000,
+                     {"depth": 3})
+        for r in (full, ref):
+            r["config"]["preset"] = preset
+        return [full, ref]
+
+    reg = _registry()
+    paper = lb.build_boards(with_preset("paper"), registry=reg)[0]
+    assert len(paper.reported) == 1 and not paper.reference_notes
+    rep = paper.reported[0]
+    assert (rep["depth_reported"], rep["top1_reported"], rep["size_reduction_reported"]) == (2, 99.31, 98.64)
+    assert rep["depth_measured"] == [3] and rep["size_reduction_measured"] == pytest.approx(75.0)
+    text = lb.render_markdown([paper], "res")
+    assert "| refmethod | 2 / 3 | 99.31 / " in text and "−98.64 % / −75.00 %" in text
+    assert _gfm(text).count("<table>") == 3
+
+    smoke = lb.build_boards(with_preset("smoke"), registry=reg)[0]
+    assert not smoke.reported and len(smoke.reference_notes) == 1
+    assert "optimal depth 2, top-1 99.31 %" in smoke.reference_notes[0]
+    assert "`paper`-preset boards only" in lb.render_markdown([smoke], "res")
+
+
+def test_stale_boards_removed_and_foreign_index_kept(stored, tmp_path):
+    other = _variant(stored, config__dataset="mnist")
+    folder = _write_results(tmp_path / "res", [_template(stored), other])
+    out = tmp_path / "out"
+    report = pub.publish(folder, out, registry=_registry())
+    assert len(report.boards) == 2 and (out / "mnist-resnet18-smoke-cpu" / "README.md").is_file()
+    (out / "mnist-resnet18-smoke-cpu" / "notes.txt").write_text("mine")
+    shutil.rmtree(folder / cell_dirname(other["config"]))
+    report = pub.publish(folder, out, registry=_registry())
+    assert not (out / "mnist-resnet18-smoke-cpu" / "README.md").exists()
+    assert (out / "mnist-resnet18-smoke-cpu" / "notes.txt").read_text() == "mine"  # not ours: kept
+    assert "mnist-resnet18-smoke-cpu" not in (out / "README.md").read_text()
+
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "README.md").write_text("# my notes\n")
+    from odnbench.errors import OdnbenchError
+
+    with pytest.raises(OdnbenchError, match="not generated by odnbench"):
+        pub.publish(folder, foreign)

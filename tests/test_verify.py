@@ -1,0 +1,158 @@
+"""`odnbench leaderboard verify`: schema and key checks, and re-evaluation of stored models.
+
+Two real smoke cells (full, seeds 0 and 1) run once for the module; each test tampers with its
+own copy of them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from odnbench.store import MODEL_FILE, RESULT_FILE, cell_dirname, cell_key, load_model, save_model, write_json
+from odnbench.verify import check_schema, verify
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory):
+    from odnbench import harness
+    from odnbench.progress import Progress
+    from odnbench.registry import load_registry
+
+    with pytest.MonkeyPatch.context() as mp:
+        if "ODNBENCH_LOAD_PLUGINS" not in os.environ:
+            mp.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench")
+        reg = load_registry()
+        out = tmp_path_factory.mktemp("results")
+        grid = harness.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
+        report = harness.run_grid(reg, grid, out, data_dir=out / "data", download=False,
+                                  progress=Progress(quiet=True))
+    assert not report.failed
+    return out
+
+
+@pytest.fixture
+def results(fresh, tmp_path) -> Path:
+    """A private copy of the fresh results to tamper with."""
+    return Path(shutil.copytree(fresh, tmp_path / "results"))
+
+
+def _cells(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if (p / RESULT_FILE).is_file())
+
+
+def _cli(results: Path, *extra):
+    from odnbench.cli import cli
+
+    return CliRunner().invoke(cli, ["leaderboard", "verify", "--results", str(results),
+                                    "--data-dir", str(results / "data"), "--no-download", *extra])
+
+
+def test_fresh_results_pass_with_reevaluation(fresh):
+    res = _cli(fresh)
+    assert res.exit_code == 0, res.output
+    assert "2 ok (2 re-evaluated, 0 schema only), 0 with problems" in res.output
+    for cell in _cells(fresh):
+        assert f"ok       {cell.name}: schema ok; re-evaluated on cpu" in res.output
+
+
+def test_tampered_top1_is_reported(results):
+    cell = _cells(results)[0]
+    stored = json.loads((cell / RESULT_FILE).read_text())
+    stored["metrics"]["top1"] = round(stored["metrics"]["top1"] + 0.5, 4)  # still a valid percentage
+    write_json(cell / RESULT_FILE, stored)
+    res = _cli(results)
+    assert res.exit_code == 1
+    line = next(x for x in res.output.splitlines() if cell.name in x)
+    assert line.startswith("PROBLEM") and "metrics.top1 stored" in line and "re-measured" in line
+    assert "1 with problems" in res.output
+
+
+def test_overwritten_weights_are_caught(results):
+    a, b = _cells(results)
+    top_a = json.loads((a / RESULT_FILE).read_text())["metrics"]["top1"]
+    top_b = json.loads((b / RESULT_FILE).read_text())["metrics"]["top1"]
+    assert abs(top_a - top_b) > 0.01  # the two seeds' models really differ on the test split
+    shutil.copyfile(b / MODEL_FILE, a / MODEL_FILE)  # same architecture, other weights
+    report = verify(results, data_dir=results / "data", download=False)
+    bad = {c.folder: c for c in report.problems}
+    assert list(bad) == [a.name]
+    assert any(p.startswith("metrics.top1 stored") for p in bad[a.name].problems)
+
+
+def test_replaced_architecture_is_caught(results):
+    cell = _cells(results)[0]
+    model = load_model(cell / MODEL_FILE)
+    save_model(model.truncated(2), cell / MODEL_FILE)
+    report = verify(results, data_dir=results / "data", download=False)
+    problems = " ".join(report.problems[0].problems)
+    assert report.problems[0].folder == cell.name
+    assert "metrics.params stored" in problems and "metrics.size_mb stored" in problems
+    assert "metrics.macs stored" in problems
+
+
+def test_garbage_model_file_is_a_finding_not_a_crash(results):
+    cell = _cells(results)[0]
+    (cell / MODEL_FILE).write_bytes(b"not a model")
+    res = _cli(results)
+    assert res.exit_code == 1 and f"PROBLEM  {cell.name}: could not re-evaluate model.pt" in res.output
+
+
+def test_schema_and_key_problems(results):
+    a, b = _cells(results)
+    ra = json.loads((a / RESULT_FILE).read_text())
+    ra["config"]["seed"] = 7  # the folder's key no longer matches the config
+    write_json(a / RESULT_FILE, ra)
+    rb = json.loads((b / RESULT_FILE).read_text())
+    del rb["metrics"]["macs"]
+    rb["cost"]["epochs"] = "one"
+    write_json(b / RESULT_FILE, rb)
+    broken = results / "full-x-y-s0-000000000000"
+    broken.mkdir()
+    (broken / RESULT_FILE).write_text("{not json")
+    res = _cli(results)
+    assert res.exit_code == 1
+    out = res.output
+    assert f"PROBLEM  {a.name}: folder name does not end with the config's key" in out
+    line_b = next(x for x in out.splitlines() if b.name in x)
+    assert "metrics.macs is missing" in line_b and "cost.epochs is str" in line_b
+    assert f"PROBLEM  {broken.name}: result.json is not readable JSON" in out
+    assert "3 with problems" in out
+
+
+def test_records_without_models_are_schema_only(results):
+    for cell in _cells(results):
+        (cell / MODEL_FILE).unlink()
+    failed = json.loads((_cells(results)[0] / RESULT_FILE).read_text())
+    failed["config"]["method"] = "prune"
+    failed.update(status="failed", error="method 'prune' raised RuntimeError: boom", metrics=None)
+    failed["key"] = cell_key(failed["config"])
+    write_json(results / cell_dirname(failed["config"]) / RESULT_FILE, failed)
+    res = _cli(results)
+    assert res.exit_code == 0, res.output
+    assert res.output.count("model not present, schema only") == 2
+    assert "failed cell (recorded as failed" in res.output
+    assert "3 ok (0 re-evaluated, 3 schema only)" in res.output
+
+
+def test_check_schema_requires_every_field(fresh):
+    good = json.loads((_cells(fresh)[0] / RESULT_FILE).read_text())
+    name = _cells(fresh)[0].name
+    assert check_schema(good, name) == []
+    for path in ("status", "config.preset", "metrics.size_mib", "metrics.latency_ms.p90", "metrics.throughput",
+                 "cost.sample_steps", "cost.train_seconds", "cost.device", "method_info", "env"):
+        bad = json.loads(json.dumps(good))
+        d = bad
+        *parents, last = path.split(".")
+        for p in parents:
+            d = d[p]
+        del d[last]
+        problems = check_schema(bad, name)
+        assert problems and path in problems[0], (path, problems)
+    assert "must be a percentage" in " ".join(check_schema({**good, "metrics": {**good["metrics"], "top1": 140}},
+                                                           name))
