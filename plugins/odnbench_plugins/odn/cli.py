@@ -1,0 +1,90 @@
+"""``odnbench odn-curve``: the accuracy-vs-depth table (and plot) of stored ODN results."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from odnbench.errors import OdnbenchError
+
+
+def load_odn_result(cell_dir: Path) -> dict:
+    """The result.json of an ODN cell folder, with a one-line error when it is not one."""
+    f = Path(cell_dir) / "result.json"
+    if not f.is_file():
+        raise OdnbenchError(f"{cell_dir}: no result.json here; pass a cell folder such as "
+                            "odnbench-results/odn-mnist5k-resnet18-s0-<key>")
+    try:
+        result = json.loads(f.read_text())
+    except json.JSONDecodeError as exc:
+        raise OdnbenchError(f"{f}: not valid JSON ({exc})") from None
+    method = (result.get("config") or {}).get("method")
+    if method != "odn":
+        raise OdnbenchError(f"{cell_dir}: holds a {method!r} result; odn-curve needs an 'odn' result")
+    if result.get("status") != "ok" or not (result.get("method_info") or {}).get("depth_curve"):
+        raise OdnbenchError(f"{cell_dir}: the ODN run did not finish ({result.get('error') or 'no depth curve'})")
+    return result
+
+
+def curve_table(result: dict) -> str:
+    """Plain-text table: one row per depth tried, the optimal depth marked."""
+    info = result["method_info"]
+    c = result["config"]
+    lines = [
+        f"ODN {c['dataset']} / {c['backbone']} / seed {c['seed']} / {c['preset']}: threshold "
+        f"{info['threshold']:.2f}% ({info['target_mode']}: {info['target']:.2f} - {info['tolerance']}), "
+        f"best reading {info['best_reading']}",
+        f"{'depth':>5} {'best val %':>10} {'epochs':>6} {'samples':>9} {'seconds':>8} {'params':>11} {'size MB':>9}",
+    ]
+    for r in info["depth_curve"]:
+        mark = "  <- optimal" if r["depth"] == info["optimal_depth"] else ""
+        lines.append(f"{r['depth']:>5} {r['best_val']:>10.2f} {r['epochs']:>6} {r['sample_steps']:>9,} "
+                     f"{r['seconds']:>8.1f} {r['params']:>11,} {r['size_mb']:>9.3f}{mark}")
+    m = result.get("metrics") or {}
+    ft = info.get("finetune")
+    tail = f"optimal depth {info['optimal_depth']} of {info['blocks']} blocks"
+    tail += "" if info.get("reached_target") else " (threshold not reached: stopped at the last depth)"
+    if ft:
+        tail += f"; fine-tune {ft['epochs']} epochs, val {ft['start_val']} -> {ft['best_val']}"
+    if m:
+        tail += f"; exported model: test top-1 {m['top1']:.2f}%, {m['params']:,} params, {m['size_mb']:.3f} MB"
+    lines.append(tail)
+    return "\n".join(lines)
+
+
+@click.command("odn-curve")
+@click.argument("result_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--png", type=click.Path(path_type=Path), default=None, help="Also write the plot to this PNG file.")
+def odn_curve(result_dirs, png):
+    """Print (and plot) accuracy against depth of ODN results.
+
+    RESULT_DIR is a cell folder holding an odn result.json. Prints, per depth tried, the best validation top-1, epochs, sample-steps, seconds, and the
+    params and size of that depth's cut model; --png plots the curves (several folders = several lines).
+    """
+    results = [(d, load_odn_result(d)) for d in result_dirs]
+    for i, (_, result) in enumerate(results):
+        if i:
+            click.echo("")
+        click.echo(curve_table(result))
+    if png:
+        from odnbench.plots import plot_depth_curves
+
+        labels = [f"{r['config']['dataset']}/{r['config']['backbone']} s{r['config']['seed']} {r['config']['preset']}"
+                  for _, r in results]
+        if len(set(labels)) < len(labels):  # same cell coordinates, other parameters: name the folders
+            labels = [Path(d).name for d, _ in results]
+        curves, hlines, marks = [], [], []
+        for label, (_, r) in zip(labels, results):
+            info = r["method_info"]
+            curves.append((label, info["depth_curve"]))
+            best = next(x["best_val"] for x in info["depth_curve"] if x["depth"] == info["optimal_depth"])
+            marks.append((label, info["optimal_depth"], best))
+            hlines.append((f"threshold {info['threshold']:.2f}%" + (f" ({label})" if len(results) > 1 else ""),
+                           info["threshold"]))
+        c = results[0][1]["config"]
+        title = (f"ODN accuracy vs depth: {c['dataset']} / {c['backbone']} ({c['preset']})" if len(results) == 1
+                 else "ODN accuracy vs depth")
+        plot_depth_curves(curves, png, title, hlines=hlines, marks=marks, mark_label="optimal depth")
+        click.echo(f"wrote {png}")

@@ -1,0 +1,433 @@
+"""The ODN procedure (../shared/odn-method.md sections 1-6), in three parts:
+
+- :class:`MultiExitNet`: a :class:`DepthNet` plus a private head (pool + linear) after every block;
+- :class:`OdnSchedule`: the expansion / stop / fine-tune decisions, fed one validation value per
+  epoch and holding the LR. Pure: no model, no data, so it is tested on scripted curves;
+- :func:`run_odn`: the real loop. Every epoch is one ``ctx.trainer.fit(epochs=1, ...)`` call (the
+  shared loop with its cost accounting); the schedule decides what happens between epochs.
+
+Choices where the notebooks leave room: the weights kept for a depth are those of its own best
+epoch (also under the carry reading, where that epoch may not count as an improvement); fine-tuning
+continues from the weights the search ended with (as "keep training" says), and the exported model
+is the best checkpoint at the chosen depth, from the search or the fine-tune, at 0.01 % precision.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odnbench.depthnet import DepthNet
+from odnbench.errors import MissingDependencyError, OdnbenchError
+from odnbench.progress import Progress
+from odnbench.trainer import Improvement, PlateauLR
+
+# ---------------------------------------------------------------------------------------------
+# The network with one exit per block
+
+
+class MultiExitNet(nn.Module):
+    """``backbone`` (a DepthNet) with ``heads[i] = Linear(widths[i], classes)`` after block i+1.
+
+    ``forward`` runs depth ``active`` only (stem, blocks 1..active, head ``active``), so the
+    shared trainer's plain cross-entropy and top-1 train and evaluate exactly that depth.
+    The backbone's own full-depth head is not used (head N is private like the others).
+    """
+
+    def __init__(self, backbone: DepthNet):
+        super().__init__()
+        self.backbone = backbone
+        self.heads = nn.ModuleList(nn.Linear(w, backbone.num_classes) for w in backbone.widths)
+        self.active = backbone.depth
+
+    @property
+    def depth(self) -> int:
+        return self.backbone.depth
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.heads[self.active - 1](self.backbone.features(x, self.active))
+
+    def exit_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every head, from one pass through all blocks."""
+        return [head(f) for head, f in zip(self.heads, self.backbone.block_outputs(x))]
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        # Everything but the unused full-depth head. Blocks beyond the active depth get no gradient,
+        # and SGD skips parameters without one (no momentum, no weight decay): nothing is frozen.
+        return [p for name, p in self.named_parameters() if not name.startswith("backbone.head.")]
+
+    def cut(self, depth: int) -> DepthNet:
+        """Standalone stem + blocks 1..depth + head ``depth`` (copies; no dead blocks, no other heads)."""
+        net = self.backbone.truncated(depth, head=self.heads[depth - 1])
+        net.meta["method"] = "odn"
+        return net
+
+
+def summed_exit_loss(model: MultiExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The warm-up loss: unweighted sum of every head's cross-entropy."""
+    return sum(F.cross_entropy(logits, y) for logits in model.exit_logits(x))
+
+
+@torch.inference_mode()
+def exit_accuracies(model: MultiExitNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> list[float]:
+    """Top-1 % of every head, one pass per batch."""
+    was_training = model.training
+    model.eval()
+    correct = [0] * model.depth
+    for start in range(0, len(y), batch_size):
+        target = y[start:start + batch_size]
+        for i, logits in enumerate(model.exit_logits(x[start:start + batch_size])):
+            correct[i] += (logits.argmax(1) == target).sum().item()
+    model.train(was_training)
+    return [100.0 * c / max(1, len(y)) for c in correct]
+
+
+def warm_up(net: MultiExitNet, trainer, epochs: int, lr: float) -> dict:
+    """Train all depths together (summed CE, SGD, cosine LR over ``epochs``); keep the last weights."""
+    if epochs <= 0:
+        return {"epochs": 0, "lr": lr, "val_per_depth": None, "sample_steps": 0, "seconds": 0.0}
+    val = trainer.splits.val
+    per_depth: list[float] = []
+
+    def eval_fn(model):
+        per_depth[:] = exit_accuracies(model, val.x, val.y, trainer.recipe.eval_batch_size)
+        return sum(per_depth) / len(per_depth)  # mean over heads, for the progress line
+
+    net.active = net.depth
+    fit = trainer.fit(net, label="odn warm-up (all depths)", epochs=epochs, patience=None,
+                      optimizer=trainer.make_optimizer(net.trainable_parameters(), lr), schedule="cosine",
+                      loss_fn=summed_exit_loss, eval_fn=eval_fn, restore_best=False, cost_part="warm-up")
+    return {"epochs": fit.epochs, "lr": lr, "val_per_depth": [round(v, 4) for v in per_depth],
+            "sample_steps": fit.sample_steps, "seconds": round(fit.seconds, 3),
+            "loss": [h["loss"] for h in fit.history]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The decisions, as a pure state machine
+
+
+class _LRHolder:
+    """Just enough of an optimiser for :class:`PlateauLR` (it only touches ``param_groups``)."""
+
+    def __init__(self, lr: float):
+        self.param_groups = [{"lr": lr}]
+
+    @property
+    def lr(self) -> float:
+        return self.param_groups[0]["lr"]
+
+
+@dataclass
+class Step:
+    """What one validation value led to."""
+
+    phase: str  # "search" or "fine-tune" (the phase the value belonged to)
+    depth: int
+    epoch: int  # epoch within this depth (search) or within fine-tuning
+    val: float
+    improved: bool  # counts as an improvement for patience and LR decay
+    checkpoint: bool  # best so far at this depth (search) or of fine-tuning: keep these weights
+    decayed: bool  # the LR was decayed after this epoch
+    finished: str | None  # None; "depth" (converged, go deeper); "search" (optimal depth found); "fine-tune"
+
+
+class OdnSchedule:
+    """Expansion, stop and fine-tune decisions of ODN, fed one validation % per epoch.
+
+    Search at depth k: a value rounded to ``search_digits`` that is strictly higher than the best
+    so far is an improvement; the LR is x``decay_factor`` after every ``decay_patience`` epochs
+    without one; the depth has converged after ``patience`` epochs without one (or after
+    ``max_epochs_per_depth``). With ``best_reading="carry"`` the best so far starts at the best of
+    all shallower depths (a deeper depth must beat them to improve); with ``"reset"`` it starts
+    afresh. The stop check compares the depth's *own* best (rounded) with ``threshold``: stop at
+    the first depth that reaches it, or at ``last_depth``. Each new depth starts at
+    ``base_lr * next_depth_lr_factor`` (the first at ``base_lr``); the caller reloads the warm-up
+    weights and makes a fresh optimiser whenever :attr:`fresh` is true.
+
+    Fine-tune (when ``finetune``): same LR (already decayed), values rounded to
+    ``finetune_digits``, best so far starting at the chosen depth's best, same patience rule.
+    ``finetune_schedule="plateau"`` keeps the plateau decay (the paper); ``"cosine"`` anneals the LR
+    to 0 over ``finetune_max_epochs`` instead (for short, capped fine-tunes that would otherwise end
+    at a high LR).
+    """
+
+    def __init__(self, *, first_depth: int, last_depth: int, threshold: float, base_lr: float,
+                 next_depth_lr_factor: float = 0.5, patience: int = 23, decay_factor: float = 0.6,
+                 decay_patience: int = 5, max_epochs_per_depth: int | None = None, best_reading: str = "carry",
+                 finetune: bool = True, finetune_patience: int | None = None,
+                 finetune_max_epochs: int | None = None, finetune_schedule: str = "plateau",
+                 search_digits: int = 1, finetune_digits: int = 2):
+        if best_reading not in ("carry", "reset"):
+            raise ValueError(f"best_reading must be carry or reset, got {best_reading!r}")
+        if finetune_schedule not in ("plateau", "cosine"):
+            raise ValueError(f"finetune_schedule must be plateau or cosine, got {finetune_schedule!r}")
+        if finetune and finetune_schedule == "cosine" and finetune_max_epochs is None:
+            raise ValueError("a cosine fine-tune needs finetune_max_epochs (the length of the cosine)")
+        if not 1 <= first_depth <= last_depth:
+            raise ValueError(f"need 1 <= first_depth <= last_depth, got {first_depth}, {last_depth}")
+        self.first_depth, self.last_depth, self.threshold = first_depth, last_depth, threshold
+        self.base_lr, self.next_depth_lr_factor = base_lr, next_depth_lr_factor
+        self.patience, self.decay_factor, self.decay_patience = patience, decay_factor, decay_patience
+        self.max_epochs_per_depth, self.best_reading = max_epochs_per_depth, best_reading
+        self.finetune = finetune and (finetune_max_epochs is None or finetune_max_epochs > 0)
+        self.finetune_patience = patience if finetune_patience is None else finetune_patience
+        self.finetune_max_epochs, self.finetune_schedule = finetune_max_epochs, finetune_schedule
+        self.search_digits, self.finetune_digits = search_digits, finetune_digits
+        self.carried = -math.inf  # best (rounded) over finished depths, for the carry reading
+        self.depths: list[dict] = []  # one record per finished depth
+        self.finetune_record: dict | None = None
+        self.optimal_depth: int | None = None
+        self.reached_target: bool | None = None
+        self.phase = "search"
+        self._start_depth(first_depth)
+
+    # -- state -------------------------------------------------------------------------------
+    @property
+    def done(self) -> bool:
+        return self.phase == "done"
+
+    @property
+    def fresh(self) -> bool:
+        """True before the first epoch of a depth: reload the warm-up weights, new optimiser."""
+        return self.phase == "search" and self.epoch == 0
+
+    @property
+    def lr(self) -> float:
+        return self._lr.lr
+
+    def depth_lr(self, depth: int) -> float:
+        return self.base_lr if depth == self.first_depth else self.base_lr * self.next_depth_lr_factor
+
+    def _start_depth(self, depth: int) -> None:
+        self.depth, self.epoch, self.decays = depth, 0, 0
+        self._lr = _LRHolder(self.depth_lr(depth))
+        self._lr_start = self._lr.lr
+        self._plateau = PlateauLR(self._lr, self.decay_factor, self.decay_patience)
+        start = self.carried if self.best_reading == "carry" else -math.inf
+        self._tracker = Improvement(start, self.search_digits)
+        self._carried_start = start
+        self._own, self._own_raw, self._own_epoch = -math.inf, None, 0
+
+    def _start_finetune(self) -> None:
+        self.phase, self.epoch, self.decays = "fine-tune", 0, 0
+        self._lr_start = self._lr.lr  # continues with the decayed LR
+        self._plateau = PlateauLR(self._lr, self.decay_factor, self.decay_patience)
+        start = round(self._own_raw, self.finetune_digits)
+        self._tracker = Improvement(start, self.finetune_digits)
+        self._ft_start, self._ft_best, self._ft_epoch = start, start, 0
+
+    # -- one epoch ---------------------------------------------------------------------------
+    def observe(self, val: float) -> Step:
+        if self.done:
+            raise RuntimeError("the ODN schedule is finished")
+        self.epoch += 1
+        phase, depth, epoch = self.phase, self.depth, self.epoch
+        improved = self._tracker.update(val)
+        if phase == "search":
+            rounded = round(val, self.search_digits)
+            checkpoint = rounded > self._own
+            if checkpoint:
+                self._own, self._own_raw, self._own_epoch = rounded, val, self.epoch
+            patience, cap = self.patience, self.max_epochs_per_depth
+        else:
+            checkpoint = improved
+            if improved:
+                self._ft_best, self._ft_epoch = self._tracker.best, self.epoch
+            patience, cap = self.finetune_patience, self.finetune_max_epochs
+        if phase == "fine-tune" and self.finetune_schedule == "cosine":
+            # anneal from the search's (decayed) LR towards 0 over finetune_max_epochs, as the trainer's cosine
+            cosine = 0.5 * (1 + math.cos(math.pi * epoch / self.finetune_max_epochs))
+            self._lr.param_groups[0]["lr"] = self._lr_start * cosine
+            decayed = False
+        else:
+            decayed = self._plateau.step(improved)
+            self.decays += decayed
+        finished = None
+        if self._tracker.stale >= patience:
+            finished = self._finish("patience")
+        elif cap is not None and self.epoch >= cap:
+            finished = self._finish("max_epochs")
+        return Step(phase, depth, epoch, val, improved, checkpoint, decayed, finished)
+
+    def _finish(self, stopped: str) -> str:
+        if self.phase == "fine-tune":
+            self.finetune_record = {
+                "epochs": self.epoch, "start_val": self._ft_start, "best_val": self._ft_best,
+                "best_epoch": self._ft_epoch, "improved": self._ft_best > self._ft_start, "stopped": stopped,
+                "lr_start": self._lr_start, "lr_end": self._lr.lr, "lr_decays": self.decays,
+                "schedule": self.finetune_schedule,
+            }
+            self.phase = "done"
+            return "fine-tune"
+        reached = self._own >= self.threshold
+        self.depths.append({
+            "depth": self.depth, "best_val": self._own, "best_val_raw": self._own_raw,
+            "best_epoch": self._own_epoch, "epochs": self.epoch, "stopped": stopped,
+            "reached_threshold": reached, "lr_start": self._lr_start, "lr_end": self._lr.lr,
+            "lr_decays": self.decays, "carried_best": None if self._carried_start == -math.inf else self._carried_start,
+        })
+        if self.best_reading == "carry":
+            self.carried = max(self.carried, self._tracker.best)
+        if reached or self.depth >= self.last_depth:
+            self.optimal_depth, self.reached_target = self.depth, reached
+            if self.finetune:
+                self._start_finetune()
+            else:
+                self.phase = "done"
+            return "search"
+        self._start_depth(self.depth + 1)
+        return "depth"
+
+
+# ---------------------------------------------------------------------------------------------
+# The real loop
+
+
+class _BarsOnly(Progress):
+    """Keeps the trainer's progress bars but drops its per-epoch line (ours says more)."""
+
+    def line(self, message: str) -> None:
+        pass
+
+
+def resolve_threshold(ctx, p: dict) -> dict:
+    """threshold, target, tolerance and the resolved mode (see the plugin's docstring)."""
+    from odnbench_plugins.odn import resolve_target_mode
+
+    mode = resolve_target_mode(p)
+    if mode == "fixed":
+        return {"target_mode": "fixed", "target": p["target"], "tolerance": p["tolerance"],
+                "threshold": round(p["target"] - p["tolerance"], 6), "full_val_top1": None}
+    dep = ctx.dependencies.get("full")
+    if dep is None:
+        raise MissingDependencyError("odn with target_mode=relative needs the 'full' result for the same cell; "
+                                     "run `odnbench compare --method full --method odn`")
+    full_val = float(dep.result["metrics"]["val_top1"])
+    # The relative target cannot be had without the full-depth model, so its training is part of ODN's cost.
+    ctx.cost.add_result_cost("full-depth training (sets the relative target)", dep.result.get("cost") or {})
+    return {"target_mode": "relative", "target": full_val, "tolerance": p["relative_tolerance"],
+            "threshold": round(full_val - p["relative_tolerance"], 6), "full_val_top1": full_val}
+
+
+def run_odn(ctx):
+    from odnbench import MethodOutput
+    from odnbench.metrics import count_params, saved_size_mb
+    from odnbench.store import save_model
+
+    p = ctx.params
+    target = resolve_threshold(ctx, p)
+    net = MultiExitNet(ctx.build_backbone()).to(ctx.device)
+    last = net.depth if p["max_depth"] is None else p["max_depth"]
+    if not 1 <= p["start_depth"] <= last <= net.depth:
+        raise OdnbenchError(f"odn.start_depth={p['start_depth']} / odn.max_depth={p['max_depth']}: this backbone "
+                            f"has depths 1..{net.depth}")
+    base_lr = ctx.recipe.lr if p["lr"] is None else p["lr"]
+    say = ctx.progress.line
+
+    say(f"ODN: threshold {target['threshold']:.2f}% ({target['target_mode']}: {target['target']:.2f} - "
+        f"{target['tolerance']}), depths {p['start_depth']}..{last} of {net.depth}, best reading {p['best_reading']}")
+    warm = warm_up(net, ctx.trainer, p["warmup_epochs"], p["warmup_lr"])
+    warm_state = copy.deepcopy(net.state_dict())  # every depth restarts from these
+
+    sched = OdnSchedule(
+        first_depth=p["start_depth"], last_depth=last, threshold=target["threshold"], base_lr=base_lr,
+        next_depth_lr_factor=p["next_depth_lr_factor"], patience=p["patience"],
+        decay_factor=p["lr_decay_factor"], decay_patience=p["lr_decay_patience"],
+        max_epochs_per_depth=p["max_epochs_per_depth"], best_reading=p["best_reading"], finetune=p["finetune"],
+        finetune_patience=p["finetune_patience"], finetune_max_epochs=p["finetune_max_epochs"],
+        finetune_schedule=p["finetune_schedule"], search_digits=p["search_digits"],
+        finetune_digits=p["finetune_digits"],
+    )
+    trainer = copy.copy(ctx.trainer)  # same data, generator and cost meter; quieter per-epoch lines
+    trainer.progress = _BarsOnly(ctx.progress.prefix, ctx.progress.quiet, ctx.progress.stream)
+    history, curve, spent = [], [], {}
+    best_cut, opt = None, None
+    while not sched.done:
+        phase, depth = sched.phase, sched.depth
+        if sched.fresh:
+            net.load_state_dict(warm_state)
+            net.active = depth
+            opt = trainer.make_optimizer(net.trainable_parameters(), sched.lr)
+            best_cut = None
+        for group in opt.param_groups:
+            group["lr"] = sched.lr
+        lr_now, seen = sched.lr, []
+        fit = trainer.fit(net, label=f"odn depth {depth}" if phase == "search" else f"odn fine-tune depth {depth}",
+                          epochs=1, patience=None, optimizer=opt, schedule="none",
+                          eval_fn=lambda m: seen.append(trainer.evaluate(m, "val")) or seen[-1],
+                          restore_best=False, cost_part=phase)
+        step = sched.observe(seen[0])
+        cost = spent.setdefault((phase, depth), {"sample_steps": 0, "seconds": 0.0})
+        cost["sample_steps"] += fit.sample_steps
+        cost["seconds"] += fit.seconds
+        if step.checkpoint:
+            best_cut = net.cut(depth)
+        loss = fit.history[0]["loss"]
+        history.append({"phase": phase, "depth": depth, "epoch": step.epoch, "loss": loss, "val": round(step.val, 4),
+                        "lr": lr_now, "improved": step.improved, "checkpoint": step.checkpoint,
+                        "decayed": step.decayed})
+        say(f"{'depth' if phase == 'search' else 'fine-tune depth'} {depth} epoch {step.epoch}: loss {loss:.4f} "
+            f"val {step.val:.2f} lr {lr_now:.4g}{' *' if step.improved else ''}{' -> LR decay' if step.decayed else ''}"
+            f" {fit.seconds:.1f}s")
+        if step.finished in ("depth", "search"):
+            rec = dict(sched.depths[-1])
+            rec.update(sample_steps=cost["sample_steps"], seconds=round(cost["seconds"], 3),
+                       params=count_params(best_cut), size_mb=round(saved_size_mb(best_cut), 6), model_file=None)
+            if p["save_depth_models"]:
+                rec["model_file"] = f"depth-{depth}.pt"
+                save_model(best_cut, ctx.workdir / rec["model_file"])
+            curve.append(rec)
+            verdict = ">=" if rec["reached_threshold"] else "<"
+            nxt = (f"depth {sched.depth}" if step.finished == "depth"
+                   else f"optimal depth {depth}" + (", fine-tuning" if sched.phase == "fine-tune" else ""))
+            say(f"depth {depth} {'converged' if rec['stopped'] == 'patience' else 'hit max_epochs_per_depth'} after "
+                f"{rec['epochs']} epochs: best val {rec['best_val']} {verdict} threshold {target['threshold']:.2f}"
+                f" -> {nxt}")
+        elif step.finished == "fine-tune":
+            ft = sched.finetune_record
+            say(f"fine-tune done after {ft['epochs']} epochs: best val {ft['best_val']} (from {ft['start_val']})")
+
+    k = sched.optimal_depth
+    model = best_cut  # the best checkpoint at depth k (search or fine-tune)
+    parts = ctx.cost.parts
+    capped = [r["depth"] for r in curve if r["stopped"] == "max_epochs"]
+    ft_capped = bool(sched.finetune_record and sched.finetune_record["stopped"] == "max_epochs")
+    cut_short = None
+    if capped or ft_capped:
+        cut_short = "; ".join(filter(None, [
+            f"depth(s) {', '.join(map(str, capped))} hit max_epochs_per_depth before patience" if capped else "",
+            "fine-tuning hit finetune_max_epochs before patience" if ft_capped else ""]))
+    info = {
+        "optimal_depth": k,
+        "depth": k,  # the leaderboard's depth column
+        "max_depth": last,
+        "blocks": net.depth,
+        "start_depth": p["start_depth"],
+        **target,
+        "best_reading": p["best_reading"],
+        "reached_target": sched.reached_target,
+        "base_lr": base_lr,
+        "depth_curve": curve,
+        "depth_models": [r["model_file"] for r in curve if r["model_file"]],
+        "warmup": warm,
+        "warmup_epochs": warm["epochs"],
+        "search_epochs": sum(r["epochs"] for r in curve),
+        "finetune": sched.finetune_record,
+        "finetune_epochs": sched.finetune_record["epochs"] if sched.finetune_record else 0,
+        "final_val": (sched.finetune_record or {}).get("best_val", curve[-1]["best_val_raw"]),
+        "search_cost": {
+            **{part: dict(parts[part]) for part in ("warm-up", "search", "fine-tune") if part in parts},
+            "total": {"epochs": ctx.cost.epochs, "sample_steps": ctx.cost.sample_steps,
+                      "train_seconds": round(ctx.cost.train_seconds, 3)},
+        },
+        "cut_short": cut_short,
+        "history": history,
+    }
+    say(f"ODN: optimal depth {k} of {net.depth} ({'reached' if sched.reached_target else 'did not reach'} "
+        f"threshold {target['threshold']:.2f}), {ctx.cost.epochs} epochs in all")
+    return MethodOutput(model, info)

@@ -1,0 +1,363 @@
+"""The ODN method plugin: its decisions on scripted validation curves, the multi-exit network,
+warm-up, the exported cut model, targets, and real smoke runs through the harness and the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from odnbench import OdnbenchError, Requirement
+from odnbench.contract import Param
+from odnbench.data import DatasetInfo, Split, Splits
+from odnbench.metrics import count_params
+from odnbench.progress import Progress
+from odnbench.recipes import make_recipe
+from odnbench.trainer import CostMeter, Trainer
+from odnbench_plugins.odn import ODN, paper
+from odnbench_plugins.odn.search import MultiExitNet, OdnSchedule, warm_up
+
+TINY = (8, 16, 16, 32)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from a second thread, and lose a lot on a busy machine."""
+    from odnbench.metrics import torch_threads
+
+    with torch_threads(1):
+        yield
+
+
+def feed(sched: OdnSchedule, values):
+    """Feed validation values until the schedule asks for the next phase; return the steps."""
+    steps = []
+    for v in values:
+        steps.append(sched.observe(v))
+        if steps[-1].finished:
+            break
+    return steps
+
+
+def schedule(**kw):
+    base = dict(first_depth=1, last_depth=4, threshold=95.0, base_lr=0.1, next_depth_lr_factor=0.5, patience=3,
+                decay_factor=0.5, decay_patience=2, best_reading="carry", finetune=False)
+    base.update(kw)
+    return OdnSchedule(**base)
+
+
+# ---------------------------------------------------------------------------------------------
+# Decisions on scripted curves
+
+
+def test_stops_at_first_depth_reaching_threshold_with_patience():
+    s = schedule()
+    assert s.fresh and s.depth == 1
+    steps = feed(s, [80, 85, 84, 85, 85, 99])  # best 85 at epoch 2, then 3 flat epochs
+    assert [st.finished for st in steps] == [None, None, None, None, "depth"]
+    assert s.depths[0]["best_val"] == 85 and s.depths[0]["epochs"] == 5 and s.depths[0]["stopped"] == "patience"
+    assert s.depth == 2 and s.fresh
+    feed(s, [90, 94.9, 94.9, 94.9, 94.9])  # 94.9 < 95.0: not enough
+    assert s.depth == 3 and s.depths[1]["best_val"] == 94.9 and not s.depths[1]["reached_threshold"]
+    steps = feed(s, [96.0, 95.5, 95.5, 95.5])
+    assert steps[-1].finished == "search" and s.done
+    assert s.optimal_depth == 3 and s.reached_target is True
+    assert [d["depth"] for d in s.depths] == [1, 2, 3]  # depth 4 never tried
+
+
+def test_threshold_uses_rounded_value_and_rounding_defines_improvement():
+    s = schedule(threshold=99.0, patience=2)
+    steps = feed(s, [98.01, 98.04, 98.03])  # all round to 98.0: only the first improves
+    assert [st.improved for st in steps] == [True, False, False]
+    assert s.depth == 2
+    feed(s, [98.96, 98.0, 98.0])  # 98.96 rounds to 99.0 >= 99.0
+    assert s.optimal_depth == 2 and s.depths[-1]["best_val"] == 99.0 and s.depths[-1]["best_val_raw"] == 98.96
+
+
+def test_lr_decay_and_half_lr_for_deeper_depths():
+    s = schedule(patience=6, decay_patience=2, decay_factor=0.5, base_lr=0.1, next_depth_lr_factor=0.5)
+    assert s.lr == pytest.approx(0.1)
+    steps = feed(s, [50, 50, 50])  # 2 flat epochs -> decay
+    assert [st.decayed for st in steps] == [False, False, True] and s.lr == pytest.approx(0.05)
+    steps = feed(s, [60, 60, 60])  # improvement resets the flat count; 2 more flat -> decay again
+    assert [st.decayed for st in steps] == [False, False, True] and s.lr == pytest.approx(0.025)
+    steps = feed(s, [60, 60, 60, 60, 60])  # the 6th flat epoch since 60 converges (decaying at flat 4 and 6)
+    assert len(steps) == 4 and steps[-1].finished == "depth" and s.depths[0]["lr_decays"] == 4
+    assert s.depths[0]["lr_end"] == pytest.approx(0.1 / 16) and s.depths[0]["epochs"] == 10
+    assert s.depth == 2 and s.lr == pytest.approx(0.05)  # fresh LR for depth 2: base x 0.5, not decayed
+
+
+def test_max_epochs_per_depth_caps_a_depth():
+    s = schedule(max_epochs_per_depth=3, patience=10)
+    steps = feed(s, [10, 20, 30, 40])
+    assert len(steps) == 3 and steps[-1].finished == "depth" and s.depths[0]["stopped"] == "max_epochs"
+
+
+def test_carry_reading_needs_deeper_depths_to_beat_shallower_ones():
+    curve_d1 = [90, 90, 90, 90]
+    curve_d2 = [85, 88, 89, 91, 92, 92, 92, 92]
+    carry = schedule(best_reading="carry")
+    feed(carry, curve_d1)
+    steps = feed(carry, curve_d2)
+    # 85, 88, 89 do not beat the carried 90: patience runs out after 3 epochs
+    assert [st.improved for st in steps] == [False, False, False] and steps[-1].finished == "depth"
+    assert [st.decayed for st in steps] == [False, True, False]  # LR decay counts the same epochs
+    d2 = carry.depths[1]
+    assert d2["best_val"] == 89 and d2["epochs"] == 3 and d2["carried_best"] == 90  # own best is kept
+    assert [st.checkpoint for st in steps] == [True, True, True]  # own-best weights still checkpointed
+
+    reset = schedule(best_reading="reset")
+    feed(reset, curve_d1)
+    steps = feed(reset, curve_d2)
+    assert [st.improved for st in steps[:5]] == [True, True, True, True, True]
+    assert reset.depths[1]["best_val"] == 92 and reset.depths[1]["epochs"] == 8 and reset.depths[1]["carried_best"] is None
+
+
+def test_cosine_finetune_anneals_the_decayed_lr():
+    s = schedule(last_depth=1, patience=2, finetune=True, finetune_max_epochs=4, finetune_schedule="cosine")
+    feed(s, [96.0, 96.0, 96.0])  # one plateau decay (0.1 -> 0.05), then converged
+    start = s.lr
+    assert s.phase == "fine-tune" and start == pytest.approx(0.05)
+    lrs = []
+    for v in [96.1, 96.2, 96.3, 96.4]:  # improving every epoch: no plateau decay would happen
+        lrs.append(s.lr)
+        step = s.observe(v)
+    assert lrs == pytest.approx([start * 0.5 * (1 + math.cos(math.pi * e / 4)) for e in range(4)])
+    assert step.finished == "fine-tune" and s.finetune_record["stopped"] == "max_epochs"
+    assert s.finetune_record["schedule"] == "cosine" and s.finetune_record["best_val"] == 96.4
+
+
+def test_last_depth_without_reaching_the_threshold():
+    s = schedule(last_depth=2, patience=1)
+    feed(s, [50, 40])
+    feed(s, [60, 50])
+    assert s.done and s.optimal_depth == 2 and s.reached_target is False
+
+
+def test_finetune_continues_with_decayed_lr_and_finer_rounding():
+    s = schedule(patience=3, decay_patience=2, decay_factor=0.5, finetune=True, finetune_max_epochs=50,
+                 threshold=95.0, last_depth=1)
+    feed(s, [95.04, 95.0, 95.0, 95.0])  # decays once at epoch 3, converges at epoch 4
+    assert s.phase == "fine-tune" and s.optimal_depth == 1 and not s.fresh
+    lr_after_search = s.lr
+    assert lr_after_search == pytest.approx(0.05)
+    # 95.04 -> 95.06 is an improvement at 0.01 precision (it was not at 0.1)
+    steps = feed(s, [95.06, 95.03, 95.06, 95.05])
+    assert [st.improved for st in steps] == [True, False, False, False]
+    assert steps[1].decayed is False and steps[2].decayed is True and s.lr == pytest.approx(0.025)
+    assert steps[-1].finished == "fine-tune" and s.done
+    ft = s.finetune_record
+    assert ft["start_val"] == 95.04 and ft["best_val"] == 95.06 and ft["epochs"] == 4 and ft["improved"]
+    assert ft["lr_start"] == pytest.approx(lr_after_search)
+    with pytest.raises(RuntimeError):
+        s.observe(99.0)
+
+
+# ---------------------------------------------------------------------------------------------
+# The network, warm-up and the cut model
+
+
+def tiny_splits(n=64, classes=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 1, 28, 28, generator=g)
+    y = torch.randint(0, classes, (n,), generator=g)
+    info = DatasetInfo("tiny", 1, 28, classes, (0.0,), (1.0,))
+    return Splits(info, Split(x, y), Split(x[:32], y[:32]), Split(x[:32], y[:32]))
+
+
+def build(reg, width=TINY, classes=10):
+    return reg.backbone("resnet18").build(in_chans=1, num_classes=classes, stem="cifar", width=width)
+
+
+def test_warm_up_trains_every_head(reg):
+    torch.manual_seed(0)
+    net = MultiExitNet(build(reg))
+    before = [h.weight.detach().clone() for h in net.heads]
+    unused = net.backbone.head.weight.detach().clone()
+    cost = CostMeter()
+    trainer = Trainer(tiny_splits(), make_recipe("smoke", {"batch_size": "32"}), torch.device("cpu"),
+                      Progress(quiet=True), cost, 0)
+    out = warm_up(net, trainer, epochs=1, lr=0.05)
+    assert all(not torch.equal(b, h.weight) for b, h in zip(before, net.heads)), "a head was not trained"
+    assert torch.equal(unused, net.backbone.head.weight)  # the backbone's own head is not an exit
+    assert out["epochs"] == 1 and len(out["val_per_depth"]) == 8
+    assert cost.parts["warm-up"]["epochs"] == 1 and cost.parts["warm-up"]["sample_steps"] == 64
+
+
+def test_cut_model_has_stem_k_blocks_and_one_head(reg):
+    net = MultiExitNet(build(reg, width=None))  # full-width ResNet-18, 1x28x28, 10 classes
+    cut = net.cut(2)
+    assert count_params(cut) == 149_322  # odn-method.md section 8
+    assert count_params(cut) == count_params(build(reg, width=None).truncated(2))
+    assert cut.depth == 2 and cut.meta["depth"] == 2
+    assert not any(isinstance(m, torch.nn.ModuleList) for m in cut.modules())  # no other heads
+
+
+@pytest.mark.parametrize("k", [1, 3, 8])
+def test_cut_model_matches_the_multi_exit_net_at_depth_k(reg, k):
+    torch.manual_seed(1)
+    net = MultiExitNet(build(reg)).eval()
+    net.active = k
+    x = torch.randn(4, 1, 28, 28)
+    cut = net.cut(k).eval()
+    with torch.no_grad():
+        assert torch.allclose(net(x), cut(x), atol=1e-6)
+        assert torch.allclose(net.exit_logits(x)[k - 1], cut(x), atol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parameters, presets, targets, published numbers
+
+
+def test_presets_and_target_modes(reg):
+    from odnbench.harness import plan_grid, resolve_params
+
+    p = resolve_params(reg, "odn", "paper", "mnist", {})
+    assert p["target"] == 99.5 and p["tolerance"] == 0.5 and p["warmup_epochs"] == 3 and p["warmup_lr"] == 0.001
+    assert ODN().requires(p) == []
+    svhn = resolve_params(reg, "odn", "paper", "svhn", {})
+    assert svhn["lr"] == 0.1 and svhn["warmup_lr"] == 0.01 and svhn["target"] == 96.0
+    c10 = resolve_params(reg, "odn", "paper", "cifar10", {})
+    assert c10["warmup_epochs"] == 0 and c10["next_depth_lr_factor"] == 1.0 and c10["target"] == 94.5
+    # a dataset without a paper target, and the scaled-down presets, are relative to `full`
+    assert ODN().requires(resolve_params(reg, "odn", "paper", "mnist5k", {})) == [Requirement("full")]
+    quick = resolve_params(reg, "odn", "quick", "mnist", {})
+    assert ODN().requires(quick) == [Requirement("full")] and quick["target"] is None
+    assert p["best_reading"] == "carry" and p["finetune_schedule"] == "plateau"  # the published logs
+    assert quick["best_reading"] == "reset" and quick["finetune_schedule"] == "cosine"  # see preset_defaults
+    assert ODN().requires(resolve_params(reg, "odn", "paper", "mnist", {"target_mode": "relative"})) == [
+        Requirement("full")]
+    # the relative grid runs `full` first; a fixed target needs nothing
+    grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0], "smoke")
+    assert [c.config["method"] for c in grid.cells] == ["full", "odn"] and "full" in grid.cells[1].requires
+    grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0], "smoke", ["odn.target=90"])
+    assert [c.config["method"] for c in grid.cells] == ["odn"]
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["odn.target_mode=fixed"], "needs odn.target"),
+    (["odn.patience=0"], "odn.patience=0 must be >= 1"),
+    (["odn.best_reading=best"], "choose one of: carry, reset"),
+    (["odn.max_depth=1", "odn.start_depth=2"], "below odn.start_depth"),
+    (["odn.tolerance=-1", "odn.target=99"], "must be >= 0"),
+    (["odn.targt=99"], "Did you mean: target"),
+])
+def test_bad_parameters_fail_at_plan_time_with_one_line(reg, sets, needle):
+    from odnbench.harness import plan_grid
+
+    with pytest.raises(OdnbenchError) as err:
+        plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0], "smoke", sets)
+    assert needle in str(err.value) and "\n" not in str(err.value)
+
+
+def test_every_param_is_declared_and_typed():
+    names = [p.name for p in ODN.params]
+    assert len(names) == len(set(names)) and all(isinstance(p, Param) for p in ODN.params)
+    for needed in ("target", "tolerance", "patience", "warmup_epochs", "warmup_lr", "lr", "max_epochs_per_depth",
+                   "next_depth_lr_factor", "finetune", "best_reading", "target_mode", "relative_tolerance",
+                   "max_depth"):
+        assert needed in names
+
+
+def test_reference_results_are_the_published_numbers():
+    m = ODN()
+    ref = m.reference_results("mnist", "resnet18")
+    assert {k: ref[k] for k in ("optimal_depth", "top1", "size_reduction_pct", "size_mb_full", "size_mb")} == {
+        "optimal_depth": 2, "top1": 99.31, "size_reduction_pct": 98.64, "size_mb_full": 44.78, "size_mb": 0.61}
+    assert m.reference_results("cifar10", "resnet50")["optimal_depth"] == 11
+    assert m.reference_results("emnist", "resnet18")["size_mb"] is None
+    assert m.reference_results("mnist5k", "resnet18") is None
+    assert m.reference_results("mnist", "resnet50") is None
+    for ref in paper.PUBLISHED.values():  # the stated reductions follow from the stated MB (to rounding)
+        if ref["size_mb"] is not None:
+            assert 100 * (1 - ref["size_mb"] / ref["size_mb_full"]) == pytest.approx(ref["size_reduction_pct"],
+                                                                                     abs=0.05)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real smoke runs through the harness and the CLI
+
+
+def run_smoke(reg, tmp_path, sets):
+    from odnbench.harness import plan_grid, run_grid
+
+    grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0], "smoke", sets)
+    report = run_grid(reg, grid, tmp_path / "results", data_dir=tmp_path / "data", device=torch.device("cpu"),
+                      progress=Progress(quiet=True))
+    assert not report.failed, report.failed[0]["error"] if report.failed else ""
+    return grid, report.results
+
+
+def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
+    from click.testing import CliRunner
+
+    from odnbench import cli
+    from odnbench.store import load_model
+
+    grid, results = run_smoke(reg, tmp_path, ["odn.target=100", "odn.max_depth=3"])
+    (result,) = results
+    info, cell_dir = result["method_info"], tmp_path / "results" / grid.cells[-1].dirname
+    # 100 % is out of reach: every depth 1..3 is tried, the search stops at the last one, then fine-tunes
+    assert info["target_mode"] == "fixed" and info["threshold"] == 99.5 and info["reached_target"] is False
+    assert info["optimal_depth"] == 3 and info["max_depth"] == 3 and info["blocks"] == 8
+    assert [r["depth"] for r in info["depth_curve"]] == [1, 2, 3]
+    assert info["warmup_epochs"] == 1 and info["search_epochs"] == 3 and info["finetune_epochs"] == 1
+    assert info["search_cost"]["total"]["epochs"] == 5 == result["cost"]["epochs"]
+    assert set(result["cost"]["parts"]) == {"warm-up", "search", "fine-tune"}
+    for r in info["depth_curve"]:
+        assert r["epochs"] == 1 and r["sample_steps"] == 256 and r["params"] > 0 and r["size_mb"] > 0
+        saved = load_model(cell_dir / r["model_file"])
+        assert saved.depth == r["depth"] and count_params(saved) == r["params"]
+    sizes = [r["params"] for r in info["depth_curve"]]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+
+    model = load_model(cell_dir / "model.pt")
+    fresh = build(reg).truncated(3)
+    assert model.depth == 3 and count_params(model) == count_params(fresh) == result["metrics"]["params"]
+    assert [n for n, _ in model.named_parameters()] == [n for n, _ in fresh.named_parameters()]
+
+    cli._add_plugin_commands()
+    png = tmp_path / "curve.png"
+    out = CliRunner().invoke(cli.cli, ["odn-curve", str(cell_dir), "--png", str(png)])
+    assert out.exit_code == 0, out.output
+    assert "<- optimal" in out.output and "threshold not reached" in out.output
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    bad = CliRunner().invoke(cli.cli, ["odn-curve", str(tmp_path)])
+    assert bad.exit_code == 2 and "no result.json" in bad.output
+
+
+def test_smoke_run_relative_target_uses_full_validation(reg, tmp_path):
+    grid, results = run_smoke(reg, tmp_path, ["odn.max_depth=2"])
+    full, odn = results
+    assert full["config"]["method"] == "full" and odn["config"]["method"] == "odn"
+    info = odn["method_info"]
+    assert info["target_mode"] == "relative" and info["tolerance"] == 1.75
+    assert info["full_val_top1"] == full["metrics"]["val_top1"]
+    assert info["threshold"] == pytest.approx(full["metrics"]["val_top1"] - 1.75)
+    stopped = info["depth_curve"][-1]
+    assert info["reached_target"] == (stopped["best_val"] >= info["threshold"])
+    assert info["reached_target"] or info["optimal_depth"] == 2
+
+
+def test_plot_is_deterministic(tmp_path):
+    from odnbench.plots import plot_depth_curves
+
+    curves = [("a", [{"depth": 1, "best_val": 80.0}, {"depth": 2, "best_val": 90.5}]),
+              ("b", [{"depth": 2, "best_val": 85.0}, {"depth": 3, "best_val": None}])]
+    one = plot_depth_curves(curves, tmp_path / "1.png", "t", hlines=[("threshold", 88.0)], marks=[("a", 2, 90.5)])
+    two = plot_depth_curves(curves, tmp_path / "2.png", "t", hlines=[("threshold", 88.0)], marks=[("a", 2, 90.5)])
+    assert one.read_bytes() == two.read_bytes()
+    assert b"Software" not in one.read_bytes()
+    assert one.read_bytes() != plot_depth_curves(curves[:1], tmp_path / "3.png", "t").read_bytes()
+
+
+def test_registration_module_is_light():
+    import subprocess
+    import sys
+
+    code = ("import sys, odnbench_plugins.odn as m; m.ODN().preset_defaults('paper', 'mnist'); "
+            "print(json.dumps(['torch' in sys.modules, 'matplotlib' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == [False, False]
