@@ -105,6 +105,12 @@ class FitResult:
     seconds: float
 
 
+    def summary(self) -> dict:
+        """What a method usually reports about one training run (its method_info)."""
+        return {"best_val": self.best_val, "best_epoch": self.best_epoch, "epochs": self.epochs,
+                "stopped": self.stopped, "history": self.history}
+
+
 LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 EvalFn = Callable[[nn.Module], float]
 

@@ -22,6 +22,18 @@ def only_builtin_plugins(monkeypatch):
     yield
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tests train tiny nets: a second thread gains nothing, and on a shared, busy CPU two OpenMP
+    threads spin-wait on each other (a first forward can take seconds). Benchmarks set their own."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def shared_data() -> Path:
     """The real MNIST in ../shared/data (present in this workplace, absent in a user's clone)."""

@@ -20,16 +20,6 @@ def builtin_only(monkeypatch):
     monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "datasets,timm-resnet")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """On a shared, busy CPU two OpenMP threads spin-wait on each other: a tiny net's first
-    forward can take seconds. One thread keeps these tests fast; the metrics restore it."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 class HookMacs:
     """Multiply-accumulates of every Conv2d and Linear, from the shapes they really see during a
     forward pass: Cin/groups * Cout * kh * kw * Hout * Wout for a conv, in * out for a linear."""

@@ -18,14 +18,6 @@ SHAPE = (1, 28, 28)
 SMOKE = ["recipe.threads=1"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def core():
     from odnbench_plugins.prune import core

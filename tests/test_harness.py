@@ -68,15 +68,6 @@ class TestMethods:
         register(Boom())
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Two OpenMP threads on a shared, busy CPU spin-wait on each other; one keeps cells fast."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture
 def reg(monkeypatch):
     """Built-in plugins plus the test methods; also what the CLI sees (registry._cached)."""

@@ -22,15 +22,6 @@ from odnbench_plugins.odn.search import MultiExitNet, OdnSchedule, warm_up
 TINY = (8, 16, 16, 32)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from a second thread, and lose a lot on a busy machine."""
-    from odnbench.metrics import torch_threads
-
-    with torch_threads(1):
-        yield
-
-
 def feed(sched: OdnSchedule, values):
     """Feed validation values until the schedule asks for the next phase; return the steps."""
     steps = []

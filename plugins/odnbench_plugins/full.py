@@ -15,14 +15,7 @@ class FullDepth(Method):
     def run(self, ctx):
         model = ctx.build_backbone().to(ctx.device)
         fit = ctx.trainer.fit(model, label="full")
-        return MethodOutput(model, {
-            "depth": model.depth,
-            "best_val": fit.best_val,
-            "best_epoch": fit.best_epoch,
-            "epochs": fit.epochs,
-            "stopped": fit.stopped,
-            "history": fit.history,
-        })
+        return MethodOutput(model, {"depth": model.depth, **fit.summary()})
 
 
 @hookimpl

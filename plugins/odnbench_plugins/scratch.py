@@ -23,15 +23,7 @@ class Scratch(Method):
         model = full.truncated(k).to(ctx.device)
         del full
         fit = ctx.trainer.fit(model, label="scratch")
-        return MethodOutput(model, {
-            "depth": k,
-            "depth_source": source,
-            "best_val": fit.best_val,
-            "best_epoch": fit.best_epoch,
-            "epochs": fit.epochs,
-            "stopped": fit.stopped,
-            "history": fit.history,
-        })
+        return MethodOutput(model, {"depth": k, "depth_source": source, **fit.summary()})
 
 
 @hookimpl
