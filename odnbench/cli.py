@@ -75,6 +75,27 @@ def list_cmd(kind):
 
 
 @cli.command()
+@click.argument("method")
+@click.option("--preset", "-p", default="quick", show_default=True)
+@click.option("--dataset", "-d", default="mnist5k", show_default=True)
+def params(method, preset, dataset):
+    """A method's parameters (set them with --set METHOD.PARAM=VALUE) and their values for a preset/dataset."""
+    from odnbench.harness import resolve_params
+    from odnbench.recipes import make_recipe
+
+    reg = registry()
+    make_recipe(preset)  # an unknown preset is an error here too
+    reg.dataset(dataset)
+    values = resolve_params(reg, method, preset, dataset, {})
+    declared = {p.name: p for p in reg.method(method).params}
+    if not declared:
+        click.echo(f"{method} has no parameters")
+    for name, p in declared.items():
+        choices = f" [{'|'.join(map(str, p.choices))}]" if p.choices else ""
+        click.echo(f"{method}.{name:<22} {p.type.__name__:<5} = {values[name]!s:<10}{choices}  {p.help}")
+
+
+@cli.command()
 def plugins():
     """Print the loaded plugins as JSON: [{"name", "version", "hooks"}]."""
     click.echo(json.dumps(registry().plugin_list(), indent=2))
