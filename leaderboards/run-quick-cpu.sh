@@ -15,7 +15,7 @@ odnbench compare --method prune --set prune.match=odn:macs --seed 0 --seed 1 --s
 if [ -d "$mnist_dir/MNIST/raw" ]; then
   for match in size macs; do
     odnbench compare --method full --method odn --method prune --method scratch --method truncate \
-      --set prune.match=odn:$match --dataset mnist --data-dir "$mnist_dir" --no-download --seed 0 "${common[@]}"
+      --set prune.match=odn:$match --dataset mnist --data-dir "$mnist_dir" --no-download --seed 0 --seed 1 "${common[@]}"
   done
 fi
 odnbench leaderboard publish --results "$results" --out leaderboards
