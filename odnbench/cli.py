@@ -17,8 +17,6 @@ DEFAULT_RESULTS = "odnbench-results"
 
 
 def default_data_dir() -> Path:
-    import os
-
     base = os.environ.get("ODNBENCH_DATA") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "odnbench", "data")
     return Path(base)
@@ -336,18 +334,11 @@ def _add_plugin_commands() -> None:
     except OdnbenchError as exc:  # a broken plugin must not hide --help
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)
-    from odnbench.registry import _one_line, _truthy
-
-    for impl in reg.pm.hook.register_commands.get_hookimpls():  # one at a time, like the other hooks
-        try:
-            impl.function(**{arg: cli for arg in impl.argnames})
-        except Exception as exc:  # one plugin's broken command must not take the whole CLI down
-            message = (f"plugin {reg.pm.get_name(impl.plugin)!r} failed in register_commands: "
-                       f"{type(exc).__name__}: {_one_line(exc)}")
-            if _truthy(os.environ.get("ODNBENCH_STRICT_PLUGINS")):
-                click.echo(f"Error: {message}", err=True)
-                sys.exit(2)
-            click.echo(f"odnbench: warning: {message} (skipped)", err=True)
+    try:
+        reg.call_each("register_commands", lambda plugin: {"cli": cli})
+    except OdnbenchError as exc:  # strict mode: a broken command is fatal
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(2)
 
 
 def main(argv=None):

@@ -142,6 +142,7 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
         if method in stack:
             raise PluginError(f"dependency cycle: {' -> '.join(stack + (method,))}")
         plugin = registry.owner.get(("method", method), "?")
+        why, reqs = None, []
         try:
             reqs = list(registry.method(method).requires(params))
             if not all(isinstance(req, Requirement) for req in reqs):
@@ -149,10 +150,13 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
             missing = [req.method for req in reqs if req.method not in registry.items["method"]]
             if missing:
                 raise PluginError(f"it requires method {missing[0]!r}, which no loaded plugin registers")
-        except Exception as exc:  # same: a broken requires() fails this cell only
-            if isinstance(exc, OdnbenchError) and not isinstance(exc, PluginError):
-                raise  # requires() rejected the user's parameters (one-line error), not a plugin bug
-            why = str(exc) if isinstance(exc, PluginError) else f"requires() raised {type(exc).__name__}: {exc}"
+        except PluginError as exc:  # same: a broken requires() fails this cell only
+            why = str(exc)
+        except OdnbenchError:
+            raise  # requires() rejected the user's parameters (one-line error), not a plugin bug
+        except Exception as exc:
+            why = f"requires() raised {type(exc).__name__}: {exc}"
+        if why is not None:
             cell.error = f"plugin {plugin!r}: method {method!r}: {why}"
             reqs = []
         for req in reqs:

@@ -44,6 +44,7 @@ class Registry:
     """Everything the loaded plugins registered, by kind and name."""
 
     pm: pluggy.PluginManager
+    strict: bool = False
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     items: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
@@ -71,6 +72,23 @@ class Registry:
 
     def backbone(self, name: str) -> Backbone:
         return self.get("backbone", name)
+
+    def call_each(self, hook_name: str, kwargs_for) -> None:
+        """Call each plugin's implementation of ``hook_name`` on its own, with ``kwargs_for(plugin)``:
+        one that raises is skipped with a warning (fatal under ODNBENCH_STRICT_PLUGINS=1), so one
+        broken plugin cannot take the others down."""
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            plugin = self.pm.get_name(impl.plugin)
+            kwargs = kwargs_for(plugin)
+            try:
+                impl.function(**{arg: kwargs[arg] for arg in impl.argnames})
+            except PluginError:
+                raise
+            except Exception as exc:
+                message = f"plugin {plugin!r} failed in {hook_name}: {type(exc).__name__}: {_one_line(exc)}"
+                if self.strict:
+                    raise PluginError(message) from exc
+                _warn(message + " (skipped)")
 
     def plugin_list(self) -> list[dict[str, Any]]:
         """What ``odnbench plugins`` prints: name, version and implemented hooks."""
@@ -107,10 +125,10 @@ def load_registry() -> Registry:
     """Load the selected plugins one at a time, then collect what they register."""
     pm = pluggy.PluginManager("odnbench")
     pm.add_hookspecs(hookspecs)
-    registry = Registry(pm=pm)
+    strict = _truthy(os.environ.get("ODNBENCH_STRICT_PLUGINS"))
+    registry = Registry(pm=pm, strict=strict)
     env = os.environ.get("ODNBENCH_LOAD_PLUGINS")
     allowed = None if env is None else {s.strip() for s in env.split(",") if s.strip()}
-    strict = _truthy(os.environ.get("ODNBENCH_STRICT_PLUGINS"))
 
     seen: set[str] = set()
     for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
@@ -135,22 +153,10 @@ def load_registry() -> Registry:
         registry.plugins[ep.name] = PluginInfo(ep.name, ep.dist.version if ep.dist else None, dist)
 
     for kind, base in KINDS.items():
-        hook = getattr(pm.hook, f"register_{kind}s")
-        for impl in hook.get_hookimpls():
-            plugin_name = pm.get_name(impl.plugin)
+        def register_for(plugin, _kind=kind, _base=base):
+            return {"register": lambda obj: _add(registry, _kind, _base, plugin, obj)}
 
-            def register(obj, _kind=kind, _base=base, _plugin=plugin_name):
-                _add(registry, _kind, _base, _plugin, obj)
-
-            try:
-                impl.function(register=register)
-            except PluginError:
-                raise
-            except Exception as exc:
-                message = f"plugin {plugin_name!r} failed in register_{kind}s: {type(exc).__name__}: {exc}"
-                if strict:
-                    raise PluginError(message) from exc
-                _warn(message + " (skipped)")
+        registry.call_each(f"register_{kind}s", register_for)
     return registry
 
 

@@ -27,14 +27,19 @@ _NUMBER = (int, float)
 _STR = (str,)
 _DICT = (dict,)
 
-#: (path, allowed types, extra check or None) for a result with status "ok".
-OK_SCHEMA: list[tuple[str, tuple, object]] = [
+#: (path, allowed types, extra check or None): what every result has, whatever its status.
+COMMON_SCHEMA: list[tuple[str, tuple, object]] = [
     ("status", _STR, None),
     ("config.method", _STR, None),
     ("config.dataset", _STR, None),
     ("config.backbone", _STR, None),
     ("config.seed", (int,), None),
     ("config.preset", _STR, None),
+    ("env", _DICT, None),
+]
+
+#: ... and what a result with status "ok" has besides.
+OK_SCHEMA: list[tuple[str, tuple, object]] = COMMON_SCHEMA + [
     ("metrics.top1", _NUMBER, lambda v: 0 <= v <= 100 or "must be a percentage in [0, 100]"),
     ("metrics.params", (int,), lambda v: v > 0 or "must be positive"),
     ("metrics.size_mb", _NUMBER, lambda v: v > 0 or "must be positive"),
@@ -49,19 +54,9 @@ OK_SCHEMA: list[tuple[str, tuple, object]] = [
     ("cost.train_seconds", _NUMBER, lambda v: v >= 0 or "must be ≥ 0"),
     ("cost.device", _STR, None),
     ("method_info", _DICT, None),
-    ("env", _DICT, None),
 ]
 
-FAILED_SCHEMA: list[tuple[str, tuple, object]] = [
-    ("status", _STR, None),
-    ("error", _STR, None),
-    ("config.method", _STR, None),
-    ("config.dataset", _STR, None),
-    ("config.backbone", _STR, None),
-    ("config.seed", (int,), None),
-    ("config.preset", _STR, None),
-    ("env", _DICT, None),
-]
+FAILED_SCHEMA: list[tuple[str, tuple, object]] = COMMON_SCHEMA + [("error", _STR, None)]
 
 STATUSES = ("ok", "failed")
 
