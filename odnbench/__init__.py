@@ -1,7 +1,11 @@
 """odnbench: rank ways of making image classifiers smaller under one harness.
 
-This module stays free of torch so that ``odnbench --help`` and ``odnbench list`` start fast.
+Everything a plugin needs is importable from here (``from odnbench import Method, Trainer``).
+The names that need torch are loaded on first use, so that ``odnbench --help`` and
+``odnbench list`` start without importing torch.
 """
+
+import importlib
 
 import pluggy
 
@@ -17,6 +21,7 @@ hookimpl = pluggy.HookimplMarker("odnbench")
 from odnbench.contract import (  # noqa: E402  (re-exported for plugin authors)
     Backbone,
     Dataset,
+    Dependency,
     Method,
     MethodContext,
     MethodOutput,
@@ -24,17 +29,53 @@ from odnbench.contract import (  # noqa: E402  (re-exported for plugin authors)
     Requirement,
 )
 from odnbench.errors import OdnbenchError  # noqa: E402
+from odnbench.result import SCHEMA_VERSION as RESULT_SCHEMA_VERSION  # noqa: E402
+from odnbench.result import Facts, Result  # noqa: E402
+
+#: Public names that import torch, by the module that owns them (loaded on first access).
+_LAZY = {
+    "Trainer": "odnbench.trainer",
+    "FitResult": "odnbench.trainer",
+    "EpochStats": "odnbench.trainer",
+    "CostMeter": "odnbench.trainer",
+    "Improvement": "odnbench.trainer",
+    "PlateauLR": "odnbench.trainer",
+    "cosine_lr": "odnbench.trainer",
+    "set_lr": "odnbench.trainer",
+    "cross_entropy": "odnbench.trainer",
+    "DepthNet": "odnbench.depthnet",
+    "footprint": "odnbench.metrics",
+    "Splits": "odnbench.data",
+    "Split": "odnbench.data",
+    "DatasetInfo": "odnbench.data",
+    "carve_validation": "odnbench.data",
+}
+
+
+def __getattr__(name):
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'odnbench' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "RESULT_SCHEMA_VERSION",
     "Backbone",
     "Dataset",
+    "Dependency",
+    "Facts",
     "Method",
     "MethodContext",
     "MethodOutput",
     "OdnbenchError",
     "Param",
     "Requirement",
+    "Result",
     "__version__",
     "hookimpl",
+    *_LAZY,
 ]

@@ -4,7 +4,6 @@ that ``--help``, ``list`` and ``plugins`` start fast."""
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -12,14 +11,9 @@ import click
 
 from odnbench import __version__
 from odnbench.errors import OdnbenchError
+from odnbench.runtime import default_data_dir
 
 DEFAULT_RESULTS = "odnbench-results"
-
-
-def default_data_dir() -> Path:
-    base = os.environ.get("ODNBENCH_DATA") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "odnbench", "data")
-    return Path(base)
 
 
 class OdnbenchGroup(click.Group):
@@ -78,7 +72,7 @@ def list_cmd(kind):
 @click.option("--dataset", "-d", default="mnist5k", show_default=True)
 def params(method, preset, dataset):
     """A method's parameters (set them with --set METHOD.PARAM=VALUE) and their values for a preset/dataset."""
-    from odnbench.harness import resolve_params
+    from odnbench.plan import resolve_params
     from odnbench.recipes import make_recipe
 
     reg = registry()
@@ -197,27 +191,27 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     Cells another cell needs (the full-depth model prune starts from, the ODN depth that scratch
     and truncate take) are added and run first, once. Finished cells are skipped on rerun.
     """
-    from odnbench import harness, leaderboard
+    from odnbench import harness, plan, report
     from odnbench.progress import Progress
+    from odnbench.runtime import pick_device
 
     reg = registry()
-    grid = harness.plan_grid(reg, list(methods), list(datasets) or [harness.DEFAULT_DATASET],
-                             list(backbones) or [harness.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets))
+    grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
+                          list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets))
     progress = Progress(quiet=quiet)
     extra = sum(c.added_as_dependency for c in grid.cells)
     progress.line(f"odnbench: {len(grid.cells)} cells ({extra} added as dependencies), results in {results}")
-    report = harness.run_grid(reg, grid, results, data_dir=data_dir or default_data_dir(), download=download,
-                              device=harness.pick_device(device), resume=resume, fail_fast=fail_fast,
-                              progress=progress)
-    text = leaderboard.render(results, "md")
+    done = harness.run_grid(reg, grid, results, data_dir=data_dir or default_data_dir(), download=download,
+                            device=pick_device(device), resume=resume, fail_fast=fail_fast, progress=progress)
+    text = report.render(results, "md")
     (Path(results) / "leaderboard.md").write_text(text)
     click.echo(text)
-    click.echo(f"{len(report.results) - len(report.failed)} ok ({report.skipped} resumed), "
-               f"{len(report.failed)} failed; leaderboard written to {Path(results) / 'leaderboard.md'}")
-    for r in report.failed:
-        click.echo(f"  FAILED {r['config']['method']} {r['config']['dataset']} seed {r['config']['seed']}: "
-                   f"{r['error']}", err=True)
-    if report.failed:
+    click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), "
+               f"{len(done.failed)} failed; leaderboard written to {Path(results) / 'leaderboard.md'}")
+    for r in done.failed:
+        click.echo(f"  FAILED {r.config['method']} {r.config['dataset']} seed {r.config['seed']}: {r.error}",
+                   err=True)
+    if done.failed:
         sys.exit(1)
 
 
@@ -228,24 +222,25 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
 
     Unlike compare, run does not add the cells it depends on: they must already be in --results.
     """
-    from odnbench import harness
+    from odnbench import harness, plan
     from odnbench.progress import Progress
+    from odnbench.runtime import pick_device
 
     if len(methods) != 1 or len(datasets) > 1 or len(backbones) > 1 or len(seeds) > 1:
         raise OdnbenchError("run takes one --method, and at most one --dataset, --backbone and --seed "
                             "(use compare for grids)")
     reg = registry()
-    grid = harness.plan_grid(reg, list(methods), list(datasets) or [harness.DEFAULT_DATASET],
-                             list(backbones) or [harness.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets),
-                             add_dependencies=False)
+    grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
+                          list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets),
+                          add_dependencies=False)
     cell = grid.cells[-1]
     result = harness.run_cell(reg, cell, results, data_dir=data_dir or default_data_dir(), download=download,
-                              device=harness.pick_device(device), progress=Progress(quiet=quiet))
+                              device=pick_device(device), progress=Progress(quiet=quiet))
     where = Path(results) / cell.dirname
-    if result["status"] != "ok":
-        click.echo(f"FAILED ({where}): {result['error']}", err=True)
+    if not result.ok:
+        click.echo(f"FAILED ({where}): {result.error}", err=True)
         sys.exit(1)
-    m = result["metrics"]
+    m = result.metrics
     click.echo(f"{cell.label()}: top-1 {m['top1']:.2f}%, {m['params']:,} params, {m['size_mb']:.3f} MB, "
                f"{m['macs']:,} MACs -> {where}")
 
@@ -259,11 +254,11 @@ def leaderboard(ctx, results, fmt, output):
     """Rebuild leaderboard tables from stored results alone."""
     if ctx.invoked_subcommand is not None:
         return
-    from odnbench import leaderboard as lb
+    from odnbench import report
 
     if not Path(results).is_dir():
         raise OdnbenchError(f"results folder {results} does not exist")
-    text = lb.render(results, fmt)
+    text = report.render(results, fmt)
     if output:
         Path(output).write_text(text)
         click.echo(f"wrote {output}")
@@ -288,14 +283,14 @@ def leaderboard_publish(ctx, results, out, tolerance):
     """Write, per dataset/backbone/preset/device, a markdown page, the table as JSON and CSV, and
     Pareto plots (top-1 against size and MACs) plus ODN's depth curve; and an index. Publishing
     the same results again gives byte-identical files."""
-    from odnbench.publish import publish
+    from odnbench.report.publish import publish
 
     results = _results_option(ctx, results)
-    report = publish(results, out, tolerance=tolerance)
-    for note in report.notes:
+    done = publish(results, out, tolerance=tolerance)
+    for note in done.notes:
         click.echo(f"note: {note}", err=True)
-    click.echo(f"{len(report.boards)} boards, {len(report.written)} files written to {out}"
-               + (f", {len(report.removed)} stale files removed" if report.removed else ""))
+    click.echo(f"{len(done.boards)} boards, {len(done.written)} files written to {out}"
+               + (f", {len(done.removed)} stale files removed" if done.removed else ""))
 
 
 @leaderboard.command("verify")
@@ -314,17 +309,17 @@ def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, sche
     """Check every stored result against the result schema and its folder's key; where model.pt
     is present, reload it, re-evaluate it on the test split and compare top-1, params, size and
     MACs with result.json. Exits 1 when anything does not match."""
-    from odnbench import harness
+    from odnbench.runtime import pick_device
     from odnbench.verify import verify
 
     results = _results_option(ctx, results)
-    report = verify(results, data_dir=data_dir or default_data_dir(), download=download,
-                    device=None if schema_only else harness.pick_device(device), tolerance=tolerance,
-                    schema_only=schema_only)
-    for check in report.cells:
+    checked = verify(results, data_dir=data_dir or default_data_dir(), download=download,
+                     device=None if schema_only else pick_device(device), tolerance=tolerance,
+                     schema_only=schema_only)
+    for check in checked.cells:
         click.echo(check.line())
-    click.echo(report.summary())
-    if report.problems:
+    click.echo(checked.summary())
+    if checked.problems:
         sys.exit(1)
 
 

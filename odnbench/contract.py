@@ -22,6 +22,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from odnbench.depthnet import DepthNet
     from odnbench.progress import Progress
     from odnbench.recipes import Recipe
+    from odnbench.result import Result
     from odnbench.trainer import CostMeter, Trainer
 
 _PARAM_TYPES = (int, float, str, bool)
@@ -124,8 +125,10 @@ class Dataset:
 class Backbone:
     """A network family with block-level depth access.
 
-    :meth:`build` returns an :class:`odnbench.depthnet.DepthNet`: a stem, the residual blocks
-    as one ordered list, and a linear head, so that any method can cut or grow it by block.
+    :meth:`build` returns an :class:`odnbench.depthnet.DepthNet`: a stem, the blocks as one
+    ordered list (one depth level each) grouped into stages, and a head, so that any method can
+    cut, grow, prune or widen it by block. ``width`` is one channel width per stage (``None``:
+    the family's own); a backbone that cannot honour it raises ``ValueError`` saying what it takes.
     """
 
     name: str = ""
@@ -146,16 +149,17 @@ class Backbone:
 class MethodContext:
     """Everything a method receives for one cell of the grid.
 
-    ``build_backbone()`` returns a fresh, randomly initialised :class:`DepthNet` for this
-    cell's backbone, input policy and width. ``trainer`` is the shared training loop (with
-    cost accounting already wired in); ``dependencies`` holds the results of the methods
-    named by :meth:`Method.requires`.
+    ``build_backbone(width=None)`` returns a fresh, randomly initialised :class:`DepthNet` for this
+    cell's backbone and input policy, at the cell's stage widths or at ``width`` (one width per
+    stage). ``trainer`` is the shared training loop (cost accounting wired in); ``dependencies``
+    holds the results named by :meth:`Method.requires`, whose costs the harness has already
+    counted in ``cost``.
     """
 
     method: str
     params: dict[str, Any]
     splits: "Splits"
-    build_backbone: Callable[[], "DepthNet"]
+    build_backbone: Callable[..., "DepthNet"]
     recipe: "Recipe"
     seed: int
     device: "torch.device"
@@ -166,27 +170,94 @@ class MethodContext:
     dependencies: dict[str, "Dependency"] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        """(channels, height, width) of one image: what MACs and latency are measured on."""
+        info = self.splits.info
+        return (info.channels, info.image_size, info.image_size)
+
+    @property
+    def stage_widths(self) -> tuple[int, ...]:
+        """The cell's stage widths (the recipe's, or the backbone's own at full width)."""
+        if self.recipe.widths is not None:
+            return tuple(self.recipe.widths)
+        return tuple(self.build_backbone().stage_widths)
+
+    def dependency(self, name: str) -> "Dependency":
+        """The result :meth:`Method.requires` asked for under ``name`` (one-line error when absent)."""
+        from odnbench.errors import MissingDependencyError
+
+        if name not in self.dependencies:
+            have = ", ".join(sorted(self.dependencies)) or "none"
+            raise MissingDependencyError(f"{self.method} needs the {name!r} result of the same cell "
+                                         f"(its requires() must return Requirement({name!r})); it has: {have}")
+        return self.dependencies[name]
+
+    def start_from(self, name: str = "full") -> "DepthNet":
+        """The trained model of dependency ``name`` (default ``full``) as a trainable DepthNet on
+        ``device``: for methods that cut, prune or fine-tune another method's model. Its cost is
+        already in ``cost``."""
+        return self.dependency(name).load_depthnet(self.device)
+
 
 @dataclass
 class Dependency:
-    """A finished result another method needs: its ``result.json`` and its exported model."""
+    """A finished result another method needs: its stored :class:`odnbench.result.Result` and its
+    exported model."""
 
-    result: dict[str, Any]
+    result: "Result"
     model_path: Path
+
+    @property
+    def key(self) -> str:
+        return self.result.key
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        return self.result.metrics or {}
+
+    @property
+    def facts(self):
+        return self.result.facts
 
     def load_model(self, device=None) -> "nn.Module":
         from odnbench.store import load_model
 
         return load_model(self.model_path, device=device)
 
+    def load_depthnet(self, device=None) -> "DepthNet":
+        """The model as a DepthNet with every parameter trainable (one-line error when it is not one)."""
+        from odnbench.depthnet import DepthNet
+
+        model = self.load_model(device)
+        if not isinstance(model, DepthNet):
+            raise OdnbenchError(f"the {self.result.method!r} model ({self.model_path}) is a {type(model).__name__}, "
+                                "not an odnbench DepthNet, so it cannot be cut or pruned by block")
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+
 
 @dataclass
 class MethodOutput:
-    """What a method hands back: the exported model (an ordinary ``nn.Module``) and what it
-    learned (JSON-serialisable, stored as ``method_info``). The harness measures the model."""
+    """What a method hands back: the exported model (an ordinary ``nn.Module``), what it learned
+    (``info``: JSON-serialisable, stored as ``method_info``) and typed facts a leaderboard shows.
+
+    The facts: ``depth`` (residual blocks kept; filled from a DepthNet when left None),
+    ``reached_target`` and ``threshold`` (the method's own target, validation top-1 %),
+    ``converged`` and ``cut_short`` (False plus a reason when an epoch cap ended training; filled
+    from the shared trainer when left None), ``depth_curve`` (``[{"depth", "val"}]``, validation
+    top-1 per depth tried). The harness measures the model itself.
+    """
 
     model: "nn.Module"
     info: dict[str, Any] = field(default_factory=dict)
+    depth: int | None = None
+    reached_target: bool | None = None
+    threshold: float | None = None
+    converged: bool | None = None
+    cut_short: str | None = None
+    depth_curve: list[dict] | None = None
 
 
 class Method:

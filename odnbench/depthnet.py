@@ -1,8 +1,13 @@
-"""Block-level depth access: a network as stem -> ordered residual blocks -> pool -> linear head.
+"""Block-level depth access: a network as stem -> ordered blocks (in stages) -> pool -> head.
 
 Every backbone plugin returns a :class:`DepthNet`, so methods can cut a network after any
 block (ODN, truncation) or prune it (torch-pruning traces it like any ``nn.Module``). A
 truncated network is a new, ordinary ``DepthNet`` holding only the kept blocks.
+
+What a backbone must give: ``blocks`` whose outputs are 4-D feature maps, the channel width
+after each, and a ``head`` from pooled features (N x widths[-1]) to logits. The head may be any
+module (e.g. a small MLP); when it is not an ``nn.Linear``, pass ``num_classes``. ``stages``
+(blocks per stage) defaults to runs of equal width. A cut network always gets a linear head.
 """
 
 from __future__ import annotations
@@ -22,15 +27,24 @@ class DepthNet(nn.Module):
     """
 
     def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], widths: Sequence[int],
-                 head: nn.Linear, meta: dict | None = None):
+                 head: nn.Module, meta: dict | None = None, *, stages: Sequence[int] | None = None,
+                 num_classes: int | None = None, pool: nn.Module | None = None):
         super().__init__()
         if len(blocks) != len(widths):
             raise ValueError("one width per block is needed")
+        if num_classes is None:
+            if not isinstance(head, nn.Linear):
+                raise ValueError(f"the head is a {type(head).__name__}, not an nn.Linear: pass num_classes")
+            num_classes = head.out_features
         self.stem = stem
         self.blocks = nn.Sequential(*blocks)
-        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.pool = pool if pool is not None else nn.AdaptiveAvgPool2d(1)
         self.head = head
         self.widths = [int(w) for w in widths]
+        self.stages = [int(n) for n in stages] if stages is not None else _equal_width_runs(self.widths)
+        if sum(self.stages) != len(self.widths) or any(n < 1 for n in self.stages):
+            raise ValueError(f"stages {self.stages} must be positive block counts adding up to {len(self.widths)}")
+        self.classes = int(num_classes)
         self.meta = dict(meta or {})
 
     @property
@@ -39,7 +53,13 @@ class DepthNet(nn.Module):
 
     @property
     def num_classes(self) -> int:
-        return self.head.out_features
+        return self.classes
+
+    @property
+    def stage_widths(self) -> list[int]:
+        """The width after the last block of each stage."""
+        ends = [sum(self.stages[: i + 1]) for i in range(len(self.stages))]
+        return [self.widths[e - 1] for e in ends]
 
     def features(self, x: torch.Tensor, depth: int | None = None) -> torch.Tensor:
         """Pooled features after the first ``depth`` blocks (all blocks when None)."""
@@ -66,13 +86,29 @@ class DepthNet(nn.Module):
             raise ValueError(f"depth must be between 1 and {self.depth}, got {depth}")
         if head is None:
             head = nn.Linear(self.widths[depth - 1], self.num_classes)
-        elif head.in_features != self.widths[depth - 1]:
+        elif isinstance(head, nn.Linear) and head.in_features != self.widths[depth - 1]:
             raise ValueError(f"head takes {head.in_features} features but block {depth} gives {self.widths[depth - 1]}")
+        stages, left = [], depth
+        for n in self.stages:
+            if left > 0:
+                stages.append(min(n, left))
+                left -= n
         net = DepthNet(
             copy.deepcopy(self.stem),
             [copy.deepcopy(b) for b in self.blocks[:depth]],
             self.widths[:depth],
             copy.deepcopy(head),
             {**self.meta, "depth": depth},
+            stages=stages, num_classes=self.num_classes, pool=copy.deepcopy(self.pool),
         )
         return net.to(next(self.parameters()).device)
+
+
+def _equal_width_runs(widths: Sequence[int]) -> list[int]:
+    runs: list[int] = []
+    for i, w in enumerate(widths):
+        if i and w == widths[i - 1]:
+            runs[-1] += 1
+        else:
+            runs.append(1)
+    return runs

@@ -64,6 +64,13 @@ def count_macs(model: nn.Module, input_shape: tuple[int, ...]) -> int:
     return count_flops(model, input_shape) // 2
 
 
+def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
+    """Parameters, saved size (MB) and MACs of a model, exactly as the harness measures its exported
+    model: for sizing a model before training (matching another method's size or MACs)."""
+    return {"params": count_params(model), "size_mb": round(saved_size_mb(model), 6),
+            "macs": count_macs(model, input_shape)}
+
+
 def _device_of(model: nn.Module) -> torch.device:
     p = next(iter(model.parameters()), None)
     return p.device if p is not None else torch.device("cpu")

@@ -58,6 +58,23 @@ class Recipe:
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def from_dict(cls, stored: dict[str, Any]) -> "Recipe":
+        """The recipe a stored config ran with: its preset, then the stored field values (each
+        validated as ``--set recipe.FIELD`` would be). Fields it lacks keep the preset's value."""
+        preset = stored.get("preset")
+        if preset not in PRESETS:
+            raise UnknownNameError("preset", str(preset), PRESETS)
+        allowed = recipe_params()
+        changes = {}
+        for name, value in stored.items():
+            if name == "preset":
+                continue
+            if name not in allowed:
+                raise UnknownNameError("recipe parameter", name, allowed)
+            changes[name] = allowed[name].check(value, "recipe")
+        return _checked(dataclasses.replace(PRESETS[preset], **changes))
+
 
 PRESETS: dict[str, Recipe] = {
     "smoke": Recipe(
@@ -104,7 +121,10 @@ def make_recipe(preset: str, overrides: dict[str, str] | None = None) -> Recipe:
         if key not in allowed:
             raise UnknownNameError("recipe parameter", key, allowed)
         changes[key] = allowed[key].parse(text, "recipe")
-    recipe = dataclasses.replace(recipe, **changes)
+    return _checked(dataclasses.replace(recipe, **changes))
+
+
+def _checked(recipe: Recipe) -> Recipe:
     if recipe.width != "full":
         try:
             widths = recipe.widths

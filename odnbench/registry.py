@@ -73,11 +73,51 @@ class Registry:
     def backbone(self, name: str) -> Backbone:
         return self.get("backbone", name)
 
-    def call_each(self, hook_name: str, kwargs_for) -> None:
+    def register(self, kind: str, obj: Any, plugin: str) -> None:
+        """Add a dataset, backbone or method that ``plugin`` registered (what ``register`` does)."""
+        base = KINDS[kind]
+        if isinstance(obj, type):
+            obj = obj()  # accept the class as well as an instance
+        if not isinstance(obj, base):
+            raise PluginError(
+                f"plugin {plugin!r} registered {obj!r} as a {kind}; it must be an instance of odnbench.{base.__name__}"
+            )
+        name = getattr(obj, "name", "")
+        if not name:
+            raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
+        previous = self.owner.get((kind, name))
+        if previous is not None:
+            raise PluginError(f"{kind} {name!r} is registered twice: by plugin {previous!r} and by {plugin!r}")
+        self.items[kind][name] = obj
+        self.owner[(kind, name)] = plugin
+
+    def add_plugin(self, plugin: Any, name: str, info: "PluginInfo | None" = None) -> None:
+        """Register a plugin object (a module with hook functions) under ``name`` and collect what
+        it registers, exactly as an entry point is loaded: misspelled hooks fail here."""
+        try:
+            self.pm.register(plugin, name=name)  # a hook taking arguments its spec lacks fails here
+            self.pm.check_pending()  # a misspelled hook name fails loudly, naming the plugin
+        except pluggy.PluginValidationError as exc:
+            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
+            dist = info.distribution if info else None
+            raise PluginError(f"plugin {name!r} ({dist or '?'}): {_one_line(exc)}. Known hooks: {known}") from exc
+        self.plugins[name] = info or PluginInfo(name, None, None)
+
+    def collect(self, only: Any = None) -> None:
+        """Call every ``register_*s`` hook (of plugin object ``only``, when given) into this registry."""
+        for kind in KINDS:
+            def register_for(plugin, _kind=kind):
+                return {"register": lambda obj: self.register(_kind, obj, plugin)}
+
+            self.call_each(f"register_{kind}s", register_for, only=only)
+
+    def call_each(self, hook_name: str, kwargs_for, only: Any = None) -> None:
         """Call each plugin's implementation of ``hook_name`` on its own, with ``kwargs_for(plugin)``:
         one that raises is skipped with a warning (fatal under ODNBENCH_STRICT_PLUGINS=1), so one
         broken plugin cannot take the others down."""
         for impl in getattr(self.pm.hook, hook_name).get_hookimpls():
+            if only is not None and impl.plugin is not only:
+                continue
             plugin = self.pm.get_name(impl.plugin)
             kwargs = kwargs_for(plugin)
             try:
@@ -144,37 +184,9 @@ def load_registry() -> Registry:
                 raise PluginError(message) from exc
             _warn(message + " (skipped; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
             continue
-        try:
-            pm.register(module, name=ep.name)  # a hook taking arguments its spec lacks fails here
-            pm.check_pending()  # a misspelled hook name fails loudly, naming the plugin
-        except pluggy.PluginValidationError as exc:
-            known = ", ".join(sorted(n for n in dir(hookspecs) if n.startswith("register_")))
-            raise PluginError(f"plugin {ep.name!r} ({dist or '?'}): {_one_line(exc)}. Known hooks: {known}") from exc
-        registry.plugins[ep.name] = PluginInfo(ep.name, ep.dist.version if ep.dist else None, dist)
-
-    for kind, base in KINDS.items():
-        def register_for(plugin, _kind=kind, _base=base):
-            return {"register": lambda obj: _add(registry, _kind, _base, plugin, obj)}
-
-        registry.call_each(f"register_{kind}s", register_for)
+        registry.add_plugin(module, ep.name, PluginInfo(ep.name, ep.dist.version if ep.dist else None, dist))
+    registry.collect()
     return registry
-
-
-def _add(registry: Registry, kind: str, base: type, plugin: str, obj: Any) -> None:
-    if isinstance(obj, type):
-        obj = obj()  # accept the class as well as an instance
-    if not isinstance(obj, base):
-        raise PluginError(
-            f"plugin {plugin!r} registered {obj!r} as a {kind}; it must be an instance of odnbench.{base.__name__}"
-        )
-    name = getattr(obj, "name", "")
-    if not name:
-        raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
-    previous = registry.owner.get((kind, name))
-    if previous is not None:
-        raise PluginError(f"{kind} {name!r} is registered twice: by plugin {previous!r} and by {plugin!r}")
-    registry.items[kind][name] = obj
-    registry.owner[(kind, name)] = plugin
 
 
 _cached: Registry | None = None

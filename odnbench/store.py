@@ -1,9 +1,10 @@
-"""The result store: one folder per cell, named by a hash of the cell's canonical config.
+"""The result store: the only code that knows how a results folder is laid out.
 
-``<results>/<method>-<dataset>-<backbone>-s<seed>-<key>/`` holds ``result.json`` (the source
-of truth every leaderboard is derived from) and ``model.pt`` (the exported model, reloadable
-without the method's code). Files are written to a temporary name and renamed, so a crash
-never leaves a half-written file.
+``<root>/<method>-<dataset>-<backbone>-s<seed>-<key>/`` holds ``result.json`` (a
+:class:`odnbench.result.Result`, the source of truth every leaderboard is derived from) and
+``model.pt`` (the exported model). ``key`` is a hash of the cell's canonical config, so the same
+cell always lands in the same folder (resume). Files are written to a temporary name and renamed,
+so a crash never leaves a half-written file.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ import os
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
+
+from odnbench.result import Result
 
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.pt"
@@ -32,6 +35,83 @@ def cell_dirname(config: dict) -> str:
     return f"{config['method']}-{config['dataset']}-{config['backbone']}-s{config['seed']}-{cell_key(config)}"
 
 
+class ResultStore:
+    """A results folder: find, read, write and iterate cells, and save or load their models."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def __repr__(self) -> str:
+        return f"ResultStore({str(self.root)!r})"
+
+    def cell_dir(self, config: dict) -> Path:
+        return self.root / cell_dirname(config)
+
+    def find(self, key: str) -> Path | None:
+        """The folder of the cell with this key, wherever its name came from (None when absent)."""
+        matches = sorted(self.root.glob(f"*-{key}")) if self.root.is_dir() else []
+        return matches[0] if matches else None
+
+    def read(self, folder: Path) -> Result | None:
+        """The result stored in ``folder`` (None when there is none)."""
+        f = Path(folder) / RESULT_FILE
+        if not f.is_file():
+            return None
+        result = Result.from_dict(read_json(f))
+        result.folder = Path(folder).name
+        return result
+
+    def get(self, key: str) -> Result | None:
+        folder = self.find(key)
+        return self.read(folder) if folder else None
+
+    def stored(self, config: dict) -> Result | None:
+        """The result stored for exactly this config (None when the cell never finished)."""
+        return self.read(self.cell_dir(config))
+
+    def write(self, result: Result) -> Path:
+        folder = self.cell_dir(result.config)
+        write_json(folder / RESULT_FILE, result.to_dict())
+        return folder
+
+    def model_path(self, folder: Path) -> Path:
+        return Path(folder) / MODEL_FILE
+
+    def save_model(self, model, folder: Path, name: str = MODEL_FILE) -> Path:
+        path = Path(folder) / name
+        save_model(model, path)
+        return path
+
+    def __iter__(self) -> Iterator[tuple[Path, Result]]:
+        """Every readable stored result, in a stable order (by folder name)."""
+        for folder, raw in self.raw():
+            try:
+                result = Result.from_dict(raw)
+            except (TypeError, ValueError):
+                continue  # not a result; `leaderboard verify` reports it
+            result.folder = folder.name
+            yield folder, result
+
+    def raw(self) -> Iterator[tuple[Path, Any]]:
+        """Every result.json as parsed JSON, unchecked (for verify)."""
+        if not self.root.is_dir():
+            return
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
+            f = folder / RESULT_FILE
+            if f.is_file():
+                try:
+                    yield folder, read_json(f)
+                except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                    continue  # an unreadable file is reported by `leaderboard verify`, not fatal here
+
+    def folders(self) -> list[Path]:
+        """Cell folders: those holding a result or a model file."""
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir()
+                      if p.is_dir() and ((p / RESULT_FILE).exists() or (p / MODEL_FILE).exists()))
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -42,6 +122,7 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes fi
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
@@ -62,7 +143,7 @@ def write_json(path: Path, obj: Any) -> None:
     atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n").encode())
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: Path) -> Any:
     with open(path) as f:
         return json.load(f)
 
@@ -88,17 +169,3 @@ def load_model(path: Path, device=None):
     import torch
 
     return torch.load(path, map_location=device or "cpu", weights_only=False)
-
-
-def iter_results(results_dir: Path) -> Iterator[tuple[Path, dict]]:
-    """Every stored result, in a stable order (by folder name)."""
-    results_dir = Path(results_dir)
-    if not results_dir.is_dir():
-        return
-    for cell in sorted(p for p in results_dir.iterdir() if p.is_dir()):
-        f = cell / RESULT_FILE
-        if f.is_file():
-            try:
-                yield cell, read_json(f)
-            except (OSError, json.JSONDecodeError):
-                continue  # an unreadable file is reported by `leaderboard verify`, not fatal here

@@ -36,7 +36,7 @@ from typing import Any, Iterable
 import pytest
 
 from odnbench.contract import Backbone, Dataset, Method
-from odnbench.registry import KINDS, PluginInfo, Registry, _add, load_registry
+from odnbench.registry import Registry, load_registry
 
 __all__ = [
     "MethodCheck",
@@ -86,14 +86,8 @@ def registry_with(*plugins: Any, installed: bool = True) -> Registry:
         name = getattr(plugin, "__name__", None) or type(plugin).__name__
         if registry.pm.is_registered(plugin) or name in registry.plugins:
             continue  # already installed and loaded under that name
-        registry.pm.register(plugin, name=name)
-        registry.pm.check_pending()
-        registry.plugins[name] = PluginInfo(name, None, None)
-        for kind, base in KINDS.items():
-            for impl in getattr(registry.pm.hook, f"register_{kind}s").get_hookimpls():
-                if impl.plugin is plugin:
-                    callback = lambda obj, k=kind, b=base: _add(registry, k, b, name, obj)  # noqa: E731
-                    impl.function(**{arg: callback for arg in impl.argnames})  # a hook may take fewer args
+        registry.add_plugin(plugin, name)
+        registry.collect(only=plugin)
     return registry
 
 
@@ -106,25 +100,29 @@ class MethodCheck:
 
     name: str
     plugin: str
-    result: dict
+    result: Any  # odnbench.Result
     model: Any  # torch.nn.Module, reloaded from model.pt with odnbench.store.load_model
     results_dir: Path
     cell_dir: Path
-    results: list[dict]  # every cell of the grid, dependencies included
+    results: list[Any]  # every cell's odnbench.Result, dependencies included
     row: dict  # the method's leaderboard row (rank, label, top1_mean, params, ...), as `--format json` gives it
 
     @property
     def info(self) -> dict:
-        return self.result["method_info"]
+        return self.result.method_info
 
     @property
     def metrics(self) -> dict:
-        return self.result["metrics"]
+        return self.result.metrics
+
+    @property
+    def facts(self):
+        return self.result.facts
 
     def leaderboard(self, fmt: str = "md") -> str:
-        from odnbench import leaderboard
+        from odnbench import report
 
-        return leaderboard.render(self.results_dir, fmt)
+        return report.render(self.results_dir, fmt)
 
 
 def check_declaration(method: Method, plugin: str = "?") -> None:
@@ -156,13 +154,13 @@ def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), data
                      registry: Registry | None = None) -> MethodCheck:
     """Run method ``name`` (and the cells it requires) through the real harness into ``workdir``
     and check the contract end to end. Raises ``AssertionError`` naming what to fix."""
-    from odnbench import harness
-    from odnbench.cli import default_data_dir
-    from odnbench.leaderboard import build_boards, load_results
+    from odnbench import harness, plan
     from odnbench.metrics import count_params, top1
     from odnbench.progress import Progress
-    from odnbench.recipes import make_recipe
-    from odnbench.store import MODEL_FILE, RESULT_FILE, load_model, read_json
+    from odnbench.recipes import Recipe
+    from odnbench.report import build_boards, load_results
+    from odnbench.runtime import DATA_CACHE, default_data_dir, pick_device
+    from odnbench.store import MODEL_FILE, RESULT_FILE, ResultStore, load_model
 
     reg = registry or registry_with(*plugins)
     if name not in reg.items["method"]:
@@ -175,25 +173,25 @@ def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), data
     workdir = Path(workdir)
     results_dir = workdir / "results"
     data_dir = Path(data_dir) if data_dir else default_data_dir()
-    grid = harness.plan_grid(reg, [name], [dataset], [backbone], [seed], preset, list(sets))
-    run_device = harness.pick_device(device)
+    grid = plan.plan_grid(reg, [name], [dataset], [backbone], [seed], preset, list(sets))
+    run_device = pick_device(device)
     report = harness.run_grid(reg, grid, results_dir, data_dir=data_dir, download=download, device=run_device,
                               resume=False, progress=Progress(quiet=True))
     cell = next(c for c in reversed(grid.cells) if c.config["method"] == name and not c.added_as_dependency)
-    cell_dir = results_dir / cell.dirname
+    store = ResultStore(results_dir)
+    cell_dir = store.cell_dir(cell.config)
     if not (cell_dir / RESULT_FILE).is_file():
         _fail(f"method {name!r}: no result.json was written in {cell_dir}")
-    result = read_json(cell_dir / RESULT_FILE)
-    if result["status"] != "ok":
-        deps = "; ".join(f"{r['config']['method']}: {r['error']}" for r in report.failed if r is not None
-                         and r["config"]["method"] != name)
-        _fail(f"method {name!r} (plugin {plugin!r}) failed: {result['error']}"
-              + (f"\n{result['traceback']}" if result.get("traceback") else "")
+    result = store.read(cell_dir)
+    if not result.ok:
+        deps = "; ".join(f"{r.method}: {r.error}" for r in report.failed if r is not None and r.method != name)
+        _fail(f"method {name!r} (plugin {plugin!r}) failed: {result.error}"
+              + (f"\n{result.traceback}" if result.traceback else "")
               + (f"\ncells it needed failed too: {deps}" if deps else ""))
-    if result["plugin"] != plugin:
-        _fail(f"result.json names plugin {result['plugin']!r}, expected {plugin!r}")
+    if result.plugin != plugin:
+        _fail(f"result.json names plugin {result.plugin!r}, expected {plugin!r}")
 
-    m = result["metrics"]
+    m = result.metrics
     if not (0.0 <= m["top1"] <= 100.0 and 0.0 <= m["val_top1"] <= 100.0):
         _fail(f"method {name!r}: accuracy out of range: {m['top1']}")
     for key in ("params", "macs", "size_mb"):
@@ -201,7 +199,7 @@ def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), data
             _fail(f"method {name!r}: the exported model has {key} = {m[key]}; it must be a trained network")
     if not (m["latency_ms"]["p50"] > 0 and math.isfinite(m["latency_ms"]["p50"])):
         _fail(f"method {name!r}: the harness could not time the exported model")
-    if json.loads(json.dumps(result["method_info"])) != result["method_info"]:
+    if json.loads(json.dumps(result.method_info)) != result.method_info:
         _fail(f"method {name!r}: method_info does not survive a JSON round trip")
 
     # The exported file must reload without the method's code and reproduce the stored metrics.
@@ -212,20 +210,20 @@ def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), data
         _fail(f"method {name!r}: {MODEL_FILE} reloads as {type(model).__name__}, not a torch.nn.Module")
     if count_params(model) != m["params"]:
         _fail(f"method {name!r}: reloaded model has {count_params(model)} parameters, result.json says {m['params']}")
-    recipe = make_recipe(preset, harness.split_overrides(list(sets)).get("recipe", {}))
-    splits = harness.DATA_CACHE.get(reg, dataset, data_dir, download, seed, recipe, torch.device("cpu"))
+    recipe = Recipe.from_dict(cell.config["recipe"])
+    splits = DATA_CACHE.get(reg, dataset, data_dir, download, seed, recipe, torch.device("cpu"))
     again = round(top1(model, splits.test.x.cpu(), splits.test.y.cpu(), recipe.eval_batch_size), 4)
     if abs(again - m["top1"]) > 1e-6:
         _fail(f"method {name!r}: the reloaded model scores {again}% on test, result.json says {m['top1']}%; "
               "return the exact model you trained (in eval mode it must be deterministic)")
 
-    boards = build_boards(load_results(results_dir), registry=reg)
+    boards = build_boards(load_results(results_dir))
     rows = [row.fields for board in boards for row in board.rows if row.method == name]
     if not rows:
         _fail(f"method {name!r} has no row on the leaderboard built from {results_dir}")
 
     # Same config, same cell key: a rerun must resume instead of training again.
-    again_grid = harness.plan_grid(reg, [name], [dataset], [backbone], [seed], preset, list(sets))
+    again_grid = plan.plan_grid(reg, [name], [dataset], [backbone], [seed], preset, list(sets))
     if [c.key for c in again_grid.cells] != [c.key for c in grid.cells]:
         _fail(f"method {name!r}: planning the same grid twice gave different cell keys; "
               "parameters and requires() must be deterministic")
@@ -250,7 +248,7 @@ def run_dataset_check(name: str, workdir: Path, *, plugins: Iterable = (), data_
     ``full`` method on it (smoke preset)."""
     import torch
 
-    from odnbench.cli import default_data_dir
+    from odnbench.runtime import default_data_dir
     from odnbench.data import DatasetInfo, Split, Splits
 
     reg = registry_with(*plugins)

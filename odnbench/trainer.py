@@ -3,7 +3,9 @@
 One :class:`Trainer` per cell. ``fit`` trains a model on the cell's training split with the
 recipe's optimiser and schedule, evaluates on validation after every epoch, checkpoints the
 best epoch in memory, stops early on patience, and adds epochs, sample-steps and wall time to
-the cell's :class:`CostMeter`.
+the cell's :class:`CostMeter`. Methods that decide between epochs themselves use its parts,
+:meth:`Trainer.train_epoch` and :meth:`Trainer.evaluate`, with the public schedules
+(:class:`Improvement`, :class:`PlateauLR`, :func:`cosine_lr`, :func:`set_lr`).
 """
 
 from __future__ import annotations
@@ -27,16 +29,28 @@ from odnbench.progress import Progress
 class CostMeter:
     """Cost to obtain a model: epochs and sample-steps trained and training wall seconds.
 
-    ``parts`` breaks the total down (e.g. "warm-up", "search", "fine-tune", or the full-depth
-    training a pruned model started from); totals include every part.
+    ``parts`` breaks the total down: the method's own parts (e.g. "warm-up", "search",
+    "fine-tune") and one part per dependency it used (e.g. the full-depth training a pruned model
+    started from). The harness adds every dependency's cost before the method runs, each stored
+    result once (by its key), so that two dependencies sharing a third count it once. Totals
+    include every part; ``own`` is the method's own share.
     """
 
     epochs: int = 0
     sample_steps: int = 0
     train_seconds: float = 0.0
     parts: dict[str, dict] = field(default_factory=dict)
+    dependencies: dict[str, dict] = field(default_factory=dict)  # result key -> {method, epochs, ...}
+    own: dict = field(default_factory=lambda: {"epochs": 0, "sample_steps": 0, "train_seconds": 0.0})
 
     def add(self, part: str, epochs: int = 0, sample_steps: int = 0, train_seconds: float = 0.0) -> None:
+        """Count work the method itself did."""
+        self._count(part, epochs, sample_steps, train_seconds)
+        self.own["epochs"] += epochs
+        self.own["sample_steps"] += sample_steps
+        self.own["train_seconds"] += train_seconds
+
+    def _count(self, part: str, epochs: int, sample_steps: int, train_seconds: float) -> None:
         self.epochs += epochs
         self.sample_steps += sample_steps
         self.train_seconds += train_seconds
@@ -45,14 +59,41 @@ class CostMeter:
         entry["sample_steps"] += sample_steps
         entry["train_seconds"] += train_seconds
 
+    def add_dependency(self, key: str, method: str, cost: dict) -> None:
+        """Count a stored result this cell needed, and everything it needed, each key once."""
+        cost = cost or {}
+        nested = cost.get("dependencies") or {}
+        own = cost.get("own") or (cost if not nested else {})  # a 0.1 result carries totals only
+        entries = {key: {"method": method, **_cost_numbers(own)}}
+        for dep_key, entry in nested.items():
+            entries.setdefault(dep_key, {"method": entry.get("method", "?"), **_cost_numbers(entry)})
+        for dep_key, entry in entries.items():
+            if dep_key in self.dependencies:
+                continue
+            self.dependencies[dep_key] = entry
+            self._count(f"{entry['method']} (dependency)", entry["epochs"], entry["sample_steps"],
+                        entry["train_seconds"])
+
     def add_result_cost(self, part: str, cost: dict) -> None:
-        """Count another result's whole cost (e.g. the full-depth model a method started from)."""
+        """Count another result's whole cost under ``part``. Dependencies are counted by the harness
+        already; use this for results obtained some other way. A cost already counted is skipped."""
+        if any(_cost_numbers(cost) == _cost_numbers(e) for e in self.dependencies.values()) and not cost.get(
+                "dependencies"):
+            return
         self.add(part, cost.get("epochs", 0), cost.get("sample_steps", 0), cost.get("train_seconds", 0.0))
 
     def as_dict(self, device: str) -> dict:
         rounded = {k: {**v, "train_seconds": round(v["train_seconds"], 3)} for k, v in self.parts.items()}
         return {"epochs": self.epochs, "sample_steps": self.sample_steps,
-                "train_seconds": round(self.train_seconds, 3), "device": device, "parts": rounded}
+                "train_seconds": round(self.train_seconds, 3), "device": device, "parts": rounded,
+                "own": {**self.own, "train_seconds": round(self.own["train_seconds"], 3)},
+                "dependencies": {k: {**v, "train_seconds": round(v["train_seconds"], 3)}
+                                 for k, v in self.dependencies.items()}}
+
+
+def _cost_numbers(cost: dict) -> dict:
+    return {"epochs": cost.get("epochs", 0), "sample_steps": cost.get("sample_steps", 0),
+            "train_seconds": float(cost.get("train_seconds", 0.0))}
 
 
 class Improvement:
@@ -77,20 +118,41 @@ class Improvement:
 
 
 class PlateauLR:
-    """Multiply the LR by ``factor`` after every ``patience`` consecutive epochs without improvement."""
+    """An LR multiplied by ``factor`` after every ``patience`` consecutive epochs without improvement.
 
-    def __init__(self, optimizer: torch.optim.Optimizer, factor: float, patience: int):
-        self.optimizer, self.factor, self.patience = optimizer, factor, patience
+    It holds the LR value itself (``.lr``); apply it to an optimiser with :func:`set_lr`."""
+
+    def __init__(self, lr: float, factor: float, patience: int):
+        self.lr, self.factor, self.patience = lr, factor, patience
         self.flat = 0
 
     def step(self, improved: bool) -> bool:
+        """Feed one epoch's verdict; True when the LR was decayed."""
         self.flat = 0 if improved else self.flat + 1
         if self.flat >= self.patience:
-            for group in self.optimizer.param_groups:
-                group["lr"] *= self.factor
+            self.lr *= self.factor
             self.flat = 0
             return True
         return False
+
+
+def cosine_lr(base: float, epoch: int, total: int) -> float:
+    """The LR after ``epoch`` of ``total`` epochs of cosine annealing from ``base`` to 0."""
+    return base * (0.5 * (1 + math.cos(math.pi * epoch / max(1, total))))
+
+
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+@dataclass
+class EpochStats:
+    """One pass over the training split."""
+
+    loss: float  # mean training loss
+    samples: int
+    seconds: float
 
 
 @dataclass
@@ -98,12 +160,15 @@ class FitResult:
     best_val: float
     best_epoch: int
     epochs: int
-    stopped: str  # "patience" or "max_epochs"
+    stopped: str  # "patience"; "max_epochs" (the cap came first); "fixed" (no early stopping asked)
     history: list[dict]
     optimizer: torch.optim.Optimizer
     sample_steps: int
     seconds: float
 
+    @property
+    def converged(self) -> bool:
+        return self.stopped != "max_epochs"
 
     def summary(self) -> dict:
         """What a method usually reports about one training run (its method_info)."""
@@ -120,11 +185,19 @@ def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.T
 
 
 class Trainer:
+    """The training loop every method shares, one per cell, with cost accounting built in.
+
+    :meth:`fit` is the whole loop (epochs, validation, early stopping, best checkpoint);
+    :meth:`train_epoch` and :meth:`evaluate` are its parts, for methods that decide between
+    epochs themselves (ODN). Every epoch trained is added to the cell's :class:`CostMeter`.
+    """
+
     def __init__(self, splits: Splits, recipe, device: torch.device, progress: Progress,
                  cost: CostMeter, seed: int):
         self.splits, self.recipe, self.device = splits, recipe, device
         self.progress, self.cost = progress, cost
         self.generator = torch.Generator().manual_seed(seed)
+        self.unconverged: list[str] = []  # labels of fits that the epoch cap ended before patience
 
     def make_optimizer(self, parameters, lr: float | None = None) -> torch.optim.Optimizer:
         r = self.recipe
@@ -134,8 +207,34 @@ class Trainer:
         return torch.optim.SGD(parameters, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
 
     def evaluate(self, model: nn.Module, split: str = "val") -> float:
+        """Top-1 % of ``model`` on a split (``val`` for every decision a method makes)."""
         s = getattr(self.splits, split)
         return top1(model, s.x, s.y, self.recipe.eval_batch_size)
+
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss_fn: LossFn = None,
+                    label: str = "train", cost_part: str | None = None) -> EpochStats:
+        """One shuffled pass over the training split with ``optimizer``; counted as one epoch of cost
+        under ``cost_part`` (default ``label``)."""
+        r = self.recipe
+        loss_fn = loss_fn or cross_entropy
+        train = self.splits.train
+        model.to(self.device).train()
+        started = time.perf_counter()
+        total = torch.zeros((), dtype=torch.float64, device=self.device)  # read once, not per step
+        seen = 0
+        with self.progress.bar(math.ceil(len(train) / r.batch_size), label) as advance:
+            for x, y in batches(train, r.batch_size, shuffle=True, generator=self.generator,
+                                augment=self.splits.info.augment):
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model, x, y)
+                loss.backward()
+                optimizer.step()
+                total += loss.detach().double() * len(y)
+                seen += len(y)
+                advance()
+        seconds = time.perf_counter() - started
+        self.cost.add(cost_part or label, epochs=1, sample_steps=seen, train_seconds=seconds)
+        return EpochStats(float(total) / max(1, seen), seen, seconds)
 
     def fit(
         self,
@@ -147,7 +246,7 @@ class Trainer:
         lr: float | None = None,
         optimizer: torch.optim.Optimizer | None = None,
         schedule: str | None = None,
-        loss_fn: LossFn = cross_entropy,
+        loss_fn: LossFn | None = None,
         eval_fn: EvalFn | None = None,
         round_digits: int | None = None,
         best: float = -math.inf,
@@ -157,8 +256,8 @@ class Trainer:
         """Train ``model`` and return what happened.
 
         ``patience=-1`` takes the recipe's, ``None`` disables early stopping. ``optimizer``
-        continues an earlier run with its (possibly decayed) LR. ``best`` is the value to beat
-        (ODN carries it across depths). ``eval_fn`` defaults to top-1 on validation.
+        continues an earlier run with its (possibly decayed) LR. ``best`` is the value to beat.
+        ``eval_fn`` defaults to top-1 on validation.
         """
         r = self.recipe
         epochs = r.epochs if epochs is None else epochs
@@ -168,50 +267,41 @@ class Trainer:
         model.to(self.device)
         opt = optimizer or self.make_optimizer(model.parameters(), lr)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) if schedule == "cosine" else None
-        plateau = PlateauLR(opt, r.plateau_factor, r.plateau_patience) if schedule == "plateau" else None
+        plateau = (PlateauLR(opt.param_groups[0]["lr"], r.plateau_factor, r.plateau_patience)
+                   if schedule == "plateau" else None)
         tracker = Improvement(best, round_digits)
         best_state = copy.deepcopy(model.state_dict()) if restore_best else None
-        best_epoch, history, steps, stopped = 0, [], 0, "max_epochs"
-        train = self.splits.train
-        n_batches = math.ceil(len(train) / r.batch_size)
-        started = time.perf_counter()
+        best_epoch, history, steps, seconds = 0, [], 0, 0.0
+        stopped = "fixed" if patience is None else "max_epochs"
         for epoch in range(1, epochs + 1):
-            t0 = time.perf_counter()
-            model.train()
-            total_loss, seen = 0.0, 0
-            with self.progress.bar(n_batches, f"{label} epoch {epoch}/{epochs}") as advance:
-                for x, y in batches(train, r.batch_size, shuffle=True, generator=self.generator,
-                                    augment=self.splits.info.augment):
-                    opt.zero_grad(set_to_none=True)
-                    loss = loss_fn(model, x, y)
-                    loss.backward()
-                    opt.step()
-                    total_loss += loss.item() * len(y)
-                    seen += len(y)
-                    advance()
-            steps += seen
             lr_now = opt.param_groups[0]["lr"]
+            stats = self.train_epoch(model, opt, loss_fn=loss_fn, label=f"{label} epoch {epoch}/{epochs}",
+                                     cost_part=cost_part or label)
+            steps += stats.samples
+            seconds += stats.seconds
             val = eval_fn(model)
             improved = tracker.update(val)
             if improved:
                 best_epoch = epoch
                 if restore_best:
                     best_state = copy.deepcopy(model.state_dict())
+            decayed = False
             if cosine:
                 cosine.step()
-            decayed = plateau.step(improved) if plateau else False
-            history.append({"epoch": epoch, "loss": round(total_loss / max(1, seen), 5), "val": round(val, 4),
+            elif plateau:
+                decayed = plateau.step(improved)
+                set_lr(opt, plateau.lr)
+            history.append({"epoch": epoch, "loss": round(stats.loss, 5), "val": round(val, 4),
                             "lr": lr_now, "improved": improved})
             self.progress.line(
-                f"{label} epoch {epoch}/{epochs} loss {total_loss / max(1, seen):.4f} val {val:.2f} "
-                f"(best {tracker.best:.2f}) lr {lr_now:.4g}{' -> decay' if decayed else ''} "
-                f"{time.perf_counter() - t0:.1f}s"
+                f"{label} epoch {epoch}/{epochs} loss {stats.loss:.4f} val {val:.2f} "
+                f"(best {tracker.best:.2f}) lr {lr_now:.4g}{' -> decay' if decayed else ''} {stats.seconds:.1f}s"
             )
             if patience is not None and tracker.stale >= patience:
                 stopped = "patience"
                 break
-        seconds = time.perf_counter() - started
         if restore_best and best_state is not None and best_epoch > 0:
             model.load_state_dict(best_state)
-        self.cost.add(cost_part or label, epochs=len(history), sample_steps=steps, train_seconds=seconds)
+        if stopped == "max_epochs":
+            self.unconverged.append(label)
         return FitResult(tracker.best, best_epoch, len(history), stopped, history, opt, steps, seconds)

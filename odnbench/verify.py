@@ -11,54 +11,17 @@ pass on the schema alone ("model not present, schema only").
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from odnbench.errors import OdnbenchError
-from odnbench.store import MODEL_FILE, RESULT_FILE, cell_key
+from odnbench.result import Result, schema_problems
+from odnbench.store import MODEL_FILE, RESULT_FILE, ResultStore, cell_key
 
 TOP1_TOLERANCE = 0.01
 #: A model saved on a GPU pickles "cuda:0" as each tensor's location and one re-measured on the CPU
 #: "cpu": a few bytes per tensor. 2 kB absorbs that; a different architecture differs far more.
 SIZE_TOLERANCE_MB = 0.002
-
-_NUMBER = (int, float)
-_STR = (str,)
-_DICT = (dict,)
-
-#: (path, allowed types, extra check or None): what every result has, whatever its status.
-COMMON_SCHEMA: list[tuple[str, tuple, object]] = [
-    ("status", _STR, None),
-    ("config.method", _STR, None),
-    ("config.dataset", _STR, None),
-    ("config.backbone", _STR, None),
-    ("config.seed", (int,), None),
-    ("config.preset", _STR, None),
-    ("env", _DICT, None),
-]
-
-#: ... and what a result with status "ok" has besides.
-OK_SCHEMA: list[tuple[str, tuple, object]] = COMMON_SCHEMA + [
-    ("metrics.top1", _NUMBER, lambda v: 0 <= v <= 100 or "must be a percentage in [0, 100]"),
-    ("metrics.params", (int,), lambda v: v > 0 or "must be positive"),
-    ("metrics.size_mb", _NUMBER, lambda v: v > 0 or "must be positive"),
-    ("metrics.size_mib", _NUMBER, lambda v: v > 0 or "must be positive"),
-    ("metrics.macs", (int,), lambda v: v >= 0 or "must be ≥ 0"),
-    ("metrics.flops", (int,), lambda v: v >= 0 or "must be ≥ 0"),
-    ("metrics.latency_ms.p50", _NUMBER, lambda v: v > 0 or "must be positive"),
-    ("metrics.latency_ms.p90", _NUMBER, lambda v: v > 0 or "must be positive"),
-    ("metrics.throughput", _DICT + _NUMBER, None),
-    ("cost.epochs", _NUMBER, lambda v: v >= 0 or "must be ≥ 0"),
-    ("cost.sample_steps", _NUMBER, lambda v: v >= 0 or "must be ≥ 0"),
-    ("cost.train_seconds", _NUMBER, lambda v: v >= 0 or "must be ≥ 0"),
-    ("cost.device", _STR, None),
-    ("method_info", _DICT, None),
-]
-
-FAILED_SCHEMA: list[tuple[str, tuple, object]] = COMMON_SCHEMA + [("error", _STR, None)]
-
-STATUSES = ("ok", "failed")
 
 
 @dataclass
@@ -94,54 +57,18 @@ class VerifyReport:
                 f"{len(ok) - again} schema only), {len(self.problems)} with problems")
 
 
-def _lookup(d, path: str):
-    for part in path.split("."):
-        if not isinstance(d, dict) or part not in d:
-            return _MISSING
-        d = d[part]
-    return d
-
-
-_MISSING = object()
-
-
-def check_schema(result, folder_name: str) -> list[str]:
-    """Problems with one stored result's fields and its folder's key (empty when it conforms)."""
-    if not isinstance(result, dict):
-        return [f"result.json holds a {type(result).__name__}, not an object"]
-    status = result.get("status")
-    if status not in STATUSES:
-        return [f"status is {status!r}; allowed: {', '.join(STATUSES)}"]
-    problems = []
-    for path, types, extra in (OK_SCHEMA if status == "ok" else FAILED_SCHEMA):
-        value = _lookup(result, path)
-        if value is _MISSING or value is None:
-            problems.append(f"{path} is missing")
-            continue
-        if not isinstance(value, types) or isinstance(value, bool):
-            names = " or ".join(sorted({t.__name__ for t in types}))
-            problems.append(f"{path} is {type(value).__name__} {value!r:.60}, expected {names}")
-            continue
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{path} is {value}")
-            continue
-        if extra is not None:
-            verdict = extra(value)
-            if verdict is not True:
-                problems.append(f"{path}={value!r} {verdict}")
-    if status == "ok" and not problems:
-        m = result["metrics"]
-        if m["macs"] != m["flops"] // 2:
-            problems.append(f"metrics.macs {m['macs']} is not flops // 2 = {m['flops'] // 2}")
-        if m["latency_ms"]["p90"] < m["latency_ms"]["p50"]:
-            problems.append(f"metrics.latency_ms.p90 {m['latency_ms']['p90']} < p50 {m['latency_ms']['p50']}")
-    config = result.get("config")
+def check_schema(raw, folder_name: str) -> list[str]:
+    """Problems with one stored result.json (parsed, unchecked) and its folder's key."""
+    problems = schema_problems(raw)
+    if problems and problems[0].startswith(("result.json holds", "status is")):
+        return problems
+    config = raw.get("config")
     if isinstance(config, dict):
         key = cell_key(config)
         if not folder_name.endswith(f"-{key}"):
             problems.append(f"folder name does not end with the config's key -{key} (config edited or folder renamed)")
-        if result.get("key") not in (None, key):
-            problems.append(f"stored key {result.get('key')!r} differs from the config's key {key!r}")
+        if raw.get("key") not in (None, key):
+            problems.append(f"stored key {raw.get('key')!r} differs from the config's key {key!r}")
     else:
         problems.append("config is missing")
     return problems
@@ -152,8 +79,7 @@ def verify(results_dir, *, data_dir: Path, download: bool = True, device=None, r
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise OdnbenchError(f"results folder {results_dir} does not exist")
-    folders = sorted(p for p in results_dir.iterdir()
-                     if p.is_dir() and ((p / RESULT_FILE).exists() or (p / MODEL_FILE).exists()))
+    folders = ResultStore(results_dir).folders()
     checks: dict[str, CellCheck] = {}
     to_reevaluate: list[tuple[Path, dict, CellCheck]] = []
     for folder in folders:
@@ -170,8 +96,9 @@ def verify(results_dir, *, data_dir: Path, download: bool = True, device=None, r
         check.problems += check_schema(result, folder.name)
         if check.problems:
             continue
+        result = Result.from_dict(result)
         check.notes.append("schema ok")
-        if result["status"] != "ok":
+        if not result.ok:
             check.notes.append("failed cell (recorded as failed; nothing to re-measure)")
         elif schema_only:
             check.notes.append("schema only (--schema-only)")
@@ -186,7 +113,7 @@ def verify(results_dir, *, data_dir: Path, download: bool = True, device=None, r
 
 
 def _reevaluate_all(items, *, data_dir, download, device, registry, tolerance, progress) -> None:
-    from odnbench.harness import pick_device
+    from odnbench.runtime import pick_device
 
     if registry is None:
         from odnbench.registry import get_registry
@@ -194,7 +121,7 @@ def _reevaluate_all(items, *, data_dir, download, device, registry, tolerance, p
         registry = get_registry()
     device = device or pick_device("cpu")
     # Same dataset and seed next to each other: the harness's data cache holds one at a time.
-    items = sorted(items, key=lambda it: (it[1]["config"]["dataset"], it[1]["config"]["seed"], it[0].name))
+    items = sorted(items, key=lambda it: (it[1].config["dataset"], it[1].config["seed"], it[0].name))
     for folder, result, check in items:
         if progress is not None:
             progress(f"re-evaluating {folder.name}")
@@ -209,18 +136,19 @@ def _reevaluate_all(items, *, data_dir, download, device, registry, tolerance, p
                                   f"{' '.join(str(exc).split())[:300]}")
 
 
-def reevaluate(folder: Path, result: dict, *, data_dir, download, device, registry, tolerance,
+def reevaluate(folder: Path, result: Result, *, data_dir, download, device, registry, tolerance,
                notes: list[str]) -> list[str]:
     """Reload the exported model, measure it again and compare with what result.json says."""
     import torch
 
     from odnbench import metrics
-    from odnbench.harness import DATA_CACHE, recipe_for
+    from odnbench.recipes import Recipe
+    from odnbench.runtime import DATA_CACHE
     from odnbench.store import load_model
 
-    config = result["config"]
-    stored = result["metrics"]
-    recipe = recipe_for(config)
+    config = result.config
+    stored = result.metrics
+    recipe = Recipe.from_dict(config["recipe"])
     splits = DATA_CACHE.get(registry, config["dataset"], Path(data_dir), download, config["seed"], recipe, device)
     model = load_model(folder / MODEL_FILE, device=device)
     if not isinstance(model, torch.nn.Module):

@@ -9,7 +9,7 @@ import json
 import pytest
 import torch
 
-from odnbench import metrics
+from odnbench import metrics, plan
 from odnbench.errors import OdnbenchError
 
 WIDTH = (8, 16, 16, 32)
@@ -152,20 +152,19 @@ def test_matching_errors_are_clear(core, tiny):
 
 
 def test_bad_parameters_fail_at_planning(reg):
-    from odnbench import harness
 
-    def plan(*sets):
-        return harness.plan_grid(reg, ["prune"], ["mnist5k"], ["resnet18"], [0], "smoke", list(sets))
+    def cells(*sets):
+        return plan.plan_grid(reg, ["prune"], ["mnist5k"], ["resnet18"], [0], "smoke", list(sets))
 
     for bad, message in [("prune.match=odn:depth", "METHOD:AXIS"), ("prune.ratio=1.5", "between 0 and 1"),
                          ("prune.criterion=l3", "choose one of"), ("prune.match=size", "needs a positive prune.target"),
                          ("prune.target=3", "needs prune.match"), ("prune.finetune_epochs=0", "at least 1")]:
         with pytest.raises(OdnbenchError, match=message):
-            plan(bad)
-    grid = plan("prune.match=odn:macs")
+            cells(bad)
+    grid = cells("prune.match=odn:macs")
     assert [c.config["method"] for c in grid.cells][-1] == "prune"
     assert set(grid.cells[-1].requires) == {"full", "odn"}
-    assert set(plan("prune.match=size", "prune.target=0.1").cells[-1].requires) == {"full"}
+    assert set(cells("prune.match=size", "prune.target=0.1").cells[-1].requires) == {"full"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -173,19 +172,18 @@ def test_bad_parameters_fail_at_planning(reg):
 
 
 def test_plan_grid_has_one_full_cell_first(reg):
-    from odnbench import harness
 
-    grid = harness.plan_grid(reg, ["full", "prune", "truncate"], ["mnist5k"], ["resnet18"], [0], "smoke",
+    grid = plan.plan_grid(reg, ["full", "prune", "truncate"], ["mnist5k"], ["resnet18"], [0], "smoke",
                              ["truncate.depth=2"])
     methods = [c.config["method"] for c in grid.cells]
     assert methods == ["full", "prune", "truncate"]
     full = grid.cells[0]
     assert not full.added_as_dependency
     assert grid.cells[1].requires == {"full": full.key} == grid.cells[2].requires
-    alone = harness.plan_grid(reg, ["prune"], ["mnist5k"], ["resnet18"], [0], "smoke")
+    alone = plan.plan_grid(reg, ["prune"], ["mnist5k"], ["resnet18"], [0], "smoke")
     assert [c.config["method"] for c in alone.cells] == ["full", "prune"]
     assert alone.cells[0].added_as_dependency and alone.cells[0].key == full.key
-    scratch = harness.plan_grid(reg, ["scratch"], ["mnist5k"], ["resnet18"], [0], "smoke", ["scratch.depth=2"])
+    scratch = plan.plan_grid(reg, ["scratch"], ["mnist5k"], ["resnet18"], [0], "smoke", ["scratch.depth=2"])
     assert [c.config["method"] for c in scratch.cells] == ["scratch"]
 
 
@@ -194,9 +192,10 @@ def grid_run(tmp_path_factory):
     """One smoke grid: full, prune, truncate (depth 2) and scratch (depth 2); full trains once."""
     import os
 
+    from odnbench_plugins import full as full_plugin
+
     from odnbench import harness
     from odnbench.registry import get_registry
-    from odnbench_plugins import full as full_plugin
 
     env_before = os.environ.get("ODNBENCH_LOAD_PLUGINS")
     if env_before is None:  # module-scoped, so conftest's per-test monkeypatch does not apply here
@@ -214,7 +213,7 @@ def grid_run(tmp_path_factory):
     full_plugin.FullDepth.run = counting
     results = tmp_path_factory.mktemp("results")
     try:
-        grid = harness.plan_grid(reg, ["full", "prune", "truncate", "scratch"], ["mnist5k"], ["resnet18"], [0],
+        grid = plan.plan_grid(reg, ["full", "prune", "truncate", "scratch"], ["mnist5k"], ["resnet18"], [0],
                                  "smoke", SMOKE + ["truncate.depth=2", "scratch.depth=2", "prune.steps=2"])
         report = harness.run_grid(reg, grid, results, data_dir=results, download=False,
                                   device=torch.device("cpu"))
@@ -225,19 +224,19 @@ def grid_run(tmp_path_factory):
         torch.set_num_threads(before)
         if env_before is None:
             os.environ.pop("ODNBENCH_LOAD_PLUGINS", None)
-    by_method = {r["config"]["method"]: r for r in report.results}
+    by_method = {r.method: r.to_dict() for r in report.results}
     return {"report": report, "again": again, "calls": calls, "results": results, "by": by_method, "grid": grid}
 
 
 def test_grid_trains_full_once_and_prune_counts_its_cost(grid_run):
     report = grid_run["report"]
-    assert not report.failed, [r["error"] for r in report.failed]
+    assert not report.failed, [r.error for r in report.failed]
     assert grid_run["calls"] == ["full"]  # trained once, though prune and truncate both need it
     assert grid_run["again"].skipped == 4  # a rerun resumes everything
     full, prune, trunc = (grid_run["by"][m] for m in ("full", "prune", "truncate"))
     assert prune["requires"] == {"full": full["key"]} == trunc["requires"]
     for r in (prune, trunc):
-        part = r["cost"]["parts"]["full-depth training (dependency)"]
+        part = r["cost"]["parts"]["full (dependency)"]
         assert part["epochs"] == full["cost"]["epochs"] and part["sample_steps"] == full["cost"]["sample_steps"]
         assert r["cost"]["epochs"] == full["cost"]["epochs"] + r["method_info"]["finetune_epochs"]
     assert len(list(grid_run["results"].glob("full-*"))) == 1
@@ -281,14 +280,14 @@ def test_truncate_and_scratch_build_stem_two_blocks_and_head(grid_run, tiny):
     reference = tiny().truncated(2)
     for method in ("truncate", "scratch"):
         r = grid_run["by"][method]
-        assert r["method_info"]["depth"] == 2 and r["method_info"]["depth_source"] == "set"
+        assert r["facts"]["depth"] == 2 and r["method_info"]["depth_source"] == "set"
         model = load_model(next(grid_run["results"].glob(f"{method}-*")) / "model.pt")
         assert model.depth == 2 and len(model.blocks) == 2 and model.widths == [WIDTH[0]] * 2
         assert model.head.in_features == WIDTH[0] and model.head.out_features == 10
         assert [n for n, _ in model.named_children()] == ["stem", "blocks", "pool", "head"]
         assert r["metrics"]["params"] == metrics.count_params(reference)
-    assert "full-depth training (dependency)" in grid_run["by"]["truncate"]["cost"]["parts"]
-    assert "full-depth training (dependency)" not in grid_run["by"]["scratch"]["cost"]["parts"]
+    assert "full (dependency)" in grid_run["by"]["truncate"]["cost"]["parts"]
+    assert "full (dependency)" not in grid_run["by"]["scratch"]["cost"]["parts"]
 
 
 def test_prune_without_a_full_result_fails_clearly(tmp_path):

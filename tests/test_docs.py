@@ -25,12 +25,12 @@ import shlex
 import subprocess
 import sys
 import time
-import tomllib
 import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 DOCS = REPO / "docs"

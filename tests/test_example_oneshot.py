@@ -5,10 +5,10 @@ registered by odnbench's pyproject, ranked on one leaderboard with odn, prune an
 from __future__ import annotations
 
 import importlib
-import tomllib
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "odnbench-oneshot-odn"
@@ -25,24 +25,24 @@ def test_example_is_its_own_distribution():
 
 @pytest.mark.slow
 def test_example_ranks_next_to_odn_prune_and_full(monkeypatch, tmp_path):
-    from odnbench import harness
-    from odnbench.leaderboard import build_boards, load_results
+    from odnbench import harness, plan
     from odnbench.progress import Progress
+    from odnbench.report import build_boards, load_results
     from odnbench.testing import registry_with
 
     monkeypatch.syspath_prepend(str(EXAMPLE))
     plugin = importlib.import_module("odnbench_oneshot_odn")
     reg = registry_with(plugin)
     methods = ["oneshot-odn", "odn", "prune", "full"]
-    grid = harness.plan_grid(reg, methods, ["mnist5k"], ["resnet18"], [0], "smoke")
+    grid = plan.plan_grid(reg, methods, ["mnist5k"], ["resnet18"], [0], "smoke")
     report = harness.run_grid(reg, grid, tmp_path, data_dir=tmp_path, download=False,
                               progress=Progress(quiet=True))
-    assert not report.failed, [r["error"] for r in report.failed]
-    [board] = build_boards(load_results(tmp_path), registry=reg)
+    assert not report.failed, [r.error for r in report.failed]
+    [board] = build_boards(load_results(tmp_path))
     rows = {row.method: row.fields for row in board.rows}
     assert set(rows) == set(methods)
     assert sorted(f["rank"] for f in rows.values()) == [1, 2, 3, 4]
-    one = next(r for r in report.results if r["config"]["method"] == "oneshot-odn")
-    assert one["plugin"] == "odnbench_oneshot_odn"
-    assert rows["oneshot-odn"]["params"] == one["metrics"]["params"]
-    assert rows["oneshot-odn"]["depth"] == [one["method_info"]["depth"]]
+    one = next(r for r in report.results if r.method == "oneshot-odn")
+    assert one.plugin == "odnbench_oneshot_odn"
+    assert rows["oneshot-odn"]["params"] == one.metrics["params"]
+    assert rows["oneshot-odn"]["depth"] == [one.facts.depth]

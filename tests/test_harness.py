@@ -18,7 +18,17 @@ import torch
 from click.testing import CliRunner, Result
 
 import odnbench
-from odnbench import Method, MethodOutput, Param, Requirement, harness, hookimpl, registry, store
+from odnbench import (
+    Method,
+    MethodOutput,
+    Param,
+    Requirement,
+    hookimpl,
+    plan,
+    registry,
+    runtime,
+    store,
+)
 from odnbench.errors import OdnbenchError, UnknownNameError
 from odnbench.recipes import make_recipe
 from odnbench.testing import registry_with
@@ -41,9 +51,8 @@ class NeedsFull(Method):
         return [Requirement("full")]
 
     def run(self, ctx):
-        dep = ctx.dependencies["full"]
-        ctx.cost.add_result_cost("full", dep.result["cost"])
-        return MethodOutput(dep.load_model(ctx.device), {"from": dep.result["key"]})
+        dep = ctx.dependency("full")  # its cost is counted by the harness
+        return MethodOutput(dep.load_model(ctx.device), {"from": dep.key})
 
 
 class AlsoNeedsFull(NeedsFull):
@@ -87,7 +96,7 @@ def compare(results: Path, *args: str) -> Result:
 
 def results_by_method(results: Path) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
-    for _, r in store.iter_results(results):
+    for _, r in store.ResultStore(results).raw():
         out.setdefault(r["config"]["method"], []).append(r)
     return out
 
@@ -96,7 +105,7 @@ def results_by_method(results: Path) -> dict[str, list[dict]]:
 
 
 def test_grid_is_the_cartesian_product_with_seeds_as_values(reg):
-    grid = harness.plan_grid(reg, ["full"], ["mnist5k", "mnist"], ["resnet18", "resnet34"], [7, 0, 3], "smoke")
+    grid = plan.plan_grid(reg, ["full"], ["mnist5k", "mnist"], ["resnet18", "resnet34"], [7, 0, 3], "smoke")
     got = [(c.config["method"], c.config["dataset"], c.config["backbone"], c.config["seed"]) for c in grid.cells]
     assert got == list(itertools.product(["full"], ["mnist5k", "mnist"], ["resnet18", "resnet34"], [7, 0, 3]))
     assert len({c.key for c in grid.cells}) == 12
@@ -104,7 +113,7 @@ def test_grid_is_the_cartesian_product_with_seeds_as_values(reg):
 
 
 def test_dependency_cells_are_added_once_and_run_first(reg):
-    grid = harness.plan_grid(reg, ["needsfull", "alsoneedsfull"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
+    grid = plan.plan_grid(reg, ["needsfull", "alsoneedsfull"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
     methods = [(c.config["method"], c.config["seed"]) for c in grid.cells]
     assert sorted(methods) == sorted([("full", 0), ("full", 1), ("needsfull", 0), ("needsfull", 1),
                                       ("alsoneedsfull", 0), ("alsoneedsfull", 1)])
@@ -118,37 +127,37 @@ def test_dependency_cells_are_added_once_and_run_first(reg):
             assert position[dep.key] < position[cell.key]
 
     # Asked for explicitly as well: still one cell, and no longer marked as a mere dependency.
-    grid = harness.plan_grid(reg, ["needsfull", "full"], ["mnist5k"], ["resnet18"], [0], "smoke")
+    grid = plan.plan_grid(reg, ["needsfull", "full"], ["mnist5k"], ["resnet18"], [0], "smoke")
     assert [c.config["method"] for c in grid.cells] == ["full", "needsfull"]
     assert not grid.cells[0].added_as_dependency
 
     # `run` plans without dependencies but still knows which cell it needs.
-    alone = harness.plan_grid(reg, ["needsfull"], ["mnist5k"], ["resnet18"], [0], "smoke", add_dependencies=False)
+    alone = plan.plan_grid(reg, ["needsfull"], ["mnist5k"], ["resnet18"], [0], "smoke", add_dependencies=False)
     assert [c.config["method"] for c in alone.cells] == ["needsfull"]
     assert alone.cells[0].requires == {"full": fulls[0].key}
 
 
 def test_cell_keys_are_stable_and_hold_no_paths_or_times(reg, tmp_path):
-    def plan(*sets):
-        return harness.plan_grid(reg, ["needsfull"], ["mnist5k"], ["resnet18"], [0], "smoke", list(sets)).cells
+    def cells(*sets):
+        return plan.plan_grid(reg, ["needsfull"], ["mnist5k"], ["resnet18"], [0], "smoke", list(sets)).cells
 
-    first = plan()
+    first = cells()
     time.sleep(0.01)
-    assert [c.key for c in plan()] == [c.key for c in first]
+    assert [c.key for c in cells()] == [c.key for c in first]
     config = first[-1].config
     text = store.canonical_json(config)
     assert "/" not in text and str(time.localtime().tm_year) not in text  # no path, no timestamp
     assert first[-1].dirname == f"needsfull-mnist5k-resnet18-s0-{first[-1].key}"
     # The key is a hash of the canonical config: key order does not matter, every value does.
     assert store.cell_key(dict(reversed(list(config.items())))) == store.cell_key(config)
-    assert plan("needsfull.scale=2")[-1].key != first[-1].key
-    assert plan("recipe.epochs=2")[-1].key != first[-1].key
-    assert plan("recipe.epochs=2")[0].key != first[0].key  # the dependency follows the recipe
-    assert plan("needsfull.scale=1.0")[-1].key == first[-1].key  # same value, same cell
+    assert cells("needsfull.scale=2")[-1].key != first[-1].key
+    assert cells("recipe.epochs=2")[-1].key != first[-1].key
+    assert cells("recipe.epochs=2")[0].key != first[0].key  # the dependency follows the recipe
+    assert cells("needsfull.scale=1.0")[-1].key == first[-1].key  # same value, same cell
 
     # Another process (another hash seed, another working directory) computes the same keys.
-    code = ("from odnbench import harness; from odnbench.registry import load_registry; "
-            "g = harness.plan_grid(load_registry(), ['full'], ['mnist5k'], ['resnet18'], [0], 'smoke'); "
+    code = ("from odnbench import plan; from odnbench.registry import load_registry; "
+            "g = plan.plan_grid(load_registry(), ['full'], ['mnist5k'], ['resnet18'], [0], 'smoke'); "
             "print(g.cells[0].key)")
     env = {**os.environ, "PYTHONHASHSEED": "12345", "ODNBENCH_LOAD_PLUGINS": BUILTIN}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path,
@@ -157,7 +166,7 @@ def test_cell_keys_are_stable_and_hold_no_paths_or_times(reg, tmp_path):
 
 
 def test_set_values_are_typed(reg):
-    grid = harness.plan_grid(reg, ["needsfull"], ["mnist5k"], ["resnet18"], [0], "smoke", [
+    grid = plan.plan_grid(reg, ["needsfull"], ["mnist5k"], ["resnet18"], [0], "smoke", [
         "needsfull.scale=2", "needsfull.verbose=yes", "needsfull.mode=b", "needsfull.cap=none",
         "recipe.epochs=3", "recipe.lr=1e-3", "recipe.train_limit=none", "recipe.width=16,32,64,128",
         "recipe.optimizer = adamw",
@@ -169,7 +178,7 @@ def test_set_values_are_typed(reg):
         (3, 0.001, None, "16,32,64,128", "adamw")
     assert cell.config["input"] == {"stem": "cifar", "width": "16,32,64,128"}
     assert grid.cells[0].config["recipe"] == recipe  # the dependency runs with the same recipe
-    assert harness.split_overrides(["a.b=c=d", "x.y.z=1"]) == {"a": {"b": "c=d"}, "x": {"y.z": "1"}}
+    assert plan.split_overrides(["a.b=c=d", "x.y.z=1"]) == {"a": {"b": "c=d"}, "x": {"y.z": "1"}}
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -186,7 +195,7 @@ def test_set_values_are_typed(reg):
 ])
 def test_bad_set_values_are_one_line_errors(reg, bad, message):
     with pytest.raises(OdnbenchError) as err:
-        harness.plan_grid(reg, ["needsfull"], ["mnist5k"], ["resnet18"], [0], "smoke", [bad])
+        plan.plan_grid(reg, ["needsfull"], ["mnist5k"], ["resnet18"], [0], "smoke", [bad])
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
@@ -195,7 +204,7 @@ def test_unknown_names_in_a_grid(reg):
                        ("dataset", (["full"], ["mnist-5k"], ["resnet18"])),
                        ("backbone", (["full"], ["mnist5k"], ["resnet-18"]))]:
         with pytest.raises(UnknownNameError) as err:
-            harness.plan_grid(reg, *args, [0], "smoke")
+            plan.plan_grid(reg, *args, [0], "smoke")
         assert err.value.kind == kind and "Did you mean" in str(err.value)
 
 
@@ -215,7 +224,7 @@ def smoke_run(tmp_path_factory):
 
 
 def only_result(results: Path) -> tuple[Path, dict]:
-    found = list(store.iter_results(results))
+    found = list(store.ResultStore(results).raw())
     assert len(found) == 1
     return found[0]
 
@@ -241,14 +250,15 @@ def test_result_json_has_every_field_other_tools_read(smoke_run):
     assert 0 < m["latency_ms"]["p50"] <= m["latency_ms"]["p90"] and m["latency_ms"]["batch_size"] == 1
     assert m["throughput"]["images_per_s"] > 0 and m["throughput"]["batch_size"] == 32
     # The stored accuracy is the exported model's own, on the (seed-independent) test subset.
-    splits = harness.DATA_CACHE.get(registry_with(installed=True), "mnist5k", Path("."), False, 0,
+    splits = runtime.DATA_CACHE.get(registry_with(installed=True), "mnist5k", Path("."), False, 0,
                                     make_recipe("smoke"), torch.device("cpu"))
     assert metrics.top1(model, splits.test.x, splits.test.y) == pytest.approx(m["top1"], abs=1e-4)
 
     cost = r["cost"]
     assert (cost["epochs"], cost["sample_steps"], cost["device"]) == (1, 256, "cpu")
     assert cost["train_seconds"] > 0
-    assert r["method_info"]["depth"] == 8 and len(r["method_info"]["history"]) == 1
+    assert r["facts"]["depth"] == 8 and len(r["method_info"]["history"]) == 1
+    assert r["facts"]["converged"] is False  # smoke: one epoch, the cap ends it before patience
 
     env = r["env"]
     assert env["python"] == ".".join(map(str, sys.version_info[:3]))
@@ -311,7 +321,9 @@ def test_a_failed_cell_is_recorded_and_the_grid_goes_on(reg, tmp_path):
     assert full["status"] == needs["status"] == "ok"
     assert needs["method_info"] == {"from": full["key"]} and needs["requires"] == {"full": full["key"]}
     assert needs["metrics"]["top1"] == full["metrics"]["top1"]  # the very same model
-    assert needs["cost"]["parts"]["full"]["epochs"] == full["cost"]["epochs"] == 1
+    assert needs["cost"]["parts"]["full (dependency)"]["epochs"] == full["cost"]["epochs"] == 1
+    assert needs["cost"]["dependencies"] == {full["key"]: {"method": "full", **{
+        k: full["cost"]["own"][k] for k in ("epochs", "sample_steps", "train_seconds")}}}
     assert "| boom |" not in (results / "leaderboard.md").read_text()
 
     # A rerun retries the failed cell and resumes the finished ones.
@@ -389,7 +401,7 @@ def test_sigkilled_grid_resumes_only_the_missing_cells(tmp_path, monkeypatch):
     assert out.exit_code == 0, out.output
     assert f"3 ok ({len(done)} resumed), 0 failed" in out.stdout
     assert out.stderr.count("done already (resume), skipped") == len(done)
-    finished = list(store.iter_results(results))
+    finished = list(store.ResultStore(results).raw())
     assert sorted(r["config"]["seed"] for _, r in finished) == [0, 1, 2]
     for name, stamp in done.items():  # the cells finished before the kill were not touched
         assert (results / name / store.RESULT_FILE).stat().st_mtime_ns == stamp

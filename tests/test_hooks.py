@@ -10,6 +10,7 @@ import pytest
 from _plugin_helpers import install_plugin
 from click.testing import CliRunner
 
+from odnbench import plan
 from odnbench.cli import cli
 
 DATASET_PLUGIN = '''
@@ -53,13 +54,13 @@ def test_hook_register_datasets(monkeypatch, tmp_path):
 
     reg = get_registry()
     assert reg.owner[("dataset", "hookdigits")] == "hookdata"
-    grid = harness.plan_grid(reg, ["full"], ["hookdigits"], ["resnet18"], [0], "smoke")
+    grid = plan.plan_grid(reg, ["full"], ["hookdigits"], ["resnet18"], [0], "smoke")
     result = harness.run_cell(reg, grid.cells[0], tmp_path / "r", data_dir=tmp_path, download=False,
                               progress=Progress(quiet=True))
-    assert result["status"] == "ok", result["error"]
+    assert result.ok, result.error
     # The smoke preset's limits applied to the plugin's splits: 1,797 = 1,137 + 300 + 360 images.
-    assert result["data"]["sizes"] == {"train": 256, "val": 128, "test": 256}
-    assert result["metrics"]["input_shape"] == [1, 8, 8]
+    assert result.data["sizes"] == {"train": 256, "val": 128, "test": 256}
+    assert result.metrics["input_shape"] == [1, 8, 8]
 
 
 BACKBONE_PLUGIN = '''
@@ -105,12 +106,12 @@ def test_hook_register_backbones(monkeypatch, tmp_path):
     from odnbench.registry import get_registry
 
     reg = get_registry()
-    grid = harness.plan_grid(reg, ["full"], ["mnist5k"], ["hookplain"], [0], "smoke")
+    grid = plan.plan_grid(reg, ["full"], ["mnist5k"], ["hookplain"], [0], "smoke")
     result = harness.run_cell(reg, grid.cells[0], tmp_path / "r", data_dir=tmp_path, download=False,
                               progress=Progress(quiet=True))
-    assert result["status"] == "ok", result["error"]
-    assert result["method_info"]["depth"] == 4
-    assert result["config"]["backbone"] == "hookplain"
+    assert result.ok, result.error
+    assert result.facts.depth == 4
+    assert result.config["backbone"] == "hookplain"
 
 
 METHOD_PLUGIN = '''

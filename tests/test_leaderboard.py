@@ -18,10 +18,13 @@ import pytest
 from click.testing import CliRunner
 from markdown_it import MarkdownIt
 
-from odnbench import Method, hookimpl
-from odnbench import leaderboard as lb
-from odnbench import publish as pub
-from odnbench.store import RESULT_FILE, cell_dirname, cell_key, iter_results, write_json
+from odnbench import Method, MethodOutput, Result, hookimpl, plan, report
+from odnbench.report import boards as lb
+from odnbench.report import markdown as md
+from odnbench.report import plots
+from odnbench.report import publish as pub
+from odnbench.result import normalise_reference
+from odnbench.store import RESULT_FILE, ResultStore, cell_dirname, cell_key, write_json
 
 SEEDS = [0, 1]
 ODN_SETS = ["odn.target=100", "odn.max_depth=2", "odn.warmup_epochs=0", "odn.finetune=false",
@@ -50,16 +53,21 @@ def results_dir(tmp_path_factory):
         odn = [m for m in ("odn",) if m in reg.items["method"]]
         for methods, seeds, sets in ((["full"], SEEDS, []), (odn, [0], ODN_SETS)):
             if methods:
-                grid = harness.plan_grid(reg, methods, ["mnist5k"], ["resnet18"], seeds, "smoke", sets)
+                grid = plan.plan_grid(reg, methods, ["mnist5k"], ["resnet18"], seeds, "smoke", sets)
                 failed += harness.run_grid(reg, grid, out, data_dir=out / "data", download=False,
                                            progress=Progress(quiet=True)).failed
-    assert not failed, [r["error"] for r in failed]
+    assert not failed, [r.error for r in failed]
     return out
 
 
 @pytest.fixture(scope="module")
 def stored(results_dir) -> list[dict]:
-    return [r for _, r in iter_results(results_dir)]
+    return [r for _, r in ResultStore(results_dir).raw()]
+
+
+def boards_of(dicts: list[dict]):
+    """Boards built from hand-made result.json contents, as if read from disk."""
+    return lb.build_boards([Result.from_dict(copy.deepcopy(d)) for d in dicts])
 
 
 def _template(stored, method="full", seed=0) -> dict:
@@ -93,7 +101,7 @@ def test_board_aggregates_the_stored_seeds(results_dir, stored):
     assert [r.fields["top1_mean"] for r in board.rows] == sorted((r.fields["top1_mean"] for r in board.rows),
                                                                  reverse=True)
     # smoke trains one epoch: every full cell stopped on the epoch cap, so it is listed as cut short
-    assert {r["config"]["method"] for r in board.cut_short} >= {"full"}
+    assert {r.method for r in board.cut_short} >= {"full"}
     if any(r.method == "odn" for r in board.rows):
         odn = next(r for r in board.rows if r.method == "odn")
         f = odn.fields
@@ -101,24 +109,24 @@ def test_board_aggregates_the_stored_seeds(results_dir, stored):
         assert f["macs_speedup"] > 1 and f["size_reduction"] > 0 and f["depth"] == [2]
         # ODN's own reached_target (False: 100 % is out of reach) decides, not Δ vs full
         assert f["meets_target"] is False and f["meets_target_basis"] == "method's target, threshold 99.50"
-        assert "| no (method's target, threshold 99.50) |" in lb.render_markdown([board], "x")
-        curves = pub.depth_curves(board)
+        assert "| no (method's target, threshold 99.50) |" in md.render_markdown([board], "x")
+        curves = plots.depth_curves(board)
         assert [[p["depth"] for p in c] for _, c in curves] == [[1, 2]]
 
 
 def test_markdown_is_github_flavoured(results_dir):
-    text = lb.render(results_dir, "md")
+    text = report.render(results_dir, "md")
     html = _gfm(text)
     assert html.count("<table>") == 2  # the ranked table and the iso-accuracy view
     assert ">Top-1 % (mean ± std, n)</th>" in html
     assert ">Latency p50 / p90 ms (batch 1, " in html
     assert "|" not in html.replace("&quot;", "")  # no table row fell out of its table
-    assert text.startswith(lb.GENERATED_MARKER)
+    assert text.startswith(md.GENERATED_MARKER)
 
 
 def test_json_and_csv_render_the_same_rows(results_dir):
-    records = json.loads(lb.render(results_dir, "json"))
-    csv_lines = lb.render(results_dir, "csv").splitlines()
+    records = json.loads(report.render(results_dir, "json"))
+    csv_lines = report.render(results_dir, "csv").splitlines()
     assert len(csv_lines) == len(records) + 1
     header = csv_lines[0].split(",")
     for name in ("rank", "method", "top1_mean", "top1_std", "delta_vs_full", "size_mb", "size_mib", "macs",
@@ -163,7 +171,7 @@ def test_publish_is_byte_identical_and_complete(results_dir, tmp_path):
         assert b"matplotlib" not in data and b"Software" not in data
     page = (a / slug / "README.md").read_text()
     command = f"odnbench leaderboard publish --results {results_dir} --out {a}"
-    assert page.startswith(lb.GENERATED_MARKER) and f"`{command}`" in page
+    assert page.startswith(md.GENERATED_MARKER) and f"`{command}`" in page
     assert "Generated file: nothing here is hand-edited" in page
     assert "torch-pruning" in page and "protocol v1" in page and "2 seeds (0, 1)" in page
     assert f"]({pub.SIZE_PLOT})" in page and f"]({pub.MACS_PLOT})" in page
@@ -175,7 +183,7 @@ def test_publish_is_byte_identical_and_complete(results_dir, tmp_path):
     doc = json.loads((a / slug / "board.json").read_text())
     board = lb.build_boards(lb.load_results(results_dir))[0]
     assert [row["method"] for row in doc["rows"]] == [r.label for r in board.rows]
-    has_curve = any((r.get("method_info") or {}).get("depth_curve") for _, r in iter_results(results_dir))
+    has_curve = any(r.facts.depth_curve for _, r in ResultStore(results_dir))
     assert (f"{slug}/{pub.DEPTH_PLOT}" in first) == has_curve
 
 
@@ -192,17 +200,17 @@ def _variant(stored, **changes) -> dict:
     return r
 
 
-def _small(stored, method, seed, top1, size_mb, macs, info):
+def _small(stored, method, seed, top1, size_mb, macs, facts):
     r = _variant(stored, config__method=method, config__seed=seed, metrics__top1=top1, metrics__size_mb=size_mb,
                  metrics__macs=macs, metrics__flops=2 * macs)
-    r["method_info"] = info
+    r["facts"] = facts
     return r
 
 
 def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
     full_top = statistics.fmean(r["metrics"]["top1"] for r in stored if r["config"]["method"] == "full")
     full = [copy.deepcopy(r) for r in stored if r["config"]["method"] == "full"]
-    curve = [{"depth": 1, "best_val": 40.0}, {"depth": 2, "best_val": 55.5}]
+    curve = [{"depth": 1, "val": 40.0}, {"depth": 2, "val": 55.5}]
     results = full + [
         # reached_target decides, seeds disagree -> 1/2
         _small(stored, "deep", 0, full_top - 0.5, 0.05, 1_000_000,
@@ -215,7 +223,7 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
         _small(stored, "close", 0, full_top - 1.5, 0.02, 2_000_000, {}),
         _small(stored, "far", 0, full_top - 2.0, 0.005, 200_000, {}),
     ]
-    boards = lb.build_boards(results, use_registry=False)
+    boards = boards_of(results)
     rows = {r.method: r.fields for r in boards[0].rows}
     assert rows["deep"]["meets_target_seeds"] == "1/2" and rows["deep"]["meets_target"] is False
     assert rows["deep"]["depth"] == [2, 3]
@@ -225,11 +233,11 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
     assert rows["close"]["macs_speedup"] == pytest.approx(rows["full"]["macs"] / 2_000_000)
     # iso-accuracy: within 1.75 of full, smallest first; "thr" (−5) and "far" (−2) are out
     assert [r.method for r in boards[0].iso_rows] == ["close", "deep", "full"]
-    cells = lb.cells(rows["deep"])
+    cells = md.cells(rows["deep"])
     assert cells["depth"] == "2–3" and cells["meets"].startswith("1/2")
 
     folder = _write_results(tmp_path / "res", results)
-    pub.publish(folder, tmp_path / "out", registry=_registry())
+    pub.publish(folder, tmp_path / "out")
     slug = boards[0].slug
     page = (tmp_path / "out" / slug / "README.md").read_text()
     assert f"]({pub.DEPTH_PLOT})" in page
@@ -238,8 +246,8 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
 
 def test_pareto_front():
     pts = [(1.0, 90.0), (2.0, 95.0), (2.0, 94.0), (3.0, 93.0), (0.5, 80.0), (4.0, 96.0)]
-    assert pub.pareto_front(pts) == [4, 0, 1, 5]
-    assert pub.pareto_front([]) == []
+    assert plots.pareto_front(pts) == [4, 0, 1, 5]
+    assert plots.pareto_front([]) == []
 
 
 def test_failed_cells_are_listed_with_safe_markdown(stored, tmp_path):
@@ -248,10 +256,10 @@ def test_failed_cells_are_listed_with_safe_markdown(stored, tmp_path):
     broken = _variant(stored, config__method="odd")
     del broken["metrics"]["top1"]
     results = [_template(stored), bad, broken]
-    board = lb.build_boards(results, use_registry=False)[0]
+    board = boards_of(results)[0]
     assert [r.method for r in board.rows] == ["full"]
-    assert {r["config"]["method"] for r in board.failed} == {"prune", "odd"}
-    text = lb.render_markdown([board], "res")
+    assert {r.method for r in board.failed} == {"prune", "odd"}
+    text = md.render_markdown([board], "res")
     html = _gfm(text)
     assert "shape &lt;1|2&gt; * bad" in html and "second line" not in html
     assert "no numeric metrics.top1" in text
@@ -263,11 +271,11 @@ def test_no_baseline_and_recipe_variants(stored):
     b = _variant(stored, config__method="other")
     b["config"]["recipe"] = {**b["config"]["recipe"], "epochs": 5}
     b["metrics"]["top1"] = 50.0
-    board = lb.build_boards([a, b], use_registry=False)[0]
+    board = boards_of([a, b])[0]
     assert board.baseline is None
     assert [r.label for r in board.rows] == ["other (recipe.epochs=5)", "other (recipe.epochs=1)"]
     assert all(r.fields["delta_vs_full"] is None and r.fields["meets_target"] is None for r in board.rows)
-    text = lb.render_markdown([board], "res")
+    text = md.render_markdown([board], "res")
     assert "No full-depth baseline" in text and _gfm(text).count("<table>") == 1
 
 
@@ -280,6 +288,9 @@ class RefMethod(Method):
             return {"optimal_depth": 2, "top1": 99.31, "size_reduction_pct": 98.64, "source": "a paper"}
         return None
 
+    def run(self, ctx):
+        return MethodOutput(ctx.build_backbone().truncated(1))  # untrained: only the stored reference matters
+
 
 class RefPlugin:
     @hookimpl
@@ -287,10 +298,19 @@ class RefPlugin:
         register(RefMethod())
 
 
-def _registry():
+def test_the_harness_stores_a_methods_published_numbers(tmp_path):
+    """Boards read reference numbers from the stored result, so they need no plugin installed."""
+    from odnbench import harness
+    from odnbench.progress import Progress
     from odnbench.testing import registry_with
 
-    return registry_with(RefPlugin())
+    reg = registry_with(RefPlugin())
+    grid = plan.plan_grid(reg, ["refmethod"], ["mnist5k"], ["resnet18"], [0], "smoke")
+    result = harness.run_cell(reg, grid.cells[0], tmp_path, data_dir=tmp_path, download=False,
+                              progress=Progress(quiet=True))
+    assert result.ok, result.error
+    assert ResultStore(tmp_path).get(result.key).reference == {
+        "depth": 2, "top1": 99.31, "size_reduction": 98.64, "size_mb": None, "full_size_mb": None, "source": "a paper"}
 
 
 def test_reported_numbers_only_on_paper_preset(stored, tmp_path):
@@ -298,35 +318,35 @@ def test_reported_numbers_only_on_paper_preset(stored, tmp_path):
         full = _template(stored)
         ref = _small(stored, "refmethod", 0, full["metrics"]["top1"], full["metrics"]["size_mb"] / 4, 1000,
                      {"depth": 3})
+        ref["reference"] = normalise_reference(RefMethod().reference_results("mnist5k", "resnet18"))
         for r in (full, ref):
             r["config"]["preset"] = preset
         return [full, ref]
 
-    reg = _registry()
-    paper = lb.build_boards(with_preset("paper"), registry=reg)[0]
+    paper = boards_of(with_preset("paper"))[0]
     assert len(paper.reported) == 1 and not paper.reference_notes
     rep = paper.reported[0]
     assert (rep["depth_reported"], rep["top1_reported"], rep["size_reduction_reported"]) == (2, 99.31, 98.64)
     assert rep["depth_measured"] == [3] and rep["size_reduction_measured"] == pytest.approx(75.0)
-    text = lb.render_markdown([paper], "res")
+    text = md.render_markdown([paper], "res")
     assert "| refmethod | 2 / 3 | 99.31 / " in text and "−98.64 % / −75.00 %" in text
     assert _gfm(text).count("<table>") == 3
 
-    smoke = lb.build_boards(with_preset("smoke"), registry=reg)[0]
+    smoke = boards_of(with_preset("smoke"))[0]
     assert not smoke.reported and len(smoke.reference_notes) == 1
     assert "optimal depth 2, top-1 99.31 %" in smoke.reference_notes[0]
-    assert "`paper`-preset boards only" in lb.render_markdown([smoke], "res")
+    assert "`paper`-preset boards only" in md.render_markdown([smoke], "res")
 
 
 def test_stale_boards_removed_and_foreign_index_kept(stored, tmp_path):
     other = _variant(stored, config__dataset="mnist")
     folder = _write_results(tmp_path / "res", [_template(stored), other])
     out = tmp_path / "out"
-    report = pub.publish(folder, out, registry=_registry())
-    assert len(report.boards) == 2 and (out / "mnist-resnet18-smoke-cpu" / "README.md").is_file()
+    done = pub.publish(folder, out)
+    assert len(done.boards) == 2 and (out / "mnist-resnet18-smoke-cpu" / "README.md").is_file()
     (out / "mnist-resnet18-smoke-cpu" / "notes.txt").write_text("mine")
     shutil.rmtree(folder / cell_dirname(other["config"]))
-    report = pub.publish(folder, out, registry=_registry())
+    pub.publish(folder, out)
     assert not (out / "mnist-resnet18-smoke-cpu" / "README.md").exists()
     assert (out / "mnist-resnet18-smoke-cpu" / "notes.txt").read_text() == "mine"  # not ours: kept
     assert "mnist-resnet18-smoke-cpu" not in (out / "README.md").read_text()

@@ -203,7 +203,7 @@ def test_cut_model_matches_the_multi_exit_net_at_depth_k(reg, k):
 
 
 def test_presets_and_target_modes(reg):
-    from odnbench.harness import plan_grid, resolve_params
+    from odnbench.plan import plan_grid, resolve_params
 
     p = resolve_params(reg, "odn", "paper", "mnist", {})
     assert p["target"] == 99.5 and p["tolerance"] == 0.5 and p["warmup_epochs"] == 3 and p["warmup_lr"] == 0.001
@@ -236,7 +236,7 @@ def test_presets_and_target_modes(reg):
     (["odn.targt=99"], "Did you mean: target"),
 ])
 def test_bad_parameters_fail_at_plan_time_with_one_line(reg, sets, needle):
-    from odnbench.harness import plan_grid
+    from odnbench.plan import plan_grid
 
     with pytest.raises(OdnbenchError) as err:
         plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0], "smoke", sets)
@@ -272,13 +272,14 @@ def test_reference_results_are_the_published_numbers():
 
 
 def run_smoke(reg, tmp_path, sets):
-    from odnbench.harness import plan_grid, run_grid
+    from odnbench.harness import run_grid
+    from odnbench.plan import plan_grid
 
     grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0], "smoke", sets)
     report = run_grid(reg, grid, tmp_path / "results", data_dir=tmp_path / "data", device=torch.device("cpu"),
                       progress=Progress(quiet=True))
-    assert not report.failed, report.failed[0]["error"] if report.failed else ""
-    return grid, report.results
+    assert not report.failed, report.failed[0].error if report.failed else ""
+    return grid, [r.to_dict() for r in report.results]
 
 
 def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
@@ -293,6 +294,9 @@ def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
     # 100 % is out of reach: every depth 1..3 is tried, the search stops at the last one, then fine-tunes
     assert info["target_mode"] == "fixed" and info["threshold"] == 99.5 and info["reached_target"] is False
     assert info["optimal_depth"] == 3 and info["max_depth"] == 3 and info["blocks"] == 8
+    facts = result["facts"]
+    assert (facts["depth"], facts["reached_target"], facts["threshold"]) == (3, False, 99.5)
+    assert facts["depth_curve"] == [{"depth": r["depth"], "val": r["best_val"]} for r in info["depth_curve"]]
     assert [r["depth"] for r in info["depth_curve"]] == [1, 2, 3]
     assert info["warmup_epochs"] == 1 and info["search_epochs"] == 3 and info["finetune_epochs"] == 1
     assert info["search_cost"]["total"]["epochs"] == 5 == result["cost"]["epochs"]
@@ -333,10 +337,10 @@ def test_smoke_run_relative_target_uses_full_validation(reg, tmp_path):
 
 
 def test_plot_is_deterministic(tmp_path):
-    from odnbench.plots import plot_depth_curves
+    from odnbench.report.plots import plot_depth_curves
 
-    curves = [("a", [{"depth": 1, "best_val": 80.0}, {"depth": 2, "best_val": 90.5}]),
-              ("b", [{"depth": 2, "best_val": 85.0}, {"depth": 3, "best_val": None}])]
+    curves = [("a", [{"depth": 1, "val": 80.0}, {"depth": 2, "val": 90.5}]),
+              ("b", [{"depth": 2, "val": 85.0}, {"depth": 3, "val": None}])]
     one = plot_depth_curves(curves, tmp_path / "1.png", "t", hlines=[("threshold", 88.0)], marks=[("a", 2, 90.5)])
     two = plot_depth_curves(curves, tmp_path / "2.png", "t", hlines=[("threshold", 88.0)], marks=[("a", 2, 90.5)])
     assert one.read_bytes() == two.read_bytes()

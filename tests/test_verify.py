@@ -14,7 +14,16 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from odnbench.store import MODEL_FILE, RESULT_FILE, cell_dirname, cell_key, load_model, save_model, write_json
+from odnbench import plan
+from odnbench.store import (
+    MODEL_FILE,
+    RESULT_FILE,
+    cell_dirname,
+    cell_key,
+    load_model,
+    save_model,
+    write_json,
+)
 from odnbench.verify import check_schema, verify
 
 
@@ -29,7 +38,7 @@ def fresh(tmp_path_factory):
             mp.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench")
         reg = load_registry()
         out = tmp_path_factory.mktemp("results")
-        grid = harness.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
+        grid = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
         report = harness.run_grid(reg, grid, out, data_dir=out / "data", download=False,
                                   progress=Progress(quiet=True))
     assert not report.failed

@@ -1,6 +1,5 @@
 """The depth rule shared by the ``scratch`` and ``truncate`` controls: k is set by hand
-(``--set METHOD.depth=K``) or taken from the matching ``odn`` result (its
-``method_info.optimal_depth``). No torch here: it is imported at registration time."""
+(``--set METHOD.depth=K``) or taken from the matching ``odn`` result (the depth it states). No torch here: it is imported at registration time."""
 
 from __future__ import annotations
 
@@ -23,12 +22,10 @@ def chosen_depth(ctx, full_depth: int) -> tuple[int, str]:
     k = ctx.params.get("depth")
     source = "set"
     if k is None:
-        odn = ctx.dependencies.get("odn")
-        info = (odn.result.get("method_info") or {}) if odn is not None else {}
-        k = info.get("optimal_depth")
+        k = ctx.dependency("odn").facts.depth
         if not isinstance(k, int) or isinstance(k, bool):
             raise OdnbenchError(
-                f"{ctx.method}: the odn result has no integer method_info.optimal_depth (got {k!r}); "
+                f"{ctx.method}: the odn result states no depth (got {k!r}); "
                 f"set the depth by hand with --set {ctx.method}.depth=K"
             )
         source = "odn"

@@ -65,8 +65,8 @@ class TimmResNet(Backbone):
             raise ValueError(f"unknown stem {stem!r}; use cifar or imagenet")
         blocks = [block for stage in stages for block in stage]
         widths = [_out_channels(b) for b in blocks]
-        meta = {"stage_blocks": [len(s) for s in stages], "width": list(width) if width else "full"}
-        return DepthNet(stem_module, blocks, widths, model.fc, meta)
+        meta = {"width": list(width) if width else "full"}
+        return DepthNet(stem_module, blocks, widths, model.fc, meta, stages=[len(s) for s in stages])
 
 
 def _in_channels(block) -> int:

@@ -15,7 +15,7 @@ class FullDepth(Method):
     def run(self, ctx):
         model = ctx.build_backbone().to(ctx.device)
         fit = ctx.trainer.fit(model, label="full")
-        return MethodOutput(model, {"depth": model.depth, **fit.summary()})
+        return MethodOutput(model, fit.summary())
 
 
 @hookimpl

@@ -23,7 +23,7 @@ class Scratch(Method):
         model = full.truncated(k).to(ctx.device)
         del full
         fit = ctx.trainer.fit(model, label="scratch")
-        return MethodOutput(model, {"depth": k, "depth_source": source, **fit.summary()})
+        return MethodOutput(model, {"depth_source": source, **fit.summary()}, depth=k)
 
 
 @hookimpl

@@ -1,15 +1,12 @@
 """The ``truncate`` control: the trained full-depth model cut after block k (same k rule as
 ``scratch``), with a new linear head, then fine-tuned. Its cost includes the full-depth training
-it started from."""
+it started from (and the ODN search that chose k)."""
 
 from __future__ import annotations
 
 from odnbench import Method, MethodOutput, Param, Requirement, hookimpl
 from odnbench.errors import OdnbenchError
 from odnbench_plugins._depth import DEPTH_PARAM, chosen_depth, depth_requirements
-
-FULL_DEPTH_PART = "full-depth training (dependency)"
-
 
 class Truncate(Method):
     name = "truncate"
@@ -28,13 +25,7 @@ class Truncate(Method):
         return [Requirement("full"), *depth_requirements(params)]
 
     def run(self, ctx):
-        from odnbench.depthnet import DepthNet
-
-        dep = ctx.dependencies["full"]
-        ctx.cost.add_result_cost(FULL_DEPTH_PART, dep.result["cost"])
-        full = dep.load_model(device=ctx.device)
-        if not isinstance(full, DepthNet):
-            raise OdnbenchError(f"truncate: the full-depth model is a {type(full).__name__}, not an odnbench DepthNet")
+        full = ctx.start_from("full")
         k, source = chosen_depth(ctx, full.depth)
         val_full = ctx.trainer.evaluate(full, "val")
         model = full.truncated(k)  # trained stem + blocks 1..k, fresh head
@@ -43,7 +34,6 @@ class Truncate(Method):
         p = ctx.params
         fit = ctx.trainer.fit(model, label="fine-tune", epochs=p["finetune_epochs"], lr=p["finetune_lr"])
         return MethodOutput(model, {
-            "depth": k,
             "depth_source": source,
             "full_depth_val": val_full,
             "val_after_cut": val_cut,
@@ -52,7 +42,7 @@ class Truncate(Method):
             "finetune_best_epoch": fit.best_epoch,
             "stopped": fit.stopped,
             "history": fit.history,
-        })
+        }, depth=k)
 
 
 @hookimpl

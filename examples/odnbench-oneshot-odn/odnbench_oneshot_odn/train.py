@@ -9,7 +9,6 @@ from torch import nn
 from odnbench import MethodOutput
 from odnbench.data import Split, batches
 from odnbench.depthnet import DepthNet
-from odnbench.errors import MissingDependencyError
 
 
 class MultiExit(nn.Module):
@@ -50,13 +49,9 @@ def resolve_threshold(ctx) -> dict:
     if p["target"] is not None:
         return {"target_mode": "fixed", "target": p["target"], "tolerance": p["tolerance"],
                 "threshold": round(p["target"] - p["tolerance"], 6), "full_val_top1": None}
-    dep = ctx.dependencies.get("full")
-    if dep is None:
-        raise MissingDependencyError("oneshot-odn without a target needs the 'full' result of the same cell; "
-                                     "run `odnbench compare --method full --method oneshot-odn`")
-    full_val = float(dep.result["metrics"]["val_top1"])
-    # The relative target could not be set without the full-depth model: count what it cost.
-    ctx.cost.add_result_cost("full depth (for the target)", dep.result.get("cost") or {})
+    # The relative target could not be set without the full-depth model; odnbench counts what it
+    # cost in this method's cost to obtain, as for every dependency.
+    full_val = float(ctx.dependency("full").metrics["val_top1"])
     return {"target_mode": "relative", "target": full_val, "tolerance": p["relative_tolerance"],
             "threshold": round(full_val - p["relative_tolerance"], 6), "full_val_top1": full_val}
 
@@ -92,7 +87,6 @@ def run_oneshot(ctx) -> MethodOutput:
     ctx.progress.line(f"one-shot: validation top-1 per depth {[round(v, 2) for v in val]}; depth {k} of "
                       f"{net.depth} ({'meets' if reached else 'misses'} threshold {target['threshold']:.2f})")
     return MethodOutput(exported, {
-        "depth": k,
         "optimal_depth": k,
         "blocks": net.depth,
         **target,
@@ -103,4 +97,4 @@ def run_oneshot(ctx) -> MethodOutput:
         "stopped": fit.stopped,
         "exit_val_per_epoch": per_epoch,
         "history": fit.history,
-    })
+    }, depth=k, reached_target=reached, threshold=target["threshold"])

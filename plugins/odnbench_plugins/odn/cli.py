@@ -10,28 +10,29 @@ import click
 from odnbench.errors import OdnbenchError
 
 
-def load_odn_result(cell_dir: Path) -> dict:
-    """The result.json of an ODN cell folder, with a one-line error when it is not one."""
-    f = Path(cell_dir) / "result.json"
+def load_odn_result(cell_dir: Path):
+    """The stored result of an ODN cell folder, with a one-line error when it is not one."""
+    from odnbench.store import RESULT_FILE, ResultStore
+
+    f = Path(cell_dir) / RESULT_FILE
     if not f.is_file():
         raise OdnbenchError(f"{cell_dir}: no result.json here; pass a cell folder such as "
                             "odnbench-results/odn-mnist5k-resnet18-s0-<key>")
     try:
-        result = json.loads(f.read_text())
-    except json.JSONDecodeError as exc:
-        raise OdnbenchError(f"{f}: not valid JSON ({exc})") from None
-    method = (result.get("config") or {}).get("method")
-    if method != "odn":
-        raise OdnbenchError(f"{cell_dir}: holds a {method!r} result; odn-curve needs an 'odn' result")
-    if result.get("status") != "ok" or not (result.get("method_info") or {}).get("depth_curve"):
-        raise OdnbenchError(f"{cell_dir}: the ODN run did not finish ({result.get('error') or 'no depth curve'})")
+        result = ResultStore(Path(cell_dir).parent).read(cell_dir)
+    except (json.JSONDecodeError, ValueError) as exc:
+        raise OdnbenchError(f"{f}: not a readable result ({exc})") from None
+    if result.method != "odn":
+        raise OdnbenchError(f"{cell_dir}: holds a {result.method!r} result; odn-curve needs an 'odn' result")
+    if not result.ok or not result.method_info.get("depth_curve"):
+        raise OdnbenchError(f"{cell_dir}: the ODN run did not finish ({result.error or 'no depth curve'})")
     return result
 
 
-def curve_table(result: dict) -> str:
+def curve_table(result) -> str:
     """Plain-text table: one row per depth tried, the optimal depth marked."""
-    info = result["method_info"]
-    c = result["config"]
+    info = result.method_info
+    c = result.config
     lines = [
         f"ODN {c['dataset']} / {c['backbone']} / seed {c['seed']} / {c['preset']}: threshold "
         f"{info['threshold']:.2f}% ({info['target_mode']}: {info['target']:.2f} - {info['tolerance']}), "
@@ -42,7 +43,7 @@ def curve_table(result: dict) -> str:
         mark = "  <- optimal" if r["depth"] == info["optimal_depth"] else ""
         lines.append(f"{r['depth']:>5} {r['best_val']:>10.2f} {r['epochs']:>6} {r['sample_steps']:>9,} "
                      f"{r['seconds']:>8.1f} {r['params']:>11,} {r['size_mb']:>9.3f}{mark}")
-    m = result.get("metrics") or {}
+    m = result.metrics or {}
     ft = info.get("finetune")
     tail = f"optimal depth {info['optimal_depth']} of {info['blocks']} blocks"
     tail += "" if info.get("reached_target") else " (threshold not reached: stopped at the last depth)"
@@ -69,22 +70,22 @@ def odn_curve(result_dirs, png):
             click.echo("")
         click.echo(curve_table(result))
     if png:
-        from odnbench.plots import plot_depth_curves
+        from odnbench.report.plots import plot_depth_curves
 
-        labels = [f"{r['config']['dataset']}/{r['config']['backbone']} s{r['config']['seed']} {r['config']['preset']}"
+        labels = [f"{r.config['dataset']}/{r.config['backbone']} s{r.config['seed']} {r.config['preset']}"
                   for _, r in results]
         if len(set(labels)) < len(labels):  # same cell coordinates, other parameters: name the folders
             labels = [Path(d).name for d, _ in results]
         curves, hlines, marks = [], [], []
         for label, (_, r) in zip(labels, results):
-            info = r["method_info"]
+            info = r.method_info
             curves.append((label, info["depth_curve"]))
             best = next(x["best_val"] for x in info["depth_curve"] if x["depth"] == info["optimal_depth"])
             marks.append((label, info["optimal_depth"], best))
             hlines.append((f"threshold {info['threshold']:.2f}%" + (f" ({label})" if len(results) > 1 else ""),
                            info["threshold"]))
-        c = results[0][1]["config"]
+        c = results[0][1].config
         title = (f"ODN accuracy vs depth: {c['dataset']} / {c['backbone']} ({c['preset']})" if len(results) == 1
                  else "ODN accuracy vs depth")
-        plot_depth_curves(curves, png, title, hlines=hlines, marks=marks, mark_label="optimal depth")
+        plot_depth_curves(curves, png, title, y_key="best_val", hlines=hlines, marks=marks, mark_label="optimal depth")
         click.echo(f"wrote {png}")

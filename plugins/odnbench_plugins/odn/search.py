@@ -3,8 +3,9 @@
 - :class:`MultiExitNet`: a :class:`DepthNet` plus a private head (pool + linear) after every block;
 - :class:`OdnSchedule`: the expansion / stop / fine-tune decisions, fed one validation value per
   epoch and holding the LR. Pure: no model, no data, so it is tested on scripted curves;
-- :func:`run_odn`: the real loop. Every epoch is one ``ctx.trainer.fit(epochs=1, ...)`` call (the
-  shared loop with its cost accounting); the schedule decides what happens between epochs.
+- :func:`run_odn`: the real loop. Every epoch is one ``ctx.trainer.train_epoch`` and one
+  ``ctx.trainer.evaluate`` (the shared loop's parts, with its cost accounting); the schedule
+  decides what happens between epochs.
 
 Choices where the notebooks leave room: the weights kept for a depth are those of its own best
 epoch (also under the carry reading, where that epoch may not count as an improvement); fine-tuning
@@ -22,10 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odnbench.depthnet import DepthNet
-from odnbench.errors import MissingDependencyError, OdnbenchError
-from odnbench.progress import Progress
-from odnbench.trainer import Improvement, PlateauLR
+from odnbench import DepthNet, Improvement, OdnbenchError, PlateauLR, cosine_lr, set_lr
 
 # ---------------------------------------------------------------------------------------------
 # The network with one exit per block
@@ -111,17 +109,6 @@ def warm_up(net: MultiExitNet, trainer, epochs: int, lr: float) -> dict:
 # The decisions, as a pure state machine
 
 
-class _LRHolder:
-    """Just enough of an optimiser for :class:`PlateauLR` (it only touches ``param_groups``)."""
-
-    def __init__(self, lr: float):
-        self.param_groups = [{"lr": lr}]
-
-    @property
-    def lr(self) -> float:
-        return self.param_groups[0]["lr"]
-
-
 @dataclass
 class Step:
     """What one validation value led to."""
@@ -198,16 +185,15 @@ class OdnSchedule:
 
     @property
     def lr(self) -> float:
-        return self._lr.lr
+        return self._plateau.lr
 
     def depth_lr(self, depth: int) -> float:
         return self.base_lr if depth == self.first_depth else self.base_lr * self.next_depth_lr_factor
 
     def _start_depth(self, depth: int) -> None:
         self.depth, self.epoch, self.decays = depth, 0, 0
-        self._lr = _LRHolder(self.depth_lr(depth))
-        self._lr_start = self._lr.lr
-        self._plateau = PlateauLR(self._lr, self.decay_factor, self.decay_patience)
+        self._plateau = PlateauLR(self.depth_lr(depth), self.decay_factor, self.decay_patience)
+        self._lr_start = self._plateau.lr
         start = self.carried if self.best_reading == "carry" else -math.inf
         self._tracker = Improvement(start, self.search_digits)
         self._carried_start = start
@@ -215,8 +201,8 @@ class OdnSchedule:
 
     def _start_finetune(self) -> None:
         self.phase, self.epoch, self.decays = "fine-tune", 0, 0
-        self._lr_start = self._lr.lr  # continues with the decayed LR
-        self._plateau = PlateauLR(self._lr, self.decay_factor, self.decay_patience)
+        self._lr_start = self._plateau.lr  # continues with the decayed LR
+        self._plateau = PlateauLR(self._lr_start, self.decay_factor, self.decay_patience)
         start = round(self._own_raw, self.finetune_digits)
         self._tracker = Improvement(start, self.finetune_digits)
         self._ft_start, self._ft_best, self._ft_epoch = start, start, 0
@@ -241,8 +227,7 @@ class OdnSchedule:
             patience, cap = self.finetune_patience, self.finetune_max_epochs
         if phase == "fine-tune" and self.finetune_schedule == "cosine":
             # anneal from the search's (decayed) LR towards 0 over finetune_max_epochs, as the trainer's cosine
-            cosine = 0.5 * (1 + math.cos(math.pi * epoch / self.finetune_max_epochs))
-            self._lr.param_groups[0]["lr"] = self._lr_start * cosine
+            self._plateau.lr = cosine_lr(self._lr_start, epoch, self.finetune_max_epochs)
             decayed = False
         else:
             decayed = self._plateau.step(improved)
@@ -259,7 +244,7 @@ class OdnSchedule:
             self.finetune_record = {
                 "epochs": self.epoch, "start_val": self._ft_start, "best_val": self._ft_best,
                 "best_epoch": self._ft_epoch, "improved": self._ft_best > self._ft_start, "stopped": stopped,
-                "lr_start": self._lr_start, "lr_end": self._lr.lr, "lr_decays": self.decays,
+                "lr_start": self._lr_start, "lr_end": self.lr, "lr_decays": self.decays,
                 "schedule": self.finetune_schedule,
             }
             self.phase = "done"
@@ -268,7 +253,7 @@ class OdnSchedule:
         self.depths.append({
             "depth": self.depth, "best_val": self._own, "best_val_raw": self._own_raw,
             "best_epoch": self._own_epoch, "epochs": self.epoch, "stopped": stopped,
-            "reached_threshold": reached, "lr_start": self._lr_start, "lr_end": self._lr.lr,
+            "reached_threshold": reached, "lr_start": self._lr_start, "lr_end": self.lr,
             "lr_decays": self.decays, "carried_best": None if self._carried_start == -math.inf else self._carried_start,
         })
         if self.best_reading == "carry":
@@ -288,13 +273,6 @@ class OdnSchedule:
 # The real loop
 
 
-class _BarsOnly(Progress):
-    """Keeps the trainer's progress bars but drops its per-epoch line (ours says more)."""
-
-    def line(self, message: str) -> None:
-        pass
-
-
 def resolve_threshold(ctx, p: dict) -> dict:
     """threshold, target, tolerance and the resolved mode (see the plugin's docstring)."""
     from odnbench_plugins.odn import resolve_target_mode
@@ -303,13 +281,8 @@ def resolve_threshold(ctx, p: dict) -> dict:
     if mode == "fixed":
         return {"target_mode": "fixed", "target": p["target"], "tolerance": p["tolerance"],
                 "threshold": round(p["target"] - p["tolerance"], 6), "full_val_top1": None}
-    dep = ctx.dependencies.get("full")
-    if dep is None:
-        raise MissingDependencyError("odn with target_mode=relative needs the 'full' result for the same cell; "
-                                     "run `odnbench compare --method full --method odn`")
-    full_val = float(dep.result["metrics"]["val_top1"])
-    # The relative target cannot be had without the full-depth model, so its training is part of ODN's cost.
-    ctx.cost.add_result_cost("full-depth training (sets the relative target)", dep.result.get("cost") or {})
+    # The full-depth model's training is part of ODN's cost here: the harness counted it already.
+    full_val = float(ctx.dependency("full").metrics["val_top1"])
     return {"target_mode": "relative", "target": full_val, "tolerance": p["relative_tolerance"],
             "threshold": round(full_val - p["relative_tolerance"], 6), "full_val_top1": full_val}
 
@@ -343,8 +316,7 @@ def run_odn(ctx):
         finetune_schedule=p["finetune_schedule"], search_digits=p["search_digits"],
         finetune_digits=p["finetune_digits"],
     )
-    trainer = copy.copy(ctx.trainer)  # same data, generator and cost meter; quieter per-epoch lines
-    trainer.progress = _BarsOnly(ctx.progress.prefix, ctx.progress.quiet, ctx.progress.stream)
+    trainer = ctx.trainer
     history, curve, spent = [], [], {}
     best_cut, opt = None, None
     while not sched.done:
@@ -354,26 +326,23 @@ def run_odn(ctx):
             net.active = depth
             opt = trainer.make_optimizer(net.trainable_parameters(), sched.lr)
             best_cut = None
-        for group in opt.param_groups:
-            group["lr"] = sched.lr
-        lr_now, seen = sched.lr, []
-        fit = trainer.fit(net, label=f"odn depth {depth}" if phase == "search" else f"odn fine-tune depth {depth}",
-                          epochs=1, patience=None, optimizer=opt, schedule="none",
-                          eval_fn=lambda m: seen.append(trainer.evaluate(m, "val")) or seen[-1],
-                          restore_best=False, cost_part=phase)
-        step = sched.observe(seen[0])
+        set_lr(opt, sched.lr)
+        lr_now = sched.lr
+        stats = trainer.train_epoch(net, opt, label=f"odn {'depth' if phase == 'search' else 'fine-tune depth'} "
+                                    f"{depth} epoch {sched.epoch + 1}", cost_part=phase)
+        step = sched.observe(trainer.evaluate(net, "val"))
         cost = spent.setdefault((phase, depth), {"sample_steps": 0, "seconds": 0.0})
-        cost["sample_steps"] += fit.sample_steps
-        cost["seconds"] += fit.seconds
+        cost["sample_steps"] += stats.samples
+        cost["seconds"] += stats.seconds
         if step.checkpoint:
             best_cut = net.cut(depth)
-        loss = fit.history[0]["loss"]
+        loss = round(stats.loss, 5)
         history.append({"phase": phase, "depth": depth, "epoch": step.epoch, "loss": loss, "val": round(step.val, 4),
                         "lr": lr_now, "improved": step.improved, "checkpoint": step.checkpoint,
                         "decayed": step.decayed})
         say(f"{'depth' if phase == 'search' else 'fine-tune depth'} {depth} epoch {step.epoch}: loss {loss:.4f} "
             f"val {step.val:.2f} lr {lr_now:.4g}{' *' if step.improved else ''}{' -> LR decay' if step.decayed else ''}"
-            f" {fit.seconds:.1f}s")
+            f" {stats.seconds:.1f}s")
         if step.finished in ("depth", "search"):
             rec = dict(sched.depths[-1])
             rec.update(sample_steps=cost["sample_steps"], seconds=round(cost["seconds"], 3),
@@ -404,7 +373,6 @@ def run_odn(ctx):
             "fine-tuning hit finetune_max_epochs before patience" if ft_capped else ""]))
     info = {
         "optimal_depth": k,
-        "depth": k,  # the leaderboard's depth column
         "max_depth": last,
         "blocks": net.depth,
         "start_depth": p["start_depth"],
@@ -430,4 +398,6 @@ def run_odn(ctx):
     }
     say(f"ODN: optimal depth {k} of {net.depth} ({'reached' if sched.reached_target else 'did not reach'} "
         f"threshold {target['threshold']:.2f}), {ctx.cost.epochs} epochs in all")
-    return MethodOutput(model, info)
+    return MethodOutput(model, info, depth=k, reached_target=sched.reached_target, threshold=target["threshold"],
+                        converged=cut_short is None, cut_short=cut_short,
+                        depth_curve=[{"depth": r["depth"], "val": r["best_val"]} for r in curve])

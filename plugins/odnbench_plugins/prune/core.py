@@ -24,6 +24,7 @@ import torch_pruning as tp
 from torch import nn
 
 from odnbench import metrics
+from odnbench.metrics import footprint
 from odnbench.errors import OdnbenchError
 from odnbench_plugins.prune import AXES, CRITERIA  # declared once, in the light module
 
@@ -62,14 +63,6 @@ def measure_fn(axis: str, input_shape: tuple[int, ...]) -> Callable[[nn.Module],
     if axis == "params":
         return metrics.count_params
     raise OdnbenchError(f"unknown match axis {axis!r}; choose one of: {', '.join(AXES)}")
-
-
-def footprint(model: nn.Module, input_shape: tuple[int, ...]) -> dict:
-    return {
-        "params": metrics.count_params(model),
-        "macs": metrics.count_macs(model, input_shape),
-        "size_mb": round(metrics.saved_size_mb(model), 6),
-    }
 
 
 def _classifier(model: nn.Module) -> nn.Module:
@@ -292,28 +285,16 @@ def gradient_fn(splits, batch_size: int, n_batches: int, seed: int) -> GradFn:
     return fill
 
 
-FULL_DEPTH_PART = "full-depth training (dependency)"
-
-
-def run(ctx, spec) -> "MethodOutput":
+def run(ctx, spec):
     """The ``prune`` method: trained full-depth model -> torch-pruning -> fine-tune -> export."""
     import importlib.metadata
     import time
 
     from odnbench import MethodOutput
-    from odnbench.depthnet import DepthNet
 
     p = ctx.params
-    full_dep = ctx.dependencies["full"]
-    # The pruned model's cost includes the full-depth training it started from, as its own part.
-    ctx.cost.add_result_cost(FULL_DEPTH_PART, full_dep.result["cost"])
-    model = full_dep.load_model(device=ctx.device)
-    if not isinstance(model, DepthNet):
-        raise OdnbenchError(f"prune: the full-depth model is a {type(model).__name__}, not an odnbench DepthNet")
-    for param in model.parameters():
-        param.requires_grad_(True)
-    info = ctx.splits.info
-    example = torch.zeros((1, info.channels, info.image_size, info.image_size), device=ctx.device)
+    model = ctx.start_from("full")  # its training is already counted in ctx.cost
+    example = torch.zeros((1, *ctx.input_shape), device=ctx.device)
     val_full = ctx.trainer.evaluate(model, "val")
     grad_fn = (gradient_fn(ctx.splits, ctx.recipe.batch_size, p["grad_batches"], ctx.seed)
                if needs_gradients(p["criterion"]) else None)
@@ -327,9 +308,8 @@ def run(ctx, spec) -> "MethodOutput":
     else:
         target = spec.target
         if spec.source is not None:
-            source = ctx.dependencies[spec.source].result
             key = {"size": "size_mb", "macs": "macs", "params": "params"}[spec.axis]
-            target = (source.get("metrics") or {}).get(key)
+            target = ctx.dependency(spec.source).metrics.get(key)
             if not isinstance(target, (int, float)):
                 raise OdnbenchError(f"prune.match={p['match']}: the {spec.source} result has no metrics.{key}")
         report = prune_to_target(model, example, p["criterion"], axis=spec.axis, target=float(target),

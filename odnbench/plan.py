@@ -1,0 +1,175 @@
+"""Planning: expand a grid (method x dataset x backbone x seed) into cells with canonical configs,
+add the cells they need, and order them so that each runs after what it requires.
+
+Everything here happens before any training, so a bad name or value fails at plan time with one
+line. A cell's key is the hash of its config (:func:`odnbench.store.cell_key`): the same cell
+always has the same key, which is what makes resume work.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from typing import Any
+
+from odnbench import PROTOCOL_VERSION
+from odnbench.contract import Requirement
+from odnbench.errors import OdnbenchError, PluginError, UnknownNameError
+from odnbench.recipes import Recipe, make_recipe
+from odnbench.registry import Registry
+from odnbench.store import cell_dirname, cell_key
+
+DEFAULT_DATASET = "mnist5k"
+DEFAULT_BACKBONE = "resnet18"
+
+
+def split_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
+    """``["odn.target=99", "recipe.epochs=5"]`` -> ``{"odn": {"target": "99"}, "recipe": {"epochs": "5"}}``."""
+    out: dict[str, dict[str, str]] = {}
+    for pair in pairs:
+        if "=" not in pair or "." not in pair.split("=", 1)[0]:
+            raise OdnbenchError(f"--set {pair!r}: expected METHOD.PARAM=VALUE or recipe.PARAM=VALUE")
+        key, value = pair.split("=", 1)
+        owner, name = key.split(".", 1)
+        out.setdefault(owner.strip(), {})[name.strip()] = value
+    return out
+
+
+def resolve_params(registry: Registry, method_name: str, preset: str, dataset: str,
+                   overrides: dict[str, str], fixed: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Declared defaults, then preset/dataset defaults, then ``--set`` text, then a requirement's values."""
+    method = registry.method(method_name)
+    plugin = registry.owner.get(("method", method_name), "?")
+    declared = {}
+    for p in method.params:
+        if p.name in declared:
+            raise PluginError(f"plugin {plugin!r}: method {method_name!r} declares parameter {p.name!r} twice")
+        declared[p.name] = p
+    params = {name: p.default for name, p in declared.items()}
+    for name, value in (method.preset_defaults(preset, dataset) or {}).items():
+        if name not in declared:
+            raise PluginError(f"plugin {plugin!r}: preset_defaults of {method_name!r} sets undeclared {name!r}")
+        params[name] = declared[name].check(value, method_name)
+    for name, text in overrides.items():
+        if name not in declared:
+            raise UnknownNameError(f"parameter of method {method_name!r}", name, declared)
+        params[name] = declared[name].parse(text, method_name)
+    for name, value in (fixed or {}).items():
+        if name not in declared:
+            raise PluginError(f"requirement sets unknown parameter {method_name}.{name}")
+        params[name] = declared[name].check(value, method_name)
+    return params
+
+
+def make_config(method: str, params: dict, dataset: str, backbone: str, seed: int, recipe: Recipe) -> dict:
+    """The canonical config of one cell: everything that changes its result, nothing else."""
+    return {
+        "protocol": PROTOCOL_VERSION,
+        "method": method,
+        "params": params,
+        "dataset": dataset,
+        "backbone": backbone,
+        "input": {"stem": recipe.stem, "width": recipe.width},
+        "seed": seed,
+        "preset": recipe.preset,
+        "recipe": recipe.as_dict(),
+    }
+
+
+@dataclass
+class Cell:
+    config: dict
+    requires: dict[str, str] = field(default_factory=dict)  # dependency name -> cell key
+    added_as_dependency: bool = False
+    error: str | None = None  # a plugin's contract error found while planning: run_cell records it as failed
+    defaults: dict = field(default_factory=dict)  # the parameters had nobody set any (stored for board labels)
+
+    @property
+    def key(self) -> str:
+        return cell_key(self.config)
+
+    @property
+    def dirname(self) -> str:
+        return cell_dirname(self.config)
+
+    def label(self) -> str:
+        c = self.config
+        return f"{c['method']} | {c['dataset']} | {c['backbone']} | seed {c['seed']} | {c['preset']}"
+
+
+@dataclass
+class Grid:
+    cells: list[Cell]  # in run order: every cell after the cells it requires
+
+    def by_key(self) -> dict[str, Cell]:
+        return {c.key: c for c in self.cells}
+
+
+def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backbones: list[str],
+              seeds: list[int], preset: str, sets: list[str] | None = None,
+              add_dependencies: bool = True) -> Grid:
+    """Cartesian grid method x dataset x backbone x seed, plus (when asked) the cells they need,
+    ordered so that each cell runs after its dependencies."""
+    overrides = split_overrides(sets or [])
+    recipe = make_recipe(preset, overrides.pop("recipe", {}))
+    for owner in overrides:
+        registry.method(owner)  # an unknown method in --set is an error, with suggestions
+    for name in datasets:
+        registry.dataset(name)
+    for name in backbones:
+        registry.backbone(name)
+    for name in methods:
+        registry.method(name)
+
+    ordered: dict[str, Cell] = {}
+
+    def add(method: str, dataset: str, backbone: str, seed: int, fixed: dict | None, as_dep: bool,
+            stack: tuple[str, ...]) -> Cell:
+        try:
+            params = resolve_params(registry, method, preset, dataset, overrides.get(method, {}), fixed)
+        except PluginError as exc:  # the plugin's fault, not the user's: fail its cells, not the whole grid
+            cell = Cell(make_config(method, {}, dataset, backbone, seed, recipe), added_as_dependency=as_dep,
+                        error=str(exc))
+            return ordered.setdefault(cell.key, cell)
+        cell = Cell(make_config(method, params, dataset, backbone, seed, recipe), added_as_dependency=as_dep,
+                    defaults=resolve_params(registry, method, preset, dataset, {}))
+        if cell.key in ordered:
+            return ordered[cell.key]
+        if method in stack:
+            raise PluginError(f"dependency cycle: {' -> '.join(stack + (method,))}")
+        plugin = registry.owner.get(("method", method), "?")
+        why, reqs = None, []
+        try:
+            reqs = list(registry.method(method).requires(params))
+            if not all(isinstance(req, Requirement) for req in reqs):
+                raise PluginError("requires() must return a list of odnbench.Requirement objects")
+            missing = [req.method for req in reqs if req.method not in registry.items["method"]]
+            if missing:
+                raise PluginError(f"it requires method {missing[0]!r}, which no loaded plugin registers")
+        except PluginError as exc:  # same: a broken requires() fails this cell only
+            why = str(exc)
+        except OdnbenchError:
+            raise  # requires() rejected the user's parameters (one-line error), not a plugin bug
+        except Exception as exc:
+            why = f"requires() raised {type(exc).__name__}: {exc}"
+        if why is not None:
+            cell.error = f"plugin {plugin!r}: method {method!r}: {why}"
+            reqs = []
+        for req in reqs:
+            if add_dependencies:
+                dep = add(req.method, dataset, backbone, seed, dict(req.params), True, stack + (method,))
+            else:
+                dep_params = resolve_params(registry, req.method, preset, dataset,
+                                            overrides.get(req.method, {}), dict(req.params))
+                dep = Cell(make_config(req.method, dep_params, dataset, backbone, seed, recipe))
+            cell.requires[req.name] = dep.key
+        ordered[cell.key] = cell
+        return cell
+
+    # Methods vary fastest so that one loaded dataset split (per dataset and seed) serves all of them.
+    for dataset, backbone, seed, method in itertools.product(datasets, backbones, seeds, methods):
+        key_before = set(ordered)
+        cell = add(method, dataset, backbone, seed, None, False, ())
+        if cell.key in key_before:
+            cell.added_as_dependency = False  # asked for explicitly too
+    return Grid(list(ordered.values()))

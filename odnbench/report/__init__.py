@@ -1,0 +1,26 @@
+"""The report layer: leaderboards as data (:mod:`.boards`), markdown (:mod:`.markdown`), JSON/CSV
+(:mod:`.records`), plots (:mod:`.plots`) and published pages (:mod:`.publish`).
+
+Everything here is a function of stored results alone (:class:`odnbench.store.ResultStore`): it
+imports neither the harness nor the plugin registry, so a board never changes with the plugins
+installed.
+"""
+
+from __future__ import annotations
+
+from odnbench.report.boards import DEFAULT_TOLERANCE, Board, Row, build_boards, load_results
+
+
+def render(results_dir, fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE) -> str:
+    """The leaderboard of a results folder as markdown, JSON records or CSV."""
+    from odnbench.report import markdown, records
+
+    boards = build_boards(load_results(results_dir), tolerance=tolerance)
+    if fmt == "json":
+        return records.render_json(boards)
+    if fmt == "csv":
+        return records.render_csv(boards)
+    return markdown.render_markdown(boards, str(results_dir))
+
+
+__all__ = ["DEFAULT_TOLERANCE", "Board", "Row", "build_boards", "load_results", "render"]

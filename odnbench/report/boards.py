@@ -1,0 +1,379 @@
+"""Leaderboards as data, derived from stored results only (no plugin is consulted).
+
+One board per (dataset, backbone, preset, device). A row aggregates one configuration (method,
+its parameters, recipe and input policy) over seeds: top-1 mean ± std (n), Δ vs full depth,
+params, sizes, MACs, latency, speed-ups vs full depth (by MACs and measured), the cost of
+obtaining the model and whether it meets its target.
+
+Definitions used on every board:
+
+- **Δ vs full**: row top-1 mean minus the full-depth baseline's (method ``full`` with default
+  parameters on the same board), in percentage points.
+- **Meets target**, per result, first rule that applies:
+  1. ``facts.reached_target`` (the method's own verdict, e.g. ODN's stop threshold on
+     validation accuracy);
+  2. ``facts.threshold``: test top-1 ≥ threshold;
+  3. otherwise, for the whole row: Δ vs full ≥ −tolerance (``DEFAULT_TOLERANCE`` = 1.75
+     points, the ODN popular summary's "within 1.75 % of full depth").
+  A row whose seeds disagree shows ``k/n``.
+- **Iso-accuracy**: the rows with Δ vs full ≥ −tolerance, smallest saved size first.
+- **Reported**: numbers a paper published (each result's stored ``reference``). They come from
+  the paper's recipe, so they stand beside measured numbers only on boards of the ``paper``
+  preset (a note elsewhere).
+- **Cut short**: an ok result whose ``facts.converged`` is false (an epoch cap ended training
+  before patience did).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from odnbench.report.fmt import fmt_value
+from odnbench.result import Result
+from odnbench.store import ResultStore, canonical_json
+
+BASELINE = "full"
+DEFAULT_TOLERANCE = 1.75
+
+
+@dataclass
+class Row:
+    method: str
+    label: str
+    params_config: dict
+    seeds: list[int]
+    top1: list[float]
+    results: list[Result]
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass
+class Board:
+    dataset: str
+    backbone: str
+    preset: str
+    device: str
+    rows: list[Row]
+    failed: list[Result]
+    caption: dict
+    cut_short: list[Result] = field(default_factory=list)
+    tolerance: float = DEFAULT_TOLERANCE
+    baseline: Row | None = None
+    reported: list[dict] = field(default_factory=list)  # reference numbers beside measured ones
+    reference_notes: list[str] = field(default_factory=list)
+
+    @property
+    def slug(self) -> str:
+        return f"{self.dataset}-{self.backbone}-{self.preset}-{self.device}"
+
+    @property
+    def title(self) -> str:
+        return f"{self.dataset} · {self.backbone} · preset {self.preset} · {self.device}"
+
+    @property
+    def iso_rows(self) -> list[Row]:
+        rows = [r for r in self.rows if r.fields.get("iso_accuracy")]
+        return sorted(rows, key=lambda r: (_num_or(r.fields["size_mb"], math.inf), -(r.fields["top1_mean"] or 0),
+                                           r.label))
+
+
+def load_results(results_dir) -> list[Result]:
+    """Every readable stored result in a results folder, by folder name."""
+    return [result for _, result in ResultStore(Path(results_dir))]
+
+
+def _num_or(v, default):
+    return default if v is None else v
+
+
+def _numbers(values) -> list:
+    return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def _mean(values):
+    values = _numbers(values)
+    return statistics.fmean(values) if values else None
+
+
+def _std(values):
+    values = _numbers(values)
+    return statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def _get(d, *path):
+    for p in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(p)
+    return d
+
+
+def _device(r: Result) -> str:
+    return _get(r.env, "device") or _get(r.cost, "device") or "?"
+
+
+def _board_key(r: Result) -> tuple:
+    c = r.config
+    return (str(c.get("dataset")), str(c.get("backbone")), str(c.get("preset")), _device(r))
+
+
+def _row_identity(r: Result) -> str:
+    """Cells that differ only by seed belong to one row."""
+    c = r.config
+    return canonical_json({k: c.get(k) for k in ("method", "params", "recipe", "input", "protocol")})
+
+
+def _flat(c: dict) -> dict:
+    """The configuration fields a label may name: method parameters, then recipe.* and input.*."""
+    out = dict(c.get("params") or {})
+    for part in ("recipe", "input"):
+        for k, v in (c.get(part) or {}).items():
+            if k != "preset":
+                out[f"{part}.{k}"] = v
+    if "protocol" in c:
+        out["protocol"] = c["protocol"]
+    return out
+
+
+def _labels(firsts: dict[str, Result]) -> dict[str, str]:
+    """Label = method + its key parameters: those set away from the defaults stored with the
+    result, and any parameter, recipe or input field that differs between rows on this board."""
+    flats = {ident: _flat(r.config) for ident, r in firsts.items()}
+    every = sorted({k for f in flats.values() for k in f})
+    varying_board = {k for k in every if k.split(".")[0] in ("recipe", "input", "protocol")
+                     and len({canonical_json(f.get(k)) for f in flats.values()}) > 1}
+    out = {}
+    for ident, r in firsts.items():
+        method = r.method
+        same = [flats[i] for i, other in firsts.items() if other.method == method]
+        params = r.config.get("params") or {}
+        defaults = r.defaults or {}
+        keys = [k for k in sorted(params) if (k in defaults and defaults[k] != params[k])
+                or any(f.get(k) != params[k] for f in same)]
+        keys += sorted(varying_board)
+        flat = flats[ident]
+        extra = ", ".join(f"{k}={fmt_value(flat.get(k))}" for k in keys)
+        out[ident] = f"{method} ({extra})" if extra else method
+    return out
+
+
+def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) -> list[Board]:
+    """Group results into boards and rows and compute every derived field."""
+    groups: dict[tuple, list[Result]] = {}
+    for r in results:
+        groups.setdefault(_board_key(r), []).append(r)
+    boards = []
+    for key in sorted(groups):
+        rs = sorted(groups[key], key=lambda r: (_row_identity(r), str(r.config.get("seed")), str(r.key)))
+        ok = [r for r in rs if r.ok and usable(r)]
+        failed = [r for r in rs if not r.ok or not usable(r)]
+        by_conf: dict[str, list[Result]] = {}
+        for r in ok:
+            by_conf.setdefault(_row_identity(r), []).append(r)
+        labels = _labels({i: members[0] for i, members in by_conf.items()})
+        rows = []
+        for ident, members in by_conf.items():
+            members.sort(key=lambda r: (r.config.get("seed"), str(r.key)))
+            c = members[0].config
+            rows.append(Row(c["method"], labels[ident], dict(c.get("params") or {}),
+                            [r.config.get("seed") for r in members], [r.metrics["top1"] for r in members],
+                            members))
+        baseline = _pick_baseline(rows)
+        _fill_fields(rows, baseline, tolerance)
+        rows.sort(key=lambda row: (-(row.fields["top1_mean"] or 0), _num_or(row.fields["size_mb"], math.inf),
+                                   row.label))
+        for rank, row in enumerate(rows, 1):
+            row.fields["rank"] = rank
+        cut = [r for r in ok if cut_short_reason(r)]
+        board = Board(*key, rows=rows, failed=failed, caption=_caption(key, rs), cut_short=cut,
+                      tolerance=tolerance, baseline=baseline)
+        _add_references(board)
+        boards.append(board)
+    return boards
+
+
+def usable(r: Result) -> bool:
+    return isinstance(_get(r.metrics, "top1"), (int, float))
+
+
+def cut_short_reason(r: Result) -> str | None:
+    if r.facts.converged is False:
+        return r.facts.cut_short or "the epoch cap ended training before patience (not converged)"
+    return None
+
+
+def failure_reason(r: Result) -> str:
+    if not r.ok:
+        err = str(r.error or "no error text").strip().splitlines() or ["?"]
+        text = err[0]
+        return f"{r.status or 'no status'}: " + (text[:300] + "…" if len(text) > 300 else text)
+    return "stored result has no numeric metrics.top1 (check it with `odnbench leaderboard verify`)"
+
+
+def _pick_baseline(rows: list[Row]) -> Row | None:
+    candidates = [r for r in rows if r.method == BASELINE]
+    candidates.sort(key=lambda r: (bool(r.params_config), r.label != BASELINE, -len(r.results), r.label))
+    return candidates[0] if candidates else None
+
+
+def _fill_fields(rows: list[Row], base: Row | None, tolerance: float) -> None:
+    base_f = _aggregate(base) if base else None
+    for row in rows:
+        f = _aggregate(row)
+        f["baseline"] = base.label if base else None
+        if base_f and f["top1_mean"] is not None and base_f["top1_mean"] is not None:
+            f["delta_vs_full"] = f["top1_mean"] - base_f["top1_mean"]
+        else:
+            f["delta_vs_full"] = None
+        f["macs_speedup"] = _ratio(base_f and base_f["macs"], f["macs"])
+        f["measured_speedup"] = _ratio(base_f and base_f["latency_p50"], f["latency_p50"])
+        f["size_reduction"] = (100 * (1 - f["size_mb"] / base_f["size_mb"])
+                               if base_f and f["size_mb"] is not None and base_f["size_mb"] else None)
+        f["iso_accuracy"] = f["delta_vs_full"] is not None and round(f["delta_vs_full"], 6) >= -tolerance
+        f.update(_meets_target(row, f["delta_vs_full"], tolerance))
+        row.fields = f
+
+
+def _ratio(a, b):
+    return a / b if a and b else None
+
+
+def _meets_target(row: Row, delta, tolerance: float) -> dict:
+    per_result, kinds, thresholds = [], set(), []
+    for r in row.results:
+        thr = r.facts.threshold if _numbers([r.facts.threshold]) else None
+        if isinstance(r.facts.reached_target, bool):
+            per_result.append(r.facts.reached_target)
+            kinds.add("method's target")
+        elif thr is not None:
+            per_result.append(r.metrics["top1"] >= thr)
+            kinds.add("test ≥ threshold")
+        else:
+            per_result.append(None)
+            continue
+        if thr is not None:
+            thresholds.append(thr)
+    if per_result and all(v is not None for v in per_result):
+        k, n = sum(per_result), len(per_result)
+        basis = " / ".join(sorted(kinds))
+        if thresholds:
+            lo, hi = min(thresholds), max(thresholds)
+            basis += ", threshold" if basis == "method's target" else ""
+            basis += f" {lo:.2f}" if round(lo, 2) == round(hi, 2) else f" {lo:.2f}–{hi:.2f}"
+        return {"meets_target": k == n, "meets_target_seeds": f"{k}/{n}", "meets_target_basis": basis}
+    if delta is None:
+        return {"meets_target": None, "meets_target_seeds": None, "meets_target_basis": "no full-depth baseline"}
+    ok = round(delta, 6) >= -tolerance
+    n = len(row.results)
+    return {"meets_target": ok, "meets_target_seeds": f"{n if ok else 0}/{n}",
+            "meets_target_basis": f"Δ ≥ −{fmt_value(float(tolerance))}"}
+
+
+def distinct(values) -> list:
+    seen = []
+    for v in values:
+        if v is not None and v not in seen:
+            seen.append(v)
+    return sorted(seen, key=lambda v: (str(type(v)), v))
+
+
+def _aggregate(row: Row) -> dict:
+    ms = [r.metrics or {} for r in row.results]
+    cs = [r.cost or {} for r in row.results]
+    lat = [m.get("latency_ms") or {} for m in ms]
+    return {
+        "method": row.label,
+        "method_name": row.method,
+        "method_params": row.params_config,
+        "n": len(row.results),
+        "seeds": row.seeds,
+        "top1_mean": _mean(row.top1),
+        "top1_std": _std(row.top1),
+        "top1_per_seed": row.top1,
+        "depth": distinct([r.facts.depth for r in row.results if isinstance(r.facts.depth, int)]),
+        "params": _mean([m.get("params") for m in ms]),
+        "size_mb": _mean([m.get("size_mb") for m in ms]),
+        "size_mib": _mean([m.get("size_mib") for m in ms]),
+        "macs": _mean([m.get("macs") for m in ms]),
+        "flops": _mean([m.get("flops") for m in ms]),
+        "latency_p50": _mean([x.get("p50") for x in lat]),
+        "latency_p90": _mean([x.get("p90") for x in lat]),
+        "latency_batch": lat[0].get("batch_size") if lat else None,
+        "latency_threads": distinct([x.get("threads") for x in lat]),
+        "latency_device": distinct([x.get("device") for x in lat]),
+        "throughput": _mean([_get(m, "throughput", "images_per_s") for m in ms]),
+        "throughput_batch": _get(ms[0], "throughput", "batch_size") if ms else None,
+        "cost_epochs": _mean([c.get("epochs") for c in cs]),
+        "cost_sample_steps": _mean([c.get("sample_steps") for c in cs]),
+        "cost_seconds": _mean([c.get("train_seconds") for c in cs]),
+        "cost_device": distinct([c.get("device") for c in cs]),
+        "keys": [r.key for r in row.results],
+    }
+
+
+def _caption(key: tuple, results: list[Result]) -> dict:
+    envs = [r.env or {} for r in results]
+    seeds = distinct([r.config.get("seed") for r in results])
+    lat = [_get(r.metrics, "latency_ms") or {} for r in results]
+    return {
+        "dataset": key[0], "backbone": key[1], "preset": key[2], "device": key[3],
+        "device_name": distinct([e.get("device_name") for e in envs]),
+        "cpu": distinct([e.get("cpu") for e in envs]),
+        "threads": distinct([x.get("threads") for x in lat]) or distinct([e.get("threads") for e in envs]),
+        "torch": distinct([e.get("torch") for e in envs]),
+        "timm": distinct([e.get("timm") for e in envs]),
+        "torch_pruning": distinct([e.get("torch_pruning") for e in envs]),
+        "odnbench": distinct([e.get("odnbench") for e in envs]),
+        "git_commit": distinct([e.get("git_commit") for e in envs]),
+        "protocol": distinct([r.config.get("protocol") for r in results]),
+        "seeds": seeds,
+        "precision": "fp32",
+        "results": len(results),
+    }
+
+
+def _add_references(board: Board) -> None:
+    """Attach the published numbers stored with this board's results (paper preset only)."""
+    for method in sorted({row.method for row in board.rows}):
+        rows = [row for row in board.rows if row.method == method]
+        ref = next((r.reference for row in rows for r in row.results if r.reference), None)
+        if not ref:
+            continue
+        if board.preset != "paper":
+            board.reference_notes.append(
+                f"{method}: the paper reports {_describe_reference(ref)} on {board.dataset}/{board.backbone}; "
+                f"those numbers come from the paper's recipe, so they are compared on `paper`-preset boards only "
+                f"(this board is preset `{board.preset}`).")
+            continue
+        for row in rows:
+            f = row.fields
+            board.reported.append({
+                "method": row.label,
+                "depth_reported": ref.get("depth"), "depth_measured": f["depth"],
+                "top1_reported": ref.get("top1"), "top1_measured": f["top1_mean"],
+                "size_reduction_reported": ref["size_reduction"] if ref.get("size_reduction") is not None
+                else _reduction(ref.get("size_mb"), ref.get("full_size_mb")),
+                "size_reduction_measured": f["size_reduction"],
+                "size_mb_reported": ref.get("size_mb"), "size_mb_measured": f["size_mb"],
+                "source": ref.get("source"),
+            })
+
+
+def _reduction(small, full):
+    return 100 * (1 - small / full) if small is not None and full else None
+
+
+def _describe_reference(ref: dict) -> str:
+    parts = []
+    if ref.get("depth") is not None:
+        parts.append(f"optimal depth {ref['depth']}")
+    if ref.get("top1") is not None:
+        parts.append(f"top-1 {ref['top1']:.2f} %")
+    red = ref["size_reduction"] if ref.get("size_reduction") is not None else _reduction(ref.get("size_mb"),
+                                                                                         ref.get("full_size_mb"))
+    if red is not None:
+        parts.append(f"size −{red:.2f} %")
+    return ", ".join(parts) or "numbers"

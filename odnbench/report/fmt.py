@@ -1,0 +1,79 @@
+"""Number and text formatting shared by every rendering of a board (markdown, the terminal)."""
+
+from __future__ import annotations
+
+
+def fmt_value(v) -> str:
+    if v is None:
+        return "none"
+    if isinstance(v, float):
+        return f"{v:g}"
+    return str(v)
+
+
+def fmt_int(v):
+    return "–" if v is None else f"{round(v):,}"
+
+
+def fmt_macs(v):
+    if v is None:
+        return "–"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if v >= div:
+            return f"{v / div:.2f} {unit}"
+    return f"{v:.0f}"
+
+
+def fmt_x(v):
+    return "–" if v is None else f"{v:.2f}×"
+
+
+def fmt_f(v, digits=3):
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def fmt_seconds(s):
+    if s is None:
+        return "–"
+    if s < 120:
+        return f"{s:.0f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def fmt_epochs(v):
+    return "–" if v is None else f"{v:g}" if float(v).is_integer() else f"{v:.1f}"
+
+
+def fmt_depths(depths) -> str:
+    if not depths:
+        return "–"
+    return str(depths[0]) if len(depths) == 1 else f"{min(depths)}–{max(depths)}"
+
+
+def fmt_meets(f) -> str:
+    if f.get("meets_target") is None:
+        return "–"
+    k, n = f["meets_target_seeds"].split("/")
+    word = "yes" if f["meets_target"] else ("no" if k == "0" else f["meets_target_seeds"])
+    return f"{word} ({f['meets_target_basis']})"
+
+
+def fmt_list(values) -> str:
+    return ", ".join(map(str, values)) if values else "?"
+
+
+def md_text(text: str) -> str:
+    """Plain text made safe inside a GitHub markdown table cell or list item."""
+    text = " ".join(str(text).split())
+    for ch in "\\`*_[]<>|":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+
+
+def md_text_light(text: str) -> str:
+    """Keep our own markup (backticks, bold) but stop stray HTML."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")

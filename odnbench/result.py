@@ -1,0 +1,253 @@
+"""The result of one cell: the one type that the harness fills and everything else reads.
+
+A :class:`Result` is stored as ``result.json`` in its cell folder (see :mod:`odnbench.store`) and
+is the source of truth for every leaderboard. Whatever a board shows is stored here at run time
+(measured metrics, the method's typed facts, its parameter defaults, a paper's reported numbers),
+so that a board is a function of stored results alone, whatever plugins are installed.
+
+``SCHEMA`` lists every field with its type; ``odnbench leaderboard verify`` checks stored files
+against it and docs/results.md documents it (a test keeps the two in step). This module imports
+no torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+#: Version of the result.json layout. 1 = odnbench 0.1 (typed facts lived in method_info);
+#: 2 = facts, defaults and reference stored as fields of their own.
+SCHEMA_VERSION = 2
+STATUSES = ("ok", "failed")
+
+
+@dataclass
+class Facts:
+    """What a method states about the model it returns, in typed fields a board can show.
+
+    The harness fills ``depth`` from the exported model when it is a DepthNet and ``converged``
+    from the shared trainer when the method leaves them unset.
+    """
+
+    depth: int | None = None  # residual blocks kept in the exported model
+    reached_target: bool | None = None  # the method met its own target (e.g. ODN's stop threshold)
+    threshold: float | None = None  # that target, as validation top-1 %
+    converged: bool | None = None  # training ended by patience, not by an epoch cap
+    cut_short: str | None = None  # why not converged, in words
+    depth_curve: list[dict] | None = None  # [{"depth", "val"}]: validation top-1 per depth tried
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "Facts":
+        d = d if isinstance(d, dict) else {}
+        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+
+
+@dataclass
+class Result:
+    status: str  # "ok" or "failed"
+    key: str  # hash of config: the cell's identity
+    config: dict  # the cell's canonical config (odnbench.plan.make_config)
+    plugin: str = "?"  # the plugin that registered the method
+    requires: dict[str, str] = field(default_factory=dict)  # dependency name -> cell key
+    error: str | None = None
+    traceback: str | None = None
+    metrics: dict | None = None  # measured by the harness (odnbench.metrics.measure)
+    cost: dict | None = None  # cost to obtain (odnbench.trainer.CostMeter.as_dict), dependencies included
+    method_info: dict = field(default_factory=dict)  # the method's free-form, JSON-serialisable info
+    facts: Facts = field(default_factory=Facts)
+    defaults: dict = field(default_factory=dict)  # the method's parameters had nobody set any (board labels)
+    reference: dict | None = None  # what a paper published for this method on (dataset, backbone)
+    data: dict | None = None  # split sizes, split rule, augmentation, normalisation
+    env: dict | None = None  # environment fingerprint (odnbench.envinfo)
+    model_file: str | None = None
+    wall_seconds: float | None = None
+    finished_at: str | None = None
+    schema: int = SCHEMA_VERSION
+    folder: str | None = field(default=None, repr=False, compare=False)  # where it was read from; not stored
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def method(self) -> str:
+        return self.config.get("method", "?")
+
+    @property
+    def seed(self):
+        return self.config.get("seed")
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        del out["folder"]
+        if out["traceback"] is None:
+            del out["traceback"]
+        return out
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Result":
+        """Read a stored result, upgrading the 0.1 layout (schema 1) on the way in."""
+        if not isinstance(d, dict) or not isinstance(d.get("config"), dict):
+            raise ValueError("a result must be a JSON object with a config object")
+        if d.get("schema", 1) == 1:
+            d = upgrade_v1(d)
+        known = {f.name for f in fields(cls)} - {"folder"}
+        kwargs = {k: v for k, v in d.items() if k in known}
+        kwargs["facts"] = Facts.from_dict(d.get("facts"))
+        kwargs.setdefault("method_info", {})
+        kwargs["method_info"] = kwargs["method_info"] or {}
+        kwargs["defaults"] = kwargs.get("defaults") or {}
+        kwargs["requires"] = kwargs.get("requires") or {}
+        kwargs.setdefault("status", None)  # anything but "ok" is treated as failed; verify names it
+        kwargs.setdefault("key", "")
+        return cls(**kwargs)
+
+
+def upgrade_v1(d: dict) -> dict:
+    """odnbench 0.1 kept the facts a board shows inside ``method_info``; lift them out."""
+    info = d.get("method_info") if isinstance(d.get("method_info"), dict) else {}
+    stopped_early = info.get("stopped") == "max_epochs"
+    cut = info.get("cut_short")
+    cut_short = (cut if isinstance(cut, str) else "cut short by the method") if cut else (
+        "the epoch cap ended training before patience (not converged)" if stopped_early else None)
+    depth = info.get("optimal_depth", info.get("depth"))
+    curve = info.get("depth_curve")
+    facts = {
+        "depth": depth if isinstance(depth, int) and not isinstance(depth, bool) else None,
+        "reached_target": info.get("reached_target") if isinstance(info.get("reached_target"), bool) else None,
+        "threshold": info.get("threshold") if _number(info.get("threshold")) else None,
+        "converged": None if not (cut or "stopped" in info) else not (cut or stopped_early),
+        "cut_short": cut_short,
+        "depth_curve": [{"depth": p["depth"], "val": p["best_val"]}
+                        for p in curve if isinstance(p, dict) and "depth" in p and "best_val" in p]
+        if isinstance(curve, list) else None,
+    }
+    return {**d, "facts": facts, "schema": 1}
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+REFERENCE_ALIASES = {
+    "depth": ("depth", "optimal_depth"),
+    "top1": ("top1", "test_top1", "accuracy", "test_acc"),
+    "size_reduction": ("size_reduction", "size_reduction_pct"),
+    "size_mb": ("size_mb",),
+    "full_size_mb": ("full_size_mb", "size_mb_full"),
+    "source": ("source", "reference", "citation"),
+}
+
+
+def normalise_reference(ref) -> dict | None:
+    """A method's ``reference_results`` in canonical keys (None when it gave none)."""
+    if not isinstance(ref, dict) or not ref:
+        return None
+
+    def pick(name):
+        for alias in REFERENCE_ALIASES[name]:
+            if ref.get(alias) is not None:
+                return ref[alias]
+        return None
+
+    return {name: pick(name) for name in REFERENCE_ALIASES}
+
+
+# ------------------------------------------------------------------------------------------ schema
+
+_NUMBER = (int, float)
+
+
+def _positive(v):
+    return v > 0 or "must be positive"
+
+
+def _non_negative(v):
+    return v >= 0 or "must be ≥ 0"
+
+
+def _percentage(v):
+    return 0 <= v <= 100 or "must be a percentage in [0, 100]"
+
+
+#: (dotted path, allowed types, extra check or None): what every stored result has.
+COMMON_FIELDS: list[tuple[str, tuple, Any]] = [
+    ("status", (str,), None),
+    ("key", (str,), None),
+    ("config.method", (str,), None),
+    ("config.dataset", (str,), None),
+    ("config.backbone", (str,), None),
+    ("config.seed", (int,), None),
+    ("config.preset", (str,), None),
+    ("env", (dict,), None),
+]
+
+#: ... and what an ``ok`` result has besides.
+OK_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [
+    ("metrics.top1", _NUMBER, _percentage),
+    ("metrics.val_top1", _NUMBER, _percentage),
+    ("metrics.params", (int,), _positive),
+    ("metrics.size_mb", _NUMBER, _positive),
+    ("metrics.size_mib", _NUMBER, _positive),
+    ("metrics.macs", (int,), _non_negative),
+    ("metrics.flops", (int,), _non_negative),
+    ("metrics.latency_ms.p50", _NUMBER, _positive),
+    ("metrics.latency_ms.p90", _NUMBER, _positive),
+    ("metrics.throughput", (dict,) + _NUMBER, None),
+    ("cost.epochs", _NUMBER, _non_negative),
+    ("cost.sample_steps", _NUMBER, _non_negative),
+    ("cost.train_seconds", _NUMBER, _non_negative),
+    ("cost.device", (str,), None),
+    ("method_info", (dict,), None),
+]
+
+FAILED_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [("error", (str,), None)]
+
+_MISSING = object()
+
+
+def lookup(d, path: str, default=None):
+    """``lookup(result, "metrics.latency_ms.p50")``: a dotted path into nested dicts."""
+    for part in path.split("."):
+        if not isinstance(d, dict) or part not in d:
+            return default
+        d = d[part]
+    return d
+
+
+def schema_problems(d) -> list[str]:
+    """Problems with one stored result's fields (empty when it conforms). ``d`` is the raw JSON."""
+    if not isinstance(d, dict):
+        return [f"result.json holds a {type(d).__name__}, not an object"]
+    status = d.get("status")
+    if status not in STATUSES:
+        return [f"status is {status!r}; allowed: {', '.join(STATUSES)}"]
+    if not isinstance(d.get("schema", 1), int) or d.get("schema", 1) > SCHEMA_VERSION:
+        return [f"schema {d.get('schema')!r} is newer than this odnbench reads ({SCHEMA_VERSION}); upgrade odnbench"]
+    problems = []
+    for path, types, extra in (OK_FIELDS if status == "ok" else FAILED_FIELDS):
+        if path == "key" and "key" not in d:
+            continue  # 0.1 results may lack it; the folder name still carries it
+        value = lookup(d, path, _MISSING)
+        if value is _MISSING or value is None:
+            problems.append(f"{path} is missing")
+            continue
+        if not isinstance(value, types) or isinstance(value, bool):
+            names = " or ".join(sorted({t.__name__ for t in types}))
+            problems.append(f"{path} is {type(value).__name__} {value!r:.60}, expected {names}")
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"{path} is {value}")
+            continue
+        if extra is not None:
+            verdict = extra(value)
+            if verdict is not True:
+                problems.append(f"{path}={value!r} {verdict}")
+    if status == "ok" and not problems:
+        m = d["metrics"]
+        if m["macs"] != m["flops"] // 2:
+            problems.append(f"metrics.macs {m['macs']} is not flops // 2 = {m['flops'] // 2}")
+        if m["latency_ms"]["p90"] < m["latency_ms"]["p50"]:
+            problems.append(f"metrics.latency_ms.p90 {m['latency_ms']['p90']} < p50 {m['latency_ms']['p50']}")
+    return problems
