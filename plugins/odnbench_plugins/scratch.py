@@ -5,7 +5,7 @@ buys from what its progressive training buys."""
 from __future__ import annotations
 
 from odnbench import Method, MethodOutput, hookimpl
-from odnbench_plugins._depth import DEPTH_PARAM, chosen_depth, depth_requirements
+from odnbench_plugins.depth_rule import DEPTH_PARAM, chosen_depth, depth_requirements
 
 
 class Scratch(Method):

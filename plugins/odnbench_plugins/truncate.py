@@ -6,7 +6,8 @@ from __future__ import annotations
 
 from odnbench import Method, MethodOutput, Param, Requirement, hookimpl
 from odnbench.errors import OdnbenchError
-from odnbench_plugins._depth import DEPTH_PARAM, chosen_depth, depth_requirements
+from odnbench_plugins.depth_rule import DEPTH_PARAM, chosen_depth, depth_requirements
+
 
 class Truncate(Method):
     name = "truncate"

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odnbench import DepthNet, Improvement, OdnbenchError, PlateauLR, cosine_lr, set_lr
+from odnbench_plugins.odn.params import resolve_target_mode
 
 # ---------------------------------------------------------------------------------------------
 # The network with one exit per block
@@ -275,8 +276,6 @@ class OdnSchedule:
 
 def resolve_threshold(ctx, p: dict) -> dict:
     """threshold, target, tolerance and the resolved mode (see the plugin's docstring)."""
-    from odnbench_plugins.odn import resolve_target_mode
-
     mode = resolve_target_mode(p)
     if mode == "fixed":
         return {"target_mode": "fixed", "target": p["target"], "tolerance": p["tolerance"],

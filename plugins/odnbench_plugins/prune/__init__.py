@@ -9,56 +9,16 @@ How far to prune is either a channel ``ratio`` or a target on one axis:
   models against a depth cut, which keeps the expensive full-resolution early blocks.
 - ``--set prune.match=size --set prune.target=0.5``: an explicit target (MB, MACs or params).
 
-The implementation (torch, torch-pruning) lives in :mod:`odnbench_plugins.prune.core`; this
-module only declares the method, so registering it stays cheap.
+The implementation (torch, torch-pruning) lives in :mod:`odnbench_plugins.prune.core` and the
+target specification in :mod:`odnbench_plugins.prune.spec`; this module only declares the
+method, so registering it stays cheap.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from odnbench import Method, Param, Requirement, hookimpl
 from odnbench.errors import OdnbenchError
-
-CRITERIA = ("l1", "l2", "taylor", "lamp", "bn-scale", "fpgm", "random")
-AXES = ("size", "macs", "params")
-
-
-@dataclass(frozen=True)
-class TargetSpec:
-    mode: str  # "ratio" or "match"
-    ratio: float | None = None
-    axis: str | None = None
-    target: float | None = None  # explicit target; None when it comes from ``source``
-    source: str | None = None  # the method whose result sets the target
-
-
-def parse_target(params) -> TargetSpec:
-    """Read ratio / match / target into one spec, with one-line errors for bad combinations."""
-    match, target, ratio = params.get("match"), params.get("target"), params.get("ratio")
-    if match is None:
-        if target is not None:
-            raise OdnbenchError("prune.target needs prune.match=size|macs|params to say what it is")
-        if ratio is None or not 0.0 < ratio < 1.0:
-            raise OdnbenchError(f"prune.ratio={ratio}: must be strictly between 0 and 1 (a channel share)")
-        return TargetSpec("ratio", ratio=ratio)
-    if ":" in match:
-        source, axis = (s.strip() for s in match.split(":", 1))
-        if not source or axis not in AXES:
-            raise OdnbenchError(f"prune.match={match!r}: use METHOD:AXIS with AXIS one of {', '.join(AXES)} "
-                                "(e.g. odn:size), or AXIS with prune.target=VALUE")
-        if target is not None:
-            raise OdnbenchError(f"prune.match={match} takes its target from {source}; drop prune.target")
-        if source == "prune":
-            raise OdnbenchError("prune.match cannot name prune itself")
-        return TargetSpec("match", axis=axis, source=source)
-    axis = match.strip()
-    if axis not in AXES:
-        raise OdnbenchError(f"prune.match={match!r}: use METHOD:AXIS (e.g. odn:size, odn:macs) or one of "
-                            f"{', '.join(AXES)} with prune.target=VALUE")
-    if target is None or target <= 0:
-        raise OdnbenchError(f"prune.match={axis} needs a positive prune.target (in {'MB' if axis == 'size' else axis})")
-    return TargetSpec("match", axis=axis, target=float(target))
+from odnbench_plugins.prune.spec import CRITERIA, parse_target
 
 
 class Prune(Method):

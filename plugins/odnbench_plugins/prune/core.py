@@ -26,10 +26,11 @@ from torch import nn
 from odnbench import metrics
 from odnbench.metrics import footprint
 from odnbench.errors import OdnbenchError
-from odnbench_plugins.prune import AXES, CRITERIA  # declared once, in the light module
+from odnbench_plugins.prune.spec import AXES, CRITERIA  # declared once, with no torch
 
 AXIS_UNITS = {"size": "MB (saved state_dict / 1e6)", "macs": "MACs", "params": "parameters"}
 
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 GradFn = Callable[[nn.Module], int]  # fills .grad for gradient-based criteria; returns samples used
 
 
@@ -95,7 +96,7 @@ def _degenerate(model: nn.Module) -> str | None:
     for name, m in model.named_modules():
         if isinstance(m, nn.Conv2d) and (m.out_channels == 0 or m.in_channels == 0):
             return name
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.num_features == 0:
+        if isinstance(m, BATCH_NORMS) and m.num_features == 0:
             return name
         if isinstance(m, nn.Linear) and m.in_features == 0:
             return name
