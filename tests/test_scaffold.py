@@ -115,3 +115,23 @@ def test_new_plugin_installs_lists_and_passes_its_own_tests(tmp_path):
     finally:
         _run([*pip, "uninstall", "-y", "-q", *dists], tmp_path, env)
     assert not any(p["name"] in names for p in json.loads(_run(["odnbench", "plugins"], tmp_path, env).stdout))
+
+
+def test_templates_are_package_data():
+    """Every template under odnbench/templates/ ships in a wheel (pyproject's package-data), and
+    every template the scaffold reads exists."""
+    import fnmatch
+
+    from odnbench import scaffold
+
+    repo = Path(__file__).resolve().parents[1]
+    root = repo / "odnbench"
+    patterns = tomllib.loads((repo / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["odnbench"]
+    files = [str(p.relative_to(root)) for p in (root / "templates").rglob("*") if p.is_file()]
+    assert files
+    unshipped = [f for f in files if not any(fnmatch.fnmatch(f, pat) and f.count("/") == pat.count("/")
+                                             for pat in patterns)]
+    assert not unshipped, f"not declared in [tool.setuptools.package-data] of pyproject.toml: {unshipped}"
+    for kind in scaffold.KINDS:
+        for name in ("plugin.py.tmpl", "test_plugin.py.tmpl", "usage.sh.tmpl", "summary.txt"):
+            assert scaffold.template(f"{kind}/{name}").strip(), f"{kind}/{name} is empty"
