@@ -126,13 +126,23 @@ class Backbone:
     """A network family with block-level depth access.
 
     :meth:`build` returns an :class:`odnbench.depthnet.DepthNet`: a stem, the blocks as one
-    ordered list (one depth level each) grouped into stages, and a head, so that any method can
-    cut, grow, prune or widen it by block. ``width`` is one channel width per stage (``None``:
-    the family's own); a backbone that cannot honour it raises ``ValueError`` saying what it takes.
+    ordered list (one depth level each) grouped into its declared ``stages``, and a head, so that
+    any method can cut, grow, prune or widen it by block. ``width`` is one width per stage in the
+    family's own terms (``None``: the family's own widths; timm ResNets: each stage's ``channels``,
+    which a Bottleneck expands 4x at its output). Record the widths built at in ``meta["width"]``
+    when they differ from the stages' output widths, so ``ctx.stage_widths`` can give them back.
+    A backbone that cannot honour a ``width`` says so in :meth:`check_width`.
     """
 
     name: str = ""
     description: str = ""
+
+    def check_width(self, width: tuple[int, ...] | None) -> None:
+        """Raise ``ValueError`` saying what this backbone takes when it cannot be built at ``width``.
+
+        Called when a grid is planned (with the recipe's widths), so that ``--set recipe.width=...``
+        or a preset's narrow widths that this family cannot honour fail with one line before
+        anything runs. The default accepts any width."""
 
     def build(
         self,
@@ -178,10 +188,14 @@ class MethodContext:
 
     @property
     def stage_widths(self) -> tuple[int, ...]:
-        """The cell's stage widths (the recipe's, or the backbone's own at full width)."""
+        """The cell's widths, one per stage, as ``build_backbone(width=...)`` takes them: the
+        recipe's, else the backbone's own (its ``meta["width"]``, else its stages' output widths).
+        ``build_backbone(width=tuple(w // 2 for w in ctx.stage_widths))`` is this cell at half width."""
         if self.recipe.widths is not None:
             return tuple(self.recipe.widths)
-        return tuple(self.build_backbone().stage_widths)
+        net = self.build_backbone()
+        width = net.meta.get("width")
+        return tuple(width) if isinstance(width, (list, tuple)) else tuple(net.stage_widths)
 
     def dependency(self, name: str) -> "Dependency":
         """The result :meth:`Method.requires` asked for under ``name`` (one-line error when absent)."""

@@ -61,6 +61,20 @@ def resolve_params(registry: Registry, method_name: str, preset: str, dataset: s
     return params
 
 
+def check_width(registry: Registry, backbone: str, recipe: Recipe) -> None:
+    """The backbone can be built at the recipe's widths (one line naming both when it cannot)."""
+    family = registry.backbone(backbone)
+    plugin = registry.owner.get(("backbone", getattr(family, "name", backbone)), "?")
+    try:
+        family.check_width(recipe.widths)
+    except ValueError as exc:
+        raise OdnbenchError(f"backbone {backbone!r} cannot be built at recipe.width={recipe.width} "
+                            f"(preset {recipe.preset}): {exc}") from None
+    except Exception as exc:
+        raise PluginError(f"plugin {plugin!r}: backbone {backbone!r}: check_width raised "
+                          f"{type(exc).__name__}: {exc}") from None
+
+
 def make_config(method: str, params: dict, dataset: str, backbone: str, seed: int, recipe: Recipe) -> dict:
     """The canonical config of one cell: everything that changes its result, nothing else."""
     return {
@@ -117,7 +131,7 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
     for name in datasets:
         registry.dataset(name)
     for name in backbones:
-        registry.backbone(name)
+        check_width(registry, name, recipe)
     for name in methods:
         registry.method(name)
 

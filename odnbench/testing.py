@@ -36,6 +36,7 @@ from typing import Any, Iterable
 import pytest
 
 from odnbench.contract import Backbone, Dataset, Method
+from odnbench.errors import OdnbenchError
 from odnbench.registry import Registry, load_registry
 
 __all__ = [
@@ -50,9 +51,6 @@ __all__ = [
     "check_dataset",
     "check_backbone",
 ]
-
-SMOKE_WIDTH = (8, 16, 16, 32)
-
 
 class ContractError(AssertionError):
     """A plugin broke the contract; the message says what to fix."""
@@ -291,25 +289,36 @@ def run_dataset_check(name: str, workdir: Path, *, plugins: Iterable = (), data_
 class BackboneCheck:
     name: str
     depth: int
-    widths: list[int]
+    widths: list[int]  # channels after each block
     full: MethodCheck  # the `full` method ranked with this backbone
+    stages: list[int]  # blocks per stage, as the DepthNet declares them
 
 
 def run_backbone_check(name: str, workdir: Path, *, plugins: Iterable = (), dataset: str = "mnist5k",
-                       data_dir: Path | None = None) -> BackboneCheck:
-    """Build backbone ``name`` as a method would, check the DepthNet it returns (block widths,
-    every truncation), then train and rank the ``full`` method with it (smoke preset)."""
+                       data_dir: Path | None = None, sets: Iterable[str] = ()) -> BackboneCheck:
+    """Build backbone ``name`` as the ``smoke`` preset would (with ``sets`` such as
+    ``recipe.width=full`` applied), check the DepthNet it returns (block widths, stages, every
+    truncation), then train and rank the ``full`` method with it."""
     import torch
 
     from odnbench.depthnet import DepthNet
+    from odnbench.plan import check_width, split_overrides
+    from odnbench.recipes import make_recipe
 
     reg = registry_with(*plugins)
     backbone: Backbone = reg.backbone(name)
     where = f"backbone {name!r}"
-    net = backbone.build(in_chans=1, num_classes=10, stem="cifar", width=SMOKE_WIDTH)
+    recipe = make_recipe("smoke", split_overrides(list(sets)).get("recipe", {}))
+    try:
+        check_width(reg, name, recipe)
+    except OdnbenchError as exc:
+        _fail(f"{where}: {exc}. Pass sets=['recipe.width=...'] with widths it takes (or full)")
+    net = backbone.build(in_chans=1, num_classes=10, stem=recipe.stem, width=recipe.widths)
     if not isinstance(net, DepthNet):
         _fail(f"{where}: build() returned {type(net).__name__}; return odnbench.depthnet.DepthNet(stem, blocks, "
               "widths, head) so methods can cut it by block")
+    if net.num_classes != 10:
+        _fail(f"{where}: built for 10 classes, the DepthNet says num_classes={net.num_classes}")
     x = torch.randn(2, 1, 28, 28)
     net.eval()
     with torch.no_grad():
@@ -327,8 +336,9 @@ def run_backbone_check(name: str, workdir: Path, *, plugins: Iterable = (), data
             sizes.append(sum(p.numel() for p in cut.parameters()))
     if any(a > b for a, b in itertools.pairwise(sizes)):
         _fail(f"{where}: cutting deeper must not make the network smaller: {sizes}")
-    full = run_method_check("full", workdir, dataset=dataset, backbone=name, data_dir=data_dir, registry=reg)
-    return BackboneCheck(name, net.depth, list(net.widths), full)
+    full = run_method_check("full", workdir, dataset=dataset, backbone=name, data_dir=data_dir, registry=reg,
+                            sets=sets)
+    return BackboneCheck(name, net.depth, list(net.widths), full, list(net.stages))
 
 
 # ----------------------------------------------------------------------------------- fixtures
@@ -356,7 +366,7 @@ def check_dataset(tmp_path):
 
 @pytest.fixture
 def check_backbone(tmp_path):
-    """``check_backbone(name, plugins=())`` -> :class:`BackboneCheck`."""
+    """``check_backbone(name, plugins=(), sets=())`` -> :class:`BackboneCheck`."""
     where = _numbered(tmp_path, "backbone")
     return lambda name, **kw: run_backbone_check(name, where(name), **kw)
 

@@ -322,7 +322,7 @@ def test_the_layers_are_documented():
     for name, members in LAYERS:
         assert name in text, f"docs/architecture.md does not name the layer '{name}'"
         for module in members:
-            shown = module.replace("odnbench.", "", 1) if module != "odnbench" else "odnbench/__init__"
+            shown = module.removeprefix("odnbench.").replace(".", "/") if module != "odnbench" else "odnbench/__init__"
             assert f"`{shown}" in text, f"docs/architecture.md does not mention {module} (as `{shown}`)"
 
 

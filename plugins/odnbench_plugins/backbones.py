@@ -9,6 +9,8 @@ wide and ignores ``stem_width``, so the stages are rebuilt with timm's own ``mak
 
 from __future__ import annotations
 
+import inspect
+
 from odnbench import Backbone, hookimpl
 
 NAMED = {
@@ -31,16 +33,20 @@ class TimmResNet(Backbone):
             return TimmResNet(name)
         return None
 
+    def check_width(self, width):
+        if width is not None and len(width) != 4:
+            raise ValueError(f"{self.name} takes 4 stage widths (e.g. 16,32,64,128) or full, got {len(width)}")
+
     def build(self, *, in_chans, num_classes, stem="cifar", width=None):
         import timm
+        from timm.models.resnet import ResNet
         from torch import nn
 
         from odnbench.depthnet import DepthNet
 
+        self.check_width(width)
         kwargs = {"num_classes": num_classes, "in_chans": in_chans, "pretrained": False}
         if width is not None:
-            if len(width) != 4:
-                raise ValueError(f"{self.name}: width needs 4 stage widths, got {width}")
             kwargs["channels"] = tuple(width)
         model = timm.create_model(self.name, **kwargs)
         stages = [model.layer1, model.layer2, model.layer3, model.layer4]
@@ -65,7 +71,8 @@ class TimmResNet(Backbone):
             raise ValueError(f"unknown stem {stem!r}; use cifar or imagenet")
         blocks = [block for stage in stages for block in stage]
         widths = [_out_channels(b) for b in blocks]
-        meta = {"width": list(width) if width else "full"}
+        # In timm's terms (each stage's `channels`): what ctx.stage_widths hands back to build(width=).
+        meta = {"width": list(width or inspect.signature(ResNet).parameters["channels"].default)}
         return DepthNet(stem_module, blocks, widths, model.fc, meta, stages=[len(s) for s in stages])
 
 
