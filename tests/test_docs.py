@@ -188,10 +188,20 @@ def test_writing_plugins_walkthrough_runs_as_written(tmp_path):
     by_method = {}
     for r in stored:
         by_method.setdefault(r["config"]["method"], []).append(r)
-    assert {"halfdepth", "halfcut", "odn", "full"} <= set(by_method)
+    assert {"halfdepth", "halfcut", "odn", "full", "distill", "slim"} <= set(by_method)
     assert all(r["status"] == "ok" for r in stored), [r["error"] for r in stored if r["status"] != "ok"]
     assert by_method["halfdepth"][0]["plugin"] == "halfdepth"
     assert "halfdepth" in (tmp_path / "odnbench-results" / "leaderboard.md").read_text()
+    # The non-ResNet backbone trained, and a method that cuts by block ran on it.
+    assert {r["config"]["method"] for r in stored if r["config"]["backbone"] == "mobilenetv3"} == {"full", "halfdepth"}
+    # The method with two dependencies sharing `full` counted `full` once.
+    distill, = by_method["distill"]
+    by_key = {r["key"]: r for r in stored}
+    full_key = distill["requires"]["full"]
+    assert by_key[distill["requires"]["odn"]]["requires"]["full"] == full_key
+    assert [d["method"] for d in distill["cost"]["dependencies"].values()].count("full") == 1
+    assert distill["cost"]["sample_steps"] == distill["cost"]["own"]["sample_steps"] + sum(
+        by_key[key]["cost"]["own"]["sample_steps"] for key in (full_key, distill["requires"]["odn"]))
 
 
 def _register_snippet(source: str, where: str) -> list[str]:
