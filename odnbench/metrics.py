@@ -166,13 +166,13 @@ def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windo
     }
 
 
-def measure(model: nn.Module, splits, recipe, *, include_test: bool = True) -> dict:
+def measure(model: nn.Module, splits, recipe) -> dict:
     """All metrics of one exported model, as stored under ``metrics`` in result.json."""
     info = splits.info
     shape = (info.channels, info.image_size, info.image_size)
     flops = count_flops(model, shape)
     out = {
-        "top1": round(top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size), 4) if include_test else None,
+        "top1": round(top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size), 4),
         "val_top1": round(top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size), 4),
         "params": count_params(model),
         "size_mb": round(saved_size_mb(model), 6),

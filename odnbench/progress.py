@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import time
 from contextlib import contextmanager
 
 
@@ -34,12 +33,3 @@ class Progress:
             yield bar.update
         finally:
             bar.close()
-
-
-class Stopwatch:
-    def __init__(self):
-        self.start = time.perf_counter()
-
-    @property
-    def seconds(self) -> float:
-        return time.perf_counter() - self.start

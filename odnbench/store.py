@@ -77,8 +77,8 @@ class ResultStore:
     def model_path(self, folder: Path) -> Path:
         return Path(folder) / MODEL_FILE
 
-    def save_model(self, model, folder: Path, name: str = MODEL_FILE) -> Path:
-        path = Path(folder) / name
+    def save_model(self, model, folder: Path) -> Path:
+        path = self.model_path(folder)
         save_model(model, path)
         return path
 

@@ -74,14 +74,6 @@ class CostMeter:
             self._count(f"{entry['method']} (dependency)", entry["epochs"], entry["sample_steps"],
                         entry["train_seconds"])
 
-    def add_result_cost(self, part: str, cost: dict) -> None:
-        """Count another result's whole cost under ``part``. Dependencies are counted by the harness
-        already; use this for results obtained some other way. A cost already counted is skipped."""
-        if any(_cost_numbers(cost) == _cost_numbers(e) for e in self.dependencies.values()) and not cost.get(
-                "dependencies"):
-            return
-        self.add(part, cost.get("epochs", 0), cost.get("sample_steps", 0), cost.get("train_seconds", 0.0))
-
     def as_dict(self, device: str) -> dict:
         rounded = {k: {**v, "train_seconds": round(v["train_seconds"], 3)} for k, v in self.parts.items()}
         return {"epochs": self.epochs, "sample_steps": self.sample_steps,

@@ -74,8 +74,8 @@ def check_schema(raw, folder_name: str) -> list[str]:
     return problems
 
 
-def verify(results_dir, *, data_dir: Path, download: bool = True, device=None, registry=None,
-           tolerance: float = TOP1_TOLERANCE, schema_only: bool = False, progress=None) -> VerifyReport:
+def verify(results_dir, *, data_dir: Path, download: bool = True, device=None,
+           tolerance: float = TOP1_TOLERANCE, schema_only: bool = False) -> VerifyReport:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise OdnbenchError(f"results folder {results_dir} does not exist")
@@ -107,24 +107,19 @@ def verify(results_dir, *, data_dir: Path, download: bool = True, device=None, r
         else:
             to_reevaluate.append((folder, result, check))
     if to_reevaluate:
-        _reevaluate_all(to_reevaluate, data_dir=data_dir, download=download, device=device, registry=registry,
-                        tolerance=tolerance, progress=progress)
+        _reevaluate_all(to_reevaluate, data_dir=data_dir, download=download, device=device, tolerance=tolerance)
     return VerifyReport(results_dir, list(checks.values()))
 
 
-def _reevaluate_all(items, *, data_dir, download, device, registry, tolerance, progress) -> None:
+def _reevaluate_all(items, *, data_dir, download, device, tolerance) -> None:
+    from odnbench.registry import get_registry
     from odnbench.runtime import pick_device
 
-    if registry is None:
-        from odnbench.registry import get_registry
-
-        registry = get_registry()
+    registry = get_registry()  # the datasets, to load each cell's test split as the harness did
     device = device or pick_device("cpu")
     # Same dataset and seed next to each other: the harness's data cache holds one at a time.
     items = sorted(items, key=lambda it: (it[1].config["dataset"], it[1].config["seed"], it[0].name))
     for folder, result, check in items:
-        if progress is not None:
-            progress(f"re-evaluating {folder.name}")
         try:
             check.problems += reevaluate(folder, result, data_dir=data_dir, download=download, device=device,
                                          registry=registry, tolerance=tolerance, notes=check.notes)

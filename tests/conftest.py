@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# ODNBENCH_SHARED_DATA points elsewhere (e.g. from a worktree that has no ../shared next to it).
+SHARED_DATA = Path(os.environ.get("ODNBENCH_SHARED_DATA") or REPO.parent / "shared" / "data")
 
 
 @pytest.fixture(autouse=True)

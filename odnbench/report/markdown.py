@@ -4,6 +4,7 @@ failed and cut-short cells, caption and definitions."""
 from __future__ import annotations
 
 from odnbench.result import Result
+from odnbench.store import cell_dirname
 from odnbench.report.boards import Board, Row, cut_short_reason, distinct, failure_reason
 from odnbench.report.fmt import (
     fmt_depths,
@@ -105,13 +106,14 @@ def caption_line(board: Board) -> str:
 
 def _result_line(r: Result, why: str) -> str:
     c = r.config
-    folder = r.folder or "-".join(
-        [str(c.get("method")), str(c.get("dataset")), str(c.get("backbone")), f"s{c.get('seed')}", str(r.key)])
+    try:
+        folder = r.folder or cell_dirname(c)  # the store names folders; results read from it carry theirs
+    except KeyError:  # a config too broken to name a folder
+        folder = r.key
     return f"- `{folder}`: {md_text(c.get('method'))} seed {c.get('seed')}: {md_text(why)}"
 
 
-def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = None,
-                   plot_notes: list[str] | None = None) -> list[str]:
+def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = None) -> list[str]:
     """The markdown body of one board (without its heading and caption)."""
     h = "#" * level
     out: list[str] = []
@@ -141,12 +143,10 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
             out.append(markdown_table([_reported_cells(x) for x in board.reported], REPORTED_COLUMNS))
         for note in board.reference_notes:
             out += ["", md_text_light(note)]
-    if plots or plot_notes:
+    if plots:
         out += ["", f"{h} Plots", ""]
-        for alt, path in (plots or {}).items():
+        for alt, path in plots.items():
             out += [f"![{alt}]({path})", ""]
-        for note in plot_notes or []:
-            out += [md_text_light(note), ""]
         out.pop()
     if board.failed or board.cut_short:
         out += ["", f"{h} Failed or cut-short cells", ""]
@@ -200,11 +200,11 @@ def render_markdown(boards: list[Board], source: str) -> str:
     return "\n".join(out)
 
 
-def render_page(board: Board, command: str, plots: dict[str, str], plot_notes: list[str]) -> str:
+def render_page(board: Board, command: str, plots: dict[str, str]) -> str:
     c = board.caption
     out = [f"{GENERATED_MARKER} `{command}` from {c['results']} result.json files; "
            f"do not edit by hand. -->", "", f"# {board.title}", "", caption_line(board), ""]
-    out += board_sections(board, level=2, plots=plots, plot_notes=plot_notes)
+    out += board_sections(board, level=2, plots=plots)
     out += ["", "---", "",
             f"Regenerate this page, `board.json`, `board.csv` and the plots with `{command}` "
             f"(from the repository root). Built from {c['results']} stored result.json files "

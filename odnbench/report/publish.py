@@ -91,7 +91,7 @@ def _publish_board(board: lb.Board, folder: Path, command: str, report: PublishR
         shown["Validation top-1 against depth"] = DEPTH_PLOT
     else:
         _unlink(folder / DEPTH_PLOT, report)
-    _write(folder / PAGE, render_page(board, command, shown, []), report)
+    _write(folder / PAGE, render_page(board, command, shown), report)
     doc = records.board_document(board)
     _write(folder / "board.json", json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n", report)
     _write(folder / "board.csv", records.render_csv([board]), report)
