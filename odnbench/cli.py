@@ -127,10 +127,13 @@ def new_plugin(name, kind, directory):
 def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, threads, as_json):
     """Parameters, size, MACs, FLOPs and batch-1 CPU latency of a backbone, full or cut to --depth."""
     from odnbench import metrics
+    from odnbench.plan import check_width
     from odnbench.recipes import make_recipe
 
-    widths = make_recipe("paper", {"width": width}).widths
-    net = registry().backbone(backbone).build(in_chans=in_chans, num_classes=num_classes, stem=stem, width=widths)
+    recipe = make_recipe("paper", {"width": width})
+    check_width(registry(), backbone, recipe, f"--width {width}")  # one line naming what the backbone takes
+    net = registry().backbone(backbone).build(in_chans=in_chans, num_classes=num_classes, stem=stem,
+                                              width=recipe.widths)
     if depth is not None:
         if not 1 <= depth <= net.depth:
             raise OdnbenchError(f"--depth {depth} is out of range: {backbone} has blocks 1..{net.depth}")

@@ -61,15 +61,16 @@ def resolve_params(registry: Registry, method_name: str, preset: str, dataset: s
     return params
 
 
-def check_width(registry: Registry, backbone: str, recipe: Recipe) -> None:
-    """The backbone can be built at the recipe's widths (one line naming both when it cannot)."""
+def check_width(registry: Registry, backbone: str, recipe: Recipe, asked: str | None = None) -> None:
+    """The backbone can be built at the recipe's widths (one line naming both when it cannot).
+    ``asked`` says where the widths came from (default: the recipe and its preset)."""
     family = registry.backbone(backbone)
     plugin = registry.owner.get(("backbone", getattr(family, "name", backbone)), "?")
     try:
         family.check_width(recipe.widths)
     except ValueError as exc:
-        raise OdnbenchError(f"backbone {backbone!r} cannot be built at recipe.width={recipe.width} "
-                            f"(preset {recipe.preset}): {exc}") from None
+        asked = asked or f"recipe.width={recipe.width} (preset {recipe.preset})"
+        raise OdnbenchError(f"backbone {backbone!r} cannot be built at {asked}: {exc}") from None
     except Exception as exc:
         raise PluginError(f"plugin {plugin!r}: backbone {backbone!r}: check_width raised "
                           f"{type(exc).__name__}: {exc}") from None

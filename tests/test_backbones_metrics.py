@@ -191,3 +191,36 @@ def test_profile_cli_reports_the_same_numbers():
 
     out = runner.invoke(cli, ["profile", "-b", "resnet18", "-k", "9"])
     assert out.exit_code == 2 and "blocks 1..8" in out.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["compare", "--method", "full", "--preset", "smoke", "--set", "recipe.width=8,16,16"],
+    ["profile", "--backbone", "resnet18", "--width", "8,16,16"],
+])
+def test_widths_a_backbone_cannot_take_fail_at_plan_time(args, tmp_path):
+    from odnbench.cli import cli
+
+    out = CliRunner().invoke(cli, [*args, *(["--results", str(tmp_path)] if args[0] == "compare" else [])])
+    assert out.exit_code == 2
+    assert out.stderr.startswith("Error: backbone 'resnet18' cannot be built at ")
+    assert out.stderr.strip().endswith("resnet18 takes 4 stage widths (e.g. 16,32,64,128) or full, got 3")
+    assert len(out.stderr.strip().splitlines()) == 1 and not list(tmp_path.iterdir())  # nothing ran
+
+
+def test_stage_widths_are_what_build_takes(reg):
+    """ctx.stage_widths hands back the widths build(width=) takes, for Bottleneck ResNets too
+    (whose stages put out 4x their channels)."""
+    from odnbench.contract import MethodContext
+    from odnbench.data import DatasetInfo
+    from odnbench.recipes import make_recipe
+    from odnbench.runtime import backbone_builder
+
+    info = DatasetInfo("x", channels=1, image_size=28, num_classes=10, mean=(0.0,), std=(1.0,), split_rule="-")
+    for preset, expected in (("paper", (64, 128, 256, 512)), ("smoke", (8, 16, 16, 32))):
+        recipe = make_recipe(preset)
+        build = backbone_builder(reg, "resnet50", info, recipe)
+        ctx = MethodContext(method="m", params={}, splits=None, build_backbone=build, recipe=recipe, seed=0,
+                            device=torch.device("cpu"), progress=None, trainer=None, cost=None, workdir=None)
+        assert ctx.stage_widths == expected
+        half = build(width=tuple(w // 2 for w in ctx.stage_widths))
+        assert half.stage_widths == [4 * w // 2 for w in expected]  # a Bottleneck puts out 4x its channels
