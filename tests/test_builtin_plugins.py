@@ -24,7 +24,7 @@ FAST = {
     "truncate": ["truncate.depth=2"],
 }
 #: Checks that train dependencies or load a full dataset (tens of seconds on a busy CPU).
-SLOW = {"odn", "prune", "truncate", "mnist", "emnist", "fashion-mnist", "svhn", "cifar10"}
+SLOW = {"odn", "prune", "truncate", "resnet34", "resnet50", "mnist", "emnist", "fashion-mnist", "svhn", "cifar10"}
 
 
 def builtin(kind: str) -> list:

@@ -192,6 +192,10 @@ def test_writing_plugins_walkthrough_runs_as_written(tmp_path):
     assert all(r["status"] == "ok" for r in stored), [r["error"] for r in stored if r["status"] != "ok"]
     assert by_method["halfdepth"][0]["plugin"] == "halfdepth"
     assert "halfdepth" in (tmp_path / "odnbench-results" / "leaderboard.md").read_text()
+    # The method that sized its network before training: footprint() gave what the harness measured.
+    slim, = by_method["slim"]
+    assert {k: slim["metrics"][k] for k in ("params", "macs")} == \
+        {k: slim["method_info"][k] for k in ("params", "macs")}
     # The non-ResNet backbone trained, and a method that cuts by block ran on it.
     assert {r["config"]["method"] for r in stored if r["config"]["backbone"] == "mobilenetv3"} == {"full", "halfdepth"}
     # The method with two dependencies sharing `full` counted `full` once.
