@@ -68,6 +68,7 @@ class Param:
         except ValueError:
             raise OdnbenchError(
                 f"{where}={text!r} is not a valid {self.type.__name__}"
+                + (" (true or false)" if self.type is bool else "")
                 + (" (or none)" if self.nullable else "")
             ) from None
         return self.check(value, owner)

@@ -53,6 +53,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     import torch
 
     from odnbench import envinfo, metrics
+    from odnbench.execution import Execution
     from odnbench.trainer import CostMeter, Trainer
 
     store = ResultStore(results_dir)
@@ -67,9 +68,11 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result = Result(status="failed", key=cell.key, config=config, plugin=plugin, requires=dict(cell.requires),
                     defaults=dict(cell.defaults))
     started = time.perf_counter()
+    execution = None
     try:
         result.reference = _reference(method, config)
-        with metrics.torch_threads(recipe.threads):
+        execution = Execution.for_recipe(recipe, device)  # precision, TF32, memory format, compile
+        with metrics.torch_threads(recipe.threads), execution.activate():
             if cell.error:
                 raise PluginError(cell.error)
             deps = load_dependencies(cell, store, grid_cells)
@@ -80,7 +83,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             result.data = {"sizes": splits.sizes(), "split_rule": splits.info.split_rule,
                            "augment": splits.info.augment, "normalisation": [splits.info.mean, splits.info.std]}
             out_dir.mkdir(parents=True, exist_ok=True)
-            trainer = Trainer(splits, recipe, device, progress, cost, config["seed"])
+            trainer = Trainer(splits, recipe, device, progress, cost, config["seed"], execution=execution)
             ctx = MethodContext(
                 method=config["method"], params=dict(config["params"]), splits=splits,
                 build_backbone=backbone_builder(registry, config["backbone"], splits.info, recipe), recipe=recipe,
@@ -93,8 +96,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
                     f"method {config['method']!r} (plugin {plugin!r}) returned {type(output).__name__}; "
                     "run() must return odnbench.MethodOutput(model=<torch.nn.Module>, info={...})"
                 )
-            model = output.model.to(device).eval()
-            result.metrics = metrics.measure(model, splits, recipe)
+            model = execution.model(output.model).eval()
+            result.metrics = metrics.measure(model, splits, recipe, execution=execution)
             result.method_info = _jsonable(output.info or {}, config["method"], plugin)
             result.facts = _facts(output, model, trainer, config["method"], plugin)
             store.save_model(model, out_dir)
@@ -111,6 +114,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result.wall_seconds = round(time.perf_counter() - started, 3)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result.env = envinfo.fingerprint(device)
+    if execution is not None:
+        result.env.update(execution.env())
     store.write(result)
     return result
 

@@ -14,10 +14,14 @@
   thread count; ``latency_windows`` timed windows of ``latency_iters`` calls each; p50/p90 over
   the windows' per-call means (CUDA synchronised when on GPU).
 - ``throughput``: images per second at batch ``throughput_batch``, median over windows.
+
+Top-1, latency and throughput run in the precision and memory format the cell trained in (an
+:class:`odnbench.execution.Execution`; the result's ``env`` says which). FLOPs/MACs are counted in fp32.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import statistics
 import time
@@ -77,16 +81,26 @@ def _device_of(model: nn.Module) -> torch.device:
 
 
 @torch.inference_mode()
-def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> float:
-    """Top-1 accuracy in percent."""
+def top1(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512, *, execution=None) -> float:
+    """Top-1 accuracy in percent. Counted on the device and read once (no host sync per batch);
+    ``execution`` (an :class:`odnbench.execution.Execution`) sets precision and memory format."""
     was_training = model.training
     model.eval()
-    correct = 0
-    for start in range(0, len(y), batch_size):
-        logits = model(x[start:start + batch_size])
-        correct += (logits.argmax(1) == y[start:start + batch_size]).sum().item()
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    with _autocast(execution):
+        for start in range(0, len(y), batch_size):
+            logits = model(_input(execution, x[start:start + batch_size]))
+            correct += (logits.argmax(1) == y[start:start + batch_size]).sum()
     model.train(was_training)
-    return 100.0 * correct / max(1, len(y))
+    return 100.0 * int(correct) / max(1, len(y))
+
+
+def _autocast(execution):
+    return execution.autocast() if execution is not None else contextlib.nullcontext()
+
+
+def _input(execution, x: torch.Tensor) -> torch.Tensor:
+    return execution.input(x) if execution is not None else x
 
 
 @contextmanager
@@ -130,12 +144,12 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20, threads=0) -> dict:
+def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20, threads=0, execution=None) -> dict:
     device = _device_of(model)
     was_training = model.training
     model.eval()
-    with torch_threads(threads) as used:
-        x = torch.randn((1, *input_shape), device=device)
+    with torch_threads(threads) as used, _autocast(execution):
+        x = _input(execution, torch.randn((1, *input_shape), device=device))
         per_call = _timed_windows(model, x, warmup, windows, iters)
     model.train(was_training)
     ms = [1000 * s for s in per_call]
@@ -150,12 +164,13 @@ def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20,
     }
 
 
-def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windows=3, iters=3, threads=0) -> dict:
+def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windows=3, iters=3, threads=0,
+               execution=None) -> dict:
     device = _device_of(model)
     was_training = model.training
     model.eval()
-    with torch_threads(threads) as used:
-        x = torch.randn((batch_size, *input_shape), device=device)
+    with torch_threads(threads) as used, _autocast(execution):
+        x = _input(execution, torch.randn((batch_size, *input_shape), device=device))
         per_call = _timed_windows(model, x, warmup, windows, iters)
     model.train(was_training)
     return {
@@ -166,14 +181,16 @@ def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windo
     }
 
 
-def measure(model: nn.Module, splits, recipe) -> dict:
-    """All metrics of one exported model, as stored under ``metrics`` in result.json."""
+def measure(model: nn.Module, splits, recipe, *, execution=None) -> dict:
+    """All metrics of one exported model, as stored under ``metrics`` in result.json. ``execution``:
+    top-1, latency and throughput in the precision and memory format the model was trained in."""
     info = splits.info
     shape = (info.channels, info.image_size, info.image_size)
     flops = count_flops(model, shape)
+    ex = {"execution": execution}
     out = {
-        "top1": round(top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size), 4),
-        "val_top1": round(top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size), 4),
+        "top1": round(top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size, **ex), 4),
+        "val_top1": round(top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size, **ex), 4),
         "params": count_params(model),
         "size_mb": round(saved_size_mb(model), 6),
         "size_mib": round(tensor_size_mib(model), 6),
@@ -185,10 +202,10 @@ def measure(model: nn.Module, splits, recipe) -> dict:
     }
     out["latency_ms"] = latency_ms(
         model, shape, warmup=recipe.latency_warmup, windows=recipe.latency_windows,
-        iters=recipe.latency_iters, threads=recipe.threads,
+        iters=recipe.latency_iters, threads=recipe.threads, **ex,
     )
     out["throughput"] = throughput(
         model, shape, batch_size=recipe.throughput_batch, windows=max(3, recipe.latency_windows // 2),
-        threads=recipe.threads,
+        threads=recipe.threads, **ex,
     )
     return out

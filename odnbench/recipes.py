@@ -5,7 +5,8 @@
   images, short patience and epoch caps.
 - ``paper``: the ODN authors' recipe (../shared/odn-method.md): full width and data, SGD
   momentum 0.9, weight decay 5e-4, batch 128, LR x0.6 after 5 epochs without improvement,
-  early stop after 23. Meant for GPUs.
+  early stop after 23. Meant for GPUs. In fp32 with TF32 by default; the fast path on a GPU is
+  ``--set recipe.precision=bf16`` (and ``--set recipe.compile=true`` for long runs), see the README.
 
 Override any field with ``--set recipe.FIELD=VALUE``.
 """
@@ -48,6 +49,11 @@ class Recipe:
     latency_iters: int = 20
     throughput_batch: int = 256
     threads: int = 0  # torch threads; 0 = leave torch's default
+    # execution (odnbench.execution): how tensors run; training, evaluation and timing alike
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast; weights and optimiser stay fp32)
+    tf32: bool = True  # TF32 tensor-core math for fp32 matmul/conv on GPUs that have it (no effect on CPU)
+    memory_format: str = "auto"  # "auto" (channels-last on CUDA, contiguous on CPU), "channels_last", "contiguous"
+    compile: bool = False  # torch.compile the training step (CUDA; skipped on CPU with a note in the result)
 
     @property
     def widths(self) -> tuple[int, ...] | None:
@@ -87,14 +93,18 @@ PRESETS: dict[str, Recipe] = {
         lr=0.05, batch_size=64, epochs=12, schedule="cosine", patience=4,
         latency_windows=5, latency_iters=20, throughput_batch=128,
     ),
-    "paper": Recipe(preset="paper"),
+    # 2048-image evaluation batches: 5 forward passes over the 10k validation images each epoch
+    # instead of 20 (top-1 does not depend on the batch size; BN is in eval mode).
+    "paper": Recipe(preset="paper", eval_batch_size=2048),
 }
 
-_FIELD_TYPES = {"int": int, "float": float, "str": str}
+_FIELD_TYPES = {"int": int, "float": float, "str": str, "bool": bool}
 _CHOICES = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("plateau", "cosine", "none"),
     "stem": ("cifar", "imagenet"),
+    "precision": ("fp32", "bf16"),
+    "memory_format": ("auto", "channels_last", "contiguous"),
 }
 
 

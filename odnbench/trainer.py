@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odnbench.data import Splits, batches
+from odnbench.execution import Execution
 from odnbench.metrics import top1
 from odnbench.progress import Progress
 
@@ -185,11 +186,14 @@ class Trainer:
     """
 
     def __init__(self, splits: Splits, recipe, device: torch.device, progress: Progress,
-                 cost: CostMeter, seed: int):
+                 cost: CostMeter, seed: int, execution: Execution | None = None):
         self.splits, self.recipe, self.device = splits, recipe, device
         self.progress, self.cost = progress, cost
+        # precision, memory format, compile: the harness passes the cell's; else the recipe's for this device
+        self.execution = execution or Execution.for_recipe(recipe, device)
         self.generator = torch.Generator().manual_seed(seed)
         self.unconverged: list[str] = []  # labels of fits that the epoch cap ended before patience
+        self._compiled: dict[tuple[int, int], tuple] = {}
 
     def make_optimizer(self, parameters, lr: float | None = None) -> torch.optim.Optimizer:
         r = self.recipe
@@ -201,27 +205,46 @@ class Trainer:
     def evaluate(self, model: nn.Module, split: str = "val") -> float:
         """Top-1 % of ``model`` on a split (``val`` for every decision a method makes)."""
         s = getattr(self.splits, split)
-        return top1(model, s.x, s.y, self.recipe.eval_batch_size)
+        return top1(model, s.x, s.y, self.recipe.eval_batch_size, execution=self.execution)
+
+    def _compiled_loss(self, model: nn.Module, loss_fn: LossFn):
+        """``loss_fn(model, x, y)`` through torch.compile (static shapes), one per model and loss."""
+        key = (id(model), id(loss_fn))
+        if key not in self._compiled or self._compiled[key][0] is not model:
+
+            def step(x, y):
+                return loss_fn(model, x, y)
+
+            self._compiled[key] = (model, loss_fn, torch.compile(step, dynamic=False))  # refs keep the ids unique
+        return self._compiled[key][2]
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss_fn: LossFn = None,
                     label: str = "train", cost_part: str | None = None) -> EpochStats:
         """One shuffled pass over the training split with ``optimizer``; counted as one epoch of cost
         under ``cost_part`` (default ``label``)."""
         r = self.recipe
+        ex = self.execution
         loss_fn = loss_fn or cross_entropy
+        compiled = self._compiled_loss(model, loss_fn) if ex.compile else None
         train = self.splits.train
-        model.to(self.device).train()
+        ex.model(model).train()
         started = time.perf_counter()
-        total = torch.zeros((), dtype=torch.float64, device=self.device)  # read once, not per step
+        # No host synchronisation inside the loop: the loss is summed on the device and read once.
+        total = torch.zeros((), dtype=torch.float64, device=self.device)
         seen = 0
         with self.progress.bar(math.ceil(len(train) / r.batch_size), label) as advance:
             for x, y in batches(train, r.batch_size, shuffle=True, generator=self.generator,
                                 augment=self.splits.info.augment):
+                x = ex.input(x)
                 optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model, x, y)
+                with ex.autocast():
+                    if compiled is not None and len(y) == r.batch_size:
+                        loss = compiled(x, y)
+                    else:  # eager: the default, and the short last batch (no second compilation)
+                        loss = loss_fn(model, x, y)
                 loss.backward()
                 optimizer.step()
-                total += loss.detach().double() * len(y)
+                total.add_(loss.detach(), alpha=len(y))  # in float64, as loss.double() * len(y) would be
                 seen += len(y)
                 advance()
         seconds = time.perf_counter() - started
@@ -256,7 +279,7 @@ class Trainer:
         patience = r.patience if patience == -1 else patience
         schedule = r.schedule if schedule is None else schedule
         eval_fn = eval_fn or (lambda m: self.evaluate(m, "val"))
-        model.to(self.device)
+        self.execution.model(model)
         opt = optimizer or self.make_optimizer(model.parameters(), lr)
         cosine = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, epochs)) if schedule == "cosine" else None
         plateau = (PlateauLR(opt.param_groups[0]["lr"], r.plateau_factor, r.plateau_patience)

@@ -137,6 +137,7 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     import torch
 
     from odnbench import metrics
+    from odnbench.execution import Execution
     from odnbench.recipes import Recipe
     from odnbench.runtime import DATA_CACHE
     from odnbench.store import load_model
@@ -148,10 +149,11 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     model = load_model(folder / MODEL_FILE, device=device)
     if not isinstance(model, torch.nn.Module):
         return [f"{MODEL_FILE} holds a {type(model).__name__}, not a torch.nn.Module"]
-    model.eval()
+    execution = Execution.for_recipe(recipe, device)  # the precision and memory format it was measured in
+    model = execution.model(model).eval()
     problems = []
-    with metrics.torch_threads(recipe.threads):
-        top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size)
+    with metrics.torch_threads(recipe.threads), execution.activate():
+        top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size, execution=execution)
         info = splits.info
         macs = metrics.count_flops(model, (info.channels, info.image_size, info.image_size)) // 2
     params = metrics.count_params(model)

@@ -314,6 +314,13 @@ def _aggregate(row: Row) -> dict:
     }
 
 
+def precision_label(env: dict) -> str:
+    """How a result computed, from its env (results made before env.precision existed ran in fp32)."""
+    if env.get("precision") == "bf16":
+        return "bf16 autocast"
+    return "fp32 (TF32 conv/matmul)" if env.get("tf32") else "fp32"
+
+
 def _caption(key: tuple, results: list[Result]) -> dict:
     envs = [r.env or {} for r in results]
     seeds = distinct([r.config.get("seed") for r in results])
@@ -330,7 +337,7 @@ def _caption(key: tuple, results: list[Result]) -> dict:
         "git_commit": distinct([e.get("git_commit") for e in envs]),
         "protocol": distinct([r.config.get("protocol") for r in results]),
         "seeds": seeds,
-        "precision": "fp32",
+        "precision": ", ".join(distinct([precision_label(e) for e in envs])) or "fp32",
         "results": len(results),
     }
 

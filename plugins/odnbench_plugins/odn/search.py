@@ -15,6 +15,7 @@ is the best checkpoint at the chosen depth, from the search or the fine-tune, at
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from dataclasses import dataclass
@@ -73,17 +74,21 @@ def summed_exit_loss(model: MultiExitNet, x: torch.Tensor, y: torch.Tensor) -> t
 
 
 @torch.inference_mode()
-def exit_accuracies(model: MultiExitNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512) -> list[float]:
-    """Top-1 % of every head, one pass per batch."""
+def exit_accuracies(model: MultiExitNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512,
+                    execution=None) -> list[float]:
+    """Top-1 % of every head, one pass per batch; counted on the device and read once. ``execution``
+    (the trainer's) sets precision and memory format as for every other evaluation."""
     was_training = model.training
     model.eval()
-    correct = [0] * model.depth
-    for start in range(0, len(y), batch_size):
-        target = y[start:start + batch_size]
-        for i, logits in enumerate(model.exit_logits(x[start:start + batch_size])):
-            correct[i] += (logits.argmax(1) == target).sum().item()
+    correct = torch.zeros(model.depth, dtype=torch.int64, device=y.device)
+    with execution.autocast() if execution is not None else contextlib.nullcontext():
+        for start in range(0, len(y), batch_size):
+            target = y[start:start + batch_size]
+            xb = x[start:start + batch_size]
+            logits = model.exit_logits(execution.input(xb) if execution is not None else xb)
+            correct += torch.stack([(out.argmax(1) == target).sum() for out in logits])
     model.train(was_training)
-    return [100.0 * c / max(1, len(y)) for c in correct]
+    return [100.0 * c / max(1, len(y)) for c in correct.tolist()]
 
 
 def warm_up(net: MultiExitNet, trainer, epochs: int, lr: float) -> dict:
@@ -94,7 +99,8 @@ def warm_up(net: MultiExitNet, trainer, epochs: int, lr: float) -> dict:
     per_depth: list[float] = []
 
     def eval_fn(model):
-        per_depth[:] = exit_accuracies(model, val.x, val.y, trainer.recipe.eval_batch_size)
+        per_depth[:] = exit_accuracies(model, val.x, val.y, trainer.recipe.eval_batch_size,
+                                       execution=getattr(trainer, "execution", None))
         return sum(per_depth) / len(per_depth)  # mean over heads, for the progress line
 
     net.active = net.depth

@@ -1,0 +1,193 @@
+"""Speed options (recipe.precision / tf32 / memory_format / compile) and the speed benchmarks.
+
+Speed targets themselves live in benchmarks/ (never wall-clock asserts here); these tests check
+that the options are validated, recorded and keyed, that the defaults leave CPU training exactly
+a plain PyTorch loop, and that the benchmark scripts run at tiny scale on a CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from odnbench import plan
+from odnbench.errors import OdnbenchError
+from odnbench.execution import Execution
+from odnbench.recipes import make_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _script(name: str):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("bad, message", [
+    ("recipe.precision=fp16", "recipe.precision='fp16' is not allowed; choose one of: fp32, bf16"),
+    ("recipe.compile=maybe", "recipe.compile='maybe' is not a valid bool (true or false)"),
+    ("recipe.tf32=2", "recipe.tf32='2' is not a valid bool (true or false)"),
+    ("recipe.memory_format=nhwc",
+     "recipe.memory_format='nhwc' is not allowed; choose one of: auto, channels_last, contiguous"),
+])
+def test_bad_speed_options_are_one_line_errors(reg, bad, message):
+    with pytest.raises(OdnbenchError) as err:
+        plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke", [bad])
+    assert message in str(err.value) and "\n" not in str(err.value)
+    from odnbench.cli import cli
+
+    out = CliRunner().invoke(cli, ["compare", "-m", "full", "-p", "smoke", "--set", bad, "-r", "unused"])
+    assert out.exit_code == 2 and message in out.output and "Traceback" not in out.output
+
+
+def test_speed_options_are_recipe_fields_in_the_cell_key(reg):
+    default = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke").cells[0]
+    assert {k: default.config["recipe"][k] for k in ("precision", "tf32", "memory_format", "compile")} == \
+        {"precision": "fp32", "tf32": True, "memory_format": "auto", "compile": False}
+    keys = {default.key}
+    for option in ("recipe.precision=bf16", "recipe.compile=true", "recipe.tf32=false",
+                   "recipe.memory_format=channels_last"):
+        keys.add(plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke", [option]).cells[0].key)
+    assert len(keys) == 5
+
+
+def test_execution_resolves_per_device():
+    cpu = Execution.for_recipe(make_recipe("paper"), torch.device("cpu"))
+    assert (cpu.precision, cpu.tf32, cpu.channels_last, cpu.compile, cpu.notes) == ("fp32", False, False, False, [])
+    x = torch.randn(2, 3, 4, 4)
+    assert cpu.input(x) is x  # the defaults touch nothing on a CPU
+    forced = Execution.for_recipe(make_recipe("smoke", {"memory_format": "channels_last", "compile": "true",
+                                                        "precision": "bf16"}), torch.device("cpu"))
+    assert forced.channels_last and forced.input(x).is_contiguous(memory_format=torch.channels_last)
+    assert not forced.compile and "recipe.compile=true skipped on CPU" in forced.notes[0]
+    with forced.autocast():
+        assert torch.nn.Linear(4, 2)(torch.randn(1, 4)).dtype == torch.bfloat16
+    assert forced.env() == {"precision": "bf16", "tf32": False, "memory_format": "channels_last",
+                            "compile": False, "execution_notes": forced.notes}
+
+
+def test_default_trainer_is_exactly_a_bare_pytorch_loop():
+    """With the default recipe on a CPU the harness's Trainer does the very arithmetic a hand-written
+    loop does: same data order, same steps, bit-identical weights (so this speed work changed no
+    CPU result)."""
+    bench = _script("harness_overhead")
+    device = torch.device("cpu")
+    splits = bench.load_splits(192, 64, device)
+    recipe = make_recipe("smoke", {"batch_size": "64", "schedule": "none", "eval_batch_size": "50"})
+    torch.manual_seed(0)
+    from odnbench.registry import get_registry
+
+    initial = get_registry().backbone("resnet18").build(in_chans=1, num_classes=10, stem="cifar", width=(8, 8, 8, 8))
+    bare, harness = copy.deepcopy(initial), copy.deepcopy(initial)
+    bench.bare_run(bare, splits, recipe, device, 1, seed=3)
+    bench.harness_run(harness, splits, recipe, device, 1, seed=3)
+    b, h = bare.state_dict(), harness.state_dict()
+    assert not torch.equal(b["stem.0.weight"], initial.state_dict()["stem.0.weight"])  # it trained
+    assert all(torch.equal(b[k], h[k]) for k in b)
+
+
+@pytest.fixture(scope="module")
+def fast_cell(tmp_path_factory):
+    """One smoke `odn` cell (and the `full` cell it needs) with bf16, compile and channels-last, on CPU."""
+    from odnbench.cli import cli
+
+    results = tmp_path_factory.mktemp("fast") / "results"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ODNBENCH_LOAD_PLUGINS", os.environ.get("ODNBENCH_LOAD_PLUGINS", "odnbench"))
+        from odnbench import registry
+
+        mp.setattr(registry, "_cached", None)
+        out = CliRunner().invoke(cli, [
+            "compare", "-m", "odn", "-p", "smoke", "-r", str(results), "--device", "cpu", "-q",
+            "--set", "recipe.precision=bf16", "--set", "recipe.compile=true",
+            "--set", "recipe.memory_format=channels_last"])
+    assert out.exit_code == 0, out.output
+    return results, out
+
+
+def test_a_bf16_compile_cell_runs_on_cpu_and_says_how(fast_cell):
+    results, out = fast_cell
+    records = {json.loads(p.read_text())["config"]["method"]: json.loads(p.read_text())
+               for p in results.glob("*/result.json")}
+    assert set(records) == {"full", "odn"} and all(r["status"] == "ok" for r in records.values())
+    for r in records.values():
+        assert r["config"]["recipe"]["precision"] == "bf16" and r["config"]["recipe"]["compile"] is True
+        env = r["env"]
+        assert (env["precision"], env["tf32"], env["memory_format"], env["compile"]) == \
+            ("bf16", False, "channels_last", False)
+        assert "recipe.compile=true skipped on CPU" in env["execution_notes"][0]
+        assert 0 <= r["metrics"]["top1"] <= 100
+    assert "bf16 autocast" in (results / "leaderboard.md").read_text()  # the board's caption says so
+
+
+def test_verify_reevaluates_a_bf16_cell(fast_cell):
+    from odnbench.cli import cli
+
+    results, _ = fast_cell
+    res = CliRunner().invoke(cli, ["leaderboard", "verify", "--results", str(results), "--data-dir",
+                                   str(results / "data"), "--no-download", "--tolerance", "0.0001"])
+    assert res.exit_code == 0, res.output
+    assert "2 ok (2 re-evaluated" in res.output
+
+
+class _Spy(torch.nn.Module):
+    """Records how each forward pass ran: autocast on?, input channels-last?"""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 1)
+        self.seen = []
+
+    def forward(self, x):
+        self.seen.append((torch.is_autocast_enabled("cpu"), x.is_contiguous(memory_format=torch.channels_last)))
+        return self.conv(x).mean((2, 3))
+
+
+def test_evaluation_and_timing_run_in_the_training_precision_and_format():
+    from odnbench import metrics
+
+    ex = Execution.for_recipe(make_recipe("smoke", {"precision": "bf16", "memory_format": "channels_last"}),
+                              torch.device("cpu"))
+    spy = ex.model(_Spy())
+    x, y = torch.randn(10, 3, 4, 4), torch.randint(0, 2, (10,))
+    assert 0 <= metrics.top1(spy, x, y, 4, execution=ex) <= 100
+    metrics.latency_ms(spy, (3, 4, 4), warmup=1, windows=1, iters=1, execution=ex)
+    metrics.throughput(spy, (3, 4, 4), batch_size=2, warmup=1, windows=1, iters=1, execution=ex)
+    assert len(spy.seen) == 3 + 2 + 2 and set(spy.seen) == {(True, True)}
+    spy.seen.clear()
+    metrics.top1(spy, x, y, 4)  # without an execution: plain fp32, as given
+    assert set(spy.seen) == {(False, False)}
+
+
+def test_harness_overhead_script_prints_a_ratio(capsys):
+    bench = _script("harness_overhead")
+    assert bench.main(["--width", "8,8,8,8", "--train", "128", "--val", "32", "--batch-size", "64",
+                       "--repeats", "1"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert "identical final weights (bare vs harness): True" in lines
+    assert lines[-1].startswith("ratio ") and float(lines[-1].split()[1]) > 0
+
+
+def test_gpu_speed_report_runs_tiny_on_cpu(tmp_path):
+    report = _script("gpu_speed_report")
+    out = tmp_path / "speed.md"
+    assert report.main(["--device", "cpu", "--widths", "8,8,8,8", "--steps", "2", "--warmup", "1",
+                        "--precisions", "fp32,bf16", "--compile", "off,on", "--memory-formats", "auto",
+                        "--depths", "1", "--eval-images", "64", "--eval-batch", "64", "--out", str(out), "--json", str(tmp_path / "speed.json")]) == 0
+    text = out.read_text()
+    assert "| 8,8,8,8 |" in text and "bf16" in text
+    rows = json.loads((tmp_path / "speed.json").read_text())["rows"]
+    assert all(r["error"] is None for r in rows), rows
+    eager = [r for r in rows if not r["compile_asked"]]
+    assert eager and all(r["train_img_s"] > 0 for r in eager)
+    compiled = [r for r in rows if r["compile_asked"]]
+    assert compiled and all("skipped on CPU" in (r["note"] or "") for r in compiled)
