@@ -17,6 +17,8 @@ every call here is a no-op, so CPU results are exactly those of a plain fp32 loo
 - ``memory_format=auto`` (default): channels-last on CUDA (tensor-core convolution kernels are
   NHWC), contiguous (NCHW) on CPU, where oneDNN picks its own layout; ``channels_last`` or
   ``contiguous`` force one. ``benchmarks/gpu_speed_report.py`` measures both on a GPU.
+- On CUDA, cuDNN picks its convolution algorithms by timing them once per input shape
+  (``torch.backends.cudnn.benchmark``; recorded as ``env.cudnn_benchmark``).
 - ``compile=true``: the training step (forward + loss; backward through AOTAutograd) goes through
   ``torch.compile`` with static shapes, for full batches only: the short last batch of an epoch
   runs eagerly rather than costing a second compilation. Evaluation stays eager. Skipped on CPU,
@@ -26,6 +28,7 @@ every call here is a no-op, so CPU results are exactly those of a plain fp32 loo
 from __future__ import annotations
 
 import contextlib
+import itertools
 from dataclasses import dataclass, field
 
 import torch
@@ -43,6 +46,7 @@ class Execution:
     channels_last: bool = False
     compile: bool = False  # in effect
     notes: list[str] = field(default_factory=list)  # settings asked for but not applied, and why
+    compile_backend: str = "inductor"  # tests use "aot_eager" (dynamo + autograd tracing, no code generation)
 
     @classmethod
     def for_recipe(cls, recipe, device) -> "Execution":
@@ -89,10 +93,23 @@ class Execution:
         return contextlib.nullcontext()
 
     def model(self, model: torch.nn.Module) -> torch.nn.Module:
-        """Move ``model`` to the device (and to channels-last when asked); returns it."""
+        """Move ``model`` to the device (and to channels-last when asked); returns it. Checking first
+        is much cheaper than ``Module.to`` on a model that is there already (every epoch)."""
+        if self._in_place(model):
+            return model
         if self.channels_last:
             return model.to(self.device, memory_format=torch.channels_last)
         return model.to(self.device)
+
+    def _in_place(self, model: torch.nn.Module) -> bool:
+        want = self.device
+        if want.type == "cuda" and want.index is None:
+            want = torch.device("cuda", torch.cuda.current_device())
+        for t in itertools.chain(model.parameters(), model.buffers()):
+            if t.device != want or (self.channels_last and t.dim() == 4
+                                    and not t.is_contiguous(memory_format=torch.channels_last)):
+                return False
+        return True
 
     def input(self, x: torch.Tensor) -> torch.Tensor:
         """A batch in the memory format of the model (free when it already is)."""
@@ -106,22 +123,26 @@ class Execution:
         if self.device.type != "cuda":
             yield self
             return
-        saved = _tf32_state()
+        saved, benchmark = _tf32_state(), torch.backends.cudnn.benchmark
         limit = torch._dynamo.config.recompile_limit if self.compile else None
         _set_tf32(self.tf32)
+        # Shapes repeat (batch_size, the last batch, eval batches): let cuDNN time its algorithms once per shape.
+        torch.backends.cudnn.benchmark = True
         if self.compile:
             torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
         try:
             yield self
         finally:
             _restore_tf32(saved)
+            torch.backends.cudnn.benchmark = benchmark
             if limit is not None:
                 torch._dynamo.config.recompile_limit = limit
 
     def env(self) -> dict:
         """What the result's ``env`` records: how training, evaluation and timing ran."""
         out = {"precision": self.precision, "tf32": self.tf32,
-               "memory_format": "channels_last" if self.channels_last else "contiguous", "compile": self.compile}
+               "memory_format": "channels_last" if self.channels_last else "contiguous", "compile": self.compile,
+               "cudnn_benchmark": self.device.type == "cuda"}
         if self.notes:
             out["execution_notes"] = list(self.notes)
         return out

@@ -10,7 +10,6 @@ the cell's :class:`CostMeter`. Methods that decide between epochs themselves use
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -173,6 +172,11 @@ LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 EvalFn = Callable[[nn.Module], float]
 
 
+def _snapshot(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights and buffers (on their device), cheaper than deepcopy of the state_dict."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def cross_entropy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
@@ -215,7 +219,8 @@ class Trainer:
             def step(x, y):
                 return loss_fn(model, x, y)
 
-            self._compiled[key] = (model, loss_fn, torch.compile(step, dynamic=False))  # refs keep the ids unique
+            compiled = torch.compile(step, dynamic=False, backend=self.execution.compile_backend)
+            self._compiled[key] = (model, loss_fn, compiled)  # holding model and loss_fn keeps their ids unique
         return self._compiled[key][2]
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss_fn: LossFn = None,
@@ -285,7 +290,7 @@ class Trainer:
         plateau = (PlateauLR(opt.param_groups[0]["lr"], r.plateau_factor, r.plateau_patience)
                    if schedule == "plateau" else None)
         tracker = Improvement(best, round_digits)
-        best_state = copy.deepcopy(model.state_dict()) if restore_best else None
+        best_state = None  # set at the first improvement; without one there is nothing to restore
         best_epoch, history, steps, seconds = 0, [], 0, 0.0
         stopped = "fixed" if patience is None else "max_epochs"
         for epoch in range(1, epochs + 1):
@@ -299,7 +304,7 @@ class Trainer:
             if improved:
                 best_epoch = epoch
                 if restore_best:
-                    best_state = copy.deepcopy(model.state_dict())
+                    best_state = _snapshot(model)
             decayed = False
             if cosine:
                 cosine.step()

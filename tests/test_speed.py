@@ -72,7 +72,7 @@ def test_execution_resolves_per_device():
     with forced.autocast():
         assert torch.nn.Linear(4, 2)(torch.randn(1, 4)).dtype == torch.bfloat16
     assert forced.env() == {"precision": "bf16", "tf32": False, "memory_format": "channels_last",
-                            "compile": False, "execution_notes": forced.notes}
+                            "compile": False, "cudnn_benchmark": False, "execution_notes": forced.notes}
 
 
 def test_default_trainer_is_exactly_a_bare_pytorch_loop():
@@ -191,3 +191,53 @@ def test_gpu_speed_report_runs_tiny_on_cpu(tmp_path):
     assert eager and all(r["train_img_s"] > 0 for r in eager)
     compiled = [r for r in rows if r["compile_asked"]]
     assert compiled and all("skipped on CPU" in (r["note"] or "") for r in compiled)
+
+
+@pytest.mark.slow
+def test_compiled_training_step_on_full_batches_only():
+    """The compile path (dynamo + AOTAutograd; 'aot_eager' generates no code, so it runs on a CPU):
+    full batches go through the compiled step, the short last batch runs eagerly, and the result
+    matches eager training; ODN's multi-exit loss and depth switch trace too."""
+    bench = _script("harness_overhead")
+    from odnbench.progress import Progress
+    from odnbench.registry import get_registry
+    from odnbench.trainer import CostMeter, Trainer
+    from odnbench_plugins.odn.search import MultiExitNet, summed_exit_loss
+
+    device = torch.device("cpu")
+    splits = bench.load_splits(80, 32, device)  # 64 + a short batch of 16
+    recipe = make_recipe("smoke", {"batch_size": "64", "memory_format": "channels_last"})
+    torch.manual_seed(0)
+    initial = get_registry().backbone("resnet18").build(in_chans=1, num_classes=10, stem="cifar", width=(8, 8, 8, 8))
+    calls = []
+
+    def counting_loss(model, x, y):
+        calls.append(len(y))  # runs at trace time for the compiled step, every call when eager
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    def train(compile_: bool):
+        model = copy.deepcopy(initial)
+        ex = Execution.for_recipe(recipe, device)
+        ex.compile, ex.compile_backend = compile_, "aot_eager"
+        trainer = Trainer(splits, recipe, device, Progress(quiet=True), CostMeter(), 0, execution=ex)
+        stats = trainer.train_epoch(model, trainer.make_optimizer(model.parameters()), loss_fn=counting_loss)
+        return model, stats
+
+    eager, eager_stats = train(False)
+    assert calls == [64, 16]
+    calls.clear()
+    compiled, compiled_stats = train(True)
+    assert 16 in calls and calls.count(64) <= 2  # traced once (not called per step), the tail ran eagerly
+    assert compiled_stats.loss == pytest.approx(eager_stats.loss, rel=1e-4)
+    for (name, a), b in zip(eager.state_dict().items(), compiled.state_dict().values()):
+        assert torch.allclose(a.float(), b.float(), atol=1e-4), name
+
+    net = MultiExitNet(copy.deepcopy(initial))
+    ex = Execution.for_recipe(recipe, device)
+    ex.compile, ex.compile_backend = True, "aot_eager"
+    trainer = Trainer(splits, recipe, device, Progress(quiet=True), CostMeter(), 0, execution=ex)
+    opt = trainer.make_optimizer(net.trainable_parameters())
+    assert trainer.train_epoch(net, opt, loss_fn=summed_exit_loss).loss > 0
+    for depth in (1, 2):
+        net.active = depth
+        assert trainer.train_epoch(net, opt).loss > 0
