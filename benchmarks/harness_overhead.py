@@ -95,9 +95,9 @@ def bare_run(model, splits, recipe, device, epochs: int, seed: int) -> float:
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     tf32 = getattr(recipe, "tf32", True) and device.type == "cuda"
     if device.type == "cuda":  # what a careful hand-written GPU loop sets
-        from odnbench.execution import _set_tf32  # the TF32 switches' names differ across torch versions
+        from odnbench.execution import set_tf32  # the TF32 switches' names differ across torch versions
 
-        _set_tf32(tf32)
+        set_tf32(tf32)
         torch.backends.cudnn.benchmark = True
     train, val = splits.train, splits.val
     n, bs, eb = len(train), recipe.batch_size, recipe.eval_batch_size

@@ -28,6 +28,7 @@ every call here is a no-op, so CPU results are exactly those of a plain fp32 loo
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import itertools
 from dataclasses import dataclass, field
 
@@ -35,7 +36,6 @@ import torch
 
 PRECISIONS = ("fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
-RECOMPILE_LIMIT = 64  # ODN recompiles its step once per depth; a grid compiles several models
 
 
 @dataclass
@@ -119,24 +119,19 @@ class Execution:
 
     @contextlib.contextmanager
     def activate(self):
-        """Process-wide settings while a cell runs (TF32 switches, dynamo's recompile limit), restored after."""
+        """Process-wide settings while a cell runs (TF32 and cuDNN switches), restored after."""
         if self.device.type != "cuda":
             yield self
             return
         saved, benchmark = _tf32_state(), torch.backends.cudnn.benchmark
-        limit = torch._dynamo.config.recompile_limit if self.compile else None
-        _set_tf32(self.tf32)
+        set_tf32(self.tf32)
         # Shapes repeat (batch_size, the last batch, eval batches): let cuDNN time its algorithms once per shape.
         torch.backends.cudnn.benchmark = True
-        if self.compile:
-            torch._dynamo.config.recompile_limit = max(limit, RECOMPILE_LIMIT)
         try:
             yield self
         finally:
             _restore_tf32(saved)
             torch.backends.cudnn.benchmark = benchmark
-            if limit is not None:
-                torch._dynamo.config.recompile_limit = limit
 
     def env(self) -> dict:
         """What the result's ``env`` records: how training, evaluation and timing ran."""
@@ -149,11 +144,7 @@ class Execution:
 
 
 def _has_triton() -> bool:
-    try:
-        from torch.utils._triton import has_triton
-    except ImportError:
-        return False
-    return bool(has_triton())
+    return importlib.util.find_spec("triton") is not None
 
 
 # TF32 switches: torch >= 2.9 has per-backend fp32_precision ("tf32" / "ieee"); older ones allow_tf32.
@@ -164,7 +155,8 @@ def _tf32_state():
     return ("old", matmul.allow_tf32, conv.allow_tf32)
 
 
-def _set_tf32(on: bool) -> None:
+def set_tf32(on: bool) -> None:
+    """Allow (or forbid) TF32 for fp32 matmul and cuDNN convolutions, process-wide."""
     if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
         torch.backends.cuda.matmul.fp32_precision = "tf32" if on else "ieee"
         torch.backends.cudnn.conv.fp32_precision = "tf32" if on else "ieee"

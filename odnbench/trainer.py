@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+import types
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -212,13 +213,20 @@ class Trainer:
         return top1(model, s.x, s.y, self.recipe.eval_batch_size, execution=self.execution)
 
     def _compiled_loss(self, model: nn.Module, loss_fn: LossFn):
-        """``loss_fn(model, x, y)`` through torch.compile (static shapes), one per model and loss."""
-        key = (id(model), id(loss_fn))
-        if key not in self._compiled or self._compiled[key][0] is not model:
+        """``loss_fn(model, x, y)`` through torch.compile (static shapes), one per model, loss and the
+        model's plain attributes (ODN's active depth). Each gets a code object of its own: dynamo keeps
+        at most 8 compiled variants per code object and runs eagerly past that, which one shared step
+        function would reach after 8 ODN depths or cells."""
+        plain = tuple(sorted((k, v) for k, v in vars(model).items()
+                             if not k.startswith("_") and isinstance(v, (bool, int, float, str))))
+        key = (id(model), id(loss_fn), plain)
+        if key not in self._compiled:
 
             def step(x, y):
                 return loss_fn(model, x, y)
 
+            code = step.__code__.replace(co_name=f"odnbench_train_step_{len(self._compiled)}")
+            step = types.FunctionType(code, step.__globals__, code.co_name, None, step.__closure__)
             compiled = torch.compile(step, dynamic=False, backend=self.execution.compile_backend)
             self._compiled[key] = (model, loss_fn, compiled)  # holding model and loss_fn keeps their ids unique
         return self._compiled[key][2]

@@ -29,7 +29,8 @@ SOURCES = {"odnbench": REPO / "odnbench", "odnbench_plugins": REPO / "plugins" /
 #: Keep in step with the table in docs/architecture.md (a test below checks that it names them all).
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"odnbench.errors", "odnbench.result", "odnbench.progress", "odnbench.envinfo",
-                    "odnbench.hookspecs", "odnbench.depthnet", "odnbench.data", "odnbench.metrics"}),
+                    "odnbench.hookspecs", "odnbench.depthnet", "odnbench.data", "odnbench.metrics",
+                    "odnbench.execution"}),
     ("contract and storage", {"odnbench", "odnbench.contract", "odnbench.store", "odnbench.recipes",
                               "odnbench.trainer"}),
     ("report", {"odnbench.report", "odnbench.report.boards", "odnbench.report.fmt", "odnbench.report.markdown",
