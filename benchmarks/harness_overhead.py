@@ -14,12 +14,14 @@ The two alternate in one process (bare first on even repetitions, harness first 
 that a busy machine slows both alike; the first pair is a discarded warm-up. Each repetition gives
 one ratio bare_seconds / harness_seconds; the last line printed is their median: ``ratio 0.97``
 (1.0 = no overhead; the target is >= 0.95). On CPU the seconds are the process's CPU time by
-default (one thread), which other work on a shared machine barely disturbs; on CUDA, wall time. On CPU in fp32 both sides do exactly the same
-arithmetic, and the script says whether their final weights are identical.
+default (one thread), which other work on a shared machine barely disturbs; on CUDA, wall time.
+On CPU in fp32 both sides do exactly the same arithmetic, and the script says whether their
+final weights are identical.
 
     python benchmarks/harness_overhead.py                     # CPU, quick widths, < 1 minute
     python benchmarks/harness_overhead.py --repeats 9         # more repetitions on a noisy machine
-    python benchmarks/harness_overhead.py --device cuda --width full --train 25600 --epochs 2
+    python benchmarks/harness_overhead.py --device cuda --width full --train 12800 --val 10000 \
+        --batch-size 128 --eval-batch 2048                    # the paper's batch, ~30 s on an H100
     python benchmarks/harness_overhead.py --device cuda --set recipe.precision=bf16
 """
 
@@ -74,12 +76,8 @@ def harness_run(model, splits, recipe, device, epochs: int, seed: int) -> float:
     from odnbench.trainer import CostMeter, Trainer
 
     trainer = Trainer(splits, recipe, device, Progress(stream=io.StringIO()), CostMeter(), seed)
-    activate = getattr(getattr(trainer, "execution", None), "activate", None)
     started = _clocks()
-    if activate:
-        with activate():
-            trainer.fit(model, label="full", epochs=epochs, patience=None)
-    else:
+    with trainer.execution.activate():  # as run_cell does: TF32 and cuDNN switches for the cell
         trainer.fit(model, label="full", epochs=epochs, patience=None)
     return _elapsed(started)
 

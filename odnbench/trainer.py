@@ -198,7 +198,7 @@ class Trainer:
         self.execution = execution or Execution.for_recipe(recipe, device)
         self.generator = torch.Generator().manual_seed(seed)
         self.unconverged: list[str] = []  # labels of fits that the epoch cap ended before patience
-        self._compiled: dict[tuple[int, int], tuple] = {}
+        self._compiled: dict[tuple, tuple] = {}  # (model id, loss id, plain attributes) -> compiled step
 
     def make_optimizer(self, parameters, lr: float | None = None) -> torch.optim.Optimizer:
         r = self.recipe

@@ -100,7 +100,7 @@ def warm_up(net: MultiExitNet, trainer, epochs: int, lr: float) -> dict:
 
     def eval_fn(model):
         per_depth[:] = exit_accuracies(model, val.x, val.y, trainer.recipe.eval_batch_size,
-                                       execution=getattr(trainer, "execution", None))
+                                       execution=trainer.execution)
         return sum(per_depth) / len(per_depth)  # mean over heads, for the progress line
 
     net.active = net.depth
