@@ -8,6 +8,7 @@ inside ``load``/``build``/``run``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -34,6 +35,8 @@ class Param:
 
     ``type`` is one of int, float, str, bool; ``choices`` restricts the value;
     ``nullable`` lets ``none`` stand for "not set" (e.g. a target filled in from a preset).
+    ``ge``/``gt``/``le``/``lt`` declare the allowed range of a number (>=, >, <=, <), checked at
+    plan time with a one-line error naming it; a float must also be finite (never nan or inf).
     """
 
     name: str
@@ -42,10 +45,37 @@ class Param:
     help: str = ""
     choices: tuple | None = None
     nullable: bool = False
+    ge: float | None = None
+    gt: float | None = None
+    le: float | None = None
+    lt: float | None = None
 
     def __post_init__(self):
         if self.type not in _PARAM_TYPES:
             raise TypeError(f"Param {self.name!r}: type must be one of int, float, str, bool")
+        bounds = (self.ge, self.gt, self.le, self.lt)
+        if any(b is not None for b in bounds) and self.type not in (int, float):
+            raise TypeError(f"Param {self.name!r}: ge/gt/le/lt apply to int and float parameters only")
+        if self.default is not None and self.type in (int, float) and not isinstance(self.default, bool) \
+                and isinstance(self.default, (int, float)) and self.range_problem(self.default):
+            # A plugin's own default outside its declared range is a bug in the plugin: fail at import.
+            raise ValueError(f"Param {self.name!r}: default {self.default!r} is outside its range {self.range_text()}")
+
+    def range_text(self, where: str | None = None) -> str:
+        """The allowed range in words, e.g. ``0 < odn.target <= 100`` ("" when none is declared)."""
+        name = where or self.name
+        low = f"{self.ge:g} <= " if self.ge is not None else f"{self.gt:g} < " if self.gt is not None else ""
+        high = f" <= {self.le:g}" if self.le is not None else f" < {self.lt:g}" if self.lt is not None else ""
+        if low and not high:  # "recipe.epochs >= 1" reads better than "1 <= recipe.epochs"
+            return f"{name} {'>=' if self.ge is not None else '>'} {low.split()[0]}"
+        return f"{low}{name}{high}" if (low or high) else ""
+
+    def range_problem(self, value) -> bool:
+        """True when a number lies outside the declared range (or is not finite)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            return True
+        return ((self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt)
+                or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt))
 
     def parse(self, text: str, owner: str = "") -> Any:
         """Turn command-line text into a typed, validated value (one-line error otherwise)."""
@@ -81,6 +111,12 @@ class Param:
             value = float(value)
         if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
             raise OdnbenchError(f"{where} must be {self.type.__name__}, got {value!r}")
+        if self.type is float and not math.isfinite(value):
+            raise OdnbenchError(f"{where}={value!r} is not a finite number"
+                                + (f"; allowed: {self.range_text(where)}" if self.range_text() else ""))
+        if self.type in (int, float) and self.range_problem(value):
+            raise OdnbenchError(f"{where}={value!r} is out of range; allowed: {self.range_text(where)}"
+                                + (" (or none)" if self.nullable else ""))
         if self.choices is not None and value not in self.choices:
             allowed = ", ".join(map(str, self.choices))
             raise OdnbenchError(f"{where}={value!r} is not allowed; choose one of: {allowed}")
@@ -236,9 +272,18 @@ class Dependency:
         return self.result.facts
 
     def load_model(self, device=None) -> "nn.Module":
+        """The exported model, checked against the checksum its result recorded and rebuilt without
+        running any code from the file (a pickled or edited file is refused with one line)."""
+        from odnbench.modelio import ModelFileError
         from odnbench.store import load_model
 
-        return load_model(self.model_path, device=device)
+        entry = (self.result.files or {}).get(self.model_path.name)
+        sha = entry.get("sha256") if isinstance(entry, dict) else None
+        try:
+            return load_model(self.model_path, device=device, expected_sha256=sha)
+        except ModelFileError as exc:
+            raise ModelFileError(f"cannot use the {self.result.method!r} model in {self.model_path.parent.name}: "
+                                 f"{exc}") from None
 
     def load_depthnet(self, device=None) -> "DepthNet":
         """The model as a DepthNet with every parameter trainable (one-line error when it is not one)."""

@@ -106,6 +106,16 @@ _CHOICES = {
     "precision": ("fp32", "bf16"),
     "memory_format": ("auto", "channels_last", "contiguous"),
 }
+#: Each numeric field's allowed range (Param's ge/gt/le/lt): checked at plan time, one line naming it.
+#: Zero epochs or a zero learning rate would store an untrained model as "ok" (and rank it).
+_LIMITS = {
+    "train_limit": {"ge": 1}, "val_limit": {"ge": 1}, "test_limit": {"ge": 1},
+    "lr": {"gt": 0}, "momentum": {"ge": 0, "lt": 1}, "weight_decay": {"ge": 0},
+    "batch_size": {"ge": 1}, "epochs": {"ge": 1},
+    "plateau_factor": {"gt": 0, "le": 1}, "plateau_patience": {"ge": 1}, "patience": {"ge": 1},
+    "eval_batch_size": {"ge": 1}, "latency_warmup": {"ge": 0}, "latency_windows": {"ge": 1},
+    "latency_iters": {"ge": 1}, "throughput_batch": {"ge": 1}, "threads": {"ge": 0},
+}
 
 
 def recipe_params() -> dict[str, Param]:
@@ -116,7 +126,8 @@ def recipe_params() -> dict[str, Param]:
             continue
         typename = str(f.type).replace(" | None", "")
         out[f.name] = Param(
-            f.name, _FIELD_TYPES[typename], f.default, nullable="None" in str(f.type), choices=_CHOICES.get(f.name)
+            f.name, _FIELD_TYPES[typename], f.default, nullable="None" in str(f.type), choices=_CHOICES.get(f.name),
+            **_LIMITS.get(f.name, {}),
         )
     return out
 

@@ -156,9 +156,9 @@ def test_bad_parameters_fail_at_planning(reg):
     def cells(*sets):
         return plan.plan_grid(reg, ["prune"], ["mnist5k"], ["resnet18"], [0], "smoke", list(sets))
 
-    for bad, message in [("prune.match=odn:depth", "METHOD:AXIS"), ("prune.ratio=1.5", "between 0 and 1"),
-                         ("prune.criterion=l3", "choose one of"), ("prune.match=size", "needs a positive prune.target"),
-                         ("prune.target=3", "needs prune.match"), ("prune.finetune_epochs=0", "at least 1")]:
+    for bad, message in [("prune.match=odn:depth", "METHOD:AXIS"), ("prune.ratio=1.5", r"allowed: 0 < prune.ratio < 1"),
+                         ("prune.criterion=l3", "choose one of"), ("prune.match=size", "needs prune.target"),
+                         ("prune.target=3", "needs prune.match"), ("prune.finetune_epochs=0", r"prune.finetune_epochs >= 1 \(or none\)")]:
         with pytest.raises(OdnbenchError, match=message):
             cells(bad)
     grid = cells("prune.match=odn:macs")
@@ -263,7 +263,7 @@ def test_pruned_model_reloads_with_the_stored_accuracy(grid_run, reg):
 
     prune = grid_run["by"]["prune"]
     folder = next(grid_run["results"].glob("prune-*"))
-    model = load_model(folder / "model.pt")
+    model = load_model(folder / "model.safetensors")
     assert isinstance(model, DepthNet) and model.depth == 8
     assert model.widths == [o.shape[1] for o in model.block_outputs(example())] == prune["method_info"]["widths"]
     assert model.widths[-1] < WIDTH[-1] and model.meta["pruned"]["criterion"] == "l2"
@@ -274,6 +274,17 @@ def test_pruned_model_reloads_with_the_stored_accuracy(grid_run, reg):
     assert metrics.top1(model, test.x, test.y) == pytest.approx(prune["metrics"]["top1"], abs=1e-3)
 
 
+def test_every_stored_model_reevaluates_in_verify(grid_run, reg):
+    """full, prune (pruned shapes), truncate and scratch reload from model.safetensors (rebuilt from the
+    allowlist, never unpickled) and re-measure to what result.json says."""
+    from odnbench.verify import verify
+
+    report = verify(grid_run["results"], data_dir=grid_run["results"], download=False, registry=reg)
+    assert {c.folder.split("-")[0] for c in report.cells} == {"full", "prune", "truncate", "scratch"}
+    assert not report.problems, [c.line() for c in report.problems]
+    assert all(c.reevaluated for c in report.cells)
+
+
 def test_truncate_and_scratch_build_stem_two_blocks_and_head(grid_run, tiny):
     from odnbench.store import load_model
 
@@ -281,7 +292,7 @@ def test_truncate_and_scratch_build_stem_two_blocks_and_head(grid_run, tiny):
     for method in ("truncate", "scratch"):
         r = grid_run["by"][method]
         assert r["facts"]["depth"] == 2 and r["method_info"]["depth_source"] == "set"
-        model = load_model(next(grid_run["results"].glob(f"{method}-*")) / "model.pt")
+        model = load_model(next(grid_run["results"].glob(f"{method}-*")) / "model.safetensors")
         assert model.depth == 2 and len(model.blocks) == 2 and model.widths == [WIDTH[0]] * 2
         assert model.head.in_features == WIDTH[0] and model.head.out_features == 10
         assert [n for n, _ in model.named_children()] == ["stem", "blocks", "pool", "head"]

@@ -229,10 +229,11 @@ def test_presets_and_target_modes(reg):
 
 @pytest.mark.parametrize("sets, needle", [
     (["odn.target_mode=fixed"], "needs odn.target"),
-    (["odn.patience=0"], "odn.patience=0 must be >= 1"),
+    (["odn.patience=0"], "odn.patience=0 is out of range; allowed: odn.patience >= 1"),
+    (["odn.target=150"], "odn.target=150.0 is out of range; allowed: 0 < odn.target <= 100 (or none)"),
     (["odn.best_reading=best"], "choose one of: carry, reset"),
     (["odn.max_depth=1", "odn.start_depth=2"], "below odn.start_depth"),
-    (["odn.tolerance=-1", "odn.target=99"], "must be >= 0"),
+    (["odn.tolerance=-1", "odn.target=99"], "allowed: odn.tolerance >= 0"),
     (["odn.targt=99"], "Did you mean: target"),
 ])
 def test_bad_parameters_fail_at_plan_time_with_one_line(reg, sets, needle):
@@ -308,10 +309,18 @@ def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
     sizes = [r["params"] for r in info["depth_curve"]]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
 
-    model = load_model(cell_dir / "model.pt")
+    model = load_model(cell_dir / "model.safetensors")
     fresh = build(reg).truncated(3)
     assert model.depth == 3 and count_params(model) == count_params(fresh) == result["metrics"]["params"]
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in fresh.named_parameters()]
+    # every stored file has its checksum in result.json; verify reloads each (never unpickled) and re-measures
+    assert set(result["files"]) == {"model.safetensors", "depth-1.safetensors", "depth-2.safetensors",
+                                    "depth-3.safetensors"}
+    from odnbench.verify import verify
+
+    [check] = verify(tmp_path / "results", data_dir=tmp_path / "data", download=False, registry=reg).cells
+    assert check.ok and check.reevaluated, check.line()
+    assert "3 other model file(s) reloaded and match" in check.notes
 
     cli._add_plugin_commands()
     png = tmp_path / "curve.png"

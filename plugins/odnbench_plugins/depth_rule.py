@@ -7,7 +7,7 @@ from odnbench import Param, Requirement
 from odnbench.errors import OdnbenchError
 
 DEPTH_PARAM = Param(
-    "depth", int, None, nullable=True,
+    "depth", int, None, nullable=True, ge=1,
     help="Keep the stem and residual blocks 1..depth. none: the optimal depth of the matching odn result.",
 )
 

@@ -5,7 +5,6 @@ it started from (and the ODN search that chose k)."""
 from __future__ import annotations
 
 from odnbench import Method, MethodOutput, Param, Requirement, hookimpl
-from odnbench.errors import OdnbenchError
 from odnbench_plugins.depth_rule import DEPTH_PARAM, chosen_depth, depth_requirements
 
 
@@ -14,15 +13,12 @@ class Truncate(Method):
     description = "Trained full-depth model cut after ODN's depth k, new head, fine-tuned"
     params = (
         DEPTH_PARAM,
-        Param("finetune_epochs", int, None, nullable=True,
+        Param("finetune_epochs", int, None, nullable=True, ge=1,
               help="Fine-tuning epochs after the cut (none: the recipe's epochs)."),
-        Param("finetune_lr", float, None, nullable=True, help="Fine-tuning learning rate (none: the recipe's)."),
+        Param("finetune_lr", float, None, nullable=True, gt=0, help="Fine-tuning learning rate (none: the recipe's)."),
     )
 
     def requires(self, params):
-        epochs = params.get("finetune_epochs")
-        if epochs is not None and epochs < 1:
-            raise OdnbenchError(f"truncate.finetune_epochs={epochs}: must be at least 1 (or none for the recipe's)")
         return [Requirement("full"), *depth_requirements(params)]
 
     def run(self, ctx):

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from odnbench import Method, OdnbenchError, Param, Requirement, hookimpl
+from odnbench import Method, Param, Requirement, hookimpl
 
 __version__ = "0.1.0"
 
@@ -29,31 +29,23 @@ class OneShotODN(Method):
     description = ("One-shot ODN: train every depth at once (a head per block, summed loss), keep the "
                    "shallowest head that meets the target")
     params = (
+        # Ranges (gt/ge/le) are checked by odnbench at plan time, with a one-line error naming them.
         Param("target", float, None, "Fixed target validation top-1 %; threshold = target - tolerance. "
-              "none: relative to the full-depth result", nullable=True),
-        Param("tolerance", float, 0.5, "Fixed target: points below the target that still pass (ODN: 0.5)"),
-        Param("relative_tolerance", float, 1.75, "Relative target: points below full depth's validation top-1"),
-        Param("epochs", int, None, "Joint training epochs (none: the recipe's epochs and patience)", nullable=True),
+              "none: relative to the full-depth result", nullable=True, gt=0, le=100),
+        Param("tolerance", float, 0.5, "Fixed target: points below the target that still pass (ODN: 0.5)", ge=0),
+        Param("relative_tolerance", float, 1.75, "Relative target: points below full depth's validation top-1",
+              ge=0),
+        Param("epochs", int, None, "Joint training epochs (none: the recipe's epochs and patience)", nullable=True,
+              ge=1),
     )
 
     def requires(self, params: Mapping[str, Any]) -> list[Requirement]:
-        check_params(params)  # at plan time: a bad value fails before anything trains
         return [Requirement("full")] if params["target"] is None else []
 
     def run(self, ctx):
         from odnbench_oneshot_odn.train import run_oneshot
 
-        check_params(ctx.params)
         return run_oneshot(ctx)
-
-
-def check_params(p: Mapping[str, Any]) -> None:
-    if p["target"] is not None and not 0 < p["target"] <= 100:
-        raise OdnbenchError(f"oneshot-odn.target={p['target']} must be a top-1 % in (0, 100], or none")
-    if p["tolerance"] < 0 or p["relative_tolerance"] < 0:
-        raise OdnbenchError("oneshot-odn.tolerance and oneshot-odn.relative_tolerance must be >= 0")
-    if p["epochs"] is not None and p["epochs"] < 1:
-        raise OdnbenchError(f"oneshot-odn.epochs={p['epochs']} must be >= 1, or none for the recipe's")
 
 
 @hookimpl

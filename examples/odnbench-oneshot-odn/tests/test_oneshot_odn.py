@@ -53,5 +53,5 @@ def test_fixed_target_needs_no_full_run(check_method):
 
 
 def test_bad_values_fail_before_training(check_method):
-    with pytest.raises(OdnbenchError, match=r"oneshot-odn.epochs=0 must be >= 1"):
+    with pytest.raises(OdnbenchError, match=r"oneshot-odn.epochs=0 is out of range; allowed: oneshot-odn.epochs >= 1"):
         check_method("oneshot-odn", sets=["oneshot-odn.epochs=0"], plugins=PLUGIN)

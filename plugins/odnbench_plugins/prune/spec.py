@@ -27,9 +27,7 @@ def parse_target(params) -> TargetSpec:
     if match is None:
         if target is not None:
             raise OdnbenchError("prune.target needs prune.match=size|macs|params to say what it is")
-        if ratio is None or not 0.0 < ratio < 1.0:
-            raise OdnbenchError(f"prune.ratio={ratio}: must be strictly between 0 and 1 (a channel share)")
-        return TargetSpec("ratio", ratio=ratio)
+        return TargetSpec("ratio", ratio=ratio)  # its range (0, 1) is declared on the Param
     if ":" in match:
         source, axis = (s.strip() for s in match.split(":", 1))
         if not source or axis not in AXES:
@@ -44,6 +42,6 @@ def parse_target(params) -> TargetSpec:
     if axis not in AXES:
         raise OdnbenchError(f"prune.match={match!r}: use METHOD:AXIS (e.g. odn:size, odn:macs) or one of "
                             f"{', '.join(AXES)} with prune.target=VALUE")
-    if target is None or target <= 0:
-        raise OdnbenchError(f"prune.match={axis} needs a positive prune.target (in {'MB' if axis == 'size' else axis})")
+    if target is None:
+        raise OdnbenchError(f"prune.match={axis} needs prune.target (a positive number, in {'MB' if axis == 'size' else axis})")
     return TargetSpec("match", axis=axis, target=float(target))
