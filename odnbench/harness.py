@@ -8,6 +8,7 @@ stored as failed and the grid goes on. Planning lives in :mod:`odnbench.plan`.
 from __future__ import annotations
 
 import json
+import math
 import time
 import traceback
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from odnbench.plan import Cell, Grid
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
 from odnbench.registry import Registry
-from odnbench.result import Facts, Result, normalise_reference
+from odnbench.result import Facts, Result, normalise_reference, plain_file_name
 from odnbench.runtime import DATA_CACHE, backbone_builder, pick_device, seed_everything
-from odnbench.store import ResultStore
+from odnbench.store import MODEL_FILE, CorruptResultError, ResultStore
 
 
 def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell] | None) -> dict[str, Dependency]:
@@ -42,7 +43,8 @@ def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell
                 f"options (it orders them), "
                 f"or run the '{dep_method}' cell first."
             )
-        deps[name] = Dependency(result=result, model_path=store.model_path(found))
+        model_file = result.model_file if plain_file_name(result.model_file) else MODEL_FILE
+        deps[name] = Dependency(result=result, model_path=found / model_file)
     return deps
 
 
@@ -68,9 +70,11 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result = Result(status="failed", key=cell.key, config=config, plugin=plugin, requires=dict(cell.requires),
                     defaults=dict(cell.defaults))
     started = time.perf_counter()
+    _tidy_cell_folder(store, out_dir, progress)
+    before = {p.name: p.stat().st_mtime_ns for p in store.model_files(out_dir)}
     execution = None
     try:
-        result.reference = _reference(method, config)
+        result.reference = _finite_or_null(_reference(method, config), "reference", [])
         execution = Execution.for_recipe(recipe, device)  # precision, TF32, memory format, compile
         with metrics.torch_threads(recipe.threads), execution.activate():
             if cell.error:
@@ -81,7 +85,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             seed_everything(config["seed"])
             splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
             result.data = {"sizes": splits.sizes(), "split_rule": splits.info.split_rule,
-                           "augment": splits.info.augment, "normalisation": [splits.info.mean, splits.info.std]}
+                           "augment": splits.info.augment, "normalisation": [splits.info.mean, splits.info.std],
+                           "fingerprint": splits.fingerprint}
             out_dir.mkdir(parents=True, exist_ok=True)
             trainer = Trainer(splits, recipe, device, progress, cost, config["seed"], execution=execution)
             ctx = MethodContext(
@@ -97,27 +102,84 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
                     "run() must return odnbench.MethodOutput(model=<torch.nn.Module>, info={...})"
                 )
             model = execution.model(output.model).eval()
+            example = _check_exported(model, splits, config["method"], plugin, execution)
             result.metrics = metrics.measure(model, splits, recipe, execution=execution)
-            result.method_info = _jsonable(output.info or {}, config["method"], plugin)
-            result.facts = _facts(output, model, trainer, config["method"], plugin)
-            store.save_model(model, out_dir)
+            result.method_info = _jsonable(output.info or {}, config["method"], plugin, progress)
+            result.facts = _facts(output, model, trainer, config["method"], plugin, progress)
+            # Stored without pickling, and checked to reload into the same outputs (odnbench.modelio).
+            store.save_model(model, out_dir, example=example)
             result.model_file = store.model_path(out_dir).name
+            # Checksums of the model files this run wrote (model.safetensors, ODN's depth-K files), not
+            # of files an earlier, unfinished attempt left behind.
+            result.files = {name: entry for name, entry in store.checksums(out_dir).items()
+                            if name == result.model_file or before.get(name) != (out_dir / name).stat().st_mtime_ns}
             result.status = "ok"
     except KeyboardInterrupt:
         raise
+    except SystemExit as exc:  # sys.exit() in a method must not end the grid without a record
+        result.error = (f"method {config['method']!r} (plugin {plugin!r}) called sys.exit({exc.code!r}); "
+                        "a method must return a MethodOutput or raise an exception")
+        result.traceback = traceback.format_exc(limit=8)
     except Exception as exc:  # a failed cell is recorded; the grid goes on
         result.error = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, OdnbenchError):
             result.traceback = traceback.format_exc(limit=8)
             result.error = f"method {config['method']!r} (plugin {plugin!r}) raised {result.error}"
+    if not result.ok:
+        result.metrics, result.files, result.model_file = None, None, None
     result.cost = cost.as_dict(device.type)
     result.wall_seconds = round(time.perf_counter() - started, 3)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result.env = envinfo.fingerprint(device)
     if execution is not None:
         result.env.update(execution.env())
-    store.write(result)
+    try:
+        store.write(result)
+    except ValueError as exc:  # a non-finite number slipped through: store the cell as failed, never invalid JSON
+        result.status, result.metrics, result.files, result.model_file = "failed", None, None, None
+        result.method_info, result.facts, result.reference = {}, Facts(), None
+        result.error = f"the result could not be stored as strict JSON ({exc})"
+        store.write(result)
     return result
+
+
+def _tidy_cell_folder(store: ResultStore, out_dir: Path, progress: Progress) -> None:
+    """Before a cell runs: an unreadable result.json (a truncated write, a bad edit) is moved aside,
+    with a warning, rather than stopping every later run; stale temporary files are removed."""
+    try:
+        store.read(out_dir)
+    except CorruptResultError as exc:
+        moved = store.set_aside(out_dir)
+        progress.warn(f"{exc}; moved it to {moved.name} and running the cell again")
+    for p in store.clean_stale_temp_files(out_dir):
+        progress.line(f"removed {p.name}, left in {out_dir.name} by an interrupted write")
+
+
+def _check_exported(model, splits, method: str, plugin: str, execution):
+    """The exported model must give one finite logit per class of the dataset (run as it is measured:
+    the cell's precision and memory format); returns the input batch used (a few test images), which
+    the store then uses to check the saved model reloads faithfully."""
+    import torch
+
+    from odnbench.trainer import DivergedError
+
+    classes = splits.info.num_classes
+    x = splits.test.x[: min(8, len(splits.test))]
+    for name, t in [*model.named_parameters(), *model.named_buffers()]:
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            raise DivergedError(f"method {method!r} (plugin {plugin!r}) exported a model with NaN or infinite "
+                                f"values in {name}")
+    with torch.inference_mode(), execution.autocast():
+        out = model(execution.input(x))
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (len(x), classes):
+        got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PluginError(f"method {method!r} (plugin {plugin!r}) exported a model whose output is {got} for "
+                          f"{len(x)} images; expected {len(x)} x {classes} (one logit per class of "
+                          f"{splits.info.name})")
+    if not bool(torch.isfinite(out).all()):
+        raise DivergedError(f"method {method!r} (plugin {plugin!r}) exported a model whose outputs are NaN or "
+                            "infinite")
+    return x
 
 
 def _reference(method, config: dict) -> dict | None:
@@ -128,17 +190,18 @@ def _reference(method, config: dict) -> dict | None:
         return None
 
 
-def _facts(output: MethodOutput, model, trainer, method: str, plugin: str) -> Facts:
+def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progress: Progress) -> Facts:
     """The method's typed facts, checked, with what the harness can tell for itself filled in."""
     from odnbench.depthnet import DepthNet
 
     facts = Facts(depth=output.depth, reached_target=output.reached_target, threshold=output.threshold,
                   converged=output.converged, cut_short=output.cut_short,
-                  depth_curve=_jsonable(output.depth_curve, method, plugin) if output.depth_curve else None)
+                  depth_curve=_jsonable(output.depth_curve, method, plugin, progress) if output.depth_curve else None)
     for name, types in (("depth", (int,)), ("reached_target", (bool,)), ("threshold", (int, float)),
                         ("converged", (bool,)), ("cut_short", (str,)), ("depth_curve", (list,))):
         value = getattr(facts, name)
-        if value is not None and (not isinstance(value, types) or (name == "depth" and isinstance(value, bool))):
+        if value is not None and (not isinstance(value, types) or (name == "depth" and isinstance(value, bool))
+                                  or (name == "threshold" and not math.isfinite(value))):
             raise PluginError(f"method {method!r} (plugin {plugin!r}): MethodOutput.{name} must be "
                               f"{' or '.join(t.__name__ for t in types)} or None, got {value!r}")
     if facts.depth is None and isinstance(model, DepthNet):
@@ -152,11 +215,31 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str) -> Fa
     return facts
 
 
-def _jsonable(info, method: str, plugin: str):
+def _jsonable(info, method: str, plugin: str, progress: Progress | None = None):
+    """The method's info as strict JSON. JSON has no NaN or Infinity (strict readers reject them): a
+    non-finite number in a method's free-form info is stored as null, with a warning naming it.
+    (Everything the harness measures is finite, or the cell fails.)"""
     try:
-        return json.loads(json.dumps(info))
+        plain = json.loads(json.dumps(info))
     except (TypeError, ValueError) as exc:
         raise PluginError(f"method {method!r} (plugin {plugin!r}): info must be JSON-serialisable ({exc})") from exc
+    nulled: list[str] = []
+    plain = _finite_or_null(plain, "", nulled)
+    if nulled and progress is not None:
+        progress.warn(f"method {method!r} (plugin {plugin!r}) reported non-finite numbers, stored as null: "
+                      f"{', '.join(nulled[:5])}{' ...' if len(nulled) > 5 else ''}")
+    return plain
+
+
+def _finite_or_null(value, path: str, nulled: list[str]):
+    if isinstance(value, float) and not math.isfinite(value):
+        nulled.append(path or "(value)")
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v, f"{path}.{k}" if path else k, nulled) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_null(v, f"{path}[{i}]", nulled) for i, v in enumerate(value)]
+    return value
 
 
 @dataclass
@@ -170,13 +253,20 @@ def run_grid(registry: Registry, grid: Grid, results_dir: Path, *, data_dir: Pat
              device=None, resume: bool = True, fail_fast: bool = False, progress: Progress | None = None) -> GridReport:
     progress = progress or Progress()
     store = ResultStore(results_dir)
+    for p in store.clean_stale_temp_files():
+        progress.line(f"removed {p.name}, left in {store.root} by an interrupted write")
     results, failed, skipped = [], [], 0
     by_key = grid.by_key()
     total = len(grid.cells)
     started = time.perf_counter()
     for i, cell in enumerate(grid.cells, 1):
-        prior = store.stored(cell.config)
+        try:
+            prior = store.stored(cell.config)
+        except CorruptResultError:
+            prior = None  # not finished: run_cell moves the unreadable file aside (with a warning) and reruns
         if resume and prior is not None and prior.ok:
+            for p in store.clean_stale_temp_files(store.cell_dir(cell.config)):
+                progress.line(f"removed {p.name}, left in {cell.dirname} by an interrupted write")
             skipped += 1
             progress.line(f"[{i}/{total}] {cell.label()}: done already (resume), skipped")
             results.append(prior)

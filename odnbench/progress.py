@@ -19,6 +19,10 @@ class Progress:
         if not self.quiet:
             print(f"{self.prefix}{message}", file=self.stream, flush=True)
 
+    def warn(self, message: str) -> None:
+        """A warning: shown even with --quiet (something was repaired or ignored on the user's behalf)."""
+        print(f"{self.prefix}warning: {message}", file=self.stream, flush=True)
+
     @contextmanager
     def bar(self, total: int, desc: str = "", unit: str = "batch"):
         """A tqdm bar with ETA; yields a callable ``advance(n=1)``."""

@@ -17,8 +17,10 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 #: Version of the result.json layout. 1 = odnbench 0.1 (typed facts lived in method_info);
-#: 2 = facts, defaults and reference stored as fields of their own.
-SCHEMA_VERSION = 2
+#: 2 = facts, defaults and reference stored as fields of their own;
+#: 3 = models stored as model.safetensors (never pickled), with ``files`` (sha256 of each model file),
+#: ``digest`` (of the result itself) and ``data.fingerprint`` (of the data actually used).
+SCHEMA_VERSION = 3
 STATUSES = ("ok", "failed")
 
 
@@ -61,9 +63,11 @@ class Result:
     data: dict | None = None  # split sizes, split rule, augmentation, normalisation
     env: dict | None = None  # environment fingerprint (odnbench.envinfo)
     model_file: str | None = None
+    files: dict | None = None  # {file name: {"sha256", "bytes"}}: every model file of the cell, at write time
     wall_seconds: float | None = None
     finished_at: str | None = None
     schema: int = SCHEMA_VERSION
+    digest: str | None = None  # sha256 of this result's canonical JSON without the digest (odnbench.store)
     folder: str | None = field(default=None, repr=False, compare=False)  # where it was read from; not stored
 
     @property
@@ -204,6 +208,12 @@ OK_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [
 
 FAILED_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [("error", (str,), None)]
 
+#: What schema 3 added: every result has a digest; an ok one names its model file, the checksum of
+#: each model file and the fingerprint of the data it was trained and measured on.
+V3_COMMON_FIELDS: list[tuple[str, tuple, Any]] = [("digest", (str,), None)]
+V3_OK_FIELDS: list[tuple[str, tuple, Any]] = [("model_file", (str,), None), ("files", (dict,), None),
+                                               ("data.fingerprint", (str,), None)]
+
 _MISSING = object()
 
 
@@ -226,7 +236,10 @@ def schema_problems(d) -> list[str]:
     if not isinstance(d.get("schema", 1), int) or d.get("schema", 1) > SCHEMA_VERSION:
         return [f"schema {d.get('schema')!r} is newer than this odnbench reads ({SCHEMA_VERSION}); upgrade odnbench"]
     problems = []
-    for path, types, extra in (OK_FIELDS if status == "ok" else FAILED_FIELDS):
+    expected = OK_FIELDS if status == "ok" else FAILED_FIELDS
+    if d.get("schema", 1) >= 3:
+        expected = expected + V3_COMMON_FIELDS + (V3_OK_FIELDS if status == "ok" else [])
+    for path, types, extra in expected:
         if path == "key" and "key" not in d:
             continue  # 0.1 results may lack it; the folder name still carries it
         value = lookup(d, path, _MISSING)
@@ -244,10 +257,33 @@ def schema_problems(d) -> list[str]:
             verdict = extra(value)
             if verdict is not True:
                 problems.append(f"{path}={value!r} {verdict}")
+    if status == "ok" and not problems and d.get("schema", 1) >= 3:
+        problems += _files_problems(d["files"], d["model_file"])
     if status == "ok" and not problems:
         m = d["metrics"]
         if m["macs"] != m["flops"] // 2:
             problems.append(f"metrics.macs {m['macs']} is not flops // 2 = {m['flops'] // 2}")
         if m["latency_ms"]["p90"] < m["latency_ms"]["p50"]:
             problems.append(f"metrics.latency_ms.p90 {m['latency_ms']['p90']} < p50 {m['latency_ms']['p50']}")
+    return problems
+
+
+def plain_file_name(name) -> bool:
+    """A bare file name inside the cell folder (no folders, no parent references, not hidden)."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
+            and not name.startswith(".") and "\x00" not in name)
+
+
+def _files_problems(files: dict, model_file: str) -> list[str]:
+    problems = []
+    if not plain_file_name(model_file):
+        problems.append(f"model_file {model_file!r:.60} is not a plain file name in the cell folder")
+    for name, entry in files.items():
+        if not plain_file_name(name):
+            problems.append(f"files names {name!r:.60}, not a plain file name in the cell folder")
+        elif not (isinstance(entry, dict) and isinstance(entry.get("sha256"), str) and len(entry["sha256"]) == 64
+                  and isinstance(entry.get("bytes"), int) and not isinstance(entry.get("bytes"), bool)):
+            problems.append(f"files.{name} must be {{\"sha256\": <64 hex digits>, \"bytes\": <int>}}")
+    if plain_file_name(model_file) and model_file not in files:
+        problems.append(f"files has no checksum for the model file {model_file}")
     return problems

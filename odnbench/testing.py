@@ -99,7 +99,7 @@ class MethodCheck:
     name: str
     plugin: str
     result: Any  # odnbench.Result
-    model: Any  # torch.nn.Module, reloaded from model.pt with odnbench.store.load_model
+    model: Any  # torch.nn.Module, reloaded from model.safetensors with odnbench.store.load_model
     results_dir: Path
     cell_dir: Path
     results: list[Any]  # every cell's odnbench.Result, dependencies included

@@ -22,8 +22,13 @@ from torch import nn
 
 from odnbench.data import Splits, batches
 from odnbench.execution import Execution
+from odnbench.errors import OdnbenchError
 from odnbench.metrics import top1
 from odnbench.progress import Progress
+
+
+class DivergedError(OdnbenchError):
+    """Training produced a NaN or infinite loss: the cell fails instead of storing a broken model."""
 
 
 @dataclass
@@ -199,6 +204,7 @@ class Trainer:
         self.generator = torch.Generator().manual_seed(seed)
         self.unconverged: list[str] = []  # labels of fits that the epoch cap ended before patience
         self._compiled: dict[tuple, tuple] = {}  # (model id, loss id, plain attributes) -> compiled step
+        self.epochs_trained = 0  # every epoch of this cell, for "diverged at epoch N"
 
     def make_optimizer(self, parameters, lr: float | None = None) -> torch.optim.Optimizer:
         r = self.recipe
@@ -262,7 +268,12 @@ class Trainer:
                 advance()
         seconds = time.perf_counter() - started
         self.cost.add(cost_part or label, epochs=1, sample_steps=seen, train_seconds=seconds)
-        return EpochStats(float(total) / max(1, seen), seen, seconds)
+        self.epochs_trained += 1
+        mean = float(total) / max(1, seen)
+        if not math.isfinite(mean):  # one NaN/inf step poisons the sum, so one check per epoch sees it
+            raise DivergedError(f"training diverged at epoch {self.epochs_trained} ({label}): the loss is {mean}; "
+                                f"lower the learning rate (recipe.lr={r.lr:g}) or check the data")
+        return EpochStats(mean, seen, seconds)
 
     def fit(
         self,

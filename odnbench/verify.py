@@ -1,27 +1,62 @@
 """``odnbench leaderboard verify``: check stored results before anyone ranks them.
 
-Every ``result.json`` is checked against the result schema (the fields leaderboards read) and
-its folder name against the hash of its config. Where the exported ``model.pt`` is present, the
-model is reloaded, re-evaluated on the cell's test split (loaded exactly as the harness loads
-it) and re-measured: top-1 must match within ``tolerance`` points, the parameter count and MACs
-exactly, the saved size within ``SIZE_TOLERANCE_MB``. Committed records without model files
-pass on the schema alone ("model not present, schema only").
+For every cell folder, each finding is one line:
+
+- ``result.json``: readable, strict JSON (no NaN/Infinity), conforming to the result schema, its
+  folder named after its config's key, and (schema 3) its ``digest`` matching its content, which
+  shows any hand edit since it was written, of fields that cannot be re-measured too.
+- files: every model file ``files`` records is there with the recorded sha256; an ``ok`` result
+  without its model fails (``--schema-only`` is for records published without models, such as
+  ``leaderboards/results/``); a pickled ``model.pt`` (odnbench 0.1) is refused, never loaded.
+- re-measured from the reloaded model on the cell's data (loaded as the harness loads it; the
+  data's fingerprint must match the stored one): top-1 and validation top-1 within ``tolerance``
+  points; parameters, MACs, FLOPs and the test-split size exactly; saved size (MB) and fp32 size
+  (MiB) within a few bytes; the depth a DepthNet states. Each other stored model file (ODN's
+  ``depth-K.safetensors``) is reloaded and its parameters and size compared with the entry of
+  ``method_info`` that names it.
+- re-timed: latency p50 and throughput, reported as the ratio re-measured / stored. Timings depend
+  on the machine and its load, so a ratio is a note; it is a problem only when absurd, more than
+  ``TIMING_FACTOR`` times off on the same kind of device as stored.
+- stale temporary files (``.NAME.XXXX.tmp``) from interrupted writes, and ``result.json.corrupt-N``
+  files set aside by a run, are listed as notes.
+
+What cannot be checked is said in the summary: the cost of obtaining a model (epochs, sample-steps,
+training seconds), ``method_info`` beyond the model files it names, ``env`` and the run's times were
+observed once, when the cell ran; only the digest shows whether they were edited since.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from odnbench.errors import OdnbenchError
-from odnbench.result import Result, schema_problems
-from odnbench.store import MODEL_FILE, RESULT_FILE, ResultStore, cell_key
+from odnbench.result import Result, plain_file_name, schema_problems
+from odnbench.store import (
+    LEGACY_MODEL_FILE,
+    MODEL_FILE,
+    RESULT_FILE,
+    CorruptResultError,
+    ResultStore,
+    cell_key,
+    result_digest,
+)
 
 TOP1_TOLERANCE = 0.01
 #: A model saved on a GPU pickles "cuda:0" as each tensor's location and one re-measured on the CPU
 #: "cpu": a few bytes per tensor. 2 kB absorbs that; a different architecture differs far more.
 SIZE_TOLERANCE_MB = 0.002
+SIZE_TOLERANCE_MIB = 1e-6
+#: Re-timed latency or throughput this many times off the stored value, on the same device type, is a
+#: problem (an edited number); anything closer is a note: CPUs differ by a few times, and a busy machine
+#: more (measured here: ×3 on a 2-core machine shared by seven processes, at the same thread count).
+TIMING_FACTOR = 20.0
+
+NOT_CHECKABLE = ("not re-measurable: cost (epochs, sample-steps, training seconds), method_info (beyond the "
+                 "model files it names), env, wall_seconds and finished_at were observed once, when the cell ran; "
+                 "each result's digest (schema 3) shows whether they were edited since")
 
 
 @dataclass
@@ -45,6 +80,7 @@ class CellCheck:
 class VerifyReport:
     results_dir: Path
     cells: list[CellCheck]
+    notes: list[str] = field(default_factory=list)  # about the folder itself (stale temporary files)
 
     @property
     def problems(self) -> list[CellCheck]:
@@ -74,41 +110,100 @@ def check_schema(raw, folder_name: str) -> list[str]:
     return problems
 
 
+def digest_problem(raw: dict) -> str | None:
+    if isinstance(raw.get("digest"), str) and raw["digest"] != result_digest(raw):
+        return "result.json was edited after it was written (its digest does not match its content)"
+    return None
+
+
+def _strict_json(text: str):
+    """Parse strictly: NaN, Infinity and -Infinity are not JSON."""
+    def refuse(name):
+        raise ValueError(f"it holds {name}, which is not JSON (strict readers reject it)")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _temp_notes(store: ResultStore, folder: Path) -> list[str]:
+    notes = [f"stale temporary file {p.name} (left by an interrupted write; safe to delete)"
+             for p in store.stale_temp_files(folder)]
+    notes += [f"{p.name} (an unreadable result.json a run set aside)" for p in sorted(folder.glob(f"{RESULT_FILE}.corrupt-*"))]
+    return notes
+
+
 def verify(results_dir, *, data_dir: Path, download: bool = True, device=None,
            tolerance: float = TOP1_TOLERANCE, schema_only: bool = False) -> VerifyReport:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise OdnbenchError(f"results folder {results_dir} does not exist")
-    folders = ResultStore(results_dir).folders()
+    store = ResultStore(results_dir)
     checks: dict[str, CellCheck] = {}
-    to_reevaluate: list[tuple[Path, dict, CellCheck]] = []
-    for folder in folders:
+    to_reevaluate: list[tuple[Path, Result, CellCheck]] = []
+    for folder in store.folders():
         check = checks.setdefault(folder.name, CellCheck(folder.name))
         path = folder / RESULT_FILE
         if not path.is_file():
-            check.problems.append(f"{MODEL_FILE} without {RESULT_FILE}")
+            check.problems.append(f"model file without {RESULT_FILE}")
             continue
         try:
-            result = json.loads(path.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            check.problems.append(f"{RESULT_FILE} is not readable JSON ({type(exc).__name__}: {exc})")
+            raw = _strict_json(path.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            check.problems.append(f"{RESULT_FILE} is not readable JSON ({type(exc).__name__}: "
+                                  f"{' '.join(str(exc).split())[:160]})")
             continue
-        check.problems += check_schema(result, folder.name)
+        check.problems += check_schema(raw, folder.name)
         if check.problems:
             continue
-        result = Result.from_dict(result)
+        result = Result.from_dict(raw)
         check.notes.append("schema ok")
+        edited = digest_problem(raw)  # reported, and the cell is still re-measured: say what changed
+        if edited:
+            check.problems.append(edited)
         if not result.ok:
             check.notes.append("failed cell (recorded as failed; nothing to re-measure)")
         elif schema_only:
             check.notes.append("schema only (--schema-only)")
-        elif not (folder / MODEL_FILE).is_file():
-            check.notes.append("model not present, schema only")
         else:
-            to_reevaluate.append((folder, result, check))
+            missing = _file_problems(folder, result)
+            check.problems += missing
+            if not missing:
+                to_reevaluate.append((folder, result, check))
+        check.notes += _temp_notes(store, folder)
     if to_reevaluate:
         _reevaluate_all(to_reevaluate, data_dir=data_dir, download=download, device=device, tolerance=tolerance)
-    return VerifyReport(results_dir, list(checks.values()))
+    report = VerifyReport(results_dir, list(checks.values()))
+    report.notes += _temp_notes(store, results_dir)
+    if not schema_only:
+        report.notes.append(NOT_CHECKABLE)
+    return report
+
+
+def _file_problems(folder: Path, result: Result) -> list[str]:
+    """The model files an ok result needs: present, never pickled, with the recorded checksums."""
+    from odnbench import modelio
+
+    model_file = result.model_file
+    if model_file is None or model_file == LEGACY_MODEL_FILE or result.schema < 3:
+        legacy = folder / LEGACY_MODEL_FILE
+        if legacy.is_file():
+            with open(legacy, "rb") as f:  # the first bytes say what it is; it is never unpickled
+                head = f.read(4)
+            return [modelio.legacy_reason(head, LEGACY_MODEL_FILE)
+                    or f"{LEGACY_MODEL_FILE} is not in the current model format; it is not loaded"]
+        return [f"the model file is missing: an ok result (schema {result.schema}) must keep its {MODEL_FILE} to be "
+                "re-evaluated (for records published without models, use --schema-only)"]
+    problems = []
+    for name, entry in sorted((result.files or {}).items()):
+        if not plain_file_name(name):
+            problems.append(f"files names {name!r:.60}, not a file of this cell")
+            continue
+        try:
+            modelio.read_bytes(folder / name, entry["sha256"])
+        except modelio.ModelFileError as exc:
+            missing = not (folder / name).exists()
+            problems.append(f"{name} is missing: an ok result must keep its model files (for records published "
+                            "without models, use --schema-only)" if missing else str(exc))
+    return problems
 
 
 def _reevaluate_all(items, *, data_dir, download, device, tolerance) -> None:
@@ -125,9 +220,9 @@ def _reevaluate_all(items, *, data_dir, download, device, tolerance) -> None:
                                          registry=registry, tolerance=tolerance, notes=check.notes)
             check.reevaluated = True
         except OdnbenchError as exc:
-            check.problems.append(f"could not re-evaluate: {exc}")
+            check.problems.append(f"could not re-evaluate: {' '.join(str(exc).split())[:300]}")
         except Exception as exc:  # an unloadable or wrong model file is a finding, not a crash
-            check.problems.append(f"could not re-evaluate {MODEL_FILE}: {type(exc).__name__}: "
+            check.problems.append(f"could not re-evaluate {result.model_file}: {type(exc).__name__}: "
                                   f"{' '.join(str(exc).split())[:300]}")
 
 
@@ -137,7 +232,7 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     import torch
 
     from odnbench import metrics
-    from odnbench.execution import Execution
+    from odnbench.depthnet import DepthNet
     from odnbench.recipes import Recipe
     from odnbench.runtime import DATA_CACHE
     from odnbench.store import load_model
@@ -146,31 +241,102 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     stored = result.metrics
     recipe = Recipe.from_dict(config["recipe"])
     splits = DATA_CACHE.get(registry, config["dataset"], Path(data_dir), download, config["seed"], recipe, device)
-    model = load_model(folder / MODEL_FILE, device=device)
-    if not isinstance(model, torch.nn.Module):
-        return [f"{MODEL_FILE} holds a {type(model).__name__}, not a torch.nn.Module"]
-    execution = Execution.for_recipe(recipe, device)  # the precision and memory format it was measured in
-    model = execution.model(model).eval()
     problems = []
-    with metrics.torch_threads(recipe.threads), execution.activate():
-        top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size, execution=execution)
-        info = splits.info
-        macs = metrics.count_flops(model, (info.channels, info.image_size, info.image_size)) // 2
-    params = metrics.count_params(model)
-    size_mb = metrics.saved_size_mb(model)
-    n_test = len(splits.test)
-    if stored.get("test_examples") not in (None, n_test):
-        problems.append(f"test split has {n_test} examples here but {stored['test_examples']} when stored "
-                        f"(different data under --data-dir?)")
-    if abs(top1 - stored["top1"]) > tolerance:
-        problems.append(f"metrics.top1 stored {stored['top1']:.4f} but re-measured {top1:.4f} on {device.type} "
-                        f"(differs by {abs(top1 - stored['top1']):.4f} > {tolerance:g})")
-    if params != stored["params"]:
-        problems.append(f"metrics.params stored {stored['params']:,} but the model has {params:,}")
+    stored_fp = (result.data or {}).get("fingerprint")
+    if stored_fp is not None and stored_fp != splits.fingerprint:
+        problems.append(f"the data differ from those the result was measured on (fingerprint {splits.fingerprint[:19]}…, "
+                        f"stored {stored_fp[:19]}…): other files under --data-dir?")
+    entry = (result.files or {}).get(result.model_file) or {}
+    model = load_model(folder / result.model_file, device=device, expected_sha256=entry.get("sha256")).eval()
+    info = splits.info
+    shape = (info.channels, info.image_size, info.image_size)
+    with metrics.torch_threads(recipe.threads):
+        top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size)
+        val_top1 = metrics.top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size)
+        flops = metrics.count_flops(model, shape)
+    measured = {"params": metrics.count_params(model), "flops": flops, "macs": flops // 2,
+                "test_examples": len(splits.test)}
+    for key, value in measured.items():
+        if stored.get(key) is not None and stored[key] != value:
+            problems.append(f"metrics.{key} stored {stored[key]:,} but re-measured {value:,}")
+    for key, value in (("top1", top1), ("val_top1", val_top1)):
+        if abs(value - stored[key]) > tolerance:
+            problems.append(f"metrics.{key} stored {stored[key]:.4f} but re-measured {value:.4f} on {device.type} "
+                            f"(differs by {abs(value - stored[key]):.4f} > {tolerance:g})")
+    size_mb, size_mib = metrics.saved_size_mb(model), metrics.tensor_size_mib(model)
     if abs(size_mb - stored["size_mb"]) > SIZE_TOLERANCE_MB:
         problems.append(f"metrics.size_mb stored {stored['size_mb']:.6f} but re-measured {size_mb:.6f}")
-    if macs != stored["macs"]:
-        problems.append(f"metrics.macs stored {stored['macs']:,} but re-measured {macs:,}")
+    if abs(size_mib - stored["size_mib"]) > SIZE_TOLERANCE_MIB:
+        problems.append(f"metrics.size_mib stored {stored['size_mib']:.6f} but re-measured {size_mib:.6f}")
+    if isinstance(model, DepthNet) and result.facts.depth is not None and result.facts.depth != model.depth:
+        problems.append(f"facts.depth is {result.facts.depth} but the model has {model.depth} blocks")
     notes.append(f"re-evaluated on {device.type}: top-1 {top1:.4f} (stored {stored['top1']:.4f}), "
-                 f"params {params:,}, size {size_mb:.6f} MB, MACs {macs:,} match")
+                 f"params {measured['params']:,}, size {size_mb:.6f} MB, MACs {measured['macs']:,}"
+                 + (" match" if not problems else ""))
+    problems += _check_timings(model, shape, recipe, result, device, notes)
+    problems += _check_other_files(folder, result, device, notes)
+    return problems
+
+
+def _check_timings(model, shape, recipe, result: Result, device, notes: list[str]) -> list[str]:
+    from odnbench import metrics
+
+    stored = result.metrics
+    # With the thread count the stored numbers were measured with (a different one can be far slower:
+    # several OpenMP threads on a busy machine spin-wait on each other).
+    threads = stored["latency_ms"].get("threads") or recipe.threads
+    latency = metrics.latency_ms(model, shape, warmup=recipe.latency_warmup, windows=recipe.latency_windows,
+                                 iters=recipe.latency_iters, threads=threads)
+    throughput = stored.get("throughput")
+    again = {"latency p50": (latency["p50"], stored["latency_ms"]["p50"], stored["latency_ms"].get("device"))}
+    if isinstance(throughput, dict) and isinstance(throughput.get("images_per_s"), (int, float)):
+        measured = metrics.throughput(model, shape, batch_size=throughput.get("batch_size", recipe.throughput_batch),
+                                      windows=max(3, recipe.latency_windows // 2),
+                                      threads=throughput.get("threads") or threads)
+        again["throughput"] = (measured["images_per_s"], throughput["images_per_s"], throughput.get("device"))
+    problems, ratios = [], []
+    for what, (now, then, stored_device) in again.items():
+        ratio = now / then if then else math.inf
+        ratios.append(f"{what} ×{ratio:.2f}")
+        same_device = (stored_device or (result.env or {}).get("device")) == device.type
+        if same_device and not (1 / TIMING_FACTOR <= ratio <= TIMING_FACTOR):
+            problems.append(f"{what} re-timed {now:.4g} but stored {then:.4g} on {device.type}: {ratio:.3g} times the "
+                            f"stored value, beyond the {TIMING_FACTOR:g}x any machine difference explains (edited?)")
+    notes.append("re-timed vs stored: " + ", ".join(ratios)
+                 + ("" if (result.env or {}).get("device") == device.type else " (stored on another device type)"))
+    return problems
+
+
+def _check_other_files(folder: Path, result: Result, device, notes: list[str]) -> list[str]:
+    """Every other stored model file reloads (without any plugin) and matches what method_info says of it."""
+    from odnbench import metrics
+    from odnbench.store import load_model
+
+    described = {}
+
+    def walk(value):
+        if isinstance(value, dict):
+            if isinstance(value.get("model_file"), str):
+                described[value["model_file"]] = value
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, list):
+            for v in value:
+                walk(v)
+
+    walk(result.method_info)
+    problems, checked = [], 0
+    for name, entry in sorted((result.files or {}).items()):
+        if name == result.model_file:
+            continue
+        model = load_model(folder / name, device=device, expected_sha256=entry["sha256"])
+        checked += 1
+        said = described.get(name, {})
+        params, size_mb = metrics.count_params(model), metrics.saved_size_mb(model)
+        if isinstance(said.get("params"), int) and said["params"] != params:
+            problems.append(f"{name}: method_info says {said['params']:,} params but the file has {params:,}")
+        if isinstance(said.get("size_mb"), (int, float)) and abs(said["size_mb"] - size_mb) > SIZE_TOLERANCE_MB:
+            problems.append(f"{name}: method_info says {said['size_mb']} MB but re-measured {size_mb:.6f}")
+    if checked:
+        notes.append(f"{checked} other model file(s) reloaded and match")
     return problems

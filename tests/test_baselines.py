@@ -279,7 +279,7 @@ def test_every_stored_model_reevaluates_in_verify(grid_run, reg):
     allowlist, never unpickled) and re-measure to what result.json says."""
     from odnbench.verify import verify
 
-    report = verify(grid_run["results"], data_dir=grid_run["results"], download=False, registry=reg)
+    report = verify(grid_run["results"], data_dir=grid_run["results"], download=False)
     assert {c.folder.split("-")[0] for c in report.cells} == {"full", "prune", "truncate", "scratch"}
     assert not report.problems, [c.line() for c in report.problems]
     assert all(c.reevaluated for c in report.cells)

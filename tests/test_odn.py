@@ -318,7 +318,7 @@ def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
                                     "depth-3.safetensors"}
     from odnbench.verify import verify
 
-    [check] = verify(tmp_path / "results", data_dir=tmp_path / "data", download=False, registry=reg).cells
+    [check] = verify(tmp_path / "results", data_dir=tmp_path / "data", download=False).cells
     assert check.ok and check.reevaluated, check.line()
     assert "3 other model file(s) reloaded and match" in check.notes
 

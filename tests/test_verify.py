@@ -18,9 +18,11 @@ from odnbench import plan
 from odnbench.store import (
     MODEL_FILE,
     RESULT_FILE,
+    ResultStore,
     cell_dirname,
     cell_key,
     load_model,
+    result_digest,
     save_model,
     write_json,
 )
@@ -55,6 +57,15 @@ def _cells(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if (p / RESULT_FILE).is_file())
 
 
+def _restamp(cell: Path, stored: dict | None = None) -> None:
+    """What a thorough tamperer does after changing a cell: record the new files' checksums and
+    recompute the digest, so that only re-measuring can tell."""
+    stored = stored or json.loads((cell / RESULT_FILE).read_text())
+    stored["files"] = ResultStore(cell.parent).checksums(cell)
+    stored["digest"] = result_digest(stored)
+    write_json(cell / RESULT_FILE, stored)
+
+
 def _cli(results: Path, *extra):
     from odnbench.cli import cli
 
@@ -79,7 +90,11 @@ def test_tampered_top1_is_reported(results):
     assert res.exit_code == 1
     line = next(x for x in res.output.splitlines() if cell.name in x)
     assert line.startswith("PROBLEM") and "metrics.top1 stored" in line and "re-measured" in line
+    assert "result.json was edited after it was written" in line  # the digest tells, and re-measuring says what
     assert "1 with problems" in res.output
+    _restamp(cell, stored)  # a digest recomputed by the tamperer: re-measuring still tells
+    line = next(x for x in _cli(results).output.splitlines() if cell.name in x)
+    assert line.startswith("PROBLEM") and "metrics.top1 stored" in line and "edited" not in line
 
 
 def test_overwritten_weights_are_caught(results):
@@ -91,6 +106,11 @@ def test_overwritten_weights_are_caught(results):
     report = verify(results, data_dir=results / "data", download=False)
     bad = {c.folder: c for c in report.problems}
     assert list(bad) == [a.name]
+    assert bad[a.name].problems == [bad[a.name].problems[0]]
+    assert bad[a.name].problems[0].startswith(f"{MODEL_FILE} changed since its result was written (sha256")
+    _restamp(a)  # checksums and digest recomputed: the weights still score differently
+    bad = {c.folder: c for c in verify(results, data_dir=results / "data", download=False).problems}
+    assert list(bad) == [a.name]
     assert any(p.startswith("metrics.top1 stored") for p in bad[a.name].problems)
 
 
@@ -98,6 +118,7 @@ def test_replaced_architecture_is_caught(results):
     cell = _cells(results)[0]
     model = load_model(cell / MODEL_FILE)
     save_model(model.truncated(2), cell / MODEL_FILE)
+    _restamp(cell)
     report = verify(results, data_dir=results / "data", download=False)
     problems = " ".join(report.problems[0].problems)
     assert report.problems[0].folder == cell.name
@@ -109,7 +130,11 @@ def test_garbage_model_file_is_a_finding_not_a_crash(results):
     cell = _cells(results)[0]
     (cell / MODEL_FILE).write_bytes(b"not a model")
     res = _cli(results)
-    assert res.exit_code == 1 and f"PROBLEM  {cell.name}: could not re-evaluate model.pt" in res.output
+    assert res.exit_code == 1 and f"PROBLEM  {cell.name}: {MODEL_FILE} changed since its result was written" in res.output
+    _restamp(cell)
+    res = _cli(results)
+    assert res.exit_code == 1
+    assert f"PROBLEM  {cell.name}: could not re-evaluate: {MODEL_FILE} is not a stored model" in res.output
 
 
 def test_schema_and_key_problems(results):
@@ -134,18 +159,24 @@ def test_schema_and_key_problems(results):
     assert "3 with problems" in out
 
 
-def test_records_without_models_are_schema_only(results):
+def test_records_without_models_fail_unless_schema_only(results):
     for cell in _cells(results):
         (cell / MODEL_FILE).unlink()
     failed = json.loads((_cells(results)[0] / RESULT_FILE).read_text())
     failed["config"]["method"] = "prune"
-    failed.update(status="failed", error="method 'prune' raised RuntimeError: boom", metrics=None)
+    failed.update(status="failed", error="method 'prune' raised RuntimeError: boom", metrics=None, files=None,
+                  model_file=None)
     failed["key"] = cell_key(failed["config"])
+    failed["digest"] = result_digest(failed)
     write_json(results / cell_dirname(failed["config"]) / RESULT_FILE, failed)
     res = _cli(results)
-    assert res.exit_code == 0, res.output
-    assert res.output.count("model not present, schema only") == 2
+    assert res.exit_code == 1, res.output
+    assert res.output.count(f"{MODEL_FILE} is missing: an ok result must keep its model files") == 2
     assert "failed cell (recorded as failed" in res.output
+    assert "1 ok (0 re-evaluated, 1 schema only), 2 with problems" in res.output
+    res = _cli(results, "--schema-only")  # records published without their models
+    assert res.exit_code == 0, res.output
+    assert res.output.count("schema only (--schema-only)") == 2
     assert "3 ok (0 re-evaluated, 3 schema only)" in res.output
 
 

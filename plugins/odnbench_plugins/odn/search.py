@@ -353,7 +353,7 @@ def run_odn(ctx):
             rec.update(sample_steps=cost["sample_steps"], seconds=round(cost["seconds"], 3),
                        params=count_params(best_cut), size_mb=round(saved_size_mb(best_cut), 6), model_file=None)
             if p["save_depth_models"]:
-                rec["model_file"] = f"depth-{depth}.pt"
+                rec["model_file"] = f"depth-{depth}.safetensors"
                 save_model(best_cut, ctx.workdir / rec["model_file"])
             curve.append(rec)
             verdict = ">=" if rec["reached_threshold"] else "<"
