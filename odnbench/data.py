@@ -52,12 +52,55 @@ class Splits:
     val: Split
     test: Split
     notes: dict = field(default_factory=dict)
+    fingerprint: str | None = None  # of the tensors actually used (see fingerprint()), set by the harness
 
     def to(self, device) -> "Splits":
         return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def fingerprint(splits: "Splits") -> str:
+    """sha256 over the train, val and test tensors (shape, dtype, bytes) after subsetting: the data a
+    result was trained and measured on, whatever files or plugin produced it. Stored in result.json
+    (``data.fingerprint``) and compared by ``leaderboard verify``."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("train", "val", "test"):
+        split = getattr(splits, name)
+        for t in (split.x, split.y):
+            t = t.detach().to("cpu").contiguous()
+            h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+            h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+def check_splits(splits: "Splits", dataset: str) -> None:
+    """One-line DataError when a dataset plugin's splits cannot be what its info says: wrong image
+    shape, non-finite pixels, labels outside 0..classes-1 (which would otherwise surface as an
+    IndexError or a NaN loss blamed on the method)."""
+    from odnbench.errors import DataError
+
+    info = splits.info
+    want = (info.channels, info.image_size, info.image_size)
+    for name in ("train", "val", "test"):
+        s = getattr(splits, name)
+        if len(s) == 0:
+            raise DataError(f"dataset {dataset!r}: the {name} split is empty")
+        if s.x.dim() != 4 or tuple(s.x.shape[1:]) != want or s.x.shape[0] != s.y.shape[0]:
+            raise DataError(f"dataset {dataset!r}: {name} images are {tuple(s.x.shape)} for {tuple(s.y.shape)} labels; "
+                            f"expected N x {' x '.join(map(str, want))} (channels x height x width) for N labels")
+        if s.y.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8) or s.y.dim() != 1:
+            raise DataError(f"dataset {dataset!r}: {name} labels must be a 1-D integer tensor, got {s.y.dtype} "
+                            f"{tuple(s.y.shape)}")
+        low, high = int(s.y.min()), int(s.y.max())
+        if low < 0 or high >= info.num_classes:
+            raise DataError(f"dataset {dataset!r}: {name} labels run {low}..{high}, outside 0..{info.num_classes - 1} "
+                            f"({info.num_classes} classes): the data files are damaged or not {dataset}'s")
+        if not bool(torch.isfinite(s.x).all()):
+            raise DataError(f"dataset {dataset!r}: {name} images hold NaN or infinite values")
 
 
 def normalise(images: torch.Tensor, mean, std) -> torch.Tensor:

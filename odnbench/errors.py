@@ -23,7 +23,11 @@ class PluginError(OdnbenchError):
     """A plugin failed to load or broke the contract."""
 
 
-class DataNotFoundError(OdnbenchError):
+class DataError(OdnbenchError):
+    """Dataset files or tensors that are damaged or not what the dataset declares."""
+
+
+class DataNotFoundError(DataError):
     """Dataset files are missing and could not be downloaded."""
 
 

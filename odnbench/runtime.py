@@ -50,10 +50,14 @@ class DataCache:
     def get(self, registry: Registry, name: str, data_dir: Path, download: bool, seed: int, recipe: Recipe, device):
         key = (name, str(data_dir), seed, recipe.train_limit, recipe.val_limit, recipe.test_limit, str(device))
         if key not in self._cache:
+            from odnbench.data import check_splits, fingerprint
+
             splits = registry.dataset(name).load(Path(data_dir), download=download, seed=seed)
+            check_splits(splits, name)
             splits.train = splits.train.subset(recipe.train_limit, seed)
             splits.val = splits.val.subset(recipe.val_limit, seed)
             splits.test = splits.test.subset(recipe.test_limit, 0)  # the same test images for every seed
+            splits.fingerprint = fingerprint(splits)  # on the CPU tensors, before moving to the device
             self._cache = {key: splits.to(device)}  # keep one dataset in memory at a time
         return self._cache[key]
 
