@@ -26,11 +26,29 @@ class OdnbenchGroup(click.Group):
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
 
+    def format_help(self, ctx, formatter):
+        _echo_conflicts()  # a clashing plugin is named, but --help still works
+        super().format_help(ctx, formatter)
 
-def registry():
+
+def registry(sound: bool = True):
+    """The loaded plugins. ``sound``: refuse (one line, exit 2) when plugin names clash, since a
+    result must never be ranked under a name that another plugin took over; listing passes False."""
     from odnbench.registry import get_registry
 
-    return get_registry()
+    reg = get_registry()
+    if sound:
+        reg.require_sound()
+    return reg
+
+
+def _echo_conflicts() -> None:
+    try:
+        reg = registry(sound=False)
+    except OdnbenchError:
+        return
+    for conflict in reg.conflicts:
+        click.echo(f"Error: {conflict}", err=True)
 
 
 @click.group(cls=OdnbenchGroup)
@@ -59,7 +77,8 @@ def list_cmd(kind):
             click.echo(f"{name:<16} width={recipe.width} train_limit={recipe.train_limit} epochs={recipe.epochs} "
                        f"schedule={recipe.schedule} patience={recipe.patience}")
         return
-    reg = registry()
+    _echo_conflicts()
+    reg = registry(sound=False)
     singular = kind[:-1]
     for name in reg.names(singular):
         item = reg.items[singular][name]
@@ -71,7 +90,8 @@ def list_cmd(kind):
 @click.option("--preset", "-p", default="quick", show_default=True)
 @click.option("--dataset", "-d", default="mnist5k", show_default=True)
 def params(method, preset, dataset):
-    """A method's parameters (set them with --set METHOD.PARAM=VALUE) and their values for a preset/dataset."""
+    """A method's parameters (set them with --set METHOD.PARAM=VALUE), their values for a preset/dataset
+    and what is allowed (choices, or the range checked before anything runs)."""
     from odnbench.plan import resolve_params
     from odnbench.recipes import make_recipe
 
@@ -83,14 +103,16 @@ def params(method, preset, dataset):
     if not declared:
         click.echo(f"{method} has no parameters")
     for name, p in declared.items():
-        choices = f" [{'|'.join(map(str, p.choices))}]" if p.choices else ""
-        click.echo(f"{method}.{name:<22} {p.type.__name__:<5} = {values[name]!s:<10}{choices}  {p.help}")
+        allowed = f" [{'|'.join(map(str, p.choices))}]" if p.choices else ""
+        allowed += f" [{p.range_text()}{' or none' if p.nullable else ''}]" if p.range_text() else ""
+        click.echo(f"{method}.{name:<22} {p.type.__name__:<5} = {values[name]!s:<10}{allowed}  {p.help}")
 
 
 @cli.command()
 def plugins():
     """Print the loaded plugins as JSON: [{"name", "version", "hooks"}]."""
-    click.echo(json.dumps(registry().plugin_list(), indent=2))
+    _echo_conflicts()
+    click.echo(json.dumps(registry(sound=False).plugin_list(), indent=2))
 
 
 @cli.command("new-plugin")
@@ -198,16 +220,20 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     from odnbench.progress import Progress
     from odnbench.runtime import pick_device
 
+    from odnbench.store import atomic_write_bytes, check_results_root
+
     reg = registry()
     grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
                           list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets))
+    check_results_root(results, [c.dirname for c in grid.cells])  # before any training: one line, exit 2
+    device = pick_device(device)
     progress = Progress(quiet=quiet)
     extra = sum(c.added_as_dependency for c in grid.cells)
     progress.line(f"odnbench: {len(grid.cells)} cells ({extra} added as dependencies), results in {results}")
     done = harness.run_grid(reg, grid, results, data_dir=data_dir or default_data_dir(), download=download,
-                            device=pick_device(device), resume=resume, fail_fast=fail_fast, progress=progress)
+                            device=device, resume=resume, fail_fast=fail_fast, progress=progress)
     text = report.render(results, "md")
-    (Path(results) / "leaderboard.md").write_text(text)
+    atomic_write_bytes(Path(results) / "leaderboard.md", text.encode())
     click.echo(text)
     click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), "
                f"{len(done.failed)} failed; leaderboard written to {Path(results) / 'leaderboard.md'}")
@@ -232,11 +258,14 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
     if len(methods) != 1 or len(datasets) > 1 or len(backbones) > 1 or len(seeds) > 1:
         raise OdnbenchError("run takes one --method, and at most one --dataset, --backbone and --seed "
                             "(use compare for grids)")
+    from odnbench.store import check_results_root
+
     reg = registry()
     grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
                           list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets),
                           add_dependencies=False)
     cell = grid.cells[-1]
+    check_results_root(results, [cell.dirname])  # before any training: one line, exit 2
     result = harness.run_cell(reg, cell, results, data_dir=data_dir or default_data_dir(), download=download,
                               device=pick_device(device), progress=Progress(quiet=quiet))
     where = Path(results) / cell.dirname
@@ -309,18 +338,24 @@ def leaderboard_publish(ctx, results, out, tolerance):
 @click.option("--schema-only", is_flag=True, help="Check result.json files only; do not reload models.")
 @click.pass_context
 def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, schema_only):
-    """Check every stored result against the result schema and its folder's key; where model.pt
-    is present, reload it, re-evaluate it on the test split and compare top-1, params, size and
-    MACs with result.json. Exits 1 when anything does not match."""
+    """Check every stored result: schema, folder key and digest (edited since written?); the sha256
+    of each model file (an ok result without its model fails); then reload each model (never
+    unpickled) and re-measure top-1, params, size, MACs and FLOPs on the same data (fingerprint
+    checked), re-time latency and throughput (the ratio to the stored value is a note unless absurd);
+    list stale temporary files; and say what cannot be re-measured (cost). One line per cell; exits 1
+    when anything does not match. --schema-only checks result.json files alone (for records published
+    without their models)."""
     from odnbench.runtime import pick_device
     from odnbench.verify import verify
 
     results = _results_option(ctx, results)
     checked = verify(results, data_dir=data_dir or default_data_dir(), download=download,
                      device=None if schema_only else pick_device(device), tolerance=tolerance,
-                     schema_only=schema_only)
+                     schema_only=schema_only, registry=None if schema_only else registry())
     for check in checked.cells:
         click.echo(check.line())
+    for note in checked.notes:
+        click.echo(f"note: {note}")
     click.echo(checked.summary())
     if checked.problems:
         sys.exit(1)
@@ -328,7 +363,7 @@ def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, sche
 
 def _add_plugin_commands() -> None:
     try:
-        reg = registry()
+        reg = registry(sound=False)  # clashing names are reported by the command that meets them
     except OdnbenchError as exc:  # a broken plugin must not hide --help
         click.echo(f"Error: {exc}", err=True)
         sys.exit(2)

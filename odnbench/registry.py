@@ -48,6 +48,17 @@ class Registry:
     plugins: dict[str, PluginInfo] = field(default_factory=dict)
     items: dict[str, dict[str, Any]] = field(default_factory=lambda: {k: {} for k in KINDS})
     owner: dict[tuple[str, str], str] = field(default_factory=dict)
+    #: Name clashes found while loading (two distributions with one entry-point name, two plugins
+    #: registering one method name). Neither side is used; commands that run or rank anything refuse
+    #: with these lines (:meth:`require_sound`), while --help and list print them and go on.
+    conflicts: list[str] = field(default_factory=list)
+    collecting: bool = False  # inside collect(): a clash is recorded as a conflict instead of raised
+
+    def require_sound(self) -> None:
+        """Raise the first name clash as a one-line PluginError (nothing may be silently replaced)."""
+        if self.conflicts:
+            more = f" (and {len(self.conflicts) - 1} more)" if len(self.conflicts) > 1 else ""
+            raise PluginError(self.conflicts[0] + more)
 
     def get(self, kind: str, name: str):
         table = self.items[kind]
@@ -87,7 +98,15 @@ class Registry:
             raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
         previous = self.owner.get((kind, name))
         if previous is not None:
-            raise PluginError(f"{kind} {name!r} is registered twice: by plugin {previous!r} and by {plugin!r}")
+            message = (f"{kind} {name!r} is registered twice: by plugin {previous!r} and by {plugin!r}; "
+                       "uninstall one, or select plugins with ODNBENCH_LOAD_PLUGINS")
+            if not self.collecting:
+                raise PluginError(message)
+            # Neither one is used: results must never be ranked under a name another plugin took over.
+            self.conflicts.append(message)
+            self.items[kind].pop(name, None)
+            self.owner[(kind, name)] = f"{previous}, {plugin}"
+            return
         self.items[kind][name] = obj
         self.owner[(kind, name)] = plugin
 
@@ -104,12 +123,18 @@ class Registry:
         self.plugins[name] = info or PluginInfo(name, None, None)
 
     def collect(self, only: Any = None) -> None:
-        """Call every ``register_*s`` hook (of plugin object ``only``, when given) into this registry."""
-        for kind in KINDS:
-            def register_for(plugin, _kind=kind):
-                return {"register": lambda obj: self.register(_kind, obj, plugin)}
+        """Call every ``register_*s`` hook (of plugin object ``only``, when given) into this registry.
+        A name registered twice becomes a conflict (see :attr:`conflicts`) rather than an exception,
+        so that --help and list can still show everything else."""
+        self.collecting = True
+        try:
+            for kind in KINDS:
+                def register_for(plugin, _kind=kind):
+                    return {"register": lambda obj: self.register(_kind, obj, plugin)}
 
-            self.call_each(f"register_{kind}s", register_for, only=only)
+                self.call_each(f"register_{kind}s", register_for, only=only)
+        finally:
+            self.collecting = False
 
     def call_each(self, hook_name: str, kwargs_for, only: Any = None) -> None:
         """Call each plugin's implementation of ``hook_name`` on its own, with ``kwargs_for(plugin)``:
@@ -170,11 +195,21 @@ def load_registry() -> Registry:
     env = os.environ.get("ODNBENCH_LOAD_PLUGINS")
     allowed = None if env is None else {s.strip() for s in env.split(",") if s.strip()}
 
+    selected = [ep for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP) if _selected(ep, allowed)]
+    providers: dict[str, set[str]] = {}
+    for ep in selected:
+        providers.setdefault(ep.name, set()).add(_normal(ep.dist.name) if ep.dist else f"? ({ep.value})")
     seen: set[str] = set()
-    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in seen or not _selected(ep, allowed):
+    for ep in selected:
+        if ep.name in seen:
             continue  # the same distribution can be visible twice (e.g. editable + site)
         seen.add(ep.name)
+        if len(providers[ep.name]) > 1:  # never a silent replacement (e.g. a third party's "odn")
+            registry.conflicts.append(
+                f"plugin name {ep.name!r} is provided by {len(providers[ep.name])} distributions: "
+                f"{', '.join(sorted(providers[ep.name]))}; neither is loaded. Uninstall one, or select one with "
+                "ODNBENCH_LOAD_PLUGINS=<distribution name>")
+            continue
         dist = ep.dist.name if ep.dist else None
         try:
             module = ep.load()

@@ -26,7 +26,9 @@ Definitions used on every board:
 
 from __future__ import annotations
 
+import hashlib
 import math
+import re
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,7 +69,8 @@ class Board:
 
     @property
     def slug(self) -> str:
-        return f"{self.dataset}-{self.backbone}-{self.preset}-{self.device}"
+        """The board's folder name under ``publish --out``: from stored fields, so sanitised."""
+        return safe_slug(f"{self.dataset}-{self.backbone}-{self.preset}-{self.device}")
 
     @property
     def title(self) -> str:
@@ -78,6 +81,20 @@ class Board:
         rows = [r for r in self.rows if r.fields.get("iso_accuracy")]
         return sorted(rows, key=lambda r: (_num_or(r.fields["size_mb"], math.inf), -(r.fields["top1_mean"] or 0),
                                            r.label))
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
+
+
+def safe_slug(raw: str) -> str:
+    """A folder name made of ``[A-Za-z0-9._+-]`` only, never starting with a dot, from text that comes
+    from result.json files (which anyone can edit: ``env.device`` = ``cpu/../../../x`` must not lead
+    outside ``--out``). A name that had to change gets a short hash of the original, so two different
+    boards cannot end up in one folder."""
+    slug = _UNSAFE.sub("_", raw).lstrip(".") or "_"
+    if slug != raw:
+        slug = f"{slug[:80]}-{hashlib.sha256(raw.encode('utf-8', 'surrogateescape')).hexdigest()[:8]}"
+    return slug
 
 
 def load_results(results_dir) -> list[Result]:

@@ -52,6 +52,15 @@ def publish_command(results, out, tolerance: float) -> str:
 
 def publish(results_dir, out_dir, tolerance: float = lb.DEFAULT_TOLERANCE, command: str | None = None) -> PublishReport:
     results_dir, out_dir = Path(results_dir), Path(out_dir)
+    for what, path in (("--results", results_dir), ("--out", out_dir)):  # before anything is written
+        try:
+            str(path).encode("utf-8")
+        except UnicodeEncodeError as exc:  # undecodable bytes arrive as surrogates (PEP 383)
+            code = ord(str(path)[exc.start])
+            byte = f"byte {code - 0xDC00:#04x}" if 0xDC80 <= code <= 0xDCFF else f"character {code:#x}"
+            shown = str(path).encode("utf-8", "surrogateescape" if 0xDC80 <= code <= 0xDCFF else "backslashreplace")
+            raise OdnbenchError(f"{what} {shown.decode('utf-8', 'backslashreplace')} is not valid UTF-8 ({byte} at "
+                                f"position {exc.start}); the pages name their paths, so use a UTF-8 path") from None
     if not results_dir.is_dir():
         raise OdnbenchError(f"results folder {results_dir} does not exist")
     if tolerance < 0:
@@ -72,8 +81,16 @@ def publish(results_dir, out_dir, tolerance: float = lb.DEFAULT_TOLERANCE, comma
 
 
 def _write(path: Path, data, report: PublishReport) -> None:
+    _inside(path, report.out_dir)
     atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
     report.written.append(path)
+
+
+def _inside(path: Path, out_dir: Path) -> None:
+    """Nothing is ever written or removed outside ``--out`` (board names come from stored files)."""
+    root = out_dir.resolve()
+    if not path.resolve().is_relative_to(root):
+        raise OdnbenchError(f"refusing to write {path}: it is outside --out {out_dir}")
 
 
 def _publish_board(board: lb.Board, folder: Path, command: str, report: PublishReport) -> None:
@@ -98,6 +115,7 @@ def _publish_board(board: lb.Board, folder: Path, command: str, report: PublishR
 
 
 def _unlink(path: Path, report: PublishReport) -> None:
+    _inside(path, report.out_dir)
     if path.is_file():
         path.unlink()
         report.removed.append(path)
