@@ -261,8 +261,11 @@ def to_bytes(model, example=None) -> bytes:
         with torch.inference_mode():
             want, got = model(example), rebuilt(example)
         model.train(was)
-        if not (isinstance(got, torch.Tensor) and got.shape == want.shape and torch.allclose(got, want, rtol=1e-4,
-                                                                                             atol=1e-5)):
+        # Exact on the CPU up to float noise; on a GPU two module instances may get different kernels (TF32),
+        # so looser there. A wrong rebuild (a missing layer, a wrong attribute) is off by far more.
+        rtol, atol = (1e-4, 1e-5) if example.device.type == "cpu" else (1e-2, 1e-3)
+        if not (isinstance(got, torch.Tensor) and got.shape == want.shape
+                and torch.allclose(got.float(), want.float(), rtol=rtol, atol=atol)):
             raise UnstorableModelError(
                 f"cannot store the model: rebuilt from its stored form it gives different outputs "
                 f"({type(model).__name__} keeps state outside its attributes, parameters and buffers)")
