@@ -33,3 +33,20 @@ class DataNotFoundError(DataError):
 
 class MissingDependencyError(OdnbenchError):
     """A cell needs another method's result (e.g. prune needs a full-depth model) that is not there."""
+
+
+class DivergedError(OdnbenchError):
+    """Training produced a NaN or infinite loss, or a model NaN values: the cell fails instead of
+    storing a broken model."""
+
+
+class CorruptResultError(OdnbenchError):
+    """A result.json that cannot be read as a result (truncated, not JSON, not an object)."""
+
+
+class ModelFileError(OdnbenchError):
+    """A stored model that cannot (or must not) be loaded: the message says which and why."""
+
+
+class UnstorableModelError(OdnbenchError):
+    """A model that the safe format cannot store (a class outside the allowlist, tied weights, ...)."""

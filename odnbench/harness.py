@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from odnbench.contract import Dependency, MethodContext, MethodOutput
-from odnbench.errors import MissingDependencyError, OdnbenchError, PluginError
+from odnbench.errors import DivergedError, MissingDependencyError, OdnbenchError, PluginError
 from odnbench.plan import Cell, Grid
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
@@ -160,8 +160,6 @@ def _check_exported(model, splits, method: str, plugin: str, execution):
     the cell's precision and memory format); returns the input batch used (a few test images), which
     the store then uses to check the saved model reloads faithfully."""
     import torch
-
-    from odnbench.trainer import DivergedError
 
     classes = splits.info.num_classes
     x = splits.test.x[: min(8, len(splits.test))]

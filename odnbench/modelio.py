@@ -35,7 +35,7 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from odnbench.errors import OdnbenchError
+from odnbench.errors import ModelFileError, UnstorableModelError
 
 FORMAT = "odnbench-model"
 FORMAT_VERSION = "1"
@@ -49,14 +49,6 @@ ALLOWED = "torch.nn layers, timm.layers, timm's ResNet BasicBlock/Bottleneck and
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_HEADER = 100_000_000  # bytes; a larger header is not a model this code wrote
-
-
-class ModelFileError(OdnbenchError):
-    """A stored model that cannot (or must not) be loaded: the message says which and why."""
-
-
-class UnstorableModelError(OdnbenchError):
-    """A model that cannot be stored in the safe format (a class outside the allowlist, ...)."""
 
 
 # ------------------------------------------------------------------------------------- classes

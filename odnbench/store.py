@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from odnbench.errors import OdnbenchError
+from odnbench.errors import CorruptResultError, OdnbenchError
 from odnbench.result import Result
 
 RESULT_FILE = "result.json"
@@ -35,10 +35,6 @@ LEGACY_MODEL_FILE = "model.pt"  # odnbench 0.1: a pickled module, never loaded (
 TMP_SUFFIX = ".tmp"
 #: A temporary file older than this is left over from a killed write (a live write takes seconds).
 STALE_TMP_SECONDS = 300
-
-
-class CorruptResultError(OdnbenchError):
-    """A result.json that cannot be read as a result (truncated, not JSON, not an object)."""
 
 
 def canonical_json(obj: Any) -> str:

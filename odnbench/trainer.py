@@ -21,14 +21,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from odnbench.data import Splits, batches
+from odnbench.errors import DivergedError
 from odnbench.execution import Execution
-from odnbench.errors import OdnbenchError
 from odnbench.metrics import top1
 from odnbench.progress import Progress
-
-
-class DivergedError(OdnbenchError):
-    """Training produced a NaN or infinite loss: the cell fails instead of storing a broken model."""
 
 
 @dataclass
