@@ -121,7 +121,7 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def _timed_windows(model: nn.Module, x: torch.Tensor, warmup: int, windows: int, iters: int) -> list[float]:
+def timed_windows(model: nn.Module, x: torch.Tensor, warmup: int, windows: int, iters: int) -> list[float]:
     """Seconds per call, one value per timed window."""
     device = x.device
     for _ in range(warmup):
@@ -150,7 +150,7 @@ def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20,
     model.eval()
     with torch_threads(threads) as used, _autocast(execution):
         x = _input(execution, torch.randn((1, *input_shape), device=device))
-        per_call = _timed_windows(model, x, warmup, windows, iters)
+        per_call = timed_windows(model, x, warmup, windows, iters)
     model.train(was_training)
     ms = [1000 * s for s in per_call]
     return {
@@ -171,7 +171,7 @@ def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windo
     model.eval()
     with torch_threads(threads) as used, _autocast(execution):
         x = _input(execution, torch.randn((batch_size, *input_shape), device=device))
-        per_call = _timed_windows(model, x, warmup, windows, iters)
+        per_call = timed_windows(model, x, warmup, windows, iters)
     model.train(was_training)
     return {
         "images_per_s": round(batch_size / statistics.median(per_call), 2),

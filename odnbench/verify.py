@@ -14,9 +14,10 @@ For every cell folder, each finding is one line:
   (MiB) within a few bytes; the depth a DepthNet states. Each other stored model file (ODN's
   ``depth-K.safetensors``) is reloaded and its parameters and size compared with the entry of
   ``method_info`` that names it.
-- re-timed: latency p50 and throughput, reported as the ratio re-measured / stored. Timings depend
-  on the machine and its load, so a ratio is a note; it is a problem only when absurd, more than
-  ``TIMING_FACTOR`` times off on the same kind of device as stored.
+- re-timed: latency p50 and throughput (the fastest of several windows), reported as the ratio
+  re-measured / stored. Timings depend on the machine and its load, so a ratio is a note; it is a
+  problem only when absurd: the stored value claims more than ``TIMING_FACTOR`` times better than
+  anything re-measured on the same kind of device (load can slow a model down, never speed it up).
 - stale temporary files (``.NAME.XXXX.tmp``) from interrupted writes, and ``result.json.corrupt-N``
   files set aside by a run, are listed as notes.
 
@@ -49,10 +50,10 @@ TOP1_TOLERANCE = 0.01
 #: "cpu": a few bytes per tensor. 2 kB absorbs that; a different architecture differs far more.
 SIZE_TOLERANCE_MB = 0.002
 SIZE_TOLERANCE_MIB = 1e-6
-#: Re-timed latency or throughput this many times off the stored value, on the same device type, is a
-#: problem (an edited number); anything closer is a note: CPUs differ by a few times, and a busy machine
-#: more (measured here: ×3 on a 2-core machine shared by seven processes, at the same thread count).
+#: A stored latency (throughput) this many times better than the best re-timed on the same device type
+#: is a problem (an edited number): CPUs of one kind differ by a few times. Worse-than-now is only a note.
 TIMING_FACTOR = 20.0
+TIMING_ATTEMPTS = 3
 
 NOT_CHECKABLE = ("not re-measurable: cost (epochs, sample-steps, training seconds), method_info (beyond the "
                  "model files it names), env, wall_seconds and finished_at were observed once, when the cell ran; "
@@ -279,30 +280,48 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
 
 
 def _check_timings(model, shape, recipe, result: Result, device, notes: list[str]) -> list[str]:
+    """Re-time batch-1 latency and throughput and compare with the stored values.
+
+    Load on a machine only ever makes a model look slower, and by a lot (a descheduled window: a
+    stored smoke-preset latency was seen 1,000 times its unloaded value on a busy 2-core machine). So
+    the re-timing keeps the fastest of several windows (retried up to ``TIMING_ATTEMPTS`` times), the
+    ratio is reported as a note, and it is a problem only when it is absurd: the stored value claims
+    more than ``TIMING_FACTOR`` times better than anything re-measured on the same kind of device
+    (an edited number; no load makes a model faster). A stored value far worse than now is a note.
+    """
+    import torch
+
     from odnbench import metrics
 
     stored = result.metrics
     # With the thread count the stored numbers were measured with (a different one can be far slower:
     # several OpenMP threads on a busy machine spin-wait on each other).
     threads = stored["latency_ms"].get("threads") or recipe.threads
-    latency = metrics.latency_ms(model, shape, warmup=recipe.latency_warmup, windows=recipe.latency_windows,
-                                 iters=recipe.latency_iters, threads=threads)
+    windows, iters = max(5, recipe.latency_windows), max(5, recipe.latency_iters)
     throughput = stored.get("throughput")
-    again = {"latency p50": (latency["p50"], stored["latency_ms"]["p50"], stored["latency_ms"].get("device"))}
-    if isinstance(throughput, dict) and isinstance(throughput.get("images_per_s"), (int, float)):
-        measured = metrics.throughput(model, shape, batch_size=throughput.get("batch_size", recipe.throughput_batch),
-                                      windows=max(3, recipe.latency_windows // 2),
-                                      threads=throughput.get("threads") or threads)
-        again["throughput"] = (measured["images_per_s"], throughput["images_per_s"], throughput.get("device"))
+    checks = {"latency p50": (1, stored["latency_ms"]["p50"] / 1000, stored["latency_ms"].get("device"))}
+    if isinstance(throughput, dict) and isinstance(throughput.get("images_per_s"), (int, float)) \
+            and throughput["images_per_s"] > 0:
+        batch = int(throughput.get("batch_size") or recipe.throughput_batch)
+        checks["throughput"] = (batch, batch / throughput["images_per_s"], throughput.get("device"))
     problems, ratios = [], []
-    for what, (now, then, stored_device) in again.items():
-        ratio = now / then if then else math.inf
-        ratios.append(f"{what} ×{ratio:.2f}")
+    for what, (batch, then, stored_device) in checks.items():  # ``then``: stored seconds per call
+        x = torch.randn((batch, *shape), device=device)
+        best = math.inf
+        for _ in range(TIMING_ATTEMPTS):
+            with metrics.torch_threads(threads):
+                best = min(best, min(metrics.timed_windows(model, x, 2, windows, iters)))
+            if best <= TIMING_FACTOR * then:
+                break
+        now = batch / best if what == "throughput" else 1000 * best
+        was = batch / then if what == "throughput" else 1000 * then
+        ratios.append(f"{what} ×{now / was:.2f}")
         same_device = (stored_device or (result.env or {}).get("device")) == device.type
-        if same_device and not (1 / TIMING_FACTOR <= ratio <= TIMING_FACTOR):
-            problems.append(f"{what} re-timed {now:.4g} but stored {then:.4g} on {device.type}: {ratio:.3g} times the "
-                            f"stored value, beyond the {TIMING_FACTOR:g}x any machine difference explains (edited?)")
-    notes.append("re-timed vs stored: " + ", ".join(ratios)
+        if same_device and best > TIMING_FACTOR * then:
+            problems.append(f"{what} re-timed {now:.4g} at best but stored {was:.4g} on {device.type}: the stored "
+                            f"value is more than {TIMING_FACTOR:g}x better than anything re-measured, which no "
+                            "machine difference explains (edited?)")
+    notes.append("re-timed / stored (fastest window): " + ", ".join(ratios)
                  + ("" if (result.env or {}).get("device") == device.type else " (stored on another device type)"))
     return problems
 
