@@ -274,7 +274,7 @@ class Dependency:
     def load_model(self, device=None) -> "nn.Module":
         """The exported model, checked against the checksum its result recorded and rebuilt without
         running any code from the file (a pickled or edited file is refused with one line)."""
-        from odnbench.modelio import ModelFileError
+        from odnbench.errors import ModelFileError
         from odnbench.store import load_model
 
         entry = (self.result.files or {}).get(self.model_path.name)

@@ -264,13 +264,6 @@ def to_bytes(model, example=None) -> bytes:
     return data
 
 
-def save_model(model, path: Path, example=None) -> None:
-    """Write ``model`` to ``path`` (atomically) in the safe format."""
-    from odnbench.store import atomic_write_bytes
-
-    atomic_write_bytes(Path(path), to_bytes(model, example))
-
-
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

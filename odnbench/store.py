@@ -287,7 +287,7 @@ def save_model(model, path: Path, example=None) -> None:
     checked to reload into the same outputs. Load with :func:`load_model`."""
     from odnbench import modelio
 
-    modelio.save_model(model, path, example=example)
+    atomic_write_bytes(Path(path), modelio.to_bytes(model, example))
 
 
 def load_model(path: Path, device=None, expected_sha256: str | None = None):
