@@ -13,7 +13,7 @@ metadata holds ``architecture``: a tree with one node per module,
 (lists of ``[name, value]`` pairs where order matters: a Sequential runs its children in order).
 
 Loading rebuilds the tree from an allowlist of classes only (:data:`ALLOWED`: the layers of
-``torch.nn``, ``timm.layers``, timm's ResNet blocks and :class:`odnbench.depthnet.DepthNet`),
+``torch.nn``, timm's layers and model blocks, and :class:`odnbench.depthnet.DepthNet`),
 never from code named by the file: each node is ``cls.__new__(cls)`` plus ``nn.Module.__init__``,
 its attributes set from JSON values (numbers, strings, booleans, None, lists, tuples, dicts) and
 its parameters and buffers taken from the tensors. No constructor runs, so pruned layers come back
@@ -41,11 +41,12 @@ FORMAT = "odnbench-model"
 FORMAT_VERSION = "1"
 SUFFIX = ".safetensors"
 
-#: Class names a stored architecture may use, by prefix: any ``torch.nn.X`` / ``timm.layers.X``
-#: that is an nn.Module class exported there, and these exact classes.
-ALLOWED_PREFIXES = ("torch.nn.", "timm.layers.")
-ALLOWED_CLASSES = ("timm.models.resnet.BasicBlock", "timm.models.resnet.Bottleneck", "odnbench.depthnet.DepthNet")
-ALLOWED = "torch.nn layers, timm.layers, timm's ResNet BasicBlock/Bottleneck and odnbench.DepthNet"
+#: Class names a stored architecture may use: ``torch.nn.X`` (an nn.Module class exported by torch.nn),
+#: any nn.Module class defined in timm (``timm.<module path>.X``: its layers and its models' blocks,
+#: e.g. ResNet's BasicBlock or MobileNetV3's InvertedResidual), and odnbench's DepthNet. All of them
+#: are library code that odnbench depends on, so a stored model needs no plugin to reload.
+ALLOWED_CLASSES = ("odnbench.depthnet.DepthNet",)
+ALLOWED = "torch.nn layers, timm's layers and model blocks, and odnbench.DepthNet"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_HEADER = 100_000_000  # bytes; a larger header is not a model this code wrote
@@ -60,39 +61,33 @@ def _module_internals() -> frozenset:
 
 
 def class_name(cls) -> str | None:
-    """The public, allowlisted name of a module class (None when it is not allowed)."""
+    """The allowlisted name of a module class (None when it is not allowed)."""
     import torch.nn
 
     name = cls.__name__
     if getattr(torch.nn, name, None) is cls:
         return f"torch.nn.{name}"
-    try:
-        import timm.layers
-    except ImportError:  # pragma: no cover - timm is a dependency
-        timm = None
-    if timm is not None and getattr(timm.layers, name, None) is cls:
-        return f"timm.layers.{name}"
     full = f"{cls.__module__}.{cls.__qualname__}"
+    if cls.__module__.split(".")[0] == "timm" and "<" not in cls.__qualname__ and "." not in cls.__qualname__:
+        return full
     return full if full in ALLOWED_CLASSES else None
 
 
 def resolve_class(name: str):
-    """The class an allowlisted name stands for; ModelFileError for anything else."""
+    """The class an allowlisted name stands for; ModelFileError for anything else. Only torch.nn,
+    timm's own modules and odnbench.depthnet are ever looked in (timm's are imported with timm)."""
+    import importlib
+
     from torch import nn
 
     cls = None
-    if isinstance(name, str):
-        for prefix in ALLOWED_PREFIXES:
-            rest = name[len(prefix):]
-            if name.startswith(prefix) and _NAME.match(rest):
-                import importlib
-
-                cls = getattr(importlib.import_module(prefix[:-1]), rest, None)
-        if name in ALLOWED_CLASSES:
-            import importlib
-
-            module, _, attr = name.rpartition(".")
-            cls = getattr(importlib.import_module(module), attr, None)
+    if isinstance(name, str) and all(_NAME.match(part) for part in name.split(".")):
+        module, _, attr = name.rpartition(".")
+        if module == "torch.nn" or (module.split(".")[0] == "timm") or name in ALLOWED_CLASSES:
+            try:
+                cls = getattr(importlib.import_module(module), attr, None)
+            except ImportError:
+                cls = None
     if not (isinstance(cls, type) and issubclass(cls, nn.Module)) or class_name(cls) != name:
         raise ModelFileError(f"the architecture names class {str(name)[:80]!r}, which is not allowed "
                              f"(allowed: {ALLOWED})")

@@ -436,7 +436,7 @@ def _(w):
     assert out.exit_code == 1
     assert w.stored("ownlayer")["error"] == (
         "UnstorableModelError: cannot store the model: 1 is a odnbench_testplugin_hostile.Marker, which is not "
-        "allowed in a stored model (allowed: torch.nn layers, timm.layers, timm's ResNet BasicBlock/Bottleneck and "
+        "allowed in a stored model (allowed: torch.nn layers, timm's layers and model blocks, and "
         "odnbench.DepthNet); export the model built from those, so that it reloads without your plugin's code")
     assert not list(w.results.glob("ownlayer-*/*.safetensors"))
 

@@ -29,6 +29,17 @@ def test_round_trip_gives_the_same_model(reg, backbone, stem):
     assert torch.equal(back(x), net(x))
 
 
+def test_timm_blocks_beyond_resnets_round_trip():
+    """Any class timm defines is library code, allowed: MobileNetV3's blocks (docs/writing-plugins.md)."""
+    import timm
+
+    net = timm.create_model("mobilenetv3_small_050", pretrained=False, in_chans=1, num_classes=10).eval()
+    x = torch.randn(2, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+    tree, _ = modelio.describe(net)
+    assert "timm.models._efficientnet_blocks.InvertedResidual" in json.dumps(tree)
+    assert torch.equal(modelio.from_bytes(modelio.to_bytes(net, x)).eval()(x), net(x))
+
+
 def test_a_pruned_model_keeps_its_shapes(reg):
     from odnbench_plugins.prune import core
 
@@ -62,6 +73,7 @@ def _node(cls, attrs=None, params=None, children=None):
 
 @pytest.mark.parametrize("cls", ["os.system", "builtins.eval", "subprocess.Popen", "torch.nn.functional",
                                  "torch.nn.modules.conv.Conv2d", "torch.nn.Conv2d.__init__", "timm.layers.to_2tuple",
+                                 "timm.layers.BatchNormAct2d", "timm.nonexistent.Module",
                                  "odnbench.modelio.ModelFileError"])
 def test_a_class_outside_the_allowlist_is_refused(cls):
     with pytest.raises(ModelFileError, match=r"names class .* which is not allowed \(allowed: torch.nn layers"):
