@@ -234,6 +234,7 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
 
     from odnbench import metrics
     from odnbench.depthnet import DepthNet
+    from odnbench.execution import Execution
     from odnbench.recipes import Recipe
     from odnbench.runtime import DATA_CACHE
     from odnbench.store import load_model
@@ -248,12 +249,14 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
         problems.append(f"the data differ from those the result was measured on (fingerprint {splits.fingerprint[:19]}…, "
                         f"stored {stored_fp[:19]}…): other files under --data-dir?")
     entry = (result.files or {}).get(result.model_file) or {}
-    model = load_model(folder / result.model_file, device=device, expected_sha256=entry.get("sha256")).eval()
+    model = load_model(folder / result.model_file, device=device, expected_sha256=entry.get("sha256"))
+    execution = Execution.for_recipe(recipe, device)  # the precision and memory format it was measured in
+    model = execution.model(model).eval()
     info = splits.info
     shape = (info.channels, info.image_size, info.image_size)
-    with metrics.torch_threads(recipe.threads):
-        top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size)
-        val_top1 = metrics.top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size)
+    with metrics.torch_threads(recipe.threads), execution.activate():
+        top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size, execution=execution)
+        val_top1 = metrics.top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size, execution=execution)
         flops = metrics.count_flops(model, shape)
     measured = {"params": metrics.count_params(model), "flops": flops, "macs": flops // 2,
                 "test_examples": len(splits.test)}
@@ -274,12 +277,13 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     notes.append(f"re-evaluated on {device.type}: top-1 {top1:.4f} (stored {stored['top1']:.4f}), "
                  f"params {measured['params']:,}, size {size_mb:.6f} MB, MACs {measured['macs']:,}"
                  + (" match" if not problems else ""))
-    problems += _check_timings(model, shape, recipe, result, device, notes)
+    with execution.activate():
+        problems += _check_timings(model, shape, recipe, result, device, notes, execution)
     problems += _check_other_files(folder, result, device, notes)
     return problems
 
 
-def _check_timings(model, shape, recipe, result: Result, device, notes: list[str]) -> list[str]:
+def _check_timings(model, shape, recipe, result: Result, device, notes: list[str], execution) -> list[str]:
     """Re-time batch-1 latency and throughput and compare with the stored values.
 
     Load on a machine only ever makes a model look slower, and by a lot (a descheduled window: a
@@ -306,10 +310,10 @@ def _check_timings(model, shape, recipe, result: Result, device, notes: list[str
         checks["throughput"] = (batch, batch / throughput["images_per_s"], throughput.get("device"))
     problems, ratios = [], []
     for what, (batch, then, stored_device) in checks.items():  # ``then``: stored seconds per call
-        x = torch.randn((batch, *shape), device=device)
+        x = execution.input(torch.randn((batch, *shape), device=device))
         best = math.inf
         for _ in range(TIMING_ATTEMPTS):
-            with metrics.torch_threads(threads):
+            with metrics.torch_threads(threads), execution.autocast():
                 best = min(best, min(metrics.timed_windows(model, x, 2, windows, iters)))
             if best <= TIMING_FACTOR * then:
                 break
