@@ -993,3 +993,14 @@ def test_planted_model_never_runs(world, where):
     torch.load(io.BytesIO(planted.read_bytes()), weights_only=False)  # (from bytes: torch.load sends a
     # .safetensors path to safetensors)
     assert marker.exists()
+
+
+def test_every_numeric_recipe_field_and_builtin_parameter_declares_its_range(reg):
+    """Plan-time range checks only help where a range is declared: every number a user can --set has one."""
+    from odnbench.recipes import recipe_params
+
+    bare = [f"recipe.{p.name}" for p in recipe_params().values()
+            if p.type in (int, float) and not p.range_text()]
+    for name in ("full", "odn", "prune", "scratch", "truncate"):
+        bare += [f"{name}.{p.name}" for p in reg.method(name).params if p.type in (int, float) and not p.range_text()]
+    assert bare == []
