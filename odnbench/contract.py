@@ -37,6 +37,9 @@ class Param:
     ``nullable`` lets ``none`` stand for "not set" (e.g. a target filled in from a preset).
     ``ge``/``gt``/``le``/``lt`` declare the allowed range of a number (>=, >, <=, <), checked at
     plan time with a one-line error naming it; a float must also be finite (never nan or inf).
+    ``omit_default``: while the parameter holds its default it is left out of the cell's config,
+    and so of its key (the method still receives it in ``ctx.params``). For a parameter added to
+    a method whose results are already stored: those cells keep their keys and resume.
     """
 
     name: str
@@ -49,6 +52,7 @@ class Param:
     gt: float | None = None
     le: float | None = None
     lt: float | None = None
+    omit_default: bool = False
 
     def __post_init__(self):
         if self.type not in _PARAM_TYPES:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from odnbench.contract import Dependency, MethodContext, MethodOutput
 from odnbench.errors import DivergedError, MissingDependencyError, OdnbenchError, PluginError
-from odnbench.plan import Cell, Grid
+from odnbench.plan import Cell, Grid, method_params
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
 from odnbench.registry import Registry
@@ -90,7 +90,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             out_dir.mkdir(parents=True, exist_ok=True)
             trainer = Trainer(splits, recipe, device, progress, cost, config["seed"], execution=execution)
             ctx = MethodContext(
-                method=config["method"], params=dict(config["params"]), splits=splits,
+                method=config["method"], params=method_params(method, config["params"]), splits=splits,
                 build_backbone=backbone_builder(registry, config["backbone"], splits.info, recipe), recipe=recipe,
                 seed=config["seed"], device=device, progress=progress, cost=cost, trainer=trainer,
                 workdir=out_dir, dependencies=deps, config=config,

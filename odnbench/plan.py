@@ -76,6 +76,19 @@ def check_width(registry: Registry, backbone: str, recipe: Recipe, asked: str | 
                           f"{type(exc).__name__}: {exc}") from None
 
 
+def stored_params(method, params: dict[str, Any]) -> dict[str, Any]:
+    """The parameters as they enter a cell's config: those declared ``omit_default`` are left out
+    while they hold their default, so adding such a parameter changes no stored cell's key."""
+    omit = {p.name: p.default for p in method.params if p.omit_default}
+    return {k: v for k, v in params.items() if not (k in omit and v == omit[k])}
+
+
+def method_params(method, stored: dict[str, Any]) -> dict[str, Any]:
+    """What a method receives in ``ctx.params``: a config's parameters with the ``omit_default``
+    ones it left out filled back in."""
+    return {**{p.name: p.default for p in method.params if p.omit_default}, **stored}
+
+
 def make_config(method: str, params: dict, dataset: str, backbone: str, seed: int, recipe: Recipe) -> dict:
     """The canonical config of one cell: everything that changes its result, nothing else."""
     return {
@@ -146,8 +159,8 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
             cell = Cell(make_config(method, {}, dataset, backbone, seed, recipe), added_as_dependency=as_dep,
                         error=str(exc))
             return ordered.setdefault(cell.key, cell)
-        cell = Cell(make_config(method, params, dataset, backbone, seed, recipe), added_as_dependency=as_dep,
-                    defaults=resolve_params(registry, method, preset, dataset, {}))
+        config = make_config(method, stored_params(registry.method(method), params), dataset, backbone, seed, recipe)
+        cell = Cell(config, added_as_dependency=as_dep, defaults=resolve_params(registry, method, preset, dataset, {}))
         if cell.key in ordered:
             return ordered[cell.key]
         if method in stack:
@@ -176,7 +189,8 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
             else:
                 dep_params = resolve_params(registry, req.method, preset, dataset,
                                             overrides.get(req.method, {}), dict(req.params))
-                dep = Cell(make_config(req.method, dep_params, dataset, backbone, seed, recipe))
+                dep = Cell(make_config(req.method, stored_params(registry.method(req.method), dep_params), dataset,
+                                       backbone, seed, recipe))
             cell.requires[req.name] = dep.key
         ordered[cell.key] = cell
         return cell

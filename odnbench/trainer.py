@@ -27,6 +27,10 @@ from odnbench.metrics import top1
 from odnbench.progress import Progress
 
 
+#: Forward-only passes that cost as much as one training sample-step (forward 1 + backward ~2).
+FORWARDS_PER_STEP = 3
+
+
 @dataclass
 class CostMeter:
     """Cost to obtain a model: epochs and sample-steps trained and training wall seconds.
@@ -60,6 +64,15 @@ class CostMeter:
         entry["epochs"] += epochs
         entry["sample_steps"] += sample_steps
         entry["train_seconds"] += train_seconds
+
+    def add_forward(self, part: str, samples: int, train_seconds: float = 0.0) -> None:
+        """Count forward-only passes over ``samples`` images (a teacher's logits, features for a probe).
+
+        One training sample-step is a forward and a backward pass, and the backward costs about twice
+        the forward, so :data:`FORWARDS_PER_STEP` (3) forward-only passes count as one sample-step
+        (rounded up); no epochs. ``train_seconds``: its wall time when not already inside a timed epoch.
+        Validation passes (model selection) are not counted, for any method."""
+        self.add(part, sample_steps=-(-int(samples) // FORWARDS_PER_STEP), train_seconds=train_seconds)
 
     def add_dependency(self, key: str, method: str, cost: dict) -> None:
         """Count a stored result this cell needed, and everything it needed, each key once."""
@@ -202,12 +215,16 @@ class Trainer:
         self._compiled: dict[tuple, tuple] = {}  # (model id, loss id, plain attributes) -> compiled step
         self.epochs_trained = 0  # every epoch of this cell, for "diverged at epoch N"
 
-    def make_optimizer(self, parameters, lr: float | None = None) -> torch.optim.Optimizer:
+    def make_optimizer(self, parameters, lr: float | None = None,
+                       weight_decay: float | None = None) -> torch.optim.Optimizer:
+        """The recipe's optimiser; ``lr`` / ``weight_decay`` override the recipe's (e.g. 0 while a
+        sparsity regulariser is the only penalty)."""
         r = self.recipe
         lr = r.lr if lr is None else lr
+        wd = r.weight_decay if weight_decay is None else weight_decay
         if r.optimizer == "adamw":
-            return torch.optim.AdamW(parameters, lr=lr, weight_decay=r.weight_decay)
-        return torch.optim.SGD(parameters, lr=lr, momentum=r.momentum, weight_decay=r.weight_decay)
+            return torch.optim.AdamW(parameters, lr=lr, weight_decay=wd)
+        return torch.optim.SGD(parameters, lr=lr, momentum=r.momentum, weight_decay=wd)
 
     def evaluate(self, model: nn.Module, split: str = "val") -> float:
         """Top-1 % of ``model`` on a split (``val`` for every decision a method makes)."""

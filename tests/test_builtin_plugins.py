@@ -22,9 +22,11 @@ FAST = {
     "prune": ["prune.steps=1"],
     "scratch": ["scratch.depth=2"],  # without it: also the odn cell that picks the depth
     "truncate": ["truncate.depth=2"],
+    "blockdrop": ["blockdrop.keep=5"],  # without it: also the odn cell that sets the block count
+    "kd": ["kd.depth=2"],
 }
 #: Checks that train dependencies or load a full dataset (tens of seconds on a busy CPU).
-SLOW = {"odn", "prune", "truncate", "resnet34", "resnet50", "mnist", "emnist", "fashion-mnist", "svhn", "cifar10"}
+SLOW = {"odn", "prune", "truncate", "blockdrop", "kd", "resnet34", "resnet50", "mnist", "emnist", "fashion-mnist", "svhn", "cifar10"}
 
 
 def builtin(kind: str) -> list:

@@ -188,14 +188,14 @@ def test_writing_plugins_walkthrough_runs_as_written(tmp_path):
     by_method = {}
     for r in stored:
         by_method.setdefault(r["config"]["method"], []).append(r)
-    assert {"halfdepth", "halfcut", "odn", "full", "distill", "slim"} <= set(by_method)
+    assert {"halfdepth", "halfcut", "odn", "full", "distill", "narrow"} <= set(by_method)
     assert all(r["status"] == "ok" for r in stored), [r["error"] for r in stored if r["status"] != "ok"]
     assert by_method["halfdepth"][0]["plugin"] == "halfdepth"
     assert "halfdepth" in (tmp_path / "odnbench-results" / "leaderboard.md").read_text()
     # The method that sized its network before training: footprint() gave what the harness measured.
-    slim, = by_method["slim"]
-    assert {k: slim["metrics"][k] for k in ("params", "macs")} == \
-        {k: slim["method_info"][k] for k in ("params", "macs")}
+    narrow, = by_method["narrow"]
+    assert {k: narrow["metrics"][k] for k in ("params", "macs")} == \
+        {k: narrow["method_info"][k] for k in ("params", "macs")}
     # The non-ResNet backbone trained, and a method that cuts by block ran on it.
     assert {r["config"]["method"] for r in stored if r["config"]["backbone"] == "mobilenetv3"} == {"full", "halfdepth"}
     # The method with two dependencies sharing `full` counted `full` once.

@@ -1001,6 +1001,6 @@ def test_every_numeric_recipe_field_and_builtin_parameter_declares_its_range(reg
 
     bare = [f"recipe.{p.name}" for p in recipe_params().values()
             if p.type in (int, float) and not p.range_text()]
-    for name in ("full", "odn", "prune", "scratch", "truncate"):
+    for name in ("full", "odn", "prune", "scratch", "truncate", "slim", "blockdrop", "kd"):
         bare += [f"{name}.{p.name}" for p in reg.method(name).params if p.type in (int, float) and not p.range_text()]
     assert bare == []

@@ -1,5 +1,6 @@
-"""The depth rule shared by the ``scratch`` and ``truncate`` controls: k is set by hand
-(``--set METHOD.depth=K``) or taken from the matching ``odn`` result (the depth it states). No torch here: it is imported at registration time."""
+"""The depth rule shared by the ``scratch``, ``truncate`` and ``kd`` controls (and ``blockdrop``'s
+block count): k is set by hand (``--set METHOD.depth=K``) or taken from the matching ``odn``
+result (the depth it states). No torch here: it is imported at registration time."""
 
 from __future__ import annotations
 
@@ -12,26 +13,27 @@ DEPTH_PARAM = Param(
 )
 
 
-def depth_requirements(params) -> list[Requirement]:
+def depth_requirements(params, name: str = "depth") -> list[Requirement]:
     """An explicit depth needs nothing; otherwise the odn result of the same cell decides it."""
-    return [] if params.get("depth") is not None else [Requirement("odn")]
+    return [] if params.get(name) is not None else [Requirement("odn")]
 
 
-def chosen_depth(ctx, full_depth: int) -> tuple[int, str]:
-    """(k, where k came from), checked against the backbone's number of blocks."""
-    k = ctx.params.get("depth")
+def chosen_depth(ctx, full_depth: int, name: str = "depth") -> tuple[int, str]:
+    """(k, where k came from), checked against the backbone's number of blocks. ``name``: the
+    parameter that sets k by hand."""
+    k = ctx.params.get(name)
     source = "set"
     if k is None:
         k = ctx.dependency("odn").facts.depth
         if not isinstance(k, int) or isinstance(k, bool):
             raise OdnbenchError(
                 f"{ctx.method}: the odn result states no depth (got {k!r}); "
-                f"set the depth by hand with --set {ctx.method}.depth=K"
+                f"set the depth by hand with --set {ctx.method}.{name}=K"
             )
         source = "odn"
     if not 1 <= k <= full_depth:
         raise OdnbenchError(
-            f"{ctx.method}.depth={k} is out of range: backbone {ctx.config.get('backbone', '?')} "
+            f"{ctx.method}.{name}={k} is out of range: backbone {ctx.config.get('backbone', '?')} "
             f"has blocks 1..{full_depth}"
         )
     return k, source

@@ -9,6 +9,12 @@ How far to prune is either a channel ``ratio`` or a target on one axis:
   models against a depth cut, which keeps the expensive full-resolution early blocks.
 - ``--set prune.match=size --set prune.target=0.5``: an explicit target (MB, MACs or params).
 
+``pruner`` picks torch-pruning's pruner: ``base`` (one-shot ranking by ``criterion``, the default) or
+a sparse-training pruner (``group-norm``, ``bn-scale``, ``growing-reg``) that first trains the full
+model with its regulariser. ``finetune_between`` makes pruning iterative, with fine-tuning between
+``steps`` steps. Both are left out of the cell key at their defaults, so the one-shot cells stored
+before they existed keep their keys.
+
 The implementation (torch, torch-pruning) lives in :mod:`odnbench_plugins.prune.core` and the
 target specification in :mod:`odnbench_plugins.prune.spec`; this module only declares the
 method, so registering it stays cheap.
@@ -17,7 +23,8 @@ method, so registering it stays cheap.
 from __future__ import annotations
 
 from odnbench import Method, Param, Requirement, hookimpl
-from odnbench_plugins.prune.spec import CRITERIA, parse_target
+from odnbench_plugins import match_rule
+from odnbench_plugins.prune.spec import CRITERIA, PRUNERS, check_pruner, parse_target
 
 
 class Prune(Method):
@@ -30,14 +37,11 @@ class Prune(Method):
               help="Rank channels within each layer group (local) or across the whole network (global)."),
         Param("ratio", float, 0.5, help="Channel share to remove when no match is set (params fall ~1-(1-r)^2).",
               gt=0, lt=1),
-        Param("match", str, None, nullable=True,
-              help="Prune to another method's model on one axis: METHOD:AXIS (odn:size, odn:macs, odn:params), "
-                   "or AXIS (size, macs, params) with prune.target."),
-        Param("target", float, None, nullable=True,
-              help="Explicit target for match=AXIS: MB for size (saved state_dict / 1e6), MACs, or parameters.",
-              gt=0),
+        *match_rule.match_params("prune", "Prune to"),
         Param("tolerance", float, 0.05, help="Matching lands within this fraction below the target.", gt=0, lt=1),
-        Param("steps", int, 5, help="Iterative pruning steps for a ratio (channels re-ranked before each).", ge=1),
+        Param("steps", int, 5, ge=1,
+              help="Iterative pruning steps for a ratio (channels re-ranked before each); with finetune_between, "
+                   "also the number of stages on the way to a match target."),
         Param("max_step", float, 0.1, help="Largest share of the remaining channels removed per matching step.",
               gt=0, lt=1),
         Param("round_to", int, None, nullable=True, help="Keep channel counts multiples of this (none: any).", ge=1),
@@ -45,11 +49,29 @@ class Prune(Method):
         Param("finetune_epochs", int, None, nullable=True, ge=1,
               help="Fine-tuning epochs (none: the recipe's epochs); a pruned model is always fine-tuned."),
         Param("finetune_lr", float, None, nullable=True, gt=0, help="Fine-tuning learning rate (none: the recipe's)."),
+        # Added after results were stored: left out of the cell key at their defaults (omit_default).
+        Param("pruner", str, "base", choices=PRUNERS, omit_default=True,
+              help="base: rank channels by criterion and prune (one-shot); group-norm: DepGraph's group-norm sparse "
+                   "learning (GroupNormPruner); bn-scale: network slimming, L1 on BatchNorm scales (BNScalePruner); "
+                   "growing-reg: growing regularisation (GrowingRegPruner). The last three first train the full model "
+                   "with their regulariser (weight decay 0) for sparse_epochs, then prune by that importance."),
+        Param("sparse_epochs", int, None, nullable=True, omit_default=True, ge=1,
+              help="Sparse-training epochs before pruning (none: the recipe's epochs; best validation epoch kept)."),
+        Param("reg", float, None, nullable=True, omit_default=True, ge=0,
+              help="Regularisation coefficient of the sparse-training pruner (none: torch-pruning's default: "
+                   "1e-4 group-norm, 1e-5 bn-scale, 1e-5 growing-reg starting value)."),
+        Param("delta_reg", float, None, nullable=True, omit_default=True, ge=0,
+              help="growing-reg: increment of each group's coefficient after every epoch, largest for the least "
+                   "important channels (none: torch-pruning's 1e-5)."),
+        Param("finetune_between", int, 0, omit_default=True, ge=0,
+              help="Iterative pruning: fine-tune this many epochs after each of prune.steps pruning steps but the last "
+                   "(with a match, the way to the target is split into steps stages). 0: prune at once."),
     )
 
     def requires(self, params):
         # Ranges are declared on the Params; a bad combination fails when the grid is planned, not mid-run.
         spec = parse_target(params)
+        check_pruner(params)
         reqs = [Requirement("full")]
         if spec.source is not None and spec.source != "full":
             reqs.append(Requirement(spec.source))

@@ -9,6 +9,10 @@ Two ways to say how far to prune:
 
 Both refuse to return a model that did not shrink (torch-pruning silently skips, e.g., frozen
 parameters) and never touch the classifier's outputs (``model.head`` is an ignored layer).
+
+:func:`prune_in_stages` reaches a target through intermediate ones, with fine-tuning between them
+(iterative pruning); :func:`sparse_train` first trains the model with one of torch-pruning's
+sparsity regularisers (GroupNormPruner, BNScalePruner, GrowingRegPruner).
 """
 
 from __future__ import annotations
@@ -26,9 +30,8 @@ from torch import nn
 from odnbench import metrics
 from odnbench.metrics import footprint
 from odnbench.errors import OdnbenchError
-from odnbench_plugins.prune.spec import AXES, CRITERIA  # declared once, with no torch
-
-AXIS_UNITS = {"size": "MB (saved state_dict / 1e6)", "macs": "MACs", "params": "parameters"}
+from odnbench_plugins.match_rule import AXIS_UNITS, MatchSpec, measure_fn, target_value
+from odnbench_plugins.prune.spec import CRITERIA, PRUNER_CRITERION  # declared once, with no torch
 
 BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 GradFn = Callable[[nn.Module], int]  # fills .grad for gradient-based criteria; returns samples used
@@ -55,17 +58,6 @@ def needs_gradients(criterion: str) -> bool:
     return criterion == "taylor"
 
 
-def measure_fn(axis: str, input_shape: tuple[int, ...]) -> Callable[[nn.Module], float]:
-    """How a target axis is measured: exactly as the harness measures the exported model."""
-    if axis == "size":
-        return metrics.saved_size_mb
-    if axis == "macs":
-        return lambda m: metrics.count_macs(m, input_shape)
-    if axis == "params":
-        return metrics.count_params
-    raise OdnbenchError(f"unknown match axis {axis!r}; choose one of: {', '.join(AXES)}")
-
-
 def _classifier(model: nn.Module) -> nn.Module:
     head = getattr(model, "head", None)
     if head is None and hasattr(model, "get_classifier"):
@@ -76,18 +68,21 @@ def _classifier(model: nn.Module) -> nn.Module:
 
 
 def make_pruner(model: nn.Module, example_inputs: torch.Tensor, importance, *, ratio: float, steps: int = 1,
-                scope: str = "local", round_to: int | None = None) -> tp.pruner.BasePruner:
+                scope: str = "local", round_to: int | None = None, cls=tp.pruner.BasePruner,
+                **extra) -> tp.pruner.BasePruner:
+    """A torch-pruning pruner (``cls``, BasePruner by default; ``extra``: its own arguments, e.g. ``reg``)."""
     if scope not in ("local", "global"):
         raise OdnbenchError(f"unknown pruning scope {scope!r}; choose local or global")
     # The dependency graph is traced with autograd on: under no_grad torch-pruning sees no graph.
     with torch.enable_grad():
-        return tp.pruner.BasePruner(
+        return cls(
             model, example_inputs, importance,
             global_pruning=scope == "global",
             pruning_ratio=ratio,
             iterative_steps=steps,
             ignored_layers=[_classifier(model)],  # never prune the classifier's outputs
             round_to=round_to,
+            **extra,
         )
 
 
@@ -155,9 +150,11 @@ class PruneReport:
 
 def prune_by_ratio(model: nn.Module, example_inputs: torch.Tensor, criterion: str, *, ratio: float,
                    steps: int = 1, scope: str = "local", round_to: int | None = None,
-                   grad_fn: GradFn | None = None) -> PruneReport:
+                   grad_fn: GradFn | None = None,
+                   between: Callable[[nn.Module, int], None] | None = None) -> PruneReport:
     """Prune ``ratio`` of the channels (torch-pruning's pruning_ratio) in ``steps`` iterative steps,
-    re-ranking channels (and recomputing gradients for Taylor) before each step. In place."""
+    re-ranking channels (and recomputing gradients for Taylor) before each step. In place.
+    ``between(model, step)`` runs after every step but the last (fine-tuning, for iterative pruning)."""
     if not 0.0 < ratio < 1.0:
         raise OdnbenchError(f"prune.ratio={ratio}: must be strictly between 0 and 1 (a channel share)")
     if steps < 1:
@@ -175,6 +172,8 @@ def prune_by_ratio(model: nn.Module, example_inputs: torch.Tensor, criterion: st
             raise OdnbenchError(f"pruning left layer {bad!r} with no channels (ratio {ratio}, scope {scope}, "
                                 f"round_to {round_to}); use a smaller ratio, scope=local or a smaller round_to")
         report.history.append({"step": i + 1, **footprint(model, shape)})
+        if between is not None and i + 1 < steps:
+            between(model, i + 1)
     report.steps = steps
     report.after = footprint(model, shape)
     check_shrunk(before, report.after, f"ratio {ratio}, criterion {criterion}")
@@ -286,8 +285,81 @@ def gradient_fn(splits, batch_size: int, n_batches: int, seed: int) -> GradFn:
     return fill
 
 
+SPARSE_PRUNERS = {"group-norm": "GroupNormPruner", "bn-scale": "BNScalePruner", "growing-reg": "GrowingRegPruner"}
+
+
+def mean_bn_scale(model: nn.Module) -> float:
+    """Mean |gamma| over the BatchNorm layers: what network slimming drives towards zero."""
+    scales = [m.weight.detach().abs().flatten() for m in model.modules()
+              if isinstance(m, BATCH_NORMS) and m.affine]
+    return float(torch.cat(scales).mean()) if scales else 0.0
+
+
+def sparse_train(trainer, model: nn.Module, example_inputs: torch.Tensor, pruner: str, *, scope: str = "local",
+                 round_to: int | None = None, reg: float | None = None, delta_reg: float | None = None,
+                 epochs: int | None = None) -> dict:
+    """Train ``model`` in place with a torch-pruning sparsity regulariser, as torch-pruning's benchmarks
+    do before pruning: ``pruner.regularize(model)`` adds the penalty's gradient after every backward
+    pass, weight decay is off (the regulariser is the only penalty), and ``growing-reg`` raises its
+    per-group coefficients after every epoch (``update_reg``). The best validation epoch is kept.
+    Counted under "sparse training". ``reg``/``delta_reg`` None: torch-pruning's defaults."""
+    if pruner not in SPARSE_PRUNERS:
+        raise OdnbenchError(f"unknown sparse-training pruner {pruner!r}; choose one of: {', '.join(SPARSE_PRUNERS)}")
+    extra = {k: v for k, v in (("reg", reg), ("delta_reg", delta_reg)) if v is not None}
+    regulariser = make_pruner(model, example_inputs, make_importance(PRUNER_CRITERION[pruner]), ratio=0.5,
+                              scope=scope, round_to=round_to, cls=getattr(tp.pruner, SPARSE_PRUNERS[pruner]), **extra)
+    before = mean_bn_scale(model)
+    optimizer = trainer.make_optimizer(model.parameters(), weight_decay=0.0)
+    # Between backward and step: the hook sees the loss's gradients and adds the penalty's.
+    handle = optimizer.register_step_pre_hook(lambda *_: regulariser.regularize(model))
+
+    def evaluate(m: nn.Module) -> float:
+        if pruner == "growing-reg":
+            regulariser.update_reg()  # fit calls eval_fn once after every epoch
+        return trainer.evaluate(m, "val")
+
+    try:
+        fit = trainer.fit(model, label="sparse training", epochs=epochs, optimizer=optimizer, eval_fn=evaluate,
+                          cost_part="sparse training")
+    finally:
+        handle.remove()
+    coefficient = getattr(regulariser, "reg", None)
+    return {"regulariser": SPARSE_PRUNERS[pruner],
+            "reg": coefficient if coefficient is not None else getattr(regulariser, "base_reg", None),
+            "delta_reg": getattr(regulariser, "delta_reg", None),
+            "sparse_epochs": fit.epochs, "sparse_best_epoch": fit.best_epoch, "sparse_stopped": fit.stopped,
+            "val_after_sparse_training": fit.best_val, "mean_bn_scale_before": round(before, 6),
+            "mean_bn_scale_after": round(mean_bn_scale(model), 6), "sparse_history": fit.history}
+
+
+def prune_in_stages(model: nn.Module, example_inputs: torch.Tensor, criterion: str, *, axis: str, target: float,
+                    stages: int, between: Callable[[nn.Module, int], None], **kwargs) -> PruneReport:
+    """Iterative pruning to a target: the way from the model's value to ``target`` is split into
+    ``stages`` geometric stages, each reached with :func:`prune_to_target` (same tolerance), with
+    ``between(model, stage)`` (fine-tuning) after every stage but the last."""
+    shape = tuple(example_inputs.shape[1:])
+    measure = measure_fn(axis, shape)
+    start = measure(model)
+    total = PruneReport(model, footprint(model, shape), footprint(model, shape))
+    for stage in range(1, stages + 1):
+        stage_target = target if stage == stages else start * (target / start) ** (stage / stages)
+        if stage < stages and measure(model) <= stage_target:
+            continue  # an earlier stage landed low enough for this one too
+        report = prune_to_target(model, example_inputs, criterion, axis=axis, target=stage_target, **kwargs)
+        model = report.model
+        total.steps += report.steps
+        total.grad_samples += report.grad_samples
+        total.history += [{"stage": stage, "stage_target": stage_target, **h} for h in report.history]
+        if stage < stages:
+            between(model, stage)
+    total.model = model
+    total.after = footprint(model, shape)
+    return total
+
+
 def run(ctx, spec):
-    """The ``prune`` method: trained full-depth model -> torch-pruning -> fine-tune -> export."""
+    """The ``prune`` method: trained full-depth model -> [sparse training] -> torch-pruning
+    [-> fine-tune -> prune ...] -> fine-tune -> export."""
     import importlib.metadata
     import time
 
@@ -297,25 +369,39 @@ def run(ctx, spec):
     model = ctx.start_from("full")  # its training is already counted in ctx.cost
     example = torch.zeros((1, *ctx.input_shape), device=ctx.device)
     val_full = ctx.trainer.evaluate(model, "val")
+    extra_info = {}
+    criterion = p["criterion"]
+    if p["pruner"] != "base":
+        criterion = PRUNER_CRITERION[p["pruner"]]
+        extra_info.update(pruner=p["pruner"], **sparse_train(
+            ctx.trainer, model, example, p["pruner"], scope=p["scope"], round_to=p["round_to"], reg=p["reg"],
+            delta_reg=p["delta_reg"], epochs=p["sparse_epochs"]))
     grad_fn = (gradient_fn(ctx.splits, ctx.recipe.batch_size, p["grad_batches"], ctx.seed)
-               if needs_gradients(p["criterion"]) else None)
+               if needs_gradients(criterion) else None)
     torch.manual_seed(ctx.seed)  # random importance and tie-breaking reproduce with the seed
 
+    between_fits: list[dict] = []
+
+    def between(m: nn.Module, step: int) -> None:
+        fit = ctx.trainer.fit(m, label=f"fine-tune after pruning step {step}", epochs=p["finetune_between"],
+                              lr=p["finetune_lr"], cost_part="fine-tune between steps")
+        between_fits.append({"step": step, "val": fit.best_val, "epochs": fit.epochs, "seconds": fit.seconds})
+
+    hook = between if p["finetune_between"] else None
     started = time.perf_counter()
     if spec.mode == "ratio":
-        report = prune_by_ratio(model, example, p["criterion"], ratio=spec.ratio, steps=p["steps"],
-                                scope=p["scope"], round_to=p["round_to"], grad_fn=grad_fn)
+        report = prune_by_ratio(model, example, criterion, ratio=spec.ratio, steps=p["steps"],
+                                scope=p["scope"], round_to=p["round_to"], grad_fn=grad_fn, between=hook)
         target_info = {"ratio": spec.ratio, "steps": p["steps"]}
     else:
-        target = spec.target
-        if spec.source is not None:
-            key = {"size": "size_mb", "macs": "macs", "params": "params"}[spec.axis]
-            target = ctx.dependency(spec.source).metrics.get(key)
-            if not isinstance(target, (int, float)):
-                raise OdnbenchError(f"prune.match={p['match']}: the {spec.source} result has no metrics.{key}")
-        report = prune_to_target(model, example, p["criterion"], axis=spec.axis, target=float(target),
-                                 tolerance=p["tolerance"], max_step=p["max_step"], scope=p["scope"],
-                                 round_to=p["round_to"], grad_fn=grad_fn)
+        target = target_value(ctx, MatchSpec(spec.axis, spec.target, spec.source))
+        kwargs = dict(tolerance=p["tolerance"], max_step=p["max_step"], scope=p["scope"], round_to=p["round_to"],
+                      grad_fn=grad_fn)
+        if hook is None:
+            report = prune_to_target(model, example, criterion, axis=spec.axis, target=target, **kwargs)
+        else:
+            report = prune_in_stages(model, example, criterion, axis=spec.axis, target=target, stages=p["steps"],
+                                     between=hook, **kwargs)
         achieved = {"size": report.after["size_mb"], "macs": report.after["macs"],
                     "params": report.after["params"]}[spec.axis]
         target_info = {"match": p["match"] if spec.source else spec.axis, "axis": spec.axis,
@@ -323,16 +409,22 @@ def run(ctx, spec):
                        "relative_error": round((achieved - target) / target, 6),
                        "tolerance": p["tolerance"], "steps": report.steps}
     model = report.model
-    ctx.cost.add("pruning", sample_steps=report.grad_samples, train_seconds=time.perf_counter() - started)
+    # Fine-tuning between steps is counted by the trainer already; the rest is pruning.
+    seconds = time.perf_counter() - started - sum(f["seconds"] for f in between_fits)
+    ctx.cost.add("pruning", sample_steps=report.grad_samples, train_seconds=max(0.0, seconds))
+    if hook is not None:
+        extra_info.update(finetune_between=p["finetune_between"],
+                          between_steps=[{k: v for k, v in f.items() if k != "seconds"} for f in between_fits])
 
     widths = refresh_widths(model, example)
-    model.meta["pruned"] = {"criterion": p["criterion"], "scope": p["scope"], **target_info}
+    model.meta["pruned"] = {"criterion": criterion, "scope": p["scope"], **target_info,
+                            **({"pruner": p["pruner"]} if p["pruner"] != "base" else {})}
     val_pruned = ctx.trainer.evaluate(model, "val")
     # fit() builds a new optimizer over the pruned parameters (the old tensors no longer exist).
     fit = ctx.trainer.fit(model, label="fine-tune", epochs=p["finetune_epochs"], lr=p["finetune_lr"])
     out = {
-        "criterion": p["criterion"],
-        "importance": type(make_importance(p["criterion"])).__name__,
+        "criterion": criterion,
+        "importance": type(make_importance(criterion)).__name__,
         "scope": p["scope"],
         "round_to": p["round_to"],
         **target_info,
@@ -350,5 +442,6 @@ def run(ctx, spec):
         "history": fit.history,
         "pruning_history": report.history,
         "library": f"torch-pruning {importlib.metadata.version('torch-pruning')}",
+        **extra_info,
     }
     return MethodOutput(model, out)
