@@ -55,13 +55,6 @@ def test_slim_cannot_reach_below_the_narrowest_network(build):
         fit_widths(lambda width: build(width), SMALL, SHAPE, "size", target, 0.05)
 
 
-def test_stage_widths_are_in_the_unit_build_takes_for_bottlenecks(build):
-    """A bottleneck ResNet's width argument is its inner width (a quarter of the output)."""
-    full = build(None, "resnet26")
-    assert full.meta["stage_channels"] == [64, 128, 256, 512] and full.stage_widths == [256, 512, 1024, 2048]
-    assert metrics.count_params(build(tuple(full.meta["stage_channels"]), "resnet26")) == metrics.count_params(full)
-
-
 # ---------------------------------------------------------------------------------------------
 # blockdrop: which blocks can go, and the network without them
 
