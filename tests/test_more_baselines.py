@@ -317,9 +317,10 @@ def cells(tmp_path_factory):
 
 
 def _model(cells, result):
-    from odnbench.store import load_model
+    from odnbench.store import ResultStore, load_model
 
-    return load_model(cells["results"] / f"{result['config']['method']}-mnist5k-resnet18-s0-{result['key']}" / "model.pt")
+    store = ResultStore(cells["results"])
+    return load_model(store.model_path(store.find(result["key"])))
 
 
 def test_every_new_cell_ran(cells):
