@@ -148,12 +148,14 @@ def new_plugin(name, kind, directory):
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, threads, as_json):
     """Parameters, size, MACs, FLOPs and batch-1 CPU latency of a backbone, full or cut to --depth."""
-    from odnbench import metrics
     from odnbench.plan import check_width
     from odnbench.recipes import make_recipe
 
     recipe = make_recipe("paper", {"width": width})
+    # an unknown name or width is refused here, before torch is imported
     check_width(registry(), backbone, recipe, f"--width {width}")  # one line naming what the backbone takes
+    from odnbench import metrics
+
     net = registry().backbone(backbone).build(in_chans=in_chans, num_classes=num_classes, stem=stem,
                                               width=recipe.widths)
     if depth is not None:
