@@ -183,6 +183,19 @@ def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, thr
     click.echo(f"  latency    p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms (batch 1, {lat['threads']} threads)")
 
 
+def _existing_dir(ctx, param, value):
+    """A --data-dir the user names must exist: it is never created (a typo would otherwise become a
+    new, empty dataset folder and a download)."""
+    if value is not None and not Path(value).is_dir():
+        what = "is not a folder" if Path(value).exists() else "does not exist"
+        raise OdnbenchError(f"--data-dir {value} {what}; point it at the folder that holds the datasets "
+                            f"(e.g. the one with MNIST/ in it), or leave it out for {default_data_dir()}")
+    return value
+
+
+DATA_DIR_HELP = "Where datasets live (must exist) [default: $ODNBENCH_DATA or ~/.cache/odnbench/data]."
+
+
 def _grid_options(f):
     options = [
         click.option("--method", "-m", "methods", multiple=True, required=True, help="Method (repeatable)."),
@@ -195,8 +208,8 @@ def _grid_options(f):
                      help="A method parameter (odn.target=99) or recipe field (recipe.epochs=5); repeatable."),
         click.option("--results", "-r", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path),
                      help="Results folder (one sub-folder per cell)."),
-        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                     help="Where datasets live [default: $ODNBENCH_DATA or ~/.cache/odnbench/data]."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None, callback=_existing_dir,
+                     help=DATA_DIR_HELP),
         click.option("--download/--no-download", default=True, show_default=True,
                      help="Download missing torchvision datasets."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
@@ -248,14 +261,17 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
 
 @cli.command()
 @_grid_options
-def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet):
+@click.option("--force", is_flag=True, help="Run the cell again even when it is finished, replacing its result.")
+def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet, force):
     """Run exactly one cell (one method, dataset, backbone and seed) and store its result.
 
     Unlike compare, run does not add the cells it depends on: they must already be in --results.
+    A finished cell is left as it is (--force runs it again).
     """
     from odnbench import harness, plan
     from odnbench.progress import Progress
     from odnbench.runtime import pick_device
+    from odnbench.store import ResultStore
 
     if len(methods) != 1 or len(datasets) > 1 or len(backbones) > 1 or len(seeds) > 1:
         raise OdnbenchError("run takes one --method, and at most one --dataset, --backbone and --seed "
@@ -268,9 +284,15 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
                           add_dependencies=False)
     cell = grid.cells[-1]
     check_results_root(results, [cell.dirname])  # before any training: one line, exit 2
+    where = Path(results) / cell.dirname
+    prior = ResultStore(results).stored(cell.config)
+    if prior is not None and prior.ok and not force:
+        m = prior.metrics or {}
+        click.echo(f"{cell.label()}: finished already ({prior.finished_at or 'time unknown'}), not run again: "
+                   f"top-1 {m.get('top1', float('nan')):.2f}% -> {where} (--force runs it again and replaces it)")
+        return
     result = harness.run_cell(reg, cell, results, data_dir=data_dir or default_data_dir(), download=download,
                               device=pick_device(device), progress=Progress(quiet=quiet))
-    where = Path(results) / cell.dirname
     if not result.ok:
         click.echo(f"FAILED ({where}): {result.error}", err=True)
         sys.exit(1)
@@ -330,8 +352,9 @@ def leaderboard_publish(ctx, results, out, tolerance):
 @leaderboard.command("verify")
 @click.option("--results", "-r", type=click.Path(path_type=Path), default=None,
               help=f"Results folder [default: the group's --results, {DEFAULT_RESULTS}].")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where datasets live [default: $ODNBENCH_DATA or ~/.cache/odnbench/data].")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, callback=_existing_dir,
+              help="Where datasets live (must exist) [default: the folder recorded in each result, else "
+                   "$ODNBENCH_DATA or ~/.cache/odnbench/data].")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="Download missing torchvision datasets for re-evaluation.")
 @click.option("--device", default="cpu", show_default=True, help="Re-evaluate on cpu, cuda[:N] or auto.")
@@ -353,7 +376,7 @@ def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, sche
     results = _results_option(ctx, results)
     if not schema_only:
         registry()  # re-evaluating loads datasets through the plugins: clashing names refuse here, one line
-    checked = verify(results, data_dir=data_dir or default_data_dir(), download=download,
+    checked = verify(results, data_dir=data_dir, download=download,
                      device=None if schema_only else pick_device(device), tolerance=tolerance,
                      schema_only=schema_only)
     for check in checked.cells:
