@@ -144,14 +144,18 @@ def new_plugin(name, kind, directory):
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
               help="cifar: 3x3 stride-1 stem, no max-pool (small images); imagenet: timm's own stem.")
 @click.option("--width", default="full", show_default=True, help="Stage widths, e.g. 16,32,64,128, or 'full'.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads for the latency measure.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Torch threads for the latency measure; 0 = torch's default, as the harness measures "
+                   "(recipe.threads=0).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, threads, as_json):
     """Parameters, size, MACs, FLOPs and batch-1 CPU latency of a backbone, full or cut to --depth."""
     from odnbench.plan import check_width
     from odnbench.recipes import make_recipe
 
-    recipe = make_recipe("paper", {"width": width})
+    # The harness's thread policy; fewer calls than a cell's measurement, to answer in seconds.
+    recipe = make_recipe("paper", {"width": width, "threads": str(threads), "latency_warmup": "3",
+                                   "latency_iters": "5"})
     # an unknown name or width is refused here, before torch is imported
     check_width(registry(), backbone, recipe, f"--width {width}")  # one line naming what the backbone takes
     from odnbench import metrics
@@ -169,7 +173,7 @@ def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, thr
         "num_classes": num_classes, "params": metrics.count_params(net),
         "size_mb": round(metrics.saved_size_mb(net), 6), "size_mib": round(metrics.tensor_size_mib(net), 6),
         "macs": flops // 2, "flops": flops, "flop_counter": metrics.FLOP_COUNTER,
-        "latency_ms": metrics.latency_ms(net, shape, warmup=3, windows=5, iters=5, threads=threads),
+        "latency_ms": metrics.measured_latency(net, shape, recipe),
     }
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -180,7 +184,11 @@ def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, thr
     click.echo(f"  size       {out['size_mb']:.3f} MB (saved state_dict, /1e6)   {out['size_mib']:.3f} MiB (fp32)")
     click.echo(f"  MACs       {out['macs'] / 1e9:.4f} G   (FLOPs {out['flops'] / 1e9:.4f} G = 2 x MACs)")
     lat = out["latency_ms"]
-    click.echo(f"  latency    p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms (batch 1, {lat['threads']} threads)")
+    share = f", CPU share {lat['cpu_share']:.2f}" if lat.get("cpu_share") is not None else ""
+    busy = (f"; the machine looked busy (p90/p50 {lat['p90_over_p50']:.2f}, window spread {lat['spread']:.2f}"
+            f"{share}{', measured twice' if lat['attempts'] > 1 else ''}): read with care" if lat["busy"] else "")
+    click.echo(f"  latency    p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms (batch 1, {lat['threads']} threads"
+               f"{busy})")
 
 
 def _existing_dir(ctx, param, value):
