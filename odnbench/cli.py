@@ -234,7 +234,8 @@ def _grid_options(f):
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell.")
 def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet,
             resume, fail_fast):
-    """Run the grid method x dataset x backbone x seed, then print and write the leaderboard.
+    """Run the grid method x dataset x backbone x seed, write the leaderboard to
+    RESULTS/leaderboard.md and print a summary of it that fits 100 columns.
 
     Cells another cell needs (the full-depth model prune starts from, the ODN depth that scratch
     and truncate take) are added and run first, once. Finished cells are skipped on rerun.
@@ -255,11 +256,12 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     progress.line(f"odnbench: {len(grid.cells)} cells ({extra} added as dependencies), results in {results}")
     done = harness.run_grid(reg, grid, results, data_dir=data_dir or default_data_dir(), download=download,
                             device=device, resume=resume, fail_fast=fail_fast, progress=progress)
-    text = report.render(results, "md")
-    atomic_write_bytes(Path(results) / "leaderboard.md", text.encode())
-    click.echo(text)
-    click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), "
-               f"{len(done.failed)} failed; leaderboard written to {Path(results) / 'leaderboard.md'}")
+    from odnbench.report.terminal import summary
+
+    board_path = Path(results) / "leaderboard.md"
+    atomic_write_bytes(board_path, report.render(results, "md").encode())
+    click.echo(summary(report.build_boards(report.load_results(results)), board_path))
+    click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), {len(done.failed)} failed")
     for r in done.failed:
         click.echo(f"  FAILED {r.config['method']} {r.config['dataset']} seed {r.config['seed']}: {r.error}",
                    err=True)

@@ -216,6 +216,8 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
                                               f"({', '.join(trainer.unconverged)})")
     elif facts.converged is None and facts.cut_short:
         facts.converged = False
+    elif facts.converged is None and getattr(trainer, "converged", None):
+        facts.converged = True  # every fit the shared trainer ran ended on patience
     return facts
 
 
