@@ -59,9 +59,10 @@ ISO_COLUMNS = [
 NETWORK_NOTE = ("‡ Each seed's exported network: one value when every seed exported the same network (latency: "
                 "the mean over seeds), min–max over seeds when they chose different networks (never a mean of "
                 "different networks). Top-1 and cost are means over seeds; Δ is the difference of the top-1 means; "
-                "converged counts seeds. _busy_: at least one seed's latency was measured while other processes "
-                "held the CPU (p90/p50, spread of the timed windows or CPU share; the harness measures once more "
-                "before it records one): read it and the measured speed-up with care.")
+                "converged counts seeds.")
+BUSY_NOTE = ("_busy_: at least one seed's latency was measured while other processes held the CPU (p90/p50, spread "
+             "of the timed windows or CPU share; the harness measures once more before it records one): read it and "
+             "the measured speed-up with care.")
 
 REPORTED_COLUMNS = [
     ("method", "Method"), ("depth", "Optimal depth reported / measured"),
@@ -179,7 +180,8 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
     out: list[str] = []
     if board.rows:
         out.append(markdown_table([cells(r.fields) for r in board.rows], _main_columns(board)))
-        out += ["", NETWORK_NOTE]
+        busy = any(r.fields.get("latency_busy_seeds") for r in board.rows)
+        out += ["", NETWORK_NOTE + (" " + BUSY_NOTE if busy else "")]
     else:
         out.append("_No finished results on this board._")
     tol = fmt_value(float(board.tolerance))
