@@ -15,7 +15,7 @@ from typing import Any
 from odnbench import PROTOCOL_VERSION
 from odnbench.contract import Requirement
 from odnbench.errors import OdnbenchError, PluginError, UnknownNameError
-from odnbench.recipes import Recipe, make_recipe
+from odnbench.recipes import Recipe, make_recipe, recipe_params
 from odnbench.registry import Registry
 from odnbench.store import cell_dirname, cell_key
 
@@ -74,8 +74,6 @@ def check_recipe_use(registry: Registry, methods: list[str], recipe_overrides: d
         if any(name not in u for u in unused.values()):
             continue
         why = "; ".join(f"{m}: {u[name]}" if u[name] else m for m, u in unused.items())
-        from odnbench.recipes import recipe_params
-
         allowed = sorted(f for f in recipe_params() if any(f not in u for u in unused.values()))
         raise OdnbenchError(
             f"--set recipe.{name}={recipe_overrides[name]}: no method in this grid uses recipe.{name} ({why}). "
