@@ -174,9 +174,9 @@ def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20,
         "windows_ms": [round(v, 4) for v in ms],
         "p90_over_p50": round(_quantile(ms, 0.9) / p50, 4) if p50 > 0 else None,
         "spread": round((max(ms) - min(ms)) / p50, 4) if p50 > 0 else None,
-        # CPU seconds this process got per wall second: well under its thread count when other
-        # processes held the cores (a uniformly slow run has no spread to show it). CPU only: a
-        # GPU run waits for the device.
+        # CPU seconds this process got per wall second: under one core when other processes held
+        # the cores (a uniformly slow run has no spread to show it). CPU only: a GPU run waits for
+        # the device.
         "cpu_share": round(cpu / wall, 4) if device.type == "cpu" and wall > 0 else None,
     }
     out["busy"] = bool(latency_busy(out))

@@ -137,11 +137,12 @@ def _number(v) -> bool:
 #: A latency was measured on a busy machine (other processes took the cores) when its slowest
 #: timed windows are this many times its median (p90 / p50), when its windows spread over more
 #: than this share of the median ((max - min) / p50), or when the process got less than this
-#: share of the CPU time its threads could use (``cpu_share`` / threads). On a quiet CPU they
-#: stay near 1.05, 0.1 and 0.9.
+#: share of one core (``cpu_share``: its calling thread never sleeps while it times, so a quiet
+#: CPU gives at least ~0.95 whatever the thread count; small layers may not use a second
+#: thread, so the threads are not counted). On a quiet CPU they stay near 1.05, 0.1 and 1.
 BUSY_P90_OVER_P50 = 1.5
 BUSY_SPREAD = 1.0
-BUSY_CPU_SHARE_PER_THREAD = 0.5
+BUSY_CPU_SHARE = 0.5
 
 
 def latency_busy(latency) -> bool | None:
@@ -151,11 +152,10 @@ def latency_busy(latency) -> bool | None:
         return None
     if latency["p50"] <= 0:
         return None
-    spread, share, threads = latency.get("spread"), latency.get("cpu_share"), latency.get("threads")
+    spread, share = latency.get("spread"), latency.get("cpu_share")
     return bool(latency["p90"] / latency["p50"] > BUSY_P90_OVER_P50
                 or (_number(spread) and spread > BUSY_SPREAD)
-                or (_number(share) and _number(threads) and threads > 0
-                    and share / threads < BUSY_CPU_SHARE_PER_THREAD))
+                or (_number(share) and share < BUSY_CPU_SHARE))
 
 
 REFERENCE_ALIASES = {
