@@ -83,7 +83,7 @@ def cells(f: dict) -> dict[str, str]:
     if differ:
         latency = (f"{fmt_span(f.get('latency_p50_per_seed'), fmt_f)} / "
                    f"{fmt_span(f.get('latency_p90_per_seed'), fmt_f)}")
-        reduction = "–" if f.get("size_reduction") is None else fmt_span(_reductions(f), lambda v: f"{v:+.2f} %")
+        reduction = "–" if f.get("size_reduction") is None else _signed_span(_reductions(f))
     else:
         latency = f"{fmt_f(f['latency_p50'])} / {fmt_f(f['latency_p90'])}"
         red = f.get("size_reduction")
@@ -109,6 +109,15 @@ def cells(f: dict) -> dict[str, str]:
         "meets": md_text(fmt_meets(f)),
         "reduction": reduction,
     }
+
+
+def _signed_span(values) -> str:
+    """Signed percentages over seeds: "-93.34 % to -85.26 %" (a dash would read as a minus)."""
+    values = [v for v in values if isinstance(v, (int, float))]
+    if not values:
+        return "–"
+    lo, hi = f"{min(values):+.2f} %", f"{max(values):+.2f} %"
+    return lo if lo == hi else f"{lo} to {hi}"
 
 
 def _reductions(f: dict) -> list:
@@ -306,9 +315,14 @@ def index_line(board: Board) -> str:
     iso = board.iso_rows
     if iso:
         f = iso[0].fields
-        red = "" if f["size_reduction"] is None else f", {0.0 - round(f['size_reduction'], 2):+.2f} % size"
+        if f.get("networks_differ"):  # one size per seed's network, never their mean
+            size = fmt_span(f.get("size_mb_per_seed"), lambda v: f"{v:.3f}")
+            red = "" if f["size_reduction"] is None else f", {_signed_span(_reductions(f))} size"
+        else:
+            size = f"{f['size_mb']:.3f}"
+            red = "" if f["size_reduction"] is None else f", {0.0 - round(f['size_reduction'], 2):+.2f} % size"
         parts.append(f"smallest within {fmt_value(float(board.tolerance))} points of full: "
-                     f"{md_text(f['method'])} ({f['size_mb']:.3f} MB{red})")
+                     f"{md_text(f['method'])} ({size} MB{red})")
     if board.failed:
         parts.append(f"{len(board.failed)} failed")
     if board.cut_short:
