@@ -186,7 +186,8 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
     for name in datasets:
         registry.dataset(name)
     for name in backbones:
-        check_width(registry, name, recipe)
+        check_width(registry, name, recipe,
+                    _set_text("recipe", "width", {"recipe": recipe_overrides}) if "width" in recipe_overrides else None)
     for name in methods:
         registry.method(name)
     check_overrides(registry, overrides)

@@ -297,7 +297,7 @@ def test_the_summary_after_compare_fits_100_columns(smoke_grid):
     assert "|" not in stdout  # not the markdown board
     header = next(i for i, line in enumerate(lines) if line.startswith("#  Method"))
     assert all(word in lines[header - 1] + lines[header] for word in
-               ("Method", "Depth", "Top-1 %", "± std", "MB", "MACs", "Speed-up", "own / total", "Converged"))
+               ("Method", "Depth", "Top-1 %", "± std", "MB", "MACs", "Speed-up", "own / total", "Con-", "verged"))
     body = "\n".join(lines[header:])
     for method in ("full", "odn", "truncate"):
         assert f"  {method}" in body
@@ -313,6 +313,10 @@ def test_the_summary_keeps_long_labels_inside_100_columns(smoke_grid):
     for row in boards[0].rows:
         row.fields["method"] += " (match=odn:size, criterion=taylor, scope=global, recipe.width=16,32,64,128)"
         row.fields["networks_differ"] = True  # ranges on two lines
+        row.fields["cost_own_seconds"], row.fields["cost_seconds"] = 5400.0, 9000.0  # hours: widest cost
+        row.fields["converged"] = {"yes": 1, "no": 1, "unknown": 0, "n": 2}
     text = summary(boards, Path("/r") / "leaderboard.md")
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "recipe.width=16,32,64,128" in text.replace("\n", "").replace(" ", "")
+    # nothing cut off at the right edge: the last column keeps its header and every value
+    assert "verged" in text and text.count("90.0m / 2.5h  1/2") == len(boards[0].rows)

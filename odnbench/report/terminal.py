@@ -10,7 +10,7 @@ import io
 import shutil
 
 from odnbench.report.boards import Board
-from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_seconds, fmt_span, fmt_value, fmt_x
+from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_span, fmt_value, fmt_x
 
 MAX_WIDTH = 100
 
@@ -30,6 +30,17 @@ def _compact_macs(v) -> str:
     return f"{v:.0f}"
 
 
+def _short_seconds(s) -> str:
+    """45s, 6.4m, 1.2h: wall time in at most 5 characters."""
+    if s is None:
+        return "–"
+    if s < 100:
+        return f"{s:.0f}s"
+    if s < 6000:
+        return f"{s / 60:.1f}m"
+    return f"{s / 3600:.1f}h"
+
+
 def _span(values, fmt) -> str:
     """min–max over seeds on two lines (``lo–`` above ``hi``), so that a range is no wider than one value."""
     text = fmt_span(values, fmt)
@@ -46,7 +57,7 @@ def _row(f: dict) -> list[str]:
     busy = "*" if f.get("latency_busy_seeds") else ""
     macs_x = _span(f.get("macs_speedup_range"), fmt_x) if differ else fmt_x(f.get("macs_speedup"))
     measured_x = _span(f.get("measured_speedup_range"), fmt_x) if differ else fmt_x(f.get("measured_speedup"))
-    cost = f"{fmt_seconds(f.get('cost_own_seconds'))} / {fmt_seconds(f.get('cost_seconds'))}"
+    cost = f"{_short_seconds(f.get('cost_own_seconds'))} / {_short_seconds(f.get('cost_seconds'))}"
     return [str(f.get("rank", "")), f["method"], fmt_depths(f.get("depth")), top1,
             net("size_mb", lambda v: f"{v:.3f}"), net("macs", _compact_macs), macs_x, measured_x + busy, cost,
             fmt_converged(f.get("converged"))]
@@ -54,7 +65,7 @@ def _row(f: dict) -> list[str]:
 
 COLUMNS = (("#", "right"), ("Method", "left"), ("Depth", "right"), ("Top-1 %\n± std", "right"), ("MB", "right"),
            ("MACs", "right"), ("Speed-up\n×MACs", "right"), ("\n×meas.", "right"),
-           ("Cost (wall)\nown / total", "right"), ("Converged", "left"))
+           ("Cost (wall)\nown / total", "right"), ("Con-\nverged", "left"))
 
 
 def summary(boards: list[Board], board_path, width: int | None = None) -> str:
