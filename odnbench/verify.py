@@ -112,6 +112,27 @@ def check_schema(raw, folder_name: str) -> list[str]:
     return problems
 
 
+def digest_problem(raw: dict) -> str | None:
+    if isinstance(raw.get("digest"), str) and raw["digest"] != result_digest(raw):
+        return "result.json was edited after it was written (its digest does not match its content)"
+    return None
+
+
+def _strict_json(text: str):
+    """Parse strictly: NaN, Infinity and -Infinity are not JSON."""
+    def refuse(name):
+        raise ValueError(f"it holds {name}, which is not JSON (strict readers reject it)")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def _temp_notes(store: ResultStore, folder: Path) -> list[str]:
+    notes = [f"stale temporary file {p.name} (left by an interrupted write; safe to delete)"
+             for p in store.stale_temp_files(folder)]
+    notes += [f"{p.name} (an unreadable result.json a run set aside)" for p in sorted(folder.glob(f"{RESULT_FILE}.corrupt-*"))]
+    return notes
+
+
 def data_dir_for(result: Result, data_dir: Path | None) -> tuple[Path, str | None]:
     """Where to load a result's dataset from: ``data_dir`` when given, else the folder the result
     was run with (stored in ``data.data_dir``) when it exists here, else the default folder.
