@@ -144,16 +144,22 @@ def new_plugin(name, kind, directory):
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
               help="cifar: 3x3 stride-1 stem, no max-pool (small images); imagenet: timm's own stem.")
 @click.option("--width", default="full", show_default=True, help="Stage widths, e.g. 16,32,64,128, or 'full'.")
-@click.option("--threads", type=int, default=1, show_default=True, help="Torch threads for the latency measure.")
+@click.option("--threads", type=int, default=0, show_default=True,
+              help="Torch threads for the latency measure; 0 = torch's default, as the harness measures "
+                   "(recipe.threads=0).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, threads, as_json):
     """Parameters, size, MACs, FLOPs and batch-1 CPU latency of a backbone, full or cut to --depth."""
-    from odnbench import metrics
     from odnbench.plan import check_width
     from odnbench.recipes import make_recipe
 
-    recipe = make_recipe("paper", {"width": width})
+    # The harness's thread policy; fewer calls than a cell's measurement, to answer in seconds.
+    recipe = make_recipe("paper", {"width": width, "threads": str(threads), "latency_warmup": "3",
+                                   "latency_iters": "5"})
+    # an unknown name or width is refused here, before torch is imported
     check_width(registry(), backbone, recipe, f"--width {width}")  # one line naming what the backbone takes
+    from odnbench import metrics
+
     net = registry().backbone(backbone).build(in_chans=in_chans, num_classes=num_classes, stem=stem,
                                               width=recipe.widths)
     if depth is not None:
@@ -167,7 +173,7 @@ def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, thr
         "num_classes": num_classes, "params": metrics.count_params(net),
         "size_mb": round(metrics.saved_size_mb(net), 6), "size_mib": round(metrics.tensor_size_mib(net), 6),
         "macs": flops // 2, "flops": flops, "flop_counter": metrics.FLOP_COUNTER,
-        "latency_ms": metrics.latency_ms(net, shape, warmup=3, windows=5, iters=5, threads=threads),
+        "latency_ms": metrics.measured_latency(net, shape, recipe),
     }
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -178,7 +184,24 @@ def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, thr
     click.echo(f"  size       {out['size_mb']:.3f} MB (saved state_dict, /1e6)   {out['size_mib']:.3f} MiB (fp32)")
     click.echo(f"  MACs       {out['macs'] / 1e9:.4f} G   (FLOPs {out['flops'] / 1e9:.4f} G = 2 x MACs)")
     lat = out["latency_ms"]
-    click.echo(f"  latency    p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms (batch 1, {lat['threads']} threads)")
+    share = f", CPU share {lat['cpu_share']:.2f}" if lat.get("cpu_share") is not None else ""
+    busy = (f"; the machine looked busy (p90/p50 {lat['p90_over_p50']:.2f}, window spread {lat['spread']:.2f}"
+            f"{share}{', measured twice' if lat['attempts'] > 1 else ''}): read with care" if lat["busy"] else "")
+    click.echo(f"  latency    p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms (batch 1, {lat['threads']} threads"
+               f"{busy})")
+
+
+def _existing_dir(ctx, param, value):
+    """A --data-dir the user names must exist: it is never created (a typo would otherwise become a
+    new, empty dataset folder and a download)."""
+    if value is not None and not Path(value).is_dir():
+        what = "is not a folder" if Path(value).exists() else "does not exist"
+        raise OdnbenchError(f"--data-dir {value} {what}; point it at the folder that holds the datasets "
+                            f"(e.g. the one with MNIST/ in it), or leave it out for {default_data_dir()}")
+    return value
+
+
+DATA_DIR_HELP = "Where datasets live (must exist) [default: $ODNBENCH_DATA or ~/.cache/odnbench/data]."
 
 
 def _grid_options(f):
@@ -193,8 +216,8 @@ def _grid_options(f):
                      help="A method parameter (odn.target=99) or recipe field (recipe.epochs=5); repeatable."),
         click.option("--results", "-r", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path),
                      help="Results folder (one sub-folder per cell)."),
-        click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-                     help="Where datasets live [default: $ODNBENCH_DATA or ~/.cache/odnbench/data]."),
+        click.option("--data-dir", type=click.Path(path_type=Path), default=None, callback=_existing_dir,
+                     help=DATA_DIR_HELP),
         click.option("--download/--no-download", default=True, show_default=True,
                      help="Download missing torchvision datasets."),
         click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:N]."),
@@ -211,7 +234,8 @@ def _grid_options(f):
 @click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell.")
 def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet,
             resume, fail_fast):
-    """Run the grid method x dataset x backbone x seed, then print and write the leaderboard.
+    """Run the grid method x dataset x backbone x seed, write the leaderboard to
+    RESULTS/leaderboard.md and print a summary of it that fits 100 columns.
 
     Cells another cell needs (the full-depth model prune starts from, the ODN depth that scratch
     and truncate take) are added and run first, once. Finished cells are skipped on rerun.
@@ -232,11 +256,12 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     progress.line(f"odnbench: {len(grid.cells)} cells ({extra} added as dependencies), results in {results}")
     done = harness.run_grid(reg, grid, results, data_dir=data_dir or default_data_dir(), download=download,
                             device=device, resume=resume, fail_fast=fail_fast, progress=progress)
-    text = report.render(results, "md")
-    atomic_write_bytes(Path(results) / "leaderboard.md", text.encode())
-    click.echo(text)
-    click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), "
-               f"{len(done.failed)} failed; leaderboard written to {Path(results) / 'leaderboard.md'}")
+    from odnbench.report.terminal import summary
+
+    board_path = Path(results) / "leaderboard.md"
+    atomic_write_bytes(board_path, report.render(results, "md").encode())
+    click.echo(summary(report.build_boards(report.load_results(results)), board_path))
+    click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), {len(done.failed)} failed")
     for r in done.failed:
         click.echo(f"  FAILED {r.config['method']} {r.config['dataset']} seed {r.config['seed']}: {r.error}",
                    err=True)
@@ -246,14 +271,17 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
 
 @cli.command()
 @_grid_options
-def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet):
+@click.option("--force", is_flag=True, help="Run the cell again even when it is finished, replacing its result.")
+def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet, force):
     """Run exactly one cell (one method, dataset, backbone and seed) and store its result.
 
     Unlike compare, run does not add the cells it depends on: they must already be in --results.
+    A finished cell is left as it is (--force runs it again).
     """
     from odnbench import harness, plan
     from odnbench.progress import Progress
     from odnbench.runtime import pick_device
+    from odnbench.store import ResultStore
 
     if len(methods) != 1 or len(datasets) > 1 or len(backbones) > 1 or len(seeds) > 1:
         raise OdnbenchError("run takes one --method, and at most one --dataset, --backbone and --seed "
@@ -266,9 +294,15 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
                           add_dependencies=False)
     cell = grid.cells[-1]
     check_results_root(results, [cell.dirname])  # before any training: one line, exit 2
+    where = Path(results) / cell.dirname
+    prior = ResultStore(results).stored(cell.config)
+    if prior is not None and prior.ok and not force:
+        m = prior.metrics or {}
+        click.echo(f"{cell.label()}: finished already ({prior.finished_at or 'time unknown'}), not run again: "
+                   f"top-1 {m.get('top1', float('nan')):.2f}% -> {where} (--force runs it again and replaces it)")
+        return
     result = harness.run_cell(reg, cell, results, data_dir=data_dir or default_data_dir(), download=download,
                               device=pick_device(device), progress=Progress(quiet=quiet))
-    where = Path(results) / cell.dirname
     if not result.ok:
         click.echo(f"FAILED ({where}): {result.error}", err=True)
         sys.exit(1)
@@ -328,8 +362,9 @@ def leaderboard_publish(ctx, results, out, tolerance):
 @leaderboard.command("verify")
 @click.option("--results", "-r", type=click.Path(path_type=Path), default=None,
               help=f"Results folder [default: the group's --results, {DEFAULT_RESULTS}].")
-@click.option("--data-dir", type=click.Path(path_type=Path), default=None,
-              help="Where datasets live [default: $ODNBENCH_DATA or ~/.cache/odnbench/data].")
+@click.option("--data-dir", type=click.Path(path_type=Path), default=None, callback=_existing_dir,
+              help="Where datasets live (must exist) [default: the folder recorded in each result, else "
+                   "$ODNBENCH_DATA or ~/.cache/odnbench/data].")
 @click.option("--download/--no-download", default=True, show_default=True,
               help="Download missing torchvision datasets for re-evaluation.")
 @click.option("--device", default="cpu", show_default=True, help="Re-evaluate on cpu, cuda[:N] or auto.")
@@ -351,7 +386,7 @@ def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, sche
     results = _results_option(ctx, results)
     if not schema_only:
         registry()  # re-evaluating loads datasets through the plugins: clashing names refuse here, one line
-    checked = verify(results, data_dir=data_dir or default_data_dir(), download=download,
+    checked = verify(results, data_dir=data_dir, download=download,
                      device=None if schema_only else pick_device(device), tolerance=tolerance,
                      schema_only=schema_only)
     for check in checked.cells:

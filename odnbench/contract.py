@@ -333,6 +333,10 @@ class Method:
     name: str = ""
     description: str = ""
     params: tuple[Param, ...] = ()
+    #: Recipe fields this method never reads, each with what governs that instead (optional; the
+    #: default, empty, means "uses every field"). ``--set recipe.FIELD`` is refused when no method
+    #: in the grid uses FIELD, since it would only make separate cells that train the same way.
+    unused_recipe_fields: Mapping[str, str] = {}
 
     def preset_defaults(self, preset: str, dataset: str) -> dict[str, Any]:
         """Parameter defaults that depend on the preset or dataset (e.g. the paper's targets)."""

@@ -32,16 +32,21 @@ def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell
         found = store.find(key)
         result = store.read(found) if found else None
         if result is None or not result.ok:
-            why = "failed" if result else "has no stored result"
             dep_method = grid_cells[key].config["method"] if grid_cells and key in grid_cells else name
             c = cell.config
+            needs = (f"{c['method']} needs a finished '{dep_method}' result for {c['dataset']}/{c['backbone']}/seed "
+                     f"{c['seed']}/preset {c['preset']} (cell key {key})")
+            if result is not None:  # it ran and failed: rerunning the same command would fail the same way
+                error = " ".join(str(result.error or "no error recorded").split())
+                raise MissingDependencyError(
+                    f"{needs}, which failed: {error[:400]}{'…' if len(error) > 400 else ''} Fix that, then rerun "
+                    f"(finished cells are kept; the failed ones run again)."
+                )
             raise MissingDependencyError(
-                f"{c['method']} needs a finished '{dep_method}' result for {c['dataset']}/{c['backbone']}/seed "
-                f"{c['seed']}/preset {c['preset']} (cell key {key}), which {why} in {store.root}. Run "
+                f"{needs}, which has no stored result in {store.root}. Run "
                 f"`odnbench compare --method {dep_method} --method {c['method']} --dataset {c['dataset']} "
                 f"--backbone {c['backbone']} --seed {c['seed']} --preset {c['preset']}` with the same --set "
-                f"options (it orders them), "
-                f"or run the '{dep_method}' cell first."
+                f"options (it orders them), or run the '{dep_method}' cell first."
             )
         model_file = result.model_file if plain_file_name(result.model_file) else MODEL_FILE
         deps[name] = Dependency(result=result, model_path=found / model_file)
@@ -86,7 +91,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
             result.data = {"sizes": splits.sizes(), "split_rule": splits.info.split_rule,
                            "augment": splits.info.augment, "normalisation": [splits.info.mean, splits.info.std],
-                           "fingerprint": splits.fingerprint}
+                           "fingerprint": splits.fingerprint,
+                           "data_dir": str(Path(data_dir).resolve())}  # where verify reloads it from
             out_dir.mkdir(parents=True, exist_ok=True)
             trainer = Trainer(splits, recipe, device, progress, cost, config["seed"], execution=execution)
             ctx = MethodContext(
@@ -210,6 +216,8 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
                                               f"({', '.join(trainer.unconverged)})")
     elif facts.converged is None and facts.cut_short:
         facts.converged = False
+    elif facts.converged is None and getattr(trainer, "converged", None):
+        facts.converged = True  # every fit the shared trainer ran ended on patience
     return facts
 
 

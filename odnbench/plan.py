@@ -15,7 +15,7 @@ from typing import Any
 from odnbench import PROTOCOL_VERSION
 from odnbench.contract import Requirement
 from odnbench.errors import OdnbenchError, PluginError, UnknownNameError
-from odnbench.recipes import Recipe, make_recipe
+from odnbench.recipes import Recipe, make_recipe, recipe_params
 from odnbench.registry import Registry
 from odnbench.store import cell_dirname, cell_key
 
@@ -33,6 +33,53 @@ def split_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
         owner, name = key.split(".", 1)
         out.setdefault(owner.strip(), {})[name.strip()] = value
     return out
+
+
+def _set_text(owner: str, name: str, overrides: dict[str, dict[str, str]]) -> str:
+    return f"--set {owner}.{name}={overrides[owner][name]}"
+
+
+def check_overrides(registry: Registry, overrides: dict[str, dict[str, str]]) -> None:
+    """Every ``--set METHOD.PARAM`` names a registered method and one of its parameters, with a
+    value of the right type; errors say they came from ``--set`` and what is allowed."""
+    for owner, values in overrides.items():
+        if owner == "recipe":
+            continue
+        if owner not in registry.items["method"]:
+            err = UnknownNameError("method", owner, registry.items["method"])
+            first = _set_text(owner, next(iter(values)), overrides)
+            raise OdnbenchError(f"{first}: {err} (--set also takes recipe.FIELD=VALUE)")
+        declared = {p.name: p for p in registry.method(owner).params}
+        for name, text in values.items():
+            where = _set_text(owner, name, overrides)
+            if not declared:
+                raise OdnbenchError(f"{where}: method {owner!r} has no parameters (--set also takes "
+                                    f"recipe.FIELD=VALUE)")
+            if name not in declared:
+                raise OdnbenchError(f"{where}: {UnknownNameError(f'parameter of method {owner!r}', name, declared)} "
+                                    f"(`odnbench params {owner}` lists them)")
+            try:
+                declared[name].parse(text, owner)
+            except OdnbenchError as exc:
+                raise OdnbenchError(f"--set {exc}") from None
+
+
+def check_recipe_use(registry: Registry, methods: list[str], recipe_overrides: dict[str, str]) -> None:
+    """A ``--set recipe.FIELD`` that none of the chosen methods uses would only make a separate cell
+    that trains the same way: refuse it, naming what the methods use instead (each method may
+    declare ``Method.unused_recipe_fields``)."""
+    chosen = list(dict.fromkeys(methods))
+    for name in recipe_overrides:
+        unused = {m: dict(getattr(registry.method(m), "unused_recipe_fields", None) or {}) for m in chosen}
+        if any(name not in u for u in unused.values()):
+            continue
+        why = "; ".join(f"{m}: {u[name]}" if u[name] else m for m, u in unused.items())
+        allowed = sorted(f for f in recipe_params() if any(f not in u for u in unused.values()))
+        raise OdnbenchError(
+            f"--set recipe.{name}={recipe_overrides[name]}: no method in this grid uses recipe.{name} ({why}). "
+            f"Recipe fields that {', '.join(chosen)} {'uses' if len(chosen) == 1 else 'use'}: "
+            f"{', '.join(allowed)}; or add --method for a method that uses it "
+            f"(cells added as dependencies share the recipe but are not what the grid compares)")
 
 
 def resolve_params(registry: Registry, method_name: str, preset: str, dataset: str,
@@ -139,15 +186,26 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
     """Cartesian grid method x dataset x backbone x seed, plus (when asked) the cells they need,
     ordered so that each cell runs after its dependencies."""
     overrides = split_overrides(sets or [])
-    recipe = make_recipe(preset, overrides.pop("recipe", {}))
-    for owner in overrides:
-        registry.method(owner)  # an unknown method in --set is an error, with suggestions
+    recipe_overrides = overrides.get("recipe", {})
+    try:
+        recipe = make_recipe(preset, recipe_overrides)
+    except UnknownNameError as exc:
+        if exc.kind == "preset":
+            raise
+        raise OdnbenchError(f"{_set_text('recipe', exc.name, overrides)}: {exc}") from None
+    except OdnbenchError as exc:
+        raise OdnbenchError(f"--set {exc}") from None
+    overrides.pop("recipe", None)
     for name in datasets:
         registry.dataset(name)
     for name in backbones:
-        check_width(registry, name, recipe)
+        check_width(registry, name, recipe,
+                    _set_text("recipe", "width", {"recipe": recipe_overrides}) if "width" in recipe_overrides else None)
     for name in methods:
         registry.method(name)
+    check_overrides(registry, overrides)
+    check_recipe_use(registry, methods, recipe_overrides)
+    involved: set[str] = set(methods)  # the grid's methods and the ones added as dependencies
 
     ordered: dict[str, Cell] = {}
 
@@ -184,6 +242,7 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
             cell.error = f"plugin {plugin!r}: method {method!r}: {why}"
             reqs = []
         for req in reqs:
+            involved.add(req.method)
             if add_dependencies:
                 dep = add(req.method, dataset, backbone, seed, dict(req.params), True, stack + (method,))
             else:
@@ -201,4 +260,9 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
         cell = add(method, dataset, backbone, seed, None, False, ())
         if cell.key in key_before:
             cell.added_as_dependency = False  # asked for explicitly too
+    for owner in overrides:
+        if owner not in involved:
+            raise OdnbenchError(
+                f"{_set_text(owner, next(iter(overrides[owner])), overrides)}: method {owner!r} is not in this grid "
+                f"(its methods: {', '.join(sorted(involved))}); add --method {owner} or drop the --set")
     return Grid(list(ordered.values()))

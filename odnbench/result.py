@@ -134,6 +134,30 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
+#: A latency was measured on a busy machine (other processes took the cores) when its slowest
+#: timed windows are this many times its median (p90 / p50), when its windows spread over more
+#: than this share of the median ((max - min) / p50), or when the process got less than this
+#: share of one core (``cpu_share``: its calling thread never sleeps while it times, so a quiet
+#: CPU gives at least ~0.95 whatever the thread count; small layers may not use a second
+#: thread, so the threads are not counted). On a quiet CPU they stay near 1.05, 0.1 and 1.
+BUSY_P90_OVER_P50 = 1.5
+BUSY_SPREAD = 1.0
+BUSY_CPU_SHARE = 0.5
+
+
+def latency_busy(latency) -> bool | None:
+    """Whether a stored ``metrics.latency_ms`` looks measured on a busy machine (None: unknown).
+    Results stored before the spread was recorded are judged on their p90 / p50 alone."""
+    if not isinstance(latency, dict) or not _number(latency.get("p50")) or not _number(latency.get("p90")):
+        return None
+    if latency["p50"] <= 0:
+        return None
+    spread, share = latency.get("spread"), latency.get("cpu_share")
+    return bool(latency["p90"] / latency["p50"] > BUSY_P90_OVER_P50
+                or (_number(spread) and spread > BUSY_SPREAD)
+                or (_number(share) and share < BUSY_CPU_SHARE))
+
+
 REFERENCE_ALIASES = {
     "depth": ("depth", "optimal_depth"),
     "top1": ("top1", "test_top1", "accuracy", "test_acc"),

@@ -125,7 +125,7 @@ class MethodCheck:
 
 def check_declaration(method: Method, plugin: str = "?") -> None:
     """Parameters are unique identifiers whose defaults pass their own validation and survive
-    ``--set NAME=<default>`` unchanged."""
+    ``--set NAME=<default>`` unchanged; ``unused_recipe_fields`` names recipe fields only."""
     where = f"method {method.name!r} (plugin {plugin!r})"
     if not isinstance(method.description, str) or not method.description.strip():
         _fail(f"{where}: set a one-line `description` (shown by `odnbench list methods`)")
@@ -144,6 +144,14 @@ def check_declaration(method: Method, plugin: str = "?") -> None:
         text = "none" if value is None else str(value)
         if p.parse(text, method.name) != value:
             _fail(f"{where}: --set {method.name}.{p.name}={text} does not give back the default {value!r}")
+    from odnbench.recipes import recipe_params
+
+    unused = getattr(method, "unused_recipe_fields", None) or {}
+    fields = recipe_params()
+    for name in unused:
+        if name not in fields:
+            _fail(f"{where}: unused_recipe_fields names {name!r}, which is not a recipe field "
+                  f"({', '.join(sorted(fields))})")
 
 
 def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), dataset: str = "mnist5k",

@@ -212,6 +212,7 @@ class Trainer:
         self.execution = execution or Execution.for_recipe(recipe, device)
         self.generator = torch.Generator().manual_seed(seed)
         self.unconverged: list[str] = []  # labels of fits that the epoch cap ended before patience
+        self.converged: list[str] = []  # labels of fits that patience ended
         self._compiled: dict[tuple, tuple] = {}  # (model id, loss id, plain attributes) -> compiled step
         self.epochs_trained = 0  # every epoch of this cell, for "diverged at epoch N"
 
@@ -356,4 +357,6 @@ class Trainer:
             model.load_state_dict(best_state)
         if stopped == "max_epochs":
             self.unconverged.append(label)
+        elif stopped == "patience":
+            self.converged.append(label)
         return FitResult(tracker.best, best_epoch, len(history), stopped, history, opt, steps, seconds)

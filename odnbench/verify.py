@@ -8,8 +8,9 @@ For every cell folder, each finding is one line:
 - files: every model file ``files`` records is there with the recorded sha256; an ``ok`` result
   without its model fails (``--schema-only`` is for records published without models, such as
   ``leaderboards/results/``); a pickled ``model.pt`` (odnbench 0.1) is refused, never loaded.
-- re-measured from the reloaded model on the cell's data (loaded as the harness loads it; the
-  data's fingerprint must match the stored one): top-1 and validation top-1 within ``tolerance``
+- re-measured from the reloaded model on the cell's data (loaded as the harness loads it, from
+  the data folder recorded in the result unless ``data_dir`` is given; the data's fingerprint
+  must match the stored one): top-1 and validation top-1 within ``tolerance``
   points; parameters, MACs, FLOPs and the test-split size exactly; saved size (MB) and fp32 size
   (MiB) within a few bytes; the depth a DepthNet states. Each other stored model file (ODN's
   ``depth-K.safetensors``) is reloaded and its parameters and size compared with the entry of
@@ -132,7 +133,23 @@ def _temp_notes(store: ResultStore, folder: Path) -> list[str]:
     return notes
 
 
-def verify(results_dir, *, data_dir: Path, download: bool = True, device=None,
+def data_dir_for(result: Result, data_dir: Path | None) -> tuple[Path, str | None]:
+    """Where to load a result's dataset from: ``data_dir`` when given, else the folder the result
+    was run with (stored in ``data.data_dir``) when it exists here, else the default folder.
+    Returns the folder and a note when the recorded one could not be used."""
+    if data_dir is not None:
+        return Path(data_dir), None
+    from odnbench.runtime import default_data_dir
+
+    recorded = (result.data or {}).get("data_dir") if isinstance(result.data, dict) else None
+    if recorded and Path(recorded).is_dir():
+        return Path(recorded), None
+    if recorded:
+        return default_data_dir(), f"the recorded data folder {recorded} is not here; used {default_data_dir()}"
+    return default_data_dir(), None
+
+
+def verify(results_dir, *, data_dir: Path | None = None, download: bool = True, device=None,
            tolerance: float = TOP1_TOLERANCE, schema_only: bool = False) -> VerifyReport:
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
@@ -242,7 +259,10 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     config = result.config
     stored = result.metrics
     recipe = Recipe.from_dict(config["recipe"])
-    splits = DATA_CACHE.get(registry, config["dataset"], Path(data_dir), download, config["seed"], recipe, device)
+    data_dir, note = data_dir_for(result, data_dir)
+    if note:
+        notes.append(note)
+    splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
     problems = []
     stored_fp = (result.data or {}).get("fingerprint")
     if stored_fp is not None and stored_fp != splits.fingerprint:

@@ -99,10 +99,12 @@ class World:
         return Outcome(res.exit_code, res.stdout, res.stderr)
 
     def compare(self, *args: str, results: Path | None = None) -> Outcome:
+        (self.root / "data").mkdir(exist_ok=True)  # a --data-dir must exist (it is never created)
         return self.cli("compare", "--preset", "smoke", "--results", str(results or self.results), "--data-dir",
                         str(self.root / "data"), "--no-download", "-q", *args)
 
     def verify(self, *args: str) -> Outcome:
+        (self.root / "data").mkdir(exist_ok=True)
         return self.cli("leaderboard", "verify", "--results", str(self.results), "--data-dir", str(self.root / "data"),
                         "--no-download", *args)
 
@@ -647,16 +649,16 @@ def _plan_error_case(sets: list[str], error: str, methods=("full",)):
 
 
 for _sets, _error in [
-    (["recipe.epochs=0"], "Error: recipe.epochs=0 is out of range; allowed: recipe.epochs >= 1"),
-    (["recipe.epochs=-1"], "Error: recipe.epochs=-1 is out of range; allowed: recipe.epochs >= 1"),
-    (["recipe.lr=0"], "Error: recipe.lr=0.0 is out of range; allowed: recipe.lr > 0"),
-    (["recipe.lr=nan"], "Error: recipe.lr=nan is not a finite number; allowed: recipe.lr > 0"),
-    (["recipe.batch_size=-1"], "Error: recipe.batch_size=-1 is out of range; allowed: recipe.batch_size >= 1"),
-    (["recipe.batch_size=0"], "Error: recipe.batch_size=0 is out of range; allowed: recipe.batch_size >= 1"),
+    (["recipe.epochs=0"], "Error: --set recipe.epochs=0 is out of range; allowed: recipe.epochs >= 1"),
+    (["recipe.epochs=-1"], "Error: --set recipe.epochs=-1 is out of range; allowed: recipe.epochs >= 1"),
+    (["recipe.lr=0"], "Error: --set recipe.lr=0.0 is out of range; allowed: recipe.lr > 0"),
+    (["recipe.lr=nan"], "Error: --set recipe.lr=nan is not a finite number; allowed: recipe.lr > 0"),
+    (["recipe.batch_size=-1"], "Error: --set recipe.batch_size=-1 is out of range; allowed: recipe.batch_size >= 1"),
+    (["recipe.batch_size=0"], "Error: --set recipe.batch_size=0 is out of range; allowed: recipe.batch_size >= 1"),
 ]:
     case(f"bad input: --set {_sets[0]} is refused at plan time")(_plan_error_case(_sets, _error))
 case("bad input: odn.target=150 is refused at plan time")(_plan_error_case(
-    ["odn.target=150"], "Error: odn.target=150.0 is out of range; allowed: 0 < odn.target <= 100 (or none)", ("odn",)))
+    ["odn.target=150"], "Error: --set odn.target=150.0 is out of range; allowed: 0 < odn.target <= 100 (or none)", ("odn",)))
 
 
 def _damaged_mnist(w: World, name: str, damage) -> Path:
@@ -737,6 +739,7 @@ def _(w):
         raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
 
     w.monkeypatch.setattr(urllib.request, "urlopen", offline)
+    (w.root / "empty").mkdir(exist_ok=True)
     out = w.cli("compare", "--method", "full", "--dataset", "fashion-mnist", "--preset", "smoke", "--results",
                 str(w.results), "--data-dir", str(w.root / "empty"), "--download", "-q")
     assert out.exit_code == 1
@@ -744,7 +747,7 @@ def _(w):
     assert error.startswith(f"DataNotFoundError: fashion-mnist: not found under {w.root / 'empty'} and the download "
                             "failed (RuntimeError: Error downloading train-images-idx3-ubyte.gz: Tried ")
     assert "Temporary failure in name resolution" in error and error.endswith(
-        "Offline? Copy torchvision's files there or pass --data-dir.")
+        "Offline? Copy torchvision's files there, pass --data-dir, or use the offline dataset mnist5k.")
     assert "\n" not in error
     assert "Downloading" not in out.stdout and "Failed to download" not in out.stdout  # torchvision's chatter
     assert len([line for line in out.stderr.splitlines() if "FAILED" in line]) == 1
@@ -833,12 +836,12 @@ for _args, _error in [
                                                    "svhn."),
     (["--method", "full", "--set", "odn.target"], "Error: --set 'odn.target': expected METHOD.PARAM=VALUE or "
                                                   "recipe.PARAM=VALUE"),
-    (["--method", "full", "--set", "recipe.epochs=abc"], "Error: recipe.epochs='abc' is not a valid int"),
-    (["--method", "full", "--set", "recipe.epoch=3"], "Error: unknown recipe parameter 'epoch'. Did you mean: "
+    (["--method", "full", "--set", "recipe.epochs=abc"], "Error: --set recipe.epochs='abc' is not a valid int"),
+    (["--method", "full", "--set", "recipe.epoch=3"], "Error: --set recipe.epoch=3: unknown recipe parameter 'epoch'. Did you mean: "
                                                       "epochs? Available: " + ", ".join(sorted(
                                                           __import__("odnbench.recipes").recipes.recipe_params()))
      + "."),
-    (["--method", "prune", "--set", "prune.ratio=1.5"], "Error: prune.ratio=1.5 is out of range; allowed: "
+    (["--method", "prune", "--set", "prune.ratio=1.5"], "Error: --set prune.ratio=1.5 is out of range; allowed: "
                                                         "0 < prune.ratio < 1"),
     (["--method", "odn", "--set", "odn.target_mode=fixed"], "Error: odn.target_mode=fixed needs odn.target (a "
                                                             "validation top-1 %, e.g. odn.target=99.5); or use "

@@ -267,7 +267,8 @@ def test_unknown_names_give_one_line_with_suggestions(site, monkeypatch, tmp_pat
     assert out.exit_code == 2, out.output
     lines = out.stderr.strip().splitlines()
     assert len(lines) == 1, out.stderr
-    assert lines[0].startswith("Error: unknown") and wrong in lines[0]
+    came_from = f"Error: --set {args[-1]}: unknown" if "--set" in args else "Error: unknown"
+    assert lines[0].startswith(came_from) and wrong in lines[0]
     assert f"Did you mean: {suggestion}" in lines[0]
     assert not (tmp_path / "r").exists()  # nothing ran
 

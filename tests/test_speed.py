@@ -133,8 +133,9 @@ def test_verify_reevaluates_a_bf16_cell(fast_cell):
     from odnbench.cli import cli
 
     results, _ = fast_cell
-    res = CliRunner().invoke(cli, ["leaderboard", "verify", "--results", str(results), "--data-dir",
-                                   str(results / "data"), "--no-download", "--tolerance", "0.0001"])
+    # no --data-dir: each result names the folder it loaded its data from (a --data-dir must exist)
+    res = CliRunner().invoke(cli, ["leaderboard", "verify", "--results", str(results), "--no-download",
+                                   "--tolerance", "0.0001"])
     assert res.exit_code == 0, res.output
     assert "2 ok (2 re-evaluated" in res.output
 

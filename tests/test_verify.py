@@ -40,6 +40,7 @@ def fresh(tmp_path_factory):
             mp.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench")
         reg = load_registry()
         out = tmp_path_factory.mktemp("results")
+        (out / "data").mkdir()
         grid = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
         report = harness.run_grid(reg, grid, out, data_dir=out / "data", download=False,
                                   progress=Progress(quiet=True))
@@ -69,8 +70,8 @@ def _restamp(cell: Path, stored: dict | None = None) -> None:
 def _cli(results: Path, *extra):
     from odnbench.cli import cli
 
-    return CliRunner().invoke(cli, ["leaderboard", "verify", "--results", str(results),
-                                    "--data-dir", str(results / "data"), "--no-download", *extra])
+    # No --data-dir: each result names the folder it was run with.
+    return CliRunner().invoke(cli, ["leaderboard", "verify", "--results", str(results), "--no-download", *extra])
 
 
 def test_fresh_results_pass_with_reevaluation(fresh):
@@ -79,6 +80,36 @@ def test_fresh_results_pass_with_reevaluation(fresh):
     assert "2 ok (2 re-evaluated, 0 schema only), 0 with problems" in res.output
     for cell in _cells(fresh):
         assert f"ok       {cell.name}: schema ok; re-evaluated on cpu" in res.output
+
+
+def test_verify_loads_the_data_folder_recorded_in_each_result(fresh, tmp_path, monkeypatch):
+    from odnbench import runtime, verify as verify_module
+    from odnbench.result import Result
+
+    stored = Result.from_dict(json.loads((_cells(fresh)[0] / RESULT_FILE).read_text()))
+    assert stored.data["data_dir"] == str((fresh / "data").resolve())
+    seen = []
+    real_get = runtime.DATA_CACHE.get
+    monkeypatch.setattr(runtime.DATA_CACHE, "get", lambda reg, name, data_dir, *a: seen.append(data_dir)
+                        or real_get(reg, name, data_dir, *a))
+    assert _cli(fresh).exit_code == 0
+    assert set(map(str, seen)) == {str((fresh / "data").resolve())}
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    seen.clear()
+    assert _cli(fresh, "--data-dir", str(other)).exit_code == 0  # --data-dir overrides the recorded folder
+    assert set(map(str, seen)) == {str(other)}
+    # A recorded folder that is not on this machine: the default folder, said in the report.
+    stored.data["data_dir"] = str(tmp_path / "gone")
+    assert verify_module.data_dir_for(stored, None) == (
+        runtime.default_data_dir(), f"the recorded data folder {tmp_path / 'gone'} is not here; used "
+                                    f"{runtime.default_data_dir()}")
+
+
+def test_verify_refuses_a_data_dir_that_does_not_exist(fresh, tmp_path):
+    res = _cli(fresh, "--data-dir", str(tmp_path / "nope" / "data"))
+    assert res.exit_code == 2 and not (tmp_path / "nope").exists()
+    assert res.output.startswith(f"Error: --data-dir {tmp_path / 'nope' / 'data'} does not exist")
 
 
 def test_tampered_top1_is_reported(results):

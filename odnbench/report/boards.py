@@ -9,14 +9,22 @@ Definitions used on every board:
 
 - **Δ vs full**: row top-1 mean minus the full-depth baseline's (method ``full`` with default
   parameters on the same board), in percentage points.
-- **Meets target**, per result, first rule that applies:
-  1. ``facts.reached_target`` (the method's own verdict, e.g. ODN's stop threshold on
-     validation accuracy);
-  2. ``facts.threshold``: test top-1 ≥ threshold;
-  3. otherwise, for the whole row: Δ vs full ≥ −tolerance (``DEFAULT_TOLERANCE`` = 1.75
-     points, the ODN popular summary's "within 1.75 % of full depth").
-  A row whose seeds disagree shows ``k/n``.
+- **Meets target**: one rule and one tolerance per board: Δ vs full ≥ −tolerance
+  (``DEFAULT_TOLERANCE`` = 1.75 points, the ODN popular summary's "within 1.75 % of full
+  depth"; ``--tolerance`` on publish). "–" for the full-depth baseline itself. A method's own
+  target (``facts.threshold`` / ``facts.reached_target``, e.g. ODN's stop threshold on
+  validation accuracy) decides when that method stops, not this column: it is shown beside it
+  in the method's row (``own_target``), reached on k of n seeds.
 - **Iso-accuracy**: the rows with Δ vs full ≥ −tolerance, smallest saved size first.
+- **One network or several**: parameters, sizes, MACs and depth are those of each seed's
+  exported network. When every seed exported the same architecture, a row shows its value;
+  when seeds chose different networks (ODN depth 5 on one seed, 6 on another) the row shows
+  min–max over seeds (``networks_differ``), never a mean of different networks. Latency is the
+  mean over seeds of one network, else min–max; top-1 and cost are means over seeds.
+- **Cost**: the method's own part (``cost.own``) and the total with every dependency it needed
+  (the full-depth training it started from, the ODN search that chose its depth or size).
+- **Busy latency**: a latency whose spread says another process held the cores
+  (:func:`odnbench.result.latency_busy`); marked on the board.
 - **Reported**: numbers a paper published (each result's stored ``reference``). They come from
   the paper's recipe, so they stand beside measured numbers only on boards of the ``paper``
   preset (a note elsewhere).
@@ -34,7 +42,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from odnbench.report.fmt import fmt_value
-from odnbench.result import Result
+from odnbench.result import Result, latency_busy
 from odnbench.store import ResultStore, canonical_json
 
 BASELINE = "full"
@@ -247,10 +255,15 @@ def _fill_fields(rows: list[Row], base: Row | None, tolerance: float) -> None:
             f["delta_vs_full"] = None
         f["macs_speedup"] = _ratio(base_f and base_f["macs"], f["macs"])
         f["measured_speedup"] = _ratio(base_f and base_f["latency_p50"], f["latency_p50"])
+        # Per seed, against the baseline's mean: the range a row of different networks shows.
+        f["macs_speedup_range"] = _span([_ratio(base_f and base_f["macs"], v) for v in f["macs_per_seed"]])
+        f["measured_speedup_range"] = _span([_ratio(base_f and base_f["latency_p50"], v)
+                                             for v in f["latency_p50_per_seed"]])
         f["size_reduction"] = (100 * (1 - f["size_mb"] / base_f["size_mb"])
                                if base_f and f["size_mb"] is not None and base_f["size_mb"] else None)
         f["iso_accuracy"] = f["delta_vs_full"] is not None and round(f["delta_vs_full"], 6) >= -tolerance
-        f.update(_meets_target(row, f["delta_vs_full"], tolerance))
+        f.update(_meets_target(row, row is base, f["delta_vs_full"], tolerance))
+        f["own_target"] = _own_target(row)
         row.fields = f
 
 
@@ -258,35 +271,33 @@ def _ratio(a, b):
     return a / b if a and b else None
 
 
-def _meets_target(row: Row, delta, tolerance: float) -> dict:
-    per_result, kinds, thresholds = [], set(), []
-    for r in row.results:
-        thr = r.facts.threshold if _numbers([r.facts.threshold]) else None
-        if isinstance(r.facts.reached_target, bool):
-            per_result.append(r.facts.reached_target)
-            kinds.add("method's target")
-        elif thr is not None:
-            per_result.append(r.metrics["top1"] >= thr)
-            kinds.add("test ≥ threshold")
-        else:
-            per_result.append(None)
-            continue
-        if thr is not None:
-            thresholds.append(thr)
-    if per_result and all(v is not None for v in per_result):
-        k, n = sum(per_result), len(per_result)
-        basis = " / ".join(sorted(kinds))
-        if thresholds:
-            lo, hi = min(thresholds), max(thresholds)
-            basis += ", threshold" if basis == "method's target" else ""
-            basis += f" {lo:.2f}" if round(lo, 2) == round(hi, 2) else f" {lo:.2f}–{hi:.2f}"
-        return {"meets_target": k == n, "meets_target_seeds": f"{k}/{n}", "meets_target_basis": basis}
+def _span(values) -> list | None:
+    """[min, max] of the numbers among ``values`` (None when there are none)."""
+    values = _numbers(values)
+    return [min(values), max(values)] if values else None
+
+
+def _meets_target(row: Row, is_baseline: bool, delta, tolerance: float) -> dict:
+    """The board's one rule: Δ vs full ≥ −tolerance ("–" for the baseline and without one)."""
+    basis = f"Δ ≥ −{fmt_value(float(tolerance))}"
+    if is_baseline:
+        return {"meets_target": None, "meets_target_seeds": None, "meets_target_basis": "the full-depth baseline"}
     if delta is None:
         return {"meets_target": None, "meets_target_seeds": None, "meets_target_basis": "no full-depth baseline"}
     ok = round(delta, 6) >= -tolerance
     n = len(row.results)
-    return {"meets_target": ok, "meets_target_seeds": f"{n if ok else 0}/{n}",
-            "meets_target_basis": f"Δ ≥ −{fmt_value(float(tolerance))}"}
+    return {"meets_target": ok, "meets_target_seeds": f"{n if ok else 0}/{n}", "meets_target_basis": basis}
+
+
+def _own_target(row: Row) -> dict | None:
+    """A method's own target (its threshold on validation top-1 and whether it reached it), per
+    seed: shown in its row beside the board's rule, which it does not replace."""
+    thresholds = _numbers([r.facts.threshold for r in row.results])
+    reached = [r.facts.reached_target for r in row.results if isinstance(r.facts.reached_target, bool)]
+    if not thresholds and not reached:
+        return None
+    return {"threshold": _span(thresholds), "reached": sum(reached) if reached else None,
+            "of": len(reached) if reached else None, "n": len(row.results)}
 
 
 def distinct(values) -> list:
@@ -297,10 +308,36 @@ def distinct(values) -> list:
     return sorted(seen, key=lambda v: (str(type(v)), v))
 
 
+def own_cost(cost: dict) -> dict:
+    """The method's own part of a stored cost: ``cost.own``, or for results stored before it was
+    recorded (odnbench 0.1), the total less the parts named "... (dependency)"."""
+    cost = cost or {}
+    if isinstance(cost.get("own"), dict):
+        return cost["own"]
+    parts = cost.get("parts")
+    if isinstance(parts, dict) and parts:
+        mine = [p for name, p in parts.items() if isinstance(p, dict) and not str(name).endswith("(dependency)")]
+        return {k: sum(_numbers([p.get(k) for p in mine])) for k in ("epochs", "sample_steps", "train_seconds")}
+    return {k: cost.get(k) for k in ("epochs", "sample_steps", "train_seconds")}
+
+
+def _count_converged(results: list[Result]) -> dict:
+    states = [r.facts.converged for r in results]
+    return {"yes": sum(s is True for s in states), "no": sum(s is False for s in states),
+            "unknown": sum(s is None for s in states), "n": len(states)}
+
+
 def _aggregate(row: Row) -> dict:
     ms = [r.metrics or {} for r in row.results]
     cs = [r.cost or {} for r in row.results]
+    own = [own_cost(c) for c in cs]
     lat = [m.get("latency_ms") or {} for m in ms]
+    networks = {(m.get("params"), m.get("macs"), m.get("size_mb")) for m in ms}
+    busy = [latency_busy(x) for x in lat]
+
+    def per_seed(key):
+        return [m.get(key) for m in ms]
+
     return {
         "method": row.label,
         "method_name": row.method,
@@ -311,13 +348,22 @@ def _aggregate(row: Row) -> dict:
         "top1_std": _std(row.top1),
         "top1_per_seed": row.top1,
         "depth": distinct([r.facts.depth for r in row.results if isinstance(r.facts.depth, int)]),
-        "params": _mean([m.get("params") for m in ms]),
-        "size_mb": _mean([m.get("size_mb") for m in ms]),
-        "size_mib": _mean([m.get("size_mib") for m in ms]),
-        "macs": _mean([m.get("macs") for m in ms]),
-        "flops": _mean([m.get("flops") for m in ms]),
+        "depth_per_seed": [r.facts.depth for r in row.results],
+        "networks_differ": len(networks) > 1,
+        "params": _mean(per_seed("params")),
+        "params_per_seed": per_seed("params"),
+        "size_mb": _mean(per_seed("size_mb")),
+        "size_mb_per_seed": per_seed("size_mb"),
+        "size_mib": _mean(per_seed("size_mib")),
+        "size_mib_per_seed": per_seed("size_mib"),
+        "macs": _mean(per_seed("macs")),
+        "macs_per_seed": per_seed("macs"),
+        "flops": _mean(per_seed("flops")),
         "latency_p50": _mean([x.get("p50") for x in lat]),
         "latency_p90": _mean([x.get("p90") for x in lat]),
+        "latency_p50_per_seed": [x.get("p50") for x in lat],
+        "latency_p90_per_seed": [x.get("p90") for x in lat],
+        "latency_busy_seeds": sum(b is True for b in busy),
         "latency_batch": lat[0].get("batch_size") if lat else None,
         "latency_threads": distinct([x.get("threads") for x in lat]),
         "latency_device": distinct([x.get("device") for x in lat]),
@@ -326,7 +372,11 @@ def _aggregate(row: Row) -> dict:
         "cost_epochs": _mean([c.get("epochs") for c in cs]),
         "cost_sample_steps": _mean([c.get("sample_steps") for c in cs]),
         "cost_seconds": _mean([c.get("train_seconds") for c in cs]),
+        "cost_own_epochs": _mean([c.get("epochs") for c in own]),
+        "cost_own_sample_steps": _mean([c.get("sample_steps") for c in own]),
+        "cost_own_seconds": _mean([c.get("train_seconds") for c in own]),
         "cost_device": distinct([c.get("device") for c in cs]),
+        "converged": _count_converged(row.results),
         "keys": [r.key for r in row.results],
     }
 
@@ -347,7 +397,9 @@ def _caption(key: tuple, results: list[Result]) -> dict:
         "device_name": distinct([e.get("device_name") for e in envs]),
         "cpu": distinct([e.get("cpu") for e in envs]),
         "threads": distinct([x.get("threads") for x in lat]) or distinct([e.get("threads") for e in envs]),
+        "python": distinct([e.get("python") for e in envs]),
         "torch": distinct([e.get("torch") for e in envs]),
+        "torchvision": distinct([e.get("torchvision") for e in envs]),
         "timm": distinct([e.get("timm") for e in envs]),
         "torch_pruning": distinct([e.get("torch_pruning") for e in envs]),
         "odnbench": distinct([e.get("odnbench") for e in envs]),

@@ -53,11 +53,41 @@ def fmt_depths(depths) -> str:
 
 
 def fmt_meets(f) -> str:
-    if f.get("meets_target") is None:
+    """The board's verdict (yes / no / –), then the method's own target when it has one."""
+    word = "–" if f.get("meets_target") is None else ("yes" if f["meets_target"] else "no")
+    own = f.get("own_target")
+    if not own:
+        return word
+    parts = []
+    if own.get("threshold"):
+        parts.append(f"val ≥ {fmt_span(own['threshold'], lambda v: f'{v:.2f}')}")
+    if own.get("of"):
+        parts.append(f"reached {own['reached']}/{own['of']}")
+    return f"{word}; own target: {', '.join(parts)}"
+
+
+def fmt_converged(c) -> str:
+    """``{"yes", "no", "unknown", "n"}`` seed counts: yes, no, k/n, or – when no result says."""
+    if not c or not c.get("n"):
         return "–"
-    k, n = f["meets_target_seeds"].split("/")
-    word = "yes" if f["meets_target"] else ("no" if k == "0" else f["meets_target_seeds"])
-    return f"{word} ({f['meets_target_basis']})"
+    if c["unknown"] == c["n"]:
+        return "–"
+    if c["yes"] == c["n"]:
+        return "yes"
+    if c["no"] == c["n"]:
+        return "no"
+    unknown = f" ({c['unknown']} not said)" if c["unknown"] else ""
+    return f"{c['yes']}/{c['n']}{unknown}"
+
+
+def fmt_span(values, fmt) -> str:
+    """One value, or min–max of the numbers in ``values``."""
+    nums = [v for v in values or [] if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    if not nums:
+        return "–"
+    lo, hi = min(nums), max(nums)
+    a, b = fmt(lo), fmt(hi)
+    return a if a == b else f"{a}–{b}"
 
 
 def fmt_list(values) -> str:

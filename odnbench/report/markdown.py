@@ -7,6 +7,7 @@ from odnbench.result import Result
 from odnbench.store import cell_dirname
 from odnbench.report.boards import Board, Row, cut_short_reason, distinct, failure_reason
 from odnbench.report.fmt import (
+    fmt_converged,
     fmt_depths,
     fmt_epochs,
     fmt_f,
@@ -15,6 +16,7 @@ from odnbench.report.fmt import (
     fmt_macs,
     fmt_meets,
     fmt_seconds,
+    fmt_span,
     fmt_value,
     fmt_x,
     md_text,
@@ -29,24 +31,38 @@ def latency_header(rows: list[Row]) -> str:
     batch = distinct([r.fields.get("latency_batch") for r in rows])
     threads = distinct([t for r in rows for t in r.fields.get("latency_threads") or []])
     devices = distinct([d for r in rows for d in r.fields.get("latency_device") or []])
-    return (f"Latency p50 / p90 ms (batch {fmt_list(batch)}, {fmt_list(threads)} threads, "
+    return (f"Latency p50 / p90 ms (mean over seeds ‡; batch {fmt_list(batch)}, {_threads(threads)}, "
             f"{fmt_list(devices)})")
 
 
+#: ‡ marks a value of each seed's exported network: one value when every seed exported the same
+#: network, min–max over seeds when they differ (see ``NETWORK_NOTE``).
 COLUMNS = [
-    ("rank", "Rank"), ("method", "Method"), ("depth", "Depth"), ("top1", "Top-1 % (mean ± std, n)"),
-    ("delta", "Δ vs full (points)"), ("params", "Params"), ("size_mb", "Size MB (saved)"),
-    ("size_mib", "Size MiB (fp32)"), ("macs", "MACs"), ("latency", "Latency p50 / p90 ms"),
-    ("macs_speedup", "Speed-up MACs"), ("measured_speedup", "Speed-up measured"),
-    ("cost", "Cost to obtain (epochs / sample-steps / wall)"), ("meets", "Meets target"),
+    ("rank", "Rank"), ("method", "Method"), ("depth", "Depth ‡"), ("top1", "Top-1 % (mean ± std, n)"),
+    ("delta", "Δ vs full (points, of the means)"), ("params", "Params ‡"), ("size_mb", "Size MB (saved) ‡"),
+    ("size_mib", "Size MiB (fp32) ‡"), ("macs", "MACs ‡"), ("latency", "Latency p50 / p90 ms"),
+    ("macs_speedup", "Speed-up MACs ‡"), ("measured_speedup", "Speed-up measured ‡"),
+    ("cost_own", "Cost, own part (epochs / wall, mean over seeds)"),
+    ("cost", "Cost, total with dependencies (epochs / sample-steps / wall, mean over seeds)"),
+    ("converged", "Converged (seeds)"), ("meets", "Meets target"),
 ]
 
 ISO_COLUMNS = [
-    ("iso_rank", "Rank"), ("method", "Method"), ("top1", "Top-1 % (mean ± std, n)"), ("delta", "Δ vs full (points)"),
-    ("size_mb", "Size MB (saved)"), ("reduction", "Size vs full"), ("params", "Params"), ("macs", "MACs"),
-    ("macs_speedup", "Speed-up MACs"), ("measured_speedup", "Speed-up measured"),
-    ("cost", "Cost to obtain (epochs / sample-steps / wall)"),
+    ("iso_rank", "Rank"), ("method", "Method"), ("top1", "Top-1 % (mean ± std, n)"),
+    ("delta", "Δ vs full (points, of the means)"), ("size_mb", "Size MB (saved) ‡"), ("reduction", "Size vs full ‡"),
+    ("params", "Params ‡"), ("macs", "MACs ‡"), ("macs_speedup", "Speed-up MACs ‡"),
+    ("measured_speedup", "Speed-up measured ‡"), ("cost_own", "Cost, own part (epochs / wall, mean over seeds)"),
+    ("cost", "Cost, total with dependencies (epochs / sample-steps / wall, mean over seeds)"),
+    ("converged", "Converged (seeds)"),
 ]
+
+NETWORK_NOTE = ("‡ Each seed's exported network: one value when every seed exported the same network (latency: "
+                "the mean over seeds), min–max over seeds when they chose different networks (never a mean of "
+                "different networks). Top-1 and cost are means over seeds; Δ is the difference of the top-1 means; "
+                "converged counts seeds.")
+BUSY_NOTE = ("_busy_: at least one seed's latency was measured while other processes held the CPU (p90/p50, spread "
+             "of the timed windows or CPU share; the harness measures once more before it records one): read it and "
+             "the measured speed-up with care.")
 
 REPORTED_COLUMNS = [
     ("method", "Method"), ("depth", "Optimal depth reported / measured"),
@@ -58,25 +74,58 @@ REPORTED_COLUMNS = [
 def cells(f: dict) -> dict[str, str]:
     delta = f.get("delta_vs_full")
     top1 = "–" if f["top1_mean"] is None else f"{f['top1_mean']:.2f} ± {f['top1_std']:.2f} (n={f['n']})"
-    red = f.get("size_reduction")
+    differ = bool(f.get("networks_differ"))
+
+    def net(key, fmt):  # one network's value, or min–max over seeds when the seeds' networks differ
+        return fmt_span(f.get(f"{key}_per_seed"), fmt) if differ else fmt(f.get(key))
+
+    busy = " _busy_" if f.get("latency_busy_seeds") else ""
+    if differ:
+        latency = (f"{fmt_span(f.get('latency_p50_per_seed'), fmt_f)} / "
+                   f"{fmt_span(f.get('latency_p90_per_seed'), fmt_f)}")
+        reduction = "–" if f.get("size_reduction") is None else _signed_span(_reductions(f))
+    else:
+        latency = f"{fmt_f(f['latency_p50'])} / {fmt_f(f['latency_p90'])}"
+        red = f.get("size_reduction")
+        reduction = "–" if red is None else f"{0.0 - round(red, 2):+.2f} %"
     return {
         "rank": str(f.get("rank", "")),
         "method": md_text(f["method"]),
         "depth": fmt_depths(f.get("depth")),
         "top1": top1,
         "delta": "–" if delta is None else f"{delta:+.2f}",
-        "params": fmt_int(f["params"]),
-        "size_mb": fmt_f(f["size_mb"]),
-        "size_mib": fmt_f(f["size_mib"]),
-        "macs": fmt_macs(f["macs"]),
-        "latency": f"{fmt_f(f['latency_p50'])} / {fmt_f(f['latency_p90'])}",
-        "macs_speedup": fmt_x(f.get("macs_speedup")),
-        "measured_speedup": fmt_x(f.get("measured_speedup")),
+        "params": net("params", fmt_int),
+        "size_mb": net("size_mb", fmt_f),
+        "size_mib": net("size_mib", fmt_f),
+        "macs": net("macs", fmt_macs),
+        "latency": latency + busy,
+        "macs_speedup": fmt_span(f.get("macs_speedup_range"), fmt_x) if differ else fmt_x(f.get("macs_speedup")),
+        "measured_speedup": (fmt_span(f.get("measured_speedup_range"), fmt_x) if differ
+                             else fmt_x(f.get("measured_speedup"))) + busy,
+        "cost_own": f"{fmt_epochs(f.get('cost_own_epochs'))} / {fmt_seconds(f.get('cost_own_seconds'))}",
         "cost": f"{fmt_epochs(f['cost_epochs'])} / {fmt_int(f['cost_sample_steps'])} / "
                 f"{fmt_seconds(f['cost_seconds'])}",
+        "converged": fmt_converged(f.get("converged")),
         "meets": md_text(fmt_meets(f)),
-        "reduction": "–" if red is None else f"{0.0 - round(red, 2):+.2f} %",
+        "reduction": reduction,
     }
+
+
+def _signed_span(values) -> str:
+    """Signed percentages over seeds: "-93.34 % to -85.26 %" (a dash would read as a minus)."""
+    values = [v for v in values if isinstance(v, (int, float))]
+    if not values:
+        return "–"
+    lo, hi = f"{min(values):+.2f} %", f"{max(values):+.2f} %"
+    return lo if lo == hi else f"{lo} to {hi}"
+
+
+def _reductions(f: dict) -> list:
+    """Each seed's size against the baseline's, in % (negative = smaller)."""
+    full = f["size_mb"] / (1 - f["size_reduction"] / 100) if f.get("size_reduction") not in (None, 100) else None
+    if not full:
+        return []
+    return [100 * (v / full - 1) for v in f.get("size_mb_per_seed") or [] if isinstance(v, (int, float))]
 
 
 def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
@@ -86,8 +135,21 @@ def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
     return "\n".join([head, sep, *body])
 
 
+def _threads(values) -> str:
+    return f"{fmt_list(values)} thread{'' if list(values or []) == [1] else 's'}"
+
+
+def meets_header(board: Board) -> str:
+    return f"Meets target (Δ ≥ −{fmt_value(float(board.tolerance))} points; own target beside it)"
+
+
 def _main_columns(board: Board):
-    return [(k, latency_header(board.rows) if k == "latency" else t) for k, t in COLUMNS]
+    titles = {"latency": latency_header(board.rows), "meets": meets_header(board)}
+    return [(k, titles.get(k, t)) for k, t in COLUMNS]
+
+
+REPRODUCIBLE = ("Numbers reproduce only on the same hardware and library versions: the same cell (same key) has "
+                "given a different top-1 on another CPU model.")
 
 
 def caption_line(board: Board) -> str:
@@ -98,10 +160,18 @@ def caption_line(board: Board) -> str:
     seeds = c["seeds"]
     n_seeds = f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'}"
     return md_text_light(
-        f"Device: {c['device']} ({fmt_list(c['device_name'])}{gpu}), {fmt_list(c['threads'])} threads, "
+        f"Device: {c['device']} ({fmt_list(c['device_name'])}{gpu}), {_threads(c['threads'])}, "
         f"{c['precision']}; preset `{c['preset']}`; protocol v{protocols}{mixed}; {n_seeds} "
-        f"({fmt_list(seeds)}); torch {fmt_list(c['torch'])}, timm {fmt_list(c['timm'])}, "
-        f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}.")
+        f"({fmt_list(seeds)}); python {fmt_list(c.get('python'))}, torch {fmt_list(c['torch'])}, "
+        f"torchvision {fmt_list(c.get('torchvision'))}, timm {fmt_list(c['timm'])}, "
+        f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}. {REPRODUCIBLE}")
+
+
+def tolerance_line(board: Board) -> str:
+    tol = fmt_value(float(board.tolerance))
+    return (f"Tolerance: **{tol} points** of top-1 below full depth, the one rule for _Meets target_ and the "
+            f"iso-accuracy view on this board. A method's own target (ODN's stop threshold on validation top-1) "
+            f"decides when that method stops; it is shown in its row, beside the board's verdict.")
 
 
 def _result_line(r: Result, why: str) -> str:
@@ -119,6 +189,8 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
     out: list[str] = []
     if board.rows:
         out.append(markdown_table([cells(r.fields) for r in board.rows], _main_columns(board)))
+        busy = any(r.fields.get("latency_busy_seeds") for r in board.rows)
+        out += ["", NETWORK_NOTE + (" " + BUSY_NOTE if busy else "")]
     else:
         out.append("_No finished results on this board._")
     tol = fmt_value(float(board.tolerance))
@@ -169,9 +241,11 @@ def definitions(board: Board) -> str:
             "Size MB = saved `state_dict` bytes / 1e6 (the paper's MB); MiB = fp32 parameter + buffer bytes / 2^20. "
             "MACs = multiply-accumulates for one image (FLOPs / 2). Δ and speed-ups are against the `full` row "
             "(speed-up measured = its latency p50 / this row's). Cost = epochs, sample-steps and training wall time "
-            "spent to obtain the model, searches and dependencies included. Meets target: the method's own "
-            "`reached_target`, else test top-1 ≥ its `threshold`, else Δ vs full ≥ "
-            f"−{tol} points.")
+            "spent to obtain the model: the method's own part, and the total with every result it needed (the "
+            "full-depth training it started from, the ODN search that chose its depth or size), each counted once. "
+            "Converged: training ended on patience, not on an epoch cap (– when the result does not say). "
+            f"Meets target: Δ vs full ≥ −{tol} points (– for the baseline); a method's own target is its "
+            "threshold on validation top-1 and on how many seeds it reached it.")
 
 
 def _reported_cells(x: dict) -> dict[str, str]:
@@ -194,7 +268,7 @@ def render_markdown(boards: list[Board], source: str) -> str:
     if not boards:
         out.append("_No results yet._")
     for board in boards:
-        out += [f"## {board.title}", "", caption_line(board), ""]
+        out += [f"## {board.title}", "", caption_line(board), "", tolerance_line(board), ""]
         out += board_sections(board, level=3)
         out.append("")
     return "\n".join(out)
@@ -203,7 +277,8 @@ def render_markdown(boards: list[Board], source: str) -> str:
 def render_page(board: Board, command: str, plots: dict[str, str]) -> str:
     c = board.caption
     out = [f"{GENERATED_MARKER} `{command}` from {c['results']} result.json files; "
-           f"do not edit by hand. -->", "", f"# {board.title}", "", caption_line(board), ""]
+           f"do not edit by hand. -->", "", f"# {board.title}", "", caption_line(board), "", tolerance_line(board),
+           ""]
     out += board_sections(board, level=2, plots=plots)
     out += ["", "---", "",
             f"Regenerate this page, `board.json`, `board.csv` and the plots with `{command}` "
@@ -240,9 +315,14 @@ def index_line(board: Board) -> str:
     iso = board.iso_rows
     if iso:
         f = iso[0].fields
-        red = "" if f["size_reduction"] is None else f", {0.0 - round(f['size_reduction'], 2):+.2f} % size"
+        if f.get("networks_differ"):  # one size per seed's network, never their mean
+            size = fmt_span(f.get("size_mb_per_seed"), lambda v: f"{v:.3f}")
+            red = "" if f["size_reduction"] is None else f", {_signed_span(_reductions(f))} size"
+        else:
+            size = f"{f['size_mb']:.3f}"
+            red = "" if f["size_reduction"] is None else f", {0.0 - round(f['size_reduction'], 2):+.2f} % size"
         parts.append(f"smallest within {fmt_value(float(board.tolerance))} points of full: "
-                     f"{md_text(f['method'])} ({f['size_mb']:.3f} MB{red})")
+                     f"{md_text(f['method'])} ({size} MB{red})")
     if board.failed:
         parts.append(f"{len(board.failed)} failed")
     if board.cut_short:

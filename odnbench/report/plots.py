@@ -4,7 +4,8 @@ Matplotlib is driven through ``Figure`` + the Agg canvas (no pyplot, so no globa
 figure state), under matplotlib's default style plus pinned settings (a user's matplotlibrc cannot
 change the picture), with a fixed size and dpi and no "Software"/date metadata in the file.
 
-- :func:`pareto_png`: top-1 against size or MACs for every row of a board, Pareto front marked;
+- :func:`pareto_png`: top-1 against size or MACs for every row of a board, Pareto front marked,
+  one colour and marker per configuration named in a legend beside the axes (no point labels);
 - :func:`plot_depth_curves`: accuracy against depth (ODN's curve, any method's ``depth_curve``).
 """
 
@@ -58,42 +59,86 @@ def _png_bytes(fig) -> bytes:
     return buffer.getvalue()
 
 
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*"]
+PARETO_FIGSIZE = (7.6, 6.0)
+
+
+def row_styles(board: Board) -> dict[str, tuple[str, str]]:
+    """One (colour, marker) per configuration (row label), the same in every plot of a board:
+    assigned in label order so that two prune variants never share a look."""
+    labels = sorted({r.label for r in board.rows})
+    return {label: (COLORS[i % len(COLORS)], MARKERS[(i + i // len(COLORS)) % len(MARKERS)])
+            for i, label in enumerate(labels)}
+
+
+def _overlap_counts(points: list[tuple[float, float]], log_x: bool, near: float = 0.03) -> list[int]:
+    """For each point, how many earlier points sit on top of it (within ``near`` of the axes'
+    spans): those are drawn smaller and above, so that every marker stays visible."""
+    import math
+
+    if not points:
+        return []
+    xs = [math.log10(x) if log_x and x > 0 else x for x, _ in points]
+    ys = [y for _, y in points]
+    sx = (max(xs) - min(xs)) or 1.0
+    sy = (max(ys) - min(ys)) or 1.0
+    counts = []
+    for i in range(len(points)):
+        counts.append(sum(abs(xs[i] - xs[j]) / sx < near and abs(ys[i] - ys[j]) / sy < near for j in range(i)))
+    return counts
+
+
 def pareto_png(board: Board, x_field: str, x_label: str) -> bytes:
-    """Top-1 (mean ± std over seeds) against ``x_field`` for every row; the Pareto front is the
-    set of rows no other row beats on both, joined by a step line."""
+    """:func:`pareto_figure` as PNG bytes."""
+    with _style():
+        return _png_bytes(pareto_figure(board, x_field, x_label))
+
+
+def pareto_figure(board: Board, x_field: str, x_label: str):
+    """Top-1 (mean ± std over seeds) against ``x_field`` for every row, each configuration in its
+    own colour and marker, named in a legend beside the plot (no labels on the points, so none can
+    overprint another). Filled markers are on the Pareto front (no other row has a smaller x and
+    a higher top-1), joined by a step line. A row whose seeds exported different networks spans
+    min–max of x over seeds."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
 
     rows = [r for r in board.rows if r.fields.get(x_field) and r.fields.get("top1_mean") is not None]
-    with _style():
-        fig = Figure(figsize=FIGSIZE, dpi=DPI)
+    styles = row_styles(board)
+    with _style():  # the figure keeps the style it was drawn with
+        fig = Figure(figsize=PARETO_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         scale = 1e6 if x_field == "macs" else 1.0
         points = [(r.fields[x_field] / scale, r.fields["top1_mean"]) for r in rows]
         front = set(pareto_front(points))
-        methods = sorted({r.method for r in rows})
-        colors = {m: f"C{i % 10}" for i, m in enumerate(methods)}
-        labelled = set()
+        xs = [p[0] for p in points]
+        log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
+        stacked = _overlap_counts(points, log_x)
+        handles, spans = [], False
         for i, (row, (x, y)) in enumerate(zip(rows, points)):
-            on_front = i in front
-            legend = row.method if row.method not in labelled else None
-            labelled.add(row.method)
-            ax.errorbar([x], [y], yerr=[row.fields["top1_std"] or 0.0], fmt="o", ms=7 if on_front else 6,
-                        color=colors[row.method], mfc=colors[row.method] if on_front else "white",
-                        mew=1.5, capsize=3, label=legend, zorder=3)
-            ax.annotate(row.label, (x, y), xytext=(5, 5), textcoords="offset points", fontsize=7)
+            colour, marker = styles[row.label]
+            per_seed = [v / scale for v in row.fields.get(f"{x_field}_per_seed") or [] if isinstance(v, (int, float))]
+            xerr = ([[x - min(per_seed)], [max(per_seed) - x]] if row.fields.get("networks_differ") and per_seed
+                    else None)
+            face = colour if i in front else "white"
+            ax.errorbar([x], [y], yerr=[row.fields["top1_std"] or 0.0], xerr=xerr, fmt=marker,
+                        ms=max(4.0, 11.0 - 4.0 * stacked[i]), color=colour, mfc=face, mew=1.6, capsize=3,
+                        elinewidth=1.0, zorder=3 + stacked[i])
+            spans = spans or xerr is not None
+            handles.append(Line2D([], [], color=colour, marker=marker, ms=8, mfc=face, mew=1.6, ls="none",
+                                  label=row.label))
         if front:
             fx = [points[i] for i in sorted(front, key=lambda i: points[i][0])]
-            ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=1.0, ls="-",
-                    alpha=0.6, label="Pareto front (filled markers)", zorder=2)
+            handles += ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=1.0,
+                               ls="-", alpha=0.6, label="Pareto front (filled markers)", zorder=2)
         base = board.baseline.fields if board.baseline else None
         if base and base.get("top1_mean") is not None:
-            ax.axhline(base["top1_mean"], color="grey", lw=0.8, ls=":", label="full depth")
-            ax.axhline(base["top1_mean"] - board.tolerance, color="grey", lw=0.8, ls="--",
-                       label=f"full − {fmt_value(float(board.tolerance))} (iso-accuracy bound)")
-        xs = [p[0] for p in points]
-        if xs and min(xs) > 0 and max(xs) / min(xs) > 20:
+            handles.append(ax.axhline(base["top1_mean"], color="grey", lw=0.8, ls=":", label="full depth"))
+            handles.append(ax.axhline(base["top1_mean"] - board.tolerance, color="grey", lw=0.8, ls="--",
+                                      label=f"full − {fmt_value(float(board.tolerance))} (iso-accuracy bound)"))
+        if log_x:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
             ax.set_xscale("log")
@@ -104,9 +149,13 @@ def pareto_png(board: Board, x_field: str, x_label: str) -> bytes:
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
         ax.set_title(f"{board.title}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
-        ax.legend(loc="best")
+        # Below the axes, never over a point; one entry per configuration at one size.
+        title = ("vertical bars: ± std over seeds" + ("; horizontal bars: min–max over seeds that exported "
+                                                      "different networks" if spans else ""))
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False,
+                  title=title, title_fontsize=8.0)
         fig.tight_layout()
-        return _png_bytes(fig)
+        return fig
 
 
 def depth_curves(board: Board) -> list[tuple[str, list[dict]]]:
@@ -127,32 +176,44 @@ def _curve_points(r) -> list[dict]:
     return [p for p in curve if isinstance(p, dict) and "depth" in p and "val" in p]
 
 
-def depth_marks(board: Board) -> tuple[list[tuple[str, float]], list[tuple[str, float, float]]]:
-    """Stop thresholds (one line per distinct value) and each curve's chosen depth, for the depth plot."""
-    hlines: dict[float, str] = {}
+def depth_marks(board: Board) -> tuple[list[tuple[str, float, str]], list[tuple[str, float, float]]]:
+    """Stop thresholds (label, value, curve label) and each curve's chosen depth (curve label,
+    depth, value), for the depth plot; both are drawn in their curve's colour."""
+    hlines: dict[float, tuple[str, str]] = {}
     marks = []
     for row in board.rows:
         for seed, r in zip(row.seeds, row.results):
             curve = r.facts.depth_curve
             if not isinstance(curve, list):
                 continue
+            name = f"{row.label} seed {seed}"
             thr = r.facts.threshold
             if isinstance(thr, (int, float)) and not isinstance(thr, bool) and round(thr, 2) not in hlines:
-                hlines[round(thr, 2)] = f"threshold {thr:.2f} ({row.label} seed {seed})"
+                hlines[round(thr, 2)] = (f"threshold {thr:.2f} ({name})", name)
             depth = r.facts.depth
             best = [p.get("val") for p in curve if isinstance(p, dict) and p.get("depth") == depth]
             if isinstance(depth, int) and best and isinstance(best[0], (int, float)):
-                marks.append((f"chosen depth {depth} ({row.label} seed {seed})", depth, best[0]))
-    return [(label, value) for value, label in sorted(hlines.items())], marks
+                marks.append((name, depth, best[0]))
+    return [(label, value, curve) for value, (label, curve) in sorted(hlines.items())], marks
 
 
 def depth_curve_png(board: Board) -> bytes:
-    """Validation top-1 against depth for every result on ``board`` that states a depth curve,
-    with each method's threshold and chosen depth marked."""
+    """Validation top-1 against depth for every result on ``board`` that states a depth curve, one
+    colour per seed (one marker per configuration), with each curve's threshold and chosen depth
+    in its colour."""
     hlines, marks = depth_marks(board)
+    curves = depth_curves(board)
+    seeds = sorted({seed for row in board.rows for seed, r in zip(row.seeds, row.results) if _curve_points(r)})
+    labels = sorted({row.label for row in board.rows})
+    styles = {}
+    for row in board.rows:
+        for seed in row.seeds:
+            styles[f"{row.label} seed {seed}"] = {
+                "color": COLORS[seeds.index(seed) % len(COLORS)] if seed in seeds else "grey",
+                "marker": MARKERS[labels.index(row.label) % len(MARKERS)]}
     with _style():
-        fig = depth_figure(depth_curves(board), title=f"{board.title}: validation top-1 by depth", hlines=hlines,
-                           marks=marks)
+        fig = depth_figure(curves, title=f"{board.title}: validation top-1 by depth", hlines=hlines,
+                           marks=marks, styles=styles)
         return _depth_png_bytes(fig)
 
 
@@ -160,11 +221,12 @@ DEPTH_FIGSIZE = (6.4, 4.0)
 DEPTH_DPI = 120
 
 
-def _figure():
+def _figure(legend_entries: int = 0):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=DEPTH_FIGSIZE, dpi=DEPTH_DPI)
+    # room below the axes for the legend, one line per entry
+    fig = Figure(figsize=(DEPTH_FIGSIZE[0], DEPTH_FIGSIZE[1] + 0.2 * legend_entries), dpi=DEPTH_DPI)
     FigureCanvasAgg(fig)
     return fig
 
@@ -184,16 +246,19 @@ def plot_depth_curves(curves: Sequence[tuple[str, Sequence[dict]]], path, title:
 
 def depth_figure(curves: Sequence[tuple[str, Sequence[dict]]], title: str = "", *,
                  y_key: str = "val", y_label: str = "validation top-1 (%)",
-                 hlines: Sequence[tuple[str, float]] = (),
-                 marks: Sequence[tuple[str, float, float]] = (), mark_label: str = "chosen depth"):
+                 hlines: Sequence[tuple] = (),
+                 marks: Sequence[tuple[str, float, float]] = (), mark_label: str = "chosen depth",
+                 styles: dict[str, dict] | None = None):
     """Accuracy against depth, one line per ``(label, records)``; each record needs ``depth`` and
-    ``y_key`` (records without a value are skipped). ``hlines``: labelled horizontal lines (e.g. a
-    stop threshold); ``marks``: points ``(curve label, depth, value)`` drawn as stars in that
-    curve's colour, with one legend entry ``mark_label``."""
+    ``y_key`` (records without a value are skipped). ``hlines``: labelled horizontal lines
+    ``(label, value)`` or ``(label, value, curve label)`` (e.g. a stop threshold, then drawn in
+    that curve's colour); ``marks``: points ``(curve label, depth, value)`` drawn as stars in that
+    curve's colour (a star on the same spot as another is dodged sideways), with one legend
+    entry ``mark_label``. ``styles``: matplotlib line options per curve label (colour, marker)."""
     import matplotlib.style
 
     with matplotlib.style.context("default"):
-        fig = _figure()
+        fig = _figure(len(curves) + len(hlines) + (1 if marks else 0))
         ax = fig.add_subplot(1, 1, 1)
         depths: set[int] = set()
         colours: dict[str, str] = {}
@@ -202,14 +267,26 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict]]], title: str = "", 
             if not pts:
                 continue
             depths.update(d for d, _ in pts)
-            (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], marker="o", label=label)
+            style = {"marker": "o", **((styles or {}).get(label) or {})}
+            (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], label=label, **style)
             colours.setdefault(label, line.get_color())
-        styles = ["--", ":", "-.", (0, (5, 1))]
-        for i, (label, value) in enumerate(hlines):
-            ax.axhline(value, linestyle=styles[i % len(styles)], linewidth=1, color="grey", label=label)
-        for i, (curve, depth, value) in enumerate(marks):
-            ax.plot([depth], [value], marker="*", markersize=15, markeredgecolor="black", linestyle="none",
-                    color=colours.get(curve, "grey"), label=mark_label if i == 0 else "_nolegend_", zorder=3)
+        dashes = ["--", ":", "-.", (0, (5, 1))]
+        for i, (label, value, *curve) in enumerate(hlines):
+            ax.axhline(value, linestyle=dashes[i % len(dashes)], linewidth=1,
+                       color=colours.get(curve[0], "grey") if curve else "grey", label=label)
+        low, high = ax.get_ylim()
+        placed: list[tuple[float, float]] = []
+        for curve, depth, value in marks:
+            # a star on (nearly) the same spot as an earlier one is dodged sideways (depths are whole
+            # numbers, so the shift cannot be misread), smaller and on top, so that both show
+            under = sum(d == depth and abs(v - value) < 0.03 * (high - low) for d, v in placed)
+            placed.append((depth, value))
+            ax.plot([depth + 0.18 * under], [value], marker="*", markersize=max(8, 15 - 3 * under),
+                    markeredgecolor="black", linestyle="none", color=colours.get(curve, "grey"),
+                    label="_nolegend_", zorder=3 + under)
+        if marks:  # one neutral legend entry: each star has its curve's colour
+            ax.plot([], [], marker="*", markersize=12, markeredgecolor="black", color="white", linestyle="none",
+                    label=mark_label)
         if depths:
             ax.set_xticks(sorted(depths))
         ax.set_xlabel("depth (residual blocks kept)")
@@ -218,6 +295,7 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict]]], title: str = "", 
             ax.set_title(title)
         ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
-            ax.legend(loc="best", fontsize="small")
+            # below the axes: a legend inside them would cover the curves
+            ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize="small", frameon=False)
         fig.tight_layout()
         return fig

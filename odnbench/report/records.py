@@ -26,12 +26,19 @@ def _clean(v: Any) -> Any:
     return v
 
 
+#: Means over seeds unless the name says otherwise (``_per_seed``: one value per seed, in ``seeds``
+#: order; ``_range``: [min, max] over seeds); ``networks_differ`` says whether the seeds exported
+#: different networks, in which case a mean of params/size/MACs/latency describes none of them.
 RECORD_FIELDS = [
     "rank", "method", "method_name", "method_params", "n", "seeds", "top1_mean", "top1_std", "top1_per_seed",
-    "delta_vs_full", "depth", "params", "size_mb", "size_mib", "size_reduction", "macs", "flops", "latency_p50",
-    "latency_p90", "latency_batch", "latency_threads", "latency_device", "throughput", "throughput_batch",
-    "macs_speedup", "measured_speedup", "cost_epochs", "cost_sample_steps", "cost_seconds", "cost_device",
-    "meets_target", "meets_target_seeds", "meets_target_basis", "iso_accuracy", "baseline", "keys",
+    "delta_vs_full", "depth", "depth_per_seed", "networks_differ", "params", "params_per_seed", "size_mb",
+    "size_mb_per_seed", "size_mib", "size_mib_per_seed", "size_reduction", "macs", "macs_per_seed", "flops",
+    "latency_p50", "latency_p90", "latency_p50_per_seed", "latency_p90_per_seed", "latency_busy_seeds",
+    "latency_batch", "latency_threads", "latency_device", "throughput", "throughput_batch",
+    "macs_speedup", "macs_speedup_range", "measured_speedup", "measured_speedup_range", "cost_epochs",
+    "cost_sample_steps", "cost_seconds", "cost_own_epochs", "cost_own_sample_steps", "cost_own_seconds",
+    "cost_device", "converged", "meets_target", "meets_target_seeds", "meets_target_basis", "own_target",
+    "iso_accuracy", "baseline", "keys",
 ]
 
 

@@ -9,7 +9,11 @@ wide and ignores ``stem_width``, so the stages are rebuilt with timm's own ``mak
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import inspect
+import re
+from pathlib import Path
 
 from odnbench import Backbone, hookimpl
 
@@ -20,6 +24,28 @@ NAMED = {
 }
 
 
+FAMILY_PREFIXES = ("resnet", "resnext", "wide_resnet")
+
+
+@functools.lru_cache(maxsize=1)
+def timm_resnet_names() -> frozenset[str]:
+    """The model names timm's ``timm/models/resnet.py`` registers (the ``ResNet`` class, whose
+    ``layer1..layer4`` a DepthNet is cut from), read from its source text: importing timm (and
+    torch) only to refuse a misspelled name took seconds, tens on a cold disk. Falls back to
+    ``timm.list_models(module="resnet")`` if timm's layout ever changes."""
+    spec = importlib.util.find_spec("timm")
+    source = Path(spec.origin).parent / "models" / "resnet.py" if spec and spec.origin else None
+    try:
+        names = re.findall(r"@register_model\s*\ndef\s+(\w+)\s*\(", source.read_text()) if source else []
+    except OSError:
+        names = []
+    if not names:
+        import timm
+
+        names = timm.list_models(module="resnet")
+    return frozenset(names)
+
+
 class TimmResNet(Backbone):
     def __init__(self, name: str, description: str | None = None):
         self.name = name
@@ -27,9 +53,7 @@ class TimmResNet(Backbone):
 
     def resolve(self, name: str):
         """Any other timm ResNet by its timm name (resnet26, resnet101, resnet18d, ...)."""
-        import timm
-
-        if name.startswith(("resnet", "resnext", "wide_resnet")) and name in timm.list_models():
+        if name.startswith(FAMILY_PREFIXES) and name in timm_resnet_names():
             return TimmResNet(name)
         return None
 

@@ -105,6 +105,17 @@ def _one_line(exc: BaseException, limit: int = 240) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _remove_empty_tree(folder: Path) -> None:
+    """Remove ``folder`` and its sub-folders bottom-up, as long as they hold no file."""
+    if not folder.is_dir():
+        return
+    for sub in sorted((p for p in folder.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 class TorchvisionDataset(Dataset):
     """A torchvision dataset held in memory as tensors, with a seeded validation carve-out.
 
@@ -156,6 +167,16 @@ class TorchvisionDataset(Dataset):
             import io
             import sys
 
+            if not root.is_dir():
+                from odnbench.runtime import default_data_dir
+
+                if root.resolve() != default_data_dir().resolve():  # a folder the user named is never created
+                    raise DataNotFoundError(
+                        f"{self.name}: the data folder {root} does not exist; create it (downloads go there) or "
+                        f"point --data-dir at the folder that holds {self.expect}")
+                root.mkdir(parents=True, exist_ok=True)  # the default cache folder is ours to create
+            target = root / self.folder
+            existed = target.exists()
             print(f"{self.name}: downloading into {root} (torchvision)", file=sys.stderr, flush=True)
             try:
                 # torchvision prints each mirror it tries and each failure on stdout, over several lines;
@@ -163,9 +184,12 @@ class TorchvisionDataset(Dataset):
                 with contextlib.redirect_stdout(io.StringIO()):
                     cls(str(root), download=True, **kwargs)
             except Exception as exc:  # offline, server down, checksum mismatch: torchvision's message spans lines
+                if not existed:
+                    _remove_empty_tree(target)  # torchvision made MNIST/raw before it failed
                 raise DataNotFoundError(
                     f"{self.name}: not found under {root} and the download failed ({type(exc).__name__}: "
-                    f"{_one_line(exc)}). Offline? Copy torchvision's files there or pass --data-dir.") from None
+                    f"{_one_line(exc)}). Offline? Copy torchvision's files there, pass --data-dir, or use the "
+                    f"offline dataset mnist5k.") from None
             if self.check_files(root, train):
                 raise DataNotFoundError(f"{self.name}: the download did not produce {', '.join(missing)} under {root}")
         try:

@@ -45,6 +45,14 @@ class ODN(Method):
     description = ("Optimally Deep Networks: train depth 1, 2, ... (a head per residual block) until the "
                    "target accuracy, then cut the unused blocks")
     params = PARAMS
+    # ODN runs its own schedule (search, then fine-tune) instead of the recipe's single training run.
+    unused_recipe_fields = {
+        "epochs": "its epochs come from odn.max_epochs_per_depth and odn.finetune_max_epochs",
+        "patience": "its patience is odn.patience (and odn.finetune_patience)",
+        "schedule": "its LR schedule is odn.lr_decay_factor/odn.lr_decay_patience and odn.finetune_schedule",
+        "plateau_factor": "its LR decay is odn.lr_decay_factor",
+        "plateau_patience": "its LR decay waits odn.lr_decay_patience epochs",
+    }
 
     def preset_defaults(self, preset: str, dataset: str) -> dict[str, Any]:
         if preset == "paper":
