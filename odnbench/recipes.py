@@ -31,6 +31,7 @@ class Recipe:
     # backbone policy
     width: str = "full"  # "full" or comma-separated stage widths, e.g. "16,32,64,128"
     stem: str = "cifar"  # "cifar": 3x3 stride-1 stem, no max-pool; "imagenet": timm's own stem
+    init: str = "torch"  # "torch": PyTorch's default layer init, BN weight 1 (the ODN authors'); "timm": as built
     # optimisation (shared by every method that trains)
     optimizer: str = "sgd"
     lr: float = 0.01
@@ -67,7 +68,9 @@ class Recipe:
     @classmethod
     def from_dict(cls, stored: dict[str, Any]) -> "Recipe":
         """The recipe a stored config ran with: its preset, then the stored field values (each
-        validated as ``--set recipe.FIELD`` would be). Fields it lacks keep the preset's value."""
+        validated as ``--set recipe.FIELD`` would be). Fields it lacks keep the preset's value, except
+        ``init``: a config without it (protocol 1) ran with timm's init, whatever today's default."""
+        stored = {"init": "timm", **stored}
         preset = stored.get("preset")
         if preset not in PRESETS:
             raise UnknownNameError("preset", str(preset), PRESETS)
@@ -103,6 +106,7 @@ _CHOICES = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("plateau", "cosine", "none"),
     "stem": ("cifar", "imagenet"),
+    "init": ("torch", "timm"),
     "precision": ("fp32", "bf16"),
     "memory_format": ("auto", "channels_last", "contiguous"),
 }
