@@ -98,7 +98,7 @@ def run_seeds(args, sets: list[str]) -> dict[int, dict]:
 
 def odn_cells(sets: list[str], seeds: list[int]) -> dict[int, str]:
     """The odn cell folder of each seed, planned exactly as the CLI plans it."""
-    from odnbench.harness import plan_grid
+    from odnbench.plan import plan_grid
     from odnbench.registry import get_registry
 
     grid = plan_grid(get_registry(), ["odn"], [DATASET], [BACKBONE], seeds, PRESET, sets)
@@ -109,8 +109,8 @@ def full_size_mb(sets: list[str]) -> float:
     """Saved size of the uncut backbone at this recipe's widths (what the reduction is measured against)."""
     import torch
 
-    from odnbench.harness import split_overrides
     from odnbench.metrics import saved_size_mb
+    from odnbench.plan import split_overrides
     from odnbench.recipes import make_recipe
     from odnbench.registry import get_registry
 
@@ -121,27 +121,28 @@ def full_size_mb(sets: list[str]) -> float:
 
 
 def summary(args, sets: list[str], ran: dict[int, dict]) -> list[dict]:
-    from odnbench.store import RESULT_FILE, read_json
+    from odnbench.store import ResultStore
     from odnbench_plugins.odn import paper
 
     full_mb = full_size_mb(sets)
+    store = ResultStore(args.results)
     rows = []
     for seed, dirname in odn_cells(sets, args.seed).items():
-        f = Path(args.results) / dirname / RESULT_FILE
-        r = read_json(f) if f.is_file() else None
+        folder = Path(args.results) / dirname
+        r = store.read(folder) if folder.is_dir() else None
         row = {"seed": seed, "status": (ran.get(seed) or {}).get("status", "missing"), "cell": dirname}
-        if r is not None and r.get("status") == "ok":
-            info, m, cost = r["method_info"], r["metrics"], r["cost"]
+        if r is not None and r.ok:
+            info, m, cost = r.method_info, r.metrics, r.cost
             row.update(status="ok", depth=info["optimal_depth"], blocks=info["blocks"], top1=m["top1"],
                        val=info.get("final_val"), size_mb=m["size_mb"], params=m["params"],
                        reduction=100 * (1 - m["size_mb"] / full_mb), epochs=cost["epochs"],
                        warmup=info["warmup_epochs"], search=info["search_epochs"], finetune=info["finetune_epochs"],
-                       train_s=cost["train_seconds"], wall_s=r.get("wall_seconds"), reached=info["reached_target"],
+                       train_s=cost["train_seconds"], wall_s=r.wall_seconds, reached=info["reached_target"],
                        curve=" ".join(f"d{c['depth']}:{c['best_val']:.1f}/{c['epochs']}ep" for c in info["depth_curve"]),
                        warm_heads=(info["warmup"] or {}).get("val_per_depth"))
         elif r is not None:
             row["status"] = "failed"
-            row["error"] = r.get("error")
+            row["error"] = r.error
         rows.append(row)
 
     ref = paper.PUBLISHED[(DATASET, BACKBONE)]

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 
 import odnbench
-from odnbench import OdnbenchError, harness
+from odnbench import OdnbenchError, plan, runtime
 from odnbench.data import DatasetInfo
 from odnbench.initialization import apply_init
-from odnbench.recipes import PRESETS, make_recipe
+from odnbench.recipes import PRESETS, Recipe, make_recipe
 
 MNIST = DatasetInfo("mnist", channels=1, image_size=28, num_classes=10, mean=(0.1307,), std=(0.3081,))
 
@@ -22,7 +22,7 @@ MNIST = DatasetInfo("mnist", channels=1, image_size=28, num_classes=10, mean=(0.
 def built(reg, preset="paper", init=None, seed=0):
     recipe = make_recipe(preset, {"init": init} if init else {})
     torch.manual_seed(seed)
-    return harness.build_backbone_factory(reg, {"backbone": "resnet18"}, MNIST, recipe)()
+    return runtime.backbone_builder(reg, "resnet18", MNIST, recipe)()
 
 
 def fan_in(w: torch.Tensor) -> int:
@@ -83,7 +83,7 @@ def test_the_policy_applies_at_every_width_and_to_any_module(reg):
 
 def test_init_is_part_of_the_cell_key_and_stored_config(reg):
     def cell(*sets):
-        return harness.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke", list(sets)).cells[0]
+        return plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke", list(sets)).cells[0]
 
     default = cell()
     assert default.config["recipe"]["init"] == PRESETS["smoke"].init
@@ -96,11 +96,13 @@ def test_init_is_part_of_the_cell_key_and_stored_config(reg):
 
 
 def test_recipe_of_a_protocol_1_config_without_init_is_timms(reg):
-    config = harness.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "paper").cells[0].config
-    assert harness.recipe_for(config).init == "torch"
-    old = {**config, "protocol": 1, "recipe": {k: v for k, v in config["recipe"].items() if k != "init"}}
-    assert harness.recipe_for(old).init == "timm"  # what protocol-1 results ran with
-    assert harness.recipe_for({**config, "recipe": {**config["recipe"], "init": "timm"}}).init == "timm"
+    config = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "paper").cells[0].config
+    assert Recipe.from_dict(config["recipe"]).init == "torch"
+    old = {k: v for k, v in config["recipe"].items() if k != "init"}
+    assert Recipe.from_dict(old).init == "timm"  # what protocol-1 results ran with
+    assert Recipe.from_dict({**config["recipe"], "init": "timm"}).init == "timm"
+    assert Recipe.from_dict({"preset": "paper"}).init == "timm"  # other missing fields: the preset's
+    assert Recipe.from_dict({"preset": "paper"}).width == "full"
 
 
 @pytest.mark.slow
@@ -115,14 +117,14 @@ def test_one_warm_up_epoch_trains_the_deepest_head_far_better_from_the_authors_i
     from odnbench.trainer import CostMeter, Trainer
     from odnbench_plugins.odn.search import MultiExitNet, warm_up
 
-    lr = harness.resolve_params(reg, "odn", "paper", "mnist", {})["warmup_lr"]
+    lr = plan.resolve_params(reg, "odn", "paper", "mnist", {})["warmup_lr"]
     assert lr == 0.001
     deepest = {}
     for init in ("torch", "timm"):
         recipe = make_recipe("quick", {"init": init})
-        splits = harness.DATA_CACHE.get(reg, "mnist5k", Path("."), False, 0, recipe, torch.device("cpu"))
-        harness.seed_everything(0)
-        net = MultiExitNet(harness.build_backbone_factory(reg, {"backbone": "resnet18"}, splits.info, recipe)())
+        splits = runtime.DATA_CACHE.get(reg, "mnist5k", Path("."), False, 0, recipe, torch.device("cpu"))
+        runtime.seed_everything(0)
+        net = MultiExitNet(runtime.backbone_builder(reg, "resnet18", splits.info, recipe)())
         trainer = Trainer(splits, recipe, torch.device("cpu"), Progress(quiet=True), CostMeter(), 0)
         deepest[init] = warm_up(net, trainer, epochs=1, lr=lr)["val_per_depth"][-1]
     assert deepest["torch"] >= deepest["timm"] + 15, deepest
