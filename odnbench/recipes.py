@@ -8,6 +8,9 @@
   early stop after 23. Meant for GPUs. In fp32 with TF32 by default; the fast path on a GPU is
   ``--set recipe.precision=bf16`` (and ``--set recipe.compile=true`` for long runs), see the README.
 
+Every preset initialises its networks as the ODN authors did (``init="torch"``, see
+:mod:`odnbench.initialization`; the README gives the measurements behind that choice).
+
 Override any field with ``--set recipe.FIELD=VALUE``.
 """
 
