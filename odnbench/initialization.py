@@ -30,7 +30,8 @@ def apply_init(net, policy: str):
         return net
     if policy != "torch":
         raise ValueError(f"unknown init policy {policy!r}; use one of {', '.join(POLICIES)}")
-    norms = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm, nn.InstanceNorm1d, nn.InstanceNorm2d,
+             nn.InstanceNorm3d, nn.GroupNorm, nn.LayerNorm)
     with_reset = [m for m in net.modules()
                   if callable(getattr(m, "reset_parameters", None)) and any(True for _ in m.parameters(recurse=False))]
     for m in with_reset:
