@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 
 #: Bumped whenever a change makes stored results incomparable with earlier ones
 #: (split rules, metric definitions, recipe semantics). It is part of every cell key.
-PROTOCOL_VERSION = 1
+#: 2: backbones are initialised by ``recipe.init`` (default ``torch``); protocol 1 used timm's init.
+PROTOCOL_VERSION = 2
 
 #: Decorate plugin hook implementations with this, as in pytest/llm/datasette.
 hookimpl = pluggy.HookimplMarker("odnbench")

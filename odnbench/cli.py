@@ -75,7 +75,7 @@ def list_cmd(kind):
 
         for name, recipe in PRESETS.items():
             click.echo(f"{name:<16} width={recipe.width} train_limit={recipe.train_limit} epochs={recipe.epochs} "
-                       f"schedule={recipe.schedule} patience={recipe.patience}")
+                       f"schedule={recipe.schedule} patience={recipe.patience} init={recipe.init}")
         return
     _echo_conflicts()
     reg = registry(sound=False)

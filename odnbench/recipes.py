@@ -8,6 +8,9 @@
   early stop after 23. Meant for GPUs. In fp32 with TF32 by default; the fast path on a GPU is
   ``--set recipe.precision=bf16`` (and ``--set recipe.compile=true`` for long runs), see the README.
 
+Every preset initialises its networks as the ODN authors did (``init="torch"``, see
+:mod:`odnbench.initialization`; the README gives the measurements behind that choice).
+
 Override any field with ``--set recipe.FIELD=VALUE``.
 """
 
@@ -31,6 +34,7 @@ class Recipe:
     # backbone policy
     width: str = "full"  # "full" or comma-separated stage widths, e.g. "16,32,64,128"
     stem: str = "cifar"  # "cifar": 3x3 stride-1 stem, no max-pool; "imagenet": timm's own stem
+    init: str = "torch"  # "torch": PyTorch's default layer init, BN weight 1 (the ODN authors'); "timm": as built
     # optimisation (shared by every method that trains)
     optimizer: str = "sgd"
     lr: float = 0.01
@@ -67,7 +71,9 @@ class Recipe:
     @classmethod
     def from_dict(cls, stored: dict[str, Any]) -> "Recipe":
         """The recipe a stored config ran with: its preset, then the stored field values (each
-        validated as ``--set recipe.FIELD`` would be). Fields it lacks keep the preset's value."""
+        validated as ``--set recipe.FIELD`` would be). Fields it lacks keep the preset's value, except
+        ``init``: a config without it (protocol 1) ran with timm's init, whatever today's default."""
+        stored = {"init": "timm", **stored}
         preset = stored.get("preset")
         if preset not in PRESETS:
             raise UnknownNameError("preset", str(preset), PRESETS)
@@ -103,6 +109,7 @@ _CHOICES = {
     "optimizer": ("sgd", "adamw"),
     "schedule": ("plateau", "cosine", "none"),
     "stem": ("cifar", "imagenet"),
+    "init": ("torch", "timm"),
     "precision": ("fp32", "bf16"),
     "memory_format": ("auto", "channels_last", "contiguous"),
 }

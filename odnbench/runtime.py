@@ -67,12 +67,15 @@ DATA_CACHE = DataCache()
 
 def backbone_builder(registry: Registry, backbone_name: str, info, recipe: Recipe):
     """``build(width=None)``: a fresh DepthNet for a cell's backbone, input policy and (by default)
-    the recipe's stage widths, with the input policy recorded in its ``meta``."""
+    the recipe's stage widths, initialised by ``recipe.init``, with the input policy recorded in its ``meta``."""
+    from odnbench.initialization import apply_init
+
     backbone = registry.backbone(backbone_name)
 
     def build(width: tuple[int, ...] | None = None):
         net = backbone.build(in_chans=info.channels, num_classes=info.num_classes, stem=recipe.stem,
                              width=tuple(width) if width is not None else recipe.widths)
+        apply_init(net, recipe.init)  # the same policy for every method of a cell
         net.meta.update({"backbone": backbone_name, "stem": recipe.stem, "in_chans": info.channels,
                          "num_classes": info.num_classes, "image_size": info.image_size})
         return net

@@ -238,6 +238,7 @@ def test_result_json_has_every_field_other_tools_read(smoke_run):
     assert (c["method"], c["dataset"], c["backbone"], c["seed"], c["preset"]) == \
         ("full", "mnist5k", "resnet18", 0, "smoke")
     assert cell_dir.name == store.cell_dirname(c) and r["key"] == store.cell_key(c)
+    assert c["recipe"]["init"] == make_recipe("smoke").init and c["protocol"] == odnbench.PROTOCOL_VERSION
 
     m = r["metrics"]
     assert 0 <= m["top1"] <= 100 and m["test_examples"] == 256

@@ -18,7 +18,7 @@ import pytest
 from click.testing import CliRunner
 from markdown_it import MarkdownIt
 
-from odnbench import Method, MethodOutput, Result, hookimpl, plan, report
+from odnbench import PROTOCOL_VERSION, Method, MethodOutput, Result, hookimpl, plan, report
 from odnbench.report import boards as lb
 from odnbench.report import markdown as md
 from odnbench.report import plots
@@ -178,7 +178,7 @@ def test_publish_is_byte_identical_and_complete(results_dir, tmp_path):
     command = f"odnbench leaderboard publish --results {results_dir} --out {a}"
     assert page.startswith(md.GENERATED_MARKER) and f"`{command}`" in page
     assert "Generated file: nothing here is hand-edited" in page
-    assert "torch-pruning" in page and "protocol v1" in page and "2 seeds (0, 1)" in page
+    assert "torch-pruning" in page and f"protocol v{PROTOCOL_VERSION}" in page and "2 seeds (0, 1)" in page
     assert f"]({pub.SIZE_PLOT})" in page and f"]({pub.MACS_PLOT})" in page
     html = _gfm(page)
     assert html.count("<table>") == 2

@@ -198,6 +198,22 @@ def test_cut_model_matches_the_multi_exit_net_at_depth_k(reg, k):
         assert torch.allclose(net.exit_logits(x)[k - 1], cut(x), atol=1e-6)
 
 
+def test_load_shallower_takes_stem_and_blocks_of_the_cut_only(reg):
+    from odnbench_plugins.odn.search import load_shallower
+
+    torch.manual_seed(0)
+    net = MultiExitNet(build(reg))
+    trained = MultiExitNet(build(reg))  # other weights: stands for depth 2 after its training
+    cut = trained.cut(2)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    load_shallower(net, cut)
+    after = net.state_dict()
+    for name, value in after.items():
+        from_cut = name.startswith(("backbone.stem.", "backbone.blocks.0.", "backbone.blocks.1."))
+        expected = trained.state_dict()[name] if from_cut else before[name]
+        assert torch.equal(value, expected), name  # block 3.., every head: as they were
+
+
 # ---------------------------------------------------------------------------------------------
 # Parameters, presets, targets, published numbers
 
@@ -235,6 +251,7 @@ def test_presets_and_target_modes(reg):
     (["odn.max_depth=1", "odn.start_depth=2"], "below odn.start_depth"),
     (["odn.tolerance=-1", "odn.target=99"], "allowed: odn.tolerance >= 0"),
     (["odn.targt=99"], "Did you mean: target"),
+    (["odn.start_from=best"], "choose one of: warmup, previous"),
 ])
 def test_bad_parameters_fail_at_plan_time_with_one_line(reg, sets, needle):
     from odnbench.plan import plan_grid
@@ -330,6 +347,26 @@ def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     bad = CliRunner().invoke(cli.cli, ["odn-curve", str(tmp_path)])
     assert bad.exit_code == 2 and "no result.json" in bad.output
+
+
+@pytest.mark.parametrize("start_from", ["warmup", "previous"])
+def test_start_from_decides_where_deeper_depths_start(reg, tmp_path, monkeypatch, start_from):
+    from odnbench_plugins.odn import search
+
+    loaded = []
+    real = search.load_shallower
+    monkeypatch.setattr(search, "load_shallower", lambda net, cut: loaded.append(cut.depth) or real(net, cut))
+    assert resolve_default("start_from") == "warmup"  # the authors' released code
+    _, (result,) = run_smoke(reg, tmp_path, ["odn.target=100", "odn.max_depth=3", f"odn.start_from={start_from}"])
+    info = result["method_info"]
+    assert info["start_from"] == start_from and [r["depth"] for r in info["depth_curve"]] == [1, 2, 3]
+    # depth 2 starts from depth 1's best, depth 3 from depth 2's; with warmup all start from the warm-up
+    assert loaded == ([1, 2] if start_from == "previous" else [])
+    assert len(info["warmup"]["val_per_depth"]) == 8  # the warm-up's accuracy of every head is kept
+
+
+def resolve_default(name):
+    return next(p.default for p in ODN.params if p.name == name)
 
 
 def test_smoke_run_relative_target_uses_full_validation(reg, tmp_path):

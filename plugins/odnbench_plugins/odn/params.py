@@ -21,6 +21,10 @@ PARAMS = (
           "depth must beat every shallower one to count as improving (the published logs); reset: each depth "
           "starts afresh (the released code). The stop check always uses each depth's own best",
           choices=("carry", "reset")),
+    Param("start_from", str, "warmup", "Weights each deeper depth starts from. warmup: the warm-up weights, "
+          "every depth alike (the authors' released code); previous: the stem and blocks 1..k-1 of depth k-1's "
+          "best checkpoint, block k and head k as warmed up (mnist5k quick: shallower and cheaper, 0.6 points less "
+          "accurate)", choices=("warmup", "previous")),
     Param("lr", float, None, "Base LR of depth 1 (paper: 0.01, 0.1 for svhn); none = the recipe's lr", nullable=True, gt=0),
     Param("next_depth_lr_factor", float, 0.5, "Each deeper depth gets a fresh optimiser at lr x this "
           "(paper: 0.5, 1.0 for cifar10)", gt=0),

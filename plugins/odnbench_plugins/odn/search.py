@@ -68,6 +68,13 @@ class MultiExitNet(nn.Module):
         return net
 
 
+def load_shallower(net: MultiExitNet, cut: DepthNet) -> None:
+    """Copy the stem and blocks 1..k of ``cut`` (a depth-k model cut from ``net``) into ``net``."""
+    net.backbone.stem.load_state_dict(cut.stem.state_dict())
+    for mine, theirs in zip(net.backbone.blocks, cut.blocks):
+        mine.load_state_dict(theirs.state_dict())
+
+
 def summed_exit_loss(model: MultiExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The warm-up loss: unweighted sum of every head's cross-entropy."""
     return sum(F.cross_entropy(logits, y) for logits in model.exit_logits(x))
@@ -308,9 +315,10 @@ def run_odn(ctx):
     say = ctx.progress.line
 
     say(f"ODN: threshold {target['threshold']:.2f}% ({target['target_mode']}: {target['target']:.2f} - "
-        f"{target['tolerance']}), depths {p['start_depth']}..{last} of {net.depth}, best reading {p['best_reading']}")
+        f"{target['tolerance']}), depths {p['start_depth']}..{last} of {net.depth}, best reading {p['best_reading']}, "
+        f"deeper depths start from {'the warm-up' if p['start_from'] == 'warmup' else 'the previous depth'}")
     warm = warm_up(net, ctx.trainer, p["warmup_epochs"], p["warmup_lr"])
-    warm_state = copy.deepcopy(net.state_dict())  # every depth restarts from these
+    warm_state = copy.deepcopy(net.state_dict())  # every depth restarts from these (start_from=previous: in part)
 
     sched = OdnSchedule(
         first_depth=p["start_depth"], last_depth=last, threshold=target["threshold"], base_lr=base_lr,
@@ -328,6 +336,8 @@ def run_odn(ctx):
         phase, depth = sched.phase, sched.depth
         if sched.fresh:
             net.load_state_dict(warm_state)
+            if p["start_from"] == "previous" and best_cut is not None:
+                load_shallower(net, best_cut)  # the previous depth's best stem and blocks; head k as warmed up
             net.active = depth
             opt = trainer.make_optimizer(net.trainable_parameters(), sched.lr)
             best_cut = None
@@ -383,6 +393,7 @@ def run_odn(ctx):
         "start_depth": p["start_depth"],
         **target,
         "best_reading": p["best_reading"],
+        "start_from": p["start_from"],
         "reached_target": sched.reached_target,
         "base_lr": base_lr,
         "depth_curve": curve,
