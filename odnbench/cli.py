@@ -231,16 +231,31 @@ def _grid_options(f):
 @cli.command()
 @_grid_options
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip cells already finished.")
-@click.option("--fail-fast", is_flag=True, help="Stop at the first failed cell.")
+@click.option("--fail-fast", is_flag=True, help="Start no cell after the first failed one.")
+@click.option("--jobs", "-j", type=int, default=1, show_default=True,
+              help="Cells run at once. Above 1: in that many worker processes (spread over the visible GPUs, "
+                   "several may share one); with --executor ray: at most that many Ray tasks.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local: this machine (--jobs processes); ray: a Ray task per cell (pip install 'odnbench[ray]').")
+@click.option("--worker-threads", type=int, default=None,
+              help="Torch threads per worker [default: cores / --jobs; with Ray, --ray-cpus].")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray instance on this machine].")
+@click.option("--ray-gpus", type=float, default=None, help="GPUs per cell on Ray (fractions share one, e.g. 0.25).")
+@click.option("--ray-cpus", type=float, default=None, help="CPUs per cell on Ray [default: 1].")
 def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet,
-            resume, fail_fast):
+            resume, fail_fast, jobs, executor, worker_threads, ray_address, ray_gpus, ray_cpus):
     """Run the grid method x dataset x backbone x seed, write the leaderboard to
     RESULTS/leaderboard.md and print a summary of it that fits 100 columns.
 
     Cells another cell needs (the full-depth model prune starts from, the ODN depth that scratch
-    and truncate take) are added and run first, once. Finished cells are skipped on rerun.
+    and truncate take) are added and run first, once. Finished cells are skipped on rerun. With
+    --jobs or --executor ray, cells run side by side, each once its dependencies are done, and
+    each writes its log to log.txt in its folder. Two runs on one results folder never run the
+    same cell twice: one waits for the other's cell and uses its result.
     """
     from odnbench import harness, plan, report
+    from odnbench.executors import make_executor
     from odnbench.progress import Progress
     from odnbench.runtime import pick_device
 
@@ -249,13 +264,15 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     reg = registry()
     grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
                           list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets))
+    runner = make_executor(executor, jobs, worker_threads, ray_address, ray_gpus, ray_cpus)
     check_results_root(results, [c.dirname for c in grid.cells])  # before any training: one line, exit 2
     device = pick_device(device)
     progress = Progress(quiet=quiet)
     extra = sum(c.added_as_dependency for c in grid.cells)
     progress.line(f"odnbench: {len(grid.cells)} cells ({extra} added as dependencies), results in {results}")
     done = harness.run_grid(reg, grid, results, data_dir=data_dir or default_data_dir(), download=download,
-                            device=device, resume=resume, fail_fast=fail_fast, progress=progress)
+                            device=device, resume=resume, fail_fast=fail_fast, progress=progress,
+                            executor=runner)
     from odnbench.report.terminal import summary
 
     board_path = Path(results) / "leaderboard.md"

@@ -2,7 +2,9 @@
 
 A cell is an independent, idempotent unit: its canonical config goes in, a result folder comes
 out (see :mod:`odnbench.store`). Finished cells are skipped on rerun (resume); a failed cell is
-stored as failed and the grid goes on. Planning lives in :mod:`odnbench.plan`.
+stored as failed and the grid goes on. Planning lives in :mod:`odnbench.plan`; where cells run
+(this process, worker processes, a Ray cluster) in :mod:`odnbench.executors`, every one of them
+through :func:`run_cell`.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ from pathlib import Path
 
 from odnbench.contract import Dependency, MethodContext, MethodOutput
 from odnbench.errors import DivergedError, MissingDependencyError, OdnbenchError, PluginError
+from odnbench.executors import SERIAL, RunSpec, SerialExecutor
 from odnbench.plan import Cell, Grid, method_params
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
 from odnbench.registry import Registry
 from odnbench.result import Facts, Result, normalise_reference, plain_file_name
 from odnbench.runtime import DATA_CACHE, backbone_builder, pick_device, seed_everything
-from odnbench.store import MODEL_FILE, CorruptResultError, ResultStore
+from odnbench.store import MODEL_FILE, RESULT_FILE, CellLock, CorruptResultError, ResultStore
 
 
 def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell] | None) -> dict[str, Dependency]:
@@ -54,9 +57,11 @@ def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell
 
 
 def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Path, download: bool = True,
-             device=None, progress: Progress | None = None, grid_cells: dict[str, Cell] | None = None) -> Result:
+             device=None, progress: Progress | None = None, grid_cells: dict[str, Cell] | None = None,
+             executor: dict | None = None) -> Result:
     """Run one cell and store its result (ok or failed). Never raises for a method's failure;
-    KeyboardInterrupt propagates and leaves no partial result behind."""
+    KeyboardInterrupt propagates and leaves no partial result behind. ``executor`` describes
+    where the cell ran (stored in the result's env; default: alone, in this process)."""
     import torch
 
     from odnbench import envinfo, metrics
@@ -72,8 +77,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     plugin = registry.owner.get(("method", config["method"]), "?")
     recipe = Recipe.from_dict(config["recipe"])
     cost = CostMeter()
-    result = Result(status="failed", key=cell.key, config=config, plugin=plugin, requires=dict(cell.requires),
-                    defaults=dict(cell.defaults))
+    result = _blank_result(registry, cell)
+    threads = torch.get_num_threads()
     started = time.perf_counter()
     _tidy_cell_folder(store, out_dir, progress)
     before = {p.name: p.stat().st_mtime_ns for p in store.model_files(out_dir)}
@@ -81,7 +86,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     try:
         result.reference = _finite_or_null(_reference(method, config), "reference", [])
         execution = Execution.for_recipe(recipe, device)  # precision, TF32, memory format, compile
-        with metrics.torch_threads(recipe.threads), execution.activate():
+        with metrics.torch_threads(recipe.threads) as threads, execution.activate():
             if cell.error:
                 raise PluginError(cell.error)
             deps = load_dependencies(cell, store, grid_cells)
@@ -137,6 +142,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result.wall_seconds = round(time.perf_counter() - started, 3)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     result.env = envinfo.fingerprint(device)
+    result.env["threads"] = threads  # what the cell ran with (recipe.threads, else this process's count)
+    result.env["executor"] = dict(executor or SERIAL)
     if execution is not None:
         result.env.update(execution.env())
     try:
@@ -146,6 +153,26 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
         result.method_info, result.facts, result.reference = {}, Facts(), None
         result.error = f"the result could not be stored as strict JSON ({exc})"
         store.write(result)
+    return result
+
+
+def _blank_result(registry: Registry, cell: Cell) -> Result:
+    config = cell.config
+    return Result(status="failed", key=cell.key, config=config,
+                  plugin=registry.owner.get(("method", config["method"]), "?"), requires=dict(cell.requires),
+                  defaults=dict(cell.defaults))
+
+
+def record_failure(registry: Registry, cell: Cell, results_dir: Path, error: str, *, device=None,
+                   executor: dict | None = None, traceback_text: str | None = None) -> Result:
+    """Store a failed result for a cell that could not report one itself (its worker died)."""
+    from odnbench import envinfo
+
+    result = _blank_result(registry, cell)
+    result.error, result.traceback = error, traceback_text
+    result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    result.env = {**envinfo.fingerprint(device or pick_device("cpu")), "executor": dict(executor or SERIAL)}
+    ResultStore(results_dir).write(result)
     return result
 
 
@@ -250,48 +277,181 @@ def _finite_or_null(value, path: str, nulled: list[str]):
 
 @dataclass
 class GridReport:
-    results: list[Result]
-    skipped: int
+    results: list[Result]  # in grid order
+    skipped: int  # finished before (resume) or by another run on the same folder
     failed: list[Result]
 
 
+#: How often a run waiting for a cell that another run holds looks again.
+LOCK_POLL_SECONDS = 0.5
+
+
 def run_grid(registry: Registry, grid: Grid, results_dir: Path, *, data_dir: Path, download: bool = True,
-             device=None, resume: bool = True, fail_fast: bool = False, progress: Progress | None = None) -> GridReport:
+             device=None, resume: bool = True, fail_fast: bool = False, progress: Progress | None = None,
+             executor=None) -> GridReport:
+    """Run the grid's cells on ``executor`` (default: one after another in this process), each
+    as soon as the cells it requires have finished, and return what happened to every cell.
+
+    Each cell runs under its lock in the results folder (:meth:`ResultStore.lock`): a cell that
+    another run on the same folder holds is waited for, and a result that another run stored
+    while this one was running is used, not redone. A cell whose dependency failed is stored as
+    failed without a worker (``run_cell`` names the dependency). ``fail_fast`` starts no cell
+    after the first failure; cells already running finish and are stored.
+    """
     progress = progress or Progress()
     store = ResultStore(results_dir)
     for p in store.clean_stale_temp_files():
         progress.line(f"removed {p.name}, left in {store.root} by an interrupted write")
-    results, failed, skipped = [], [], 0
-    by_key = grid.by_key()
+    executor = executor or SerialExecutor()
+    run = RunSpec(registry=registry, results_dir=Path(results_dir), data_dir=Path(data_dir), download=download,
+                  device=device or pick_device(), progress=progress, grid_cells=grid.by_key(),
+                  run_cell=run_cell, record_failure=record_failure)
     total = len(grid.cells)
+    index = {c.key: i for i, c in enumerate(grid.cells, 1)}
+    stamps = {c.key: _stamp(store, c) for c in grid.cells}  # each result.json as this run found it
+    done: dict[str, Result] = {}
+    pending = list(grid.cells)
+    running: dict[str, CellLock] = {}
+    waiting: set[str] = set()
+    skipped = executed = 0
+    stop = False
     started = time.perf_counter()
-    for i, cell in enumerate(grid.cells, 1):
-        try:
-            prior = store.stored(cell.config)
-        except CorruptResultError:
-            prior = None  # not finished: run_cell moves the unreadable file aside (with a warning) and reruns
-        if resume and prior is not None and prior.ok:
-            for p in store.clean_stale_temp_files(store.cell_dir(cell.config)):
-                progress.line(f"removed {p.name}, left in {cell.dirname} by an interrupted write")
-            skipped += 1
-            progress.line(f"[{i}/{total}] {cell.label()}: done already (resume), skipped")
-            results.append(prior)
-            continue
-        elapsed = time.perf_counter() - started
-        ran = i - 1 - skipped
-        eta = f", ETA {elapsed / ran * (total - i + 1) / 60:.1f} min" if ran else ""
-        note = " (needed by another cell)" if cell.added_as_dependency else ""
-        progress.line(f"[{i}/{total}] {cell.label()}{note}{eta}")
-        result = run_cell(registry, cell, results_dir, data_dir=data_dir, download=download, device=device,
-                          progress=progress.child(f"  [{cell.config['method']}] "), grid_cells=by_key)
-        results.append(result)
+
+    def tag(cell: Cell) -> str:
+        return f"[{index[cell.key]}/{total}]"
+
+    def eta() -> str:
+        left = len(pending) + len(running)
+        if not executed or not left:
+            return f"{len(done)}/{total} finished"
+        return f"{len(done)}/{total} finished, ETA {(time.perf_counter() - started) / executed * left / 60:.1f} min"
+
+    def finished(cell: Cell, result: Result, timed: bool = True) -> None:
+        nonlocal executed, stop
+        lock = running.pop(cell.key, None)
+        if lock is not None:
+            lock.release()
+        done[cell.key] = result
+        executed += timed  # the ETA's rate counts the cells that did run
         if result.ok:
             m = result.metrics
-            progress.line(f"[{i}/{total}] done: top-1 {m['top1']:.2f}%, {m['params']:,} params, "
-                          f"{m['size_mb']:.3f} MB, {result.cost['train_seconds']:.0f}s training")
+            progress.line(f"{tag(cell)} done {cell.label()}: top-1 {m['top1']:.2f}%, {m['params']:,} params, "
+                          f"{m['size_mb']:.3f} MB, {result.cost['train_seconds']:.0f}s training; {eta()}")
         else:
-            failed.append(result)
-            progress.line(f"[{i}/{total}] FAILED: {result.error}")
-            if fail_fast:
+            progress.line(f"{tag(cell)} FAILED {cell.label()}: {result.error}; {eta()}")
+            stop = stop or fail_fast
+
+    def used(cell: Cell, result: Result, how: str) -> None:
+        nonlocal skipped
+        for p in store.clean_stale_temp_files(store.cell_dir(cell.config)):
+            progress.line(f"removed {p.name}, left in {cell.dirname} by an interrupted write")
+        pending.remove(cell)
+        waiting.discard(cell.key)
+        done[cell.key] = result
+        skipped += 1
+        progress.line(f"{tag(cell)} {cell.label()}: {how}")
+
+    def stored_elsewhere(cell: Cell) -> Result | None:
+        """A result to use instead of running the cell: finished before (resume) or meanwhile by another run."""
+        prior = _readable(store.stored, cell.config)
+        if prior is None:
+            return None  # an unreadable result.json is no result: run_cell sets it aside and reruns
+        if _stamp(store, cell) != stamps[cell.key]:
+            return prior  # written since this run started, by another run: its outcome stands
+        return prior if resume and prior.ok else None
+
+    def dispatch() -> bool:
+        """Start every cell that can start now, in grid order; True when anything happened."""
+        acted = False
+        for cell in list(pending):
+            if stop:
                 break
-    return GridReport(results, skipped, failed)
+            if any(k in run.grid_cells and k not in done for k in cell.requires.values()):
+                continue  # a dependency is still to finish
+            blocked = bool(cell.error) or any(not (done.get(k) or _readable(store.get, k) or _NONE).ok
+                                              for k in cell.requires.values())
+            if not blocked and not executor.free() and stored_elsewhere(cell) is None:
+                break  # keep grid order: later cells wait for a free worker too
+            lock = store.lock(cell.key)
+            if not lock.acquire():
+                if cell.key not in waiting:
+                    waiting.add(cell.key)
+                    progress.line(f"{tag(cell)} {cell.label()}: another odnbench run ({_who(lock.holder())}) "
+                                  "is running it; waiting")
+                continue
+            prior = stored_elsewhere(cell)  # looked at under the lock: no run is writing it now
+            if prior is not None:
+                lock.release()  # (also clears a lock file left by a run killed after storing it)
+                fresh = _stamp(store, cell) != stamps[cell.key]
+                used(cell, prior, "done by another run meanwhile, used" if fresh else "done already (resume), skipped")
+                acted = True
+                continue
+            if lock.taken_over:
+                progress.line(f"{tag(cell)} {cell.label()}: took over the lock left by a run that ended "
+                              f"({_who(lock.taken_over)})")
+            pending.remove(cell)
+            waiting.discard(cell.key)
+            running[cell.key] = lock
+            acted = True
+            note = " (needed by another cell)" if cell.added_as_dependency else ""
+            if blocked:  # it fails at once (run_cell says which dependency): no worker needed
+                progress.line(f"{tag(cell)} {cell.label()}{note}")
+                finished(cell, run_cell(registry, cell, run.results_dir, data_dir=run.data_dir, download=download,
+                                        device=run.device, progress=progress.child(f"  [{cell.config['method']}] "),
+                                        grid_cells=run.grid_cells, executor=executor.info()), timed=False)
+                continue
+            progress.line(f"{tag(cell)} {cell.label()}{note}" + (f"; {eta()}" if executed else ""))
+            executor.submit(cell)
+        return acted
+
+    try:
+        description = executor.start(run)
+        if description:
+            progress.line(description)
+        while pending or running:
+            acted = dispatch() if not stop else False
+            if running:
+                for cell, result in executor.wait(LOCK_POLL_SECONDS if waiting else None):
+                    finished(cell, result)
+            elif stop or not pending:
+                break
+            elif not acted:
+                if not waiting:
+                    raise RuntimeError(f"no cell can start: {[c.label() for c in pending]}")  # a planning bug
+                time.sleep(LOCK_POLL_SECONDS)
+    finally:
+        for lock in running.values():
+            lock.release()
+        executor.close()
+    results = [done[c.key] for c in grid.cells if c.key in done]
+    return GridReport(results, skipped, [r for r in results if not r.ok])
+
+
+class _NoResult:
+    ok = False
+
+
+def _readable(read, what) -> Result | None:
+    try:
+        return read(what)
+    except CorruptResultError:
+        return None
+
+
+_NONE = _NoResult()
+
+
+def _stamp(store: ResultStore, cell: Cell):
+    """Identity of a cell's stored result.json (inode and mtime), None when there is none."""
+    try:
+        st = (store.cell_dir(cell.config) / RESULT_FILE).stat()
+    except OSError:
+        return None
+    return (st.st_ino, st.st_mtime_ns)
+
+
+def _who(holder: dict | None) -> str:
+    """``pid 123 on host, since 12:00:05`` from what a lock file says."""
+    holder = holder or {}
+    since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if holder.get("started") else "?"
+    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {since}"

@@ -12,6 +12,9 @@ run removes and ``leaderboard verify`` lists.
 own content (``digest``), so that a changed model or a hand-edited result is noticed. A
 ``result.json`` that cannot be read (e.g. truncated) is not a finished cell: a run moves it aside
 to ``result.json.corrupt-N`` and runs the cell again.
+
+``<root>/.locks/<key>.lock`` marks a cell that a running ``compare`` is working on
+(:meth:`ResultStore.lock`), so that two runs on one folder never run the same cell twice.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import errno
 import hashlib
 import json
 import os
+import socket
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -33,6 +38,7 @@ MODEL_FILE = "model.safetensors"
 MODEL_SUFFIX = ".safetensors"
 LEGACY_MODEL_FILE = "model.pt"  # odnbench 0.1: a pickled module, never loaded (see odnbench.modelio)
 TMP_SUFFIX = ".tmp"
+LOCK_DIR = ".locks"
 #: A temporary file older than this is left over from a killed write (a live write takes seconds).
 STALE_TMP_SECONDS = 300
 
@@ -147,6 +153,10 @@ class ResultStore:
         result.digest = result_digest(result.to_dict())
         write_json(folder / RESULT_FILE, result.to_dict())
         return folder
+
+    def lock(self, key: str) -> "CellLock":
+        """The lock of cell ``key`` (not yet taken: call :meth:`CellLock.acquire`)."""
+        return CellLock(self.root / LOCK_DIR / f"{key}.lock")
 
     def model_path(self, folder: Path) -> Path:
         return Path(folder) / MODEL_FILE
@@ -297,3 +307,85 @@ def load_model(path: Path, device=None, expected_sha256: str | None = None):
     from odnbench import modelio
 
     return modelio.load_model(path, device=device, expected_sha256=expected_sha256)
+
+
+class CellLock:
+    """An exclusive, non-blocking lock on one cell, held by the process that runs it.
+
+    The lock is ``flock`` on a file, so the kernel releases it the moment its holder dies (a
+    ``kill -9`` included): a lock left by a killed run is simply free, and the next run takes it
+    over (:attr:`taken_over` then holds what the dead holder wrote). The file says who holds it
+    (pid, host, start time, command) for the waiting run's message. On a shared filesystem the
+    lock works across hosts where the filesystem supports POSIX locks (NFSv4 does).
+    """
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self._fd: int | None = None
+        self.taken_over: dict | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def acquire(self) -> bool:
+        """Take the lock if nobody holds it (True), else return False at once."""
+        import fcntl
+
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:  # its last holder may have removed the file between our open and our flock
+                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        left = os.read(fd, 4096)
+        self.taken_over = _parse_holder(left) if left else None
+        me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
+                         "command": " ".join(sys.argv)[:300]}).encode()
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, me, 0)
+        self._fd = fd
+        return True
+
+    def release(self) -> None:
+        """Remove the lock file and let go (removing first, while held, so no one locks a stale file)."""
+        if self._fd is None:
+            return
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        os.close(self._fd)
+        self._fd = None
+
+    def holder(self) -> dict | None:
+        """Who holds (or last held) the lock, as its file says: pid, host, started, command."""
+        try:
+            return _parse_holder(self.path.read_bytes())
+        except OSError:
+            return None
+
+    def __enter__(self) -> "CellLock":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+def _parse_holder(data: bytes) -> dict | None:
+    try:
+        found = json.loads(data.decode())
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return found if isinstance(found, dict) else None

@@ -392,7 +392,11 @@ def _caption(key: tuple, results: list[Result]) -> dict:
     envs = [r.env or {} for r in results]
     seeds = distinct([r.config.get("seed") for r in results])
     lat = [_get(r.metrics, "latency_ms") or {} for r in results]
+    together = max([n for e in envs if isinstance(e.get("executor"), dict)
+                    for n in [e["executor"].get("cells_at_once")] if isinstance(n, int)], default=1)
     return {
+        # Only when cells ran side by side (compare --jobs / Ray): their timings shared the machine.
+        **({"cells_at_once": together} if together > 1 else {}),
         "dataset": key[0], "backbone": key[1], "preset": key[2], "device": key[3],
         "device_name": distinct([e.get("device_name") for e in envs]),
         "cpu": distinct([e.get("cpu") for e in envs]),

@@ -159,12 +159,15 @@ def caption_line(board: Board) -> str:
     mixed = " (**mixed protocol versions: rows may not be comparable**)" if len(c["protocol"]) > 1 else ""
     seeds = c["seeds"]
     n_seeds = f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'}"
+    shared = (f" Latency, throughput and training time were measured while up to {c['cells_at_once']} cells ran "
+              "at once (compare --jobs / Ray): compare them only with the same setting, or rerun serially."
+              if c.get("cells_at_once") else "")
     return md_text_light(
         f"Device: {c['device']} ({fmt_list(c['device_name'])}{gpu}), {_threads(c['threads'])}, "
         f"{c['precision']}; preset `{c['preset']}`; protocol v{protocols}{mixed}; {n_seeds} "
         f"({fmt_list(seeds)}); python {fmt_list(c.get('python'))}, torch {fmt_list(c['torch'])}, "
         f"torchvision {fmt_list(c.get('torchvision'))}, timm {fmt_list(c['timm'])}, "
-        f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}. {REPRODUCIBLE}")
+        f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}.{shared} {REPRODUCIBLE}")
 
 
 def tolerance_line(board: Board) -> str:

@@ -1,0 +1,561 @@
+"""Where a grid's cells run: one after another in this process, in worker processes on this
+machine (``compare --jobs N``), or as tasks on a Ray cluster (``compare --executor ray``).
+
+:func:`odnbench.harness.run_grid` decides which cell runs when (dependencies, resume, locks,
+``--fail-fast``); an executor only runs the cells it is given, each through
+:func:`odnbench.harness.run_cell`, and hands back each finished cell's stored
+:class:`~odnbench.result.Result`. Every executor has the same five methods:
+
+- ``start(run) -> str``: get ready; returns a line for the log (workers start, and Ray is
+  connected, when the first cell is submitted, so a grid that is all resumed costs nothing);
+- ``free() -> int``: how many more cells it can take now;
+- ``submit(cell)``: start one cell;
+- ``wait(timeout) -> [(cell, result)]``: cells finished since the last call, their results stored;
+- ``close()``; and ``info()``, the dict stored as a result's ``env["executor"]``.
+
+Workers get names and configs only (a :class:`~odnbench.plan.Cell` is plain data): each loads
+the plugins itself, from the installed entry points, so no plugin object is ever pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import logging
+import multiprocessing
+import os
+import signal
+import tempfile
+import threading
+import time
+import traceback
+from dataclasses import dataclass
+from multiprocessing.connection import wait as wait_for
+from pathlib import Path
+from typing import Any, Callable
+
+from odnbench.errors import OdnbenchError
+from odnbench.plan import Cell
+from odnbench.progress import Progress
+from odnbench.registry import Registry
+from odnbench.result import Result
+from odnbench.store import RESULT_FILE, ResultStore, atomic_write_bytes
+
+#: A worker's log (its progress lines, warnings, a traceback), kept in the cell's folder.
+LOG_FILE = "log.txt"
+#: Ray re-runs a task this many times when the process running it dies (not when the cell fails).
+RAY_MAX_RETRIES = 2
+EXECUTORS = ("local", "ray")
+
+
+#: A result's env["executor"] when its cell ran alone in the ``compare``/``run`` process.
+SERIAL = {"name": "serial", "cells_at_once": 1}
+
+
+@dataclass
+class RunSpec:
+    """What every cell of one grid run shares. ``run_cell`` and ``record_failure`` are the
+    harness's (:func:`odnbench.harness.run_cell`, :func:`odnbench.harness.record_failure`): given,
+    not imported, so that the harness can use executors without an import cycle. Workers get them
+    pickled by reference (module and name)."""
+
+    registry: Registry
+    results_dir: Path
+    data_dir: Path
+    download: bool
+    device: Any  # torch.device the user asked for
+    progress: Progress
+    grid_cells: dict[str, Cell]
+    run_cell: Callable[..., Result]
+    record_failure: Callable[..., Result]
+
+
+def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | None = None,
+                  ray_address: str | None = None, ray_gpus: float | None = None, ray_cpus: float | None = None):
+    """The executor ``compare``'s options ask for; a bad combination is a one-line error before anything runs."""
+    if executor not in EXECUTORS:
+        raise OdnbenchError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
+    if jobs < 1:
+        raise OdnbenchError(f"--jobs {jobs}: must be at least 1 (cells run at once)")
+    if worker_threads is not None and worker_threads < 1:
+        raise OdnbenchError(f"--worker-threads {worker_threads}: must be at least 1")
+    ray_given = [name for name, value in (("--ray-address", ray_address), ("--ray-gpus", ray_gpus),
+                                          ("--ray-cpus", ray_cpus)) if value is not None]
+    if executor == "local":
+        if ray_given:
+            raise OdnbenchError(f"{ray_given[0]} applies to --executor ray only")
+        if jobs == 1:
+            if worker_threads is not None:
+                raise OdnbenchError("--worker-threads applies to worker processes (--jobs 2 or more, or "
+                                    "--executor ray); a single-process run takes --set recipe.threads=N")
+            return SerialExecutor()
+        return ProcessExecutor(jobs, threads=worker_threads)
+    if ray_gpus is not None and ray_gpus < 0:
+        raise OdnbenchError(f"--ray-gpus {ray_gpus}: must be ≥ 0 (a fraction such as 0.25 shares a GPU)")
+    if ray_cpus is not None and ray_cpus <= 0:
+        raise OdnbenchError(f"--ray-cpus {ray_cpus}: must be positive")
+    if importlib.util.find_spec("ray") is None:
+        raise OdnbenchError("--executor ray needs Ray, which is not installed: pip install 'odnbench[ray]'")
+    return RayExecutor(address=ray_address, jobs=jobs if jobs > 1 else None, cpus_per_cell=ray_cpus or 1.0,
+                       gpus_per_cell=ray_gpus or 0.0, threads=worker_threads)
+
+
+# --------------------------------------------------------------------------------------- serial
+
+
+class SerialExecutor:
+    """Today's behaviour: one cell at a time, in this process, progress on the terminal."""
+
+    def __init__(self):
+        self._done: list[tuple[Cell, Result]] = []
+        self._run: RunSpec | None = None
+
+    def info(self) -> dict:
+        return dict(SERIAL)
+
+    def start(self, run: RunSpec) -> str:
+        self._run = run
+        return ""
+
+    def free(self) -> int:
+        return 0 if self._done else 1
+
+    def submit(self, cell: Cell) -> None:
+        r = self._run
+        result = r.run_cell(r.registry, cell, r.results_dir, data_dir=r.data_dir, download=r.download, device=r.device,
+                          progress=r.progress.child(f"  [{cell.config['method']}] "), grid_cells=r.grid_cells,
+                          executor=self.info())
+        self._done.append((cell, result))
+
+    def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
+        done, self._done = self._done, []
+        return done
+
+    def close(self) -> None:
+        pass
+
+
+# ------------------------------------------------------------------------------ worker processes
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def default_threads(cells_at_once: int) -> int:
+    """Torch threads per worker so that the workers together use each core once."""
+    return max(1, usable_cores() // cells_at_once)
+
+
+def worker_devices(device, jobs: int, gpu_count: int) -> list[str]:
+    """The device of each worker: ``cuda`` without an index spreads them over the visible GPUs
+    (several per GPU when there are more workers than GPUs); anything else is used by all."""
+    if device.type == "cuda" and device.index is None and gpu_count > 0:
+        return [f"cuda:{i % gpu_count}" for i in range(jobs)]
+    return [str(device)] * jobs
+
+
+@dataclass
+class _Worker:
+    index: int
+    device: str
+    process: Any
+    conn: Any
+    cell: Cell | None = None
+
+
+@dataclass
+class _WorkerSetup:
+    parent_pid: int
+    results_dir: str
+    data_dir: str
+    download: bool
+    device: str
+    threads: int
+    executor: dict
+    run_cell: Callable[..., Result]
+
+
+class ProcessExecutor:
+    """``--jobs N``: N worker processes (``spawn``: torch is not fork-safe), each running one cell
+    at a time with its own torch threads, its log in the cell's folder. A worker that dies fails
+    its cell alone and is replaced; workers exit when this process does, even on ``kill -9``."""
+
+    def __init__(self, jobs: int, threads: int | None = None):
+        self.jobs = jobs
+        self.threads = threads
+        self._workers: list[_Worker] = []
+        self._run: RunSpec | None = None
+        self._devices: list[str] = []
+
+    def info(self) -> dict:
+        return {"name": "process", "cells_at_once": self.jobs}
+
+    def start(self, run: RunSpec) -> str:
+        import torch
+
+        self._run = run
+        self.threads = self.threads or default_threads(self.jobs)
+        gpus = torch.cuda.device_count() if run.device.type == "cuda" else 0
+        self._devices = worker_devices(run.device, self.jobs, gpus)
+        self._ctx = multiprocessing.get_context("spawn")
+        self._workers = []
+        shared = ", ".join(f"{d} x{self._devices.count(d)}" for d in dict.fromkeys(self._devices))
+        return (f"odnbench: {self.jobs} worker processes ({shared}), {self.threads} torch "
+                f"thread{'s' if self.threads > 1 else ''} each; each cell's log goes to <cell folder>/{LOG_FILE}")
+
+    def _spawn(self, index: int) -> _Worker:
+        r = self._run
+        setup = _WorkerSetup(os.getpid(), str(r.results_dir), str(r.data_dir), r.download, self._devices[index],
+                             self.threads, self.info(), r.run_cell)
+        ours, theirs = self._ctx.Pipe()
+        process = self._ctx.Process(target=_process_worker, args=(theirs, setup), name=f"odnbench-worker-{index}",
+                                    daemon=True)
+        process.start()
+        theirs.close()
+        return _Worker(index, self._devices[index], process, ours)
+
+    def free(self) -> int:
+        return self.jobs - sum(w.cell is not None for w in self._workers)
+
+    def submit(self, cell: Cell) -> None:
+        worker = next((w for w in self._workers if w.cell is None), None)
+        if worker is None:  # started when first needed
+            worker = self._spawn(len(self._workers))
+            self._workers.append(worker)
+        elif not worker.process.is_alive():  # its last cell killed it: a fresh one takes its place
+            worker = self._workers[worker.index] = self._spawn(worker.index)
+        try:
+            worker.conn.send(cell)
+        except OSError:  # it died while idle (e.g. the OOM killer): start a fresh one for this cell
+            worker.process.join(timeout=10)
+            worker = self._workers[worker.index] = self._spawn(worker.index)
+            worker.conn.send(cell)
+        worker.cell = cell
+
+    def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
+        busy = [w for w in self._workers if w.cell is not None]
+        ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
+        done = []
+        for w in busy:
+            if w.conn not in ready and w.process.sentinel not in ready:
+                continue
+            message = None
+            try:
+                if w.conn.poll():
+                    message = w.conn.recv()
+            except (EOFError, OSError):
+                pass
+            cell, w.cell = w.cell, None
+            if message is not None:
+                done.append((cell, self._stored(cell, w, message)))
+                continue
+            w.process.join(timeout=10)  # the other workers and cells go on; submit() replaces this one
+            code = w.process.exitcode
+            killed = code is not None and code < 0
+            how = f"was killed by {_signal_name(-code)}" if killed else f"died (exit code {code})"
+            log = self._run.results_dir / cell.dirname / LOG_FILE
+            done.append((cell, self._failure(cell, w, f"the worker process running this cell {how} before it "
+                                                      f"could store a result; its log: {log}")))
+        return done
+
+    def _stored(self, cell: Cell, worker: _Worker, message: tuple) -> Result:
+        if message[0] == "result":
+            return Result.from_dict(message[1])
+        return self._failure(cell, worker, message[1], message[2])
+
+    def _failure(self, cell: Cell, worker: _Worker, error: str, tb: str | None = None) -> Result:
+        import torch
+
+        return self._run.record_failure(self._run.registry, cell, self._run.results_dir, error,
+                                        device=torch.device(worker.device), executor=self.info(), traceback_text=tb)
+
+    def close(self) -> None:
+        for w in self._workers:
+            if w.process.is_alive() and w.cell is None:
+                with contextlib.suppress(OSError):
+                    w.conn.send(None)  # idle: finish
+        deadline = time.monotonic() + 5
+        for w in self._workers:
+            if w.cell is not None:  # interrupted mid-cell: stop it now (no partial result is ever stored)
+                w.process.terminate()
+            w.process.join(timeout=max(0.1, deadline - time.monotonic()))
+            if w.process.is_alive():
+                w.process.kill()
+                w.process.join()
+            w.conn.close()
+        self._workers = []
+
+
+def _process_worker(conn, setup: _WorkerSetup) -> None:
+    """A worker process's main loop: run each cell it is sent, answer with its stored result."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the driver's to handle; it stops us
+    _exit_with_parent(setup.parent_pid)
+    _set_threads(setup.threads)
+    from odnbench.registry import get_registry
+
+    try:
+        registry, load_error = get_registry(), None
+    except Exception as exc:  # every cell sent here fails with the reason
+        registry, load_error = None, (f"the worker could not load the plugins: {type(exc).__name__}: {exc}",
+                                      traceback.format_exc(limit=8))
+    while True:
+        try:
+            cell = conn.recv()
+        except (EOFError, OSError):
+            return
+        if cell is None:
+            return
+        if load_error:
+            conn.send(("error", *load_error))
+            continue
+        conn.send(run_logged(setup.run_cell, registry, cell, Path(setup.results_dir), data_dir=Path(setup.data_dir),
+                             download=setup.download, device=setup.device, threads=setup.threads,
+                             executor=setup.executor))
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """A worker must not outlive its driver (a ``kill -9`` of ``compare`` included): it would go on
+    training a cell whose lock is gone, and the rerun would run it a second time."""
+
+    def watch():
+        while os.getppid() == parent_pid:
+            time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGKILL)  # at once: no cleanup may touch the results folder
+
+    threading.Thread(target=watch, name="odnbench-parent-watch", daemon=True).start()
+
+
+def _set_threads(threads: int) -> None:
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # for libraries that read it when they load
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def run_logged(run_cell: Callable[..., Result], registry: Registry, cell: Cell, results_dir: Path, *,
+               data_dir: Path, download: bool, device: str, threads: int, executor: dict) -> tuple:
+    """Run one cell in a worker with its output going to ``<cell folder>/log.txt``. Returns
+    ``("result", result_dict)``, or ``("error", message, traceback)`` when something outside the
+    method failed (run_cell itself records a method's failure as a failed result)."""
+    import torch
+
+    folder = ResultStore(results_dir).cell_dir(cell.config)
+    folder.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is not None:
+        torch.cuda.set_device(device)
+    with open(folder / LOG_FILE, "w", buffering=1) as log, \
+            contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+        progress = Progress(stream=log)
+        progress.line(f"odnbench worker (pid {os.getpid()}, {executor['name']}): {cell.label()} on {device}, "
+                      f"{threads} torch thread{'s' if threads > 1 else ''}, key {cell.key}")
+        try:
+            result = run_cell(registry, cell, results_dir, data_dir=data_dir, download=download, device=device,
+                              progress=progress, executor=executor)
+        except Exception as exc:
+            text = traceback.format_exc(limit=8)
+            log.write(text)
+            return ("error", f"the worker failed outside the method: {type(exc).__name__}: {exc}", text)
+        progress.line(f"{result.status}" + (f": {result.error}" if result.error else ""))
+        return ("result", result.to_dict())
+
+
+# ------------------------------------------------------------------------------------------ ray
+
+
+class RayExecutor:
+    """``--executor ray``: each cell is a Ray task, on the cluster at ``address`` (or
+    ``$RAY_ADDRESS``), else on a Ray instance started here (this machine only, loopback).
+
+    The task gets the cell and the files of the cells it requires, runs it in a private temporary
+    folder and returns the result and every file it wrote (model, per-depth models, log); this
+    process writes them into the results folder, so the workers need no shared filesystem, only
+    odnbench and the same plugins installed. A task whose process dies is retried
+    (``RAY_MAX_RETRIES``); a cell whose method raised is a failed cell, as everywhere.
+    """
+
+    def __init__(self, address: str | None = None, jobs: int | None = None, cpus_per_cell: float = 1.0,
+                 gpus_per_cell: float = 0.0, threads: int | None = None, max_retries: int = RAY_MAX_RETRIES):
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+        self.jobs = jobs
+        self.cpus_per_cell = cpus_per_cell
+        self.gpus_per_cell = gpus_per_cell
+        self.threads = threads or max(1, int(cpus_per_cell))
+        self.max_retries = max_retries
+        self.slots = 1
+        self._connected = False
+        self._started_ray = False
+        self._tasks: dict[Any, Cell] = {}
+        self._dep_refs: dict[str, Any] = {}
+        self._run: RunSpec | None = None
+
+    def info(self) -> dict:
+        return {"name": "ray", "cells_at_once": self.slots, "cluster": "remote" if self.address else "local"}
+
+    def start(self, run: RunSpec) -> str:
+        self._run = run
+        if run.device.type == "cuda" and self.gpus_per_cell == 0:
+            raise OdnbenchError(f"--device {run.device} with --executor ray: say how much of a GPU each cell "
+                                "takes with --ray-gpus (1, or a fraction such as 0.25)")
+        return ""
+
+    def _connect(self) -> None:
+        """Join the cluster (or start a local instance) when the first cell is submitted."""
+        import ray
+
+        if not ray.is_initialized():
+            quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+            if self.address:
+                ray.init(address=self.address, **quiet)
+            else:
+                cpus = int(self.jobs * self.cpus_per_cell) if self.jobs else usable_cores()
+                ray.init(address="local", num_cpus=max(1, cpus), include_dashboard=False,
+                         _node_ip_address="127.0.0.1", **quiet)
+            self._started_ray = True
+        have = ray.cluster_resources()
+        fits = int(have.get("CPU", 0) // self.cpus_per_cell)
+        if self.gpus_per_cell:
+            fits = min(fits, int(have.get("GPU", 0) // self.gpus_per_cell))
+        if fits < 1:
+            raise OdnbenchError(f"the Ray cluster has {have.get('CPU', 0):g} CPUs and {have.get('GPU', 0):g} GPUs; "
+                                f"a cell asks for {self.cpus_per_cell:g} CPUs and {self.gpus_per_cell:g} GPUs "
+                                "(--ray-cpus, --ray-gpus)")
+        self.slots = min(self.jobs, fits) if self.jobs else fits
+        self._remote = ray.remote(_ray_cell).options(num_cpus=self.cpus_per_cell, num_gpus=self.gpus_per_cell,
+                                                     max_retries=self.max_retries)
+        self._connected = True
+        where = f"the Ray cluster at {self.address}" if self.address else "a local Ray instance"
+        self._run.progress.line(
+            f"odnbench: up to {self.slots} cells at once on {where} ({have.get('CPU', 0):g} CPUs, "
+            f"{have.get('GPU', 0):g} GPUs; {self.cpus_per_cell:g} CPU and {self.gpus_per_cell:g} GPU per cell, "
+            f"{self.threads} torch thread{'s' if self.threads > 1 else ''}); each cell's log goes to "
+            f"<cell folder>/{LOG_FILE}")
+
+    def free(self) -> int:
+        return self.slots - len(self._tasks)  # one until connected: the first submit connects
+
+    def submit(self, cell: Cell) -> None:
+        if not self._connected:
+            self._connect()
+        r = self._run
+        job = {"cell": cell, "data_dir": str(r.data_dir), "download": r.download, "device": r.device.type,
+               "threads": self.threads, "executor": self.info(), "run_cell": r.run_cell,
+               "plugins": os.environ.get("ODNBENCH_LOAD_PLUGINS"), "strict": os.environ.get("ODNBENCH_STRICT_PLUGINS")}
+        deps = [self._dependency(key) for key in cell.requires.values()]
+        self._tasks[self._remote.remote(job, *deps)] = cell
+
+    def _dependency(self, key: str):
+        """A finished dependency's folder, put in Ray's object store once for every task that needs it."""
+        import ray
+
+        if key not in self._dep_refs:
+            folder = ResultStore(self._run.results_dir).find(key)
+            self._dep_refs[key] = ray.put((folder.name, read_folder(folder, skip=(LOG_FILE,))))
+        return self._dep_refs[key]
+
+    def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
+        import ray
+
+        ready, _ = ray.wait(list(self._tasks), num_returns=1, timeout=timeout)
+        if ready:  # and whatever else has finished by now
+            ready, _ = ray.wait(list(self._tasks), num_returns=len(self._tasks), timeout=0)
+        done = []
+        for ref in ready:
+            cell = self._tasks.pop(ref)
+            try:
+                message, files = ray.get(ref)
+            except ray.exceptions.RayError as exc:
+                done.append((cell, self._failure(cell, f"the Ray task running this cell failed (retried "
+                                                       f"{self.max_retries} times when its worker died): "
+                                                       f"{type(exc).__name__}: {_first_line(exc)}")))
+                continue
+            done.append((cell, self._store(cell, message, files)))
+        return done
+
+    def _store(self, cell: Cell, message: tuple, files: dict[str, bytes]) -> Result:
+        """Write what the task returned into the results folder, result.json last."""
+        folder = ResultStore(self._run.results_dir).cell_dir(cell.config)
+        for rel, data in files.items():
+            atomic_write_bytes(folder / rel, data)
+        if message[0] != "result":
+            return self._failure(cell, message[1], message[2])
+        result = Result.from_dict(message[1])
+        ResultStore(self._run.results_dir).write(result)
+        return result
+
+    def _failure(self, cell: Cell, error: str, tb: str | None = None) -> Result:
+        return self._run.record_failure(self._run.registry, cell, self._run.results_dir, error,
+                                        executor=self.info(), traceback_text=tb)
+
+    def close(self) -> None:
+        if not (self._connected or self._started_ray):
+            return
+        import ray
+
+        self._connected = False
+        for ref in list(self._tasks):  # interrupted: cancel what is still running
+            with contextlib.suppress(Exception):
+                ray.cancel(ref, force=True)
+        self._tasks.clear()
+        self._dep_refs.clear()
+        if self._started_ray:
+            ray.shutdown()
+            self._started_ray = False
+
+
+_RAY_REGISTRY: dict[tuple, Registry] = {}
+
+
+def _ray_cell(job: dict, *dependencies) -> tuple:
+    """A Ray task: run one cell in a temporary results folder holding its dependencies' files;
+    return the run's message and every file of the cell's folder."""
+    import ray
+    import torch
+
+    from odnbench.registry import load_registry
+
+    selection = (job["plugins"], job["strict"])
+    for name, value in zip(("ODNBENCH_LOAD_PLUGINS", "ODNBENCH_STRICT_PLUGINS"), selection):
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    if selection not in _RAY_REGISTRY:  # a Ray worker process runs many tasks: load the plugins once
+        _RAY_REGISTRY[selection] = load_registry()
+    _set_threads(job["threads"])
+    device = "cuda" if job["device"] != "cpu" and ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
+    cell: Cell = job["cell"]
+    with tempfile.TemporaryDirectory(prefix="odnbench-ray-") as tmp:
+        root = Path(tmp)
+        for dirname, files in dependencies:
+            for rel, data in files.items():
+                atomic_write_bytes(root / dirname / rel, data)
+        message = run_logged(job["run_cell"], _RAY_REGISTRY[selection], cell, root, data_dir=Path(job["data_dir"]),
+                             download=job["download"], device=device, threads=job["threads"],
+                             executor=job["executor"])
+        return message, read_folder(root / cell.dirname, skip=(RESULT_FILE,))
+
+
+def read_folder(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``folder`` (relative path -> bytes), leaving out ``skip`` and temporary files."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return {}
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in skip and not p.name.endswith(".tmp")}
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = [line for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__
