@@ -31,7 +31,7 @@ import pytest
 from _plugin_helpers import install_plugin
 from click.testing import CliRunner
 
-from odnbench.store import MODEL_FILE, RESULT_FILE, ResultStore, result_digest, write_json
+from odnbench.store import LOCK_DIR, MODEL_FILE, RESULT_FILE, ResultStore, result_digest, write_json
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLE = REPO / "examples" / "odnbench-oneshot-odn"
@@ -113,7 +113,7 @@ class World:
         return json.loads(f.read_text())
 
     def folders(self) -> set[str]:
-        return {p.name for p in self.results.iterdir() if p.is_dir()}
+        return {p.name for p in self.results.iterdir() if p.is_dir() and p.name != LOCK_DIR}
 
     def edit(self, change, restamp: bool = False) -> dict:
         """Edit the finished result.json by hand; ``restamp``: also recompute its digest (a thorough tamperer)."""
@@ -130,7 +130,7 @@ class World:
 @pytest.fixture
 def world(finished, tmp_path, monkeypatch, request) -> World:
     results = Path(shutil.copytree(finished, tmp_path / "results"))
-    [cell] = [p for p in results.iterdir() if p.is_dir()]
+    [cell] = [p for p in results.iterdir() if p.is_dir() and p.name != LOCK_DIR]  # the run's cell, not its locks
     w = World(tmp_path, results, cell, monkeypatch, request)
     w.freeze()
     return w
