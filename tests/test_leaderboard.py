@@ -456,6 +456,15 @@ def test_depth_marks_take_their_curves_colour(stored):
     assert stars[1].get_xdata()[0] != stars[0].get_xdata()[0]  # the same spot: dodged, both visible
 
 
+def test_a_threshold_two_seeds_share_names_both(stored):
+    curve = [{"depth": 1, "val": 40.0}, {"depth": 2, "val": 55.5}]
+    runs = [_small(stored, "deep", seed, 50.0, 0.05, 1_000_000,
+                   {"threshold": thr, "depth": 2, "depth_curve": curve}) for seed, thr in ((0, 50.0), (1, 51.0), (2, 51.0))]
+    hlines, _ = plots.depth_marks(boards_of(runs)[0])
+    assert [(h[0], h[2]) for h in hlines] == [("threshold 50.00 (deep seed 0)", "deep seed 0"),
+                                              ("threshold 51.00 (deep seeds 1, 2)", "deep seed 1")]
+
+
 def test_pareto_points_carry_no_text_that_could_overprint(stored):
     full = _template(stored)
     near = _variant(stored, config__method="near")  # the same size and top-1 as full: drawn on top of it

@@ -179,7 +179,9 @@ def _curve_points(r) -> list[dict]:
 def depth_marks(board: Board) -> tuple[list[tuple[str, float, str]], list[tuple[str, float, float]]]:
     """Stop thresholds (label, value, curve label) and each curve's chosen depth (curve label,
     depth, value), for the depth plot; both are drawn in their curve's colour."""
-    hlines: dict[float, tuple[str, str]] = {}
+    # One line per threshold value, in the colour of the first curve that had it; the label names
+    # every curve that shares it (two seeds often land on the same threshold).
+    hlines: dict[float, tuple[str, list[str]]] = {}
     marks = []
     for row in board.rows:
         for seed, r in zip(row.seeds, row.results):
@@ -188,13 +190,23 @@ def depth_marks(board: Board) -> tuple[list[tuple[str, float, str]], list[tuple[
                 continue
             name = f"{row.label} seed {seed}"
             thr = r.facts.threshold
-            if isinstance(thr, (int, float)) and not isinstance(thr, bool) and round(thr, 2) not in hlines:
-                hlines[round(thr, 2)] = (f"threshold {thr:.2f} ({name})", name)
+            if isinstance(thr, (int, float)) and not isinstance(thr, bool):
+                first, seeds = hlines.setdefault(round(thr, 2), (name, []))
+                seeds.append((row.label, seed))
             depth = r.facts.depth
             best = [p.get("val") for p in curve if isinstance(p, dict) and p.get("depth") == depth]
             if isinstance(depth, int) and best and isinstance(best[0], (int, float)):
                 marks.append((name, depth, best[0]))
-    return [(label, value, curve) for value, (label, curve) in sorted(hlines.items())], marks
+    return [(f"threshold {value:.2f} ({_curve_names(seeds)})", value, first)
+            for value, (first, seeds) in sorted(hlines.items())], marks
+
+
+def _curve_names(curves: list[tuple[str, object]]) -> str:
+    """'odn seed 1' or 'odn seeds 1, 2' (grouped by configuration label)."""
+    by_label: dict[str, list[str]] = {}
+    for label, seed in curves:
+        by_label.setdefault(label, []).append(str(seed))
+    return "; ".join(f"{label} seed{'s' if len(seeds) > 1 else ''} {', '.join(seeds)}" for label, seeds in by_label.items())
 
 
 def depth_curve_png(board: Board) -> bytes:
