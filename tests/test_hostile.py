@@ -130,7 +130,7 @@ class World:
 @pytest.fixture
 def world(finished, tmp_path, monkeypatch, request) -> World:
     results = Path(shutil.copytree(finished, tmp_path / "results"))
-    [cell] = [p for p in results.iterdir() if p.is_dir() and p.name != LOCK_DIR]  # the run's cell, not its locks
+    [cell] = ResultStore(results).folders()
     w = World(tmp_path, results, cell, monkeypatch, request)
     w.freeze()
     return w

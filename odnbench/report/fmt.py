@@ -15,12 +15,13 @@ def fmt_int(v):
     return "–" if v is None else f"{round(v):,}"
 
 
-def fmt_macs(v):
+def fmt_macs(v, spec: str = ".2f"):
+    """4.46 M, 960.00 K; ``spec`` formats the number before the unit (``.3g`` in the terminal)."""
     if v is None:
         return "–"
     for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if v >= div:
-            return f"{v / div:.2f} {unit}"
+            return f"{v / div:{spec}} {unit}"
     return f"{v:.0f}"
 
 

@@ -191,8 +191,7 @@ def depth_marks(board: Board) -> tuple[list[tuple[str, float, str]], list[tuple[
             name = f"{row.label} seed {seed}"
             thr = r.facts.threshold
             if isinstance(thr, (int, float)) and not isinstance(thr, bool):
-                first, seeds = hlines.setdefault(round(thr, 2), (name, []))
-                seeds.append((row.label, seed))
+                hlines.setdefault(round(thr, 2), (name, []))[1].append((row.label, seed))
             depth = r.facts.depth
             best = [p.get("val") for p in curve if isinstance(p, dict) and p.get("depth") == depth]
             if isinstance(depth, int) and best and isinstance(best[0], (int, float)):

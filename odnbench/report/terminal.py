@@ -10,7 +10,7 @@ import io
 import shutil
 
 from odnbench.report.boards import Board
-from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_span, fmt_value, fmt_x
+from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, fmt_x
 
 MAX_WIDTH = 100
 
@@ -18,16 +18,6 @@ MAX_WIDTH = 100
 def terminal_width(limit: int = MAX_WIDTH) -> int:
     """The terminal's width, at most ``limit`` (``limit`` when it cannot be told, e.g. piped)."""
     return min(limit, shutil.get_terminal_size((limit, 24)).columns)
-
-
-def _compact_macs(v) -> str:
-    """3 significant digits: 4.46 M, 960 K."""
-    if v is None:
-        return "–"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
-        if v >= div:
-            return f"{v / div:.3g} {unit}"
-    return f"{v:.0f}"
 
 
 def _short_seconds(s) -> str:
@@ -59,7 +49,7 @@ def _row(f: dict) -> list[str]:
     measured_x = _span(f.get("measured_speedup_range"), fmt_x) if differ else fmt_x(f.get("measured_speedup"))
     cost = f"{_short_seconds(f.get('cost_own_seconds'))} / {_short_seconds(f.get('cost_seconds'))}"
     return [str(f.get("rank", "")), f["method"], fmt_depths(f.get("depth")), top1,
-            net("size_mb", lambda v: f"{v:.3f}"), net("macs", _compact_macs), macs_x, measured_x + busy, cost,
+            net("size_mb", lambda v: f"{v:.3f}"), net("macs", lambda v: fmt_macs(v, ".3g")), macs_x, measured_x + busy, cost,
             fmt_converged(f.get("converged"))]
 
 
