@@ -258,7 +258,6 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     from odnbench.executors import make_executor
     from odnbench.progress import Progress
     from odnbench.runtime import pick_device
-
     from odnbench.store import atomic_write_bytes, check_results_root
 
     reg = registry()

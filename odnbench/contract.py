@@ -9,9 +9,10 @@ inside ``load``/``build``/``run``.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from odnbench.errors import OdnbenchError
 
@@ -153,7 +154,7 @@ class Dataset:
     name: str = ""
     description: str = ""
 
-    def load(self, data_dir: Path, *, download: bool, seed: int) -> "Splits":
+    def load(self, data_dir: Path, *, download: bool, seed: int) -> Splits:
         """Return :class:`odnbench.data.Splits` (normalised float tensors on the CPU).
 
         The validation split must be carved from the training data with ``seed`` (never
@@ -192,7 +193,7 @@ class Backbone:
         num_classes: int,
         stem: str = "cifar",
         width: tuple[int, ...] | None = None,
-    ) -> "DepthNet":
+    ) -> DepthNet:
         raise NotImplementedError
 
 
@@ -209,16 +210,16 @@ class MethodContext:
 
     method: str
     params: dict[str, Any]
-    splits: "Splits"
-    build_backbone: Callable[..., "DepthNet"]
-    recipe: "Recipe"
+    splits: Splits
+    build_backbone: Callable[..., DepthNet]
+    recipe: Recipe
     seed: int
-    device: "torch.device"
-    progress: "Progress"
-    trainer: "Trainer"
-    cost: "CostMeter"
+    device: torch.device
+    progress: Progress
+    trainer: Trainer
+    cost: CostMeter
     workdir: Path
-    dependencies: dict[str, "Dependency"] = field(default_factory=dict)
+    dependencies: dict[str, Dependency] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -238,7 +239,7 @@ class MethodContext:
         width = net.meta.get("width")
         return tuple(width) if isinstance(width, (list, tuple)) else tuple(net.stage_widths)
 
-    def dependency(self, name: str) -> "Dependency":
+    def dependency(self, name: str) -> Dependency:
         """The result :meth:`Method.requires` asked for under ``name`` (one-line error when absent)."""
         from odnbench.errors import MissingDependencyError
 
@@ -248,7 +249,7 @@ class MethodContext:
                                          f"(its requires() must return Requirement({name!r})); it has: {have}")
         return self.dependencies[name]
 
-    def start_from(self, name: str = "full") -> "DepthNet":
+    def start_from(self, name: str = "full") -> DepthNet:
         """The trained model of dependency ``name`` (default ``full``) as a trainable DepthNet on
         ``device``: for methods that cut, prune or fine-tune another method's model. Its cost is
         already in ``cost``."""
@@ -260,7 +261,7 @@ class Dependency:
     """A finished result another method needs: its stored :class:`odnbench.result.Result` and its
     exported model."""
 
-    result: "Result"
+    result: Result
     model_path: Path
 
     @property
@@ -275,7 +276,7 @@ class Dependency:
     def facts(self):
         return self.result.facts
 
-    def load_model(self, device=None) -> "nn.Module":
+    def load_model(self, device=None) -> nn.Module:
         """The exported model, checked against the checksum its result recorded and rebuilt without
         running any code from the file (a pickled or edited file is refused with one line)."""
         from odnbench.errors import ModelFileError
@@ -289,7 +290,7 @@ class Dependency:
             raise ModelFileError(f"cannot use the {self.result.method!r} model in {self.model_path.parent.name}: "
                                  f"{exc}") from None
 
-    def load_depthnet(self, device=None) -> "DepthNet":
+    def load_depthnet(self, device=None) -> DepthNet:
         """The model as a DepthNet with every parameter trainable (one-line error when it is not one)."""
         from odnbench.depthnet import DepthNet
 
@@ -314,7 +315,7 @@ class MethodOutput:
     top-1 per depth tried). The harness measures the model itself.
     """
 
-    model: "nn.Module"
+    model: nn.Module
     info: dict[str, Any] = field(default_factory=dict)
     depth: int | None = None
     reached_target: bool | None = None

@@ -7,8 +7,8 @@ subsets it per the recipe and moves it to the device.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from typing import Iterator
 
 import torch
 
@@ -33,10 +33,10 @@ class Split:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
-    def to(self, device) -> "Split":
+    def to(self, device) -> Split:
         return Split(self.x.to(device), self.y.to(device))
 
-    def subset(self, n: int | None, seed: int) -> "Split":
+    def subset(self, n: int | None, seed: int) -> Split:
         """A seeded random subset of ``n`` examples (all of them when n is None or too big)."""
         if n is None or n >= len(self):
             return self
@@ -54,14 +54,14 @@ class Splits:
     notes: dict = field(default_factory=dict)
     fingerprint: str | None = None  # of the tensors actually used (see fingerprint()), set by the harness
 
-    def to(self, device) -> "Splits":
+    def to(self, device) -> Splits:
         return replace(self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device))
 
     def sizes(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
 
-def fingerprint(splits: "Splits") -> str:
+def fingerprint(splits: Splits) -> str:
     """sha256 over the train, val and test tensors (shape, dtype, bytes) after subsetting: the data a
     result was trained and measured on, whatever files or plugin produced it. Stored in result.json
     (``data.fingerprint``) and compared by ``leaderboard verify``."""
@@ -77,7 +77,7 @@ def fingerprint(splits: "Splits") -> str:
     return "sha256:" + h.hexdigest()
 
 
-def check_splits(splits: "Splits", dataset: str) -> None:
+def check_splits(splits: Splits, dataset: str) -> None:
     """One-line DataError when a dataset plugin's splits cannot be what its info says: wrong image
     shape, non-finite pixels, labels outside 0..classes-1 (which would otherwise surface as an
     IndexError or a NaN loss blamed on the method)."""

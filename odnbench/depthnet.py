@@ -13,7 +13,7 @@ module (e.g. a small MLP); when it is not an ``nn.Linear``, pass ``num_classes``
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -80,7 +80,7 @@ class DepthNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
 
-    def truncated(self, depth: int, head: nn.Linear | None = None) -> "DepthNet":
+    def truncated(self, depth: int, head: nn.Linear | None = None) -> DepthNet:
         """A standalone copy with stem + blocks 1..depth + ``head`` (a fresh linear head when None)."""
         if not 1 <= depth <= self.depth:
             raise ValueError(f"depth must be between 1 and {self.depth}, got {depth}")

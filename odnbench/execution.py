@@ -49,7 +49,7 @@ class Execution:
     compile_backend: str = "inductor"  # tests use "aot_eager" (dynamo + autograd tracing, no code generation)
 
     @classmethod
-    def for_recipe(cls, recipe, device) -> "Execution":
+    def for_recipe(cls, recipe, device) -> Execution:
         """Resolve the recipe's fields for ``device``. Raises OdnbenchError (one line) where the
         device cannot do what the recipe asks (bf16 on a GPU without it)."""
         from odnbench.errors import OdnbenchError

@@ -29,10 +29,11 @@ import tempfile
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from odnbench.errors import OdnbenchError
 from odnbench.plan import Cell

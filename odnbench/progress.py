@@ -12,7 +12,7 @@ class Progress:
         self.quiet = quiet
         self.stream = stream or sys.stderr
 
-    def child(self, prefix: str) -> "Progress":
+    def child(self, prefix: str) -> Progress:
         return Progress(f"{self.prefix}{prefix}", self.quiet, self.stream)
 
     def line(self, message: str) -> None:

@@ -69,7 +69,7 @@ class Recipe:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, stored: dict[str, Any]) -> "Recipe":
+    def from_dict(cls, stored: dict[str, Any]) -> Recipe:
         """The recipe a stored config ran with: its preset, then the stored field values (each
         validated as ``--set recipe.FIELD`` would be). Fields it lacks keep the preset's value, except
         ``init``: a config without it (protocol 1) ran with timm's init, whatever today's default."""

@@ -110,7 +110,7 @@ class Registry:
         self.items[kind][name] = obj
         self.owner[(kind, name)] = plugin
 
-    def add_plugin(self, plugin: Any, name: str, info: "PluginInfo | None" = None) -> None:
+    def add_plugin(self, plugin: Any, name: str, info: PluginInfo | None = None) -> None:
         """Register a plugin object (a module with hook functions) under ``name`` and collect what
         it registers, exactly as an entry point is loaded: misspelled hooks fail here."""
         try:

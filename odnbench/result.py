@@ -40,7 +40,7 @@ class Facts:
     depth_curve: list[dict] | None = None  # [{"depth", "val"}]: validation top-1 per depth tried
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> "Facts":
+    def from_dict(cls, d: dict | None) -> Facts:
         d = d if isinstance(d, dict) else {}
         return cls(**{f.name: d.get(f.name) for f in fields(cls)})
 
@@ -90,7 +90,7 @@ class Result:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> "Result":
+    def from_dict(cls, d: dict) -> Result:
         """Read a stored result, upgrading the 0.1 layout (schema 1) on the way in."""
         if not isinstance(d, dict) or not isinstance(d.get("config"), dict):
             raise ValueError("a result must be a JSON object with a config object")

@@ -27,8 +27,9 @@ import socket
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from odnbench.errors import CorruptResultError, OdnbenchError
 from odnbench.result import Result
@@ -154,7 +155,7 @@ class ResultStore:
         write_json(folder / RESULT_FILE, result.to_dict())
         return folder
 
-    def lock(self, key: str) -> "CellLock":
+    def lock(self, key: str) -> CellLock:
         """The lock of cell ``key`` (not yet taken: call :meth:`CellLock.acquire`)."""
         return CellLock(self.root / LOCK_DIR / f"{key}.lock")
 
@@ -376,7 +377,7 @@ class CellLock:
         except OSError:
             return None
 
-    def __enter__(self) -> "CellLock":
+    def __enter__(self) -> CellLock:
         return self
 
     def __exit__(self, *exc) -> None:

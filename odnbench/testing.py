@@ -29,9 +29,10 @@ from __future__ import annotations
 import itertools
 import json
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pytest
 
@@ -254,8 +255,8 @@ def run_dataset_check(name: str, workdir: Path, *, plugins: Iterable = (), data_
     ``full`` method on it (smoke preset)."""
     import torch
 
-    from odnbench.runtime import default_data_dir
     from odnbench.data import DatasetInfo, Split, Splits
+    from odnbench.runtime import default_data_dir
 
     reg = registry_with(*plugins)
     if name not in reg.items["dataset"]:

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 import time
 import types
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +25,6 @@ from odnbench.errors import DivergedError
 from odnbench.execution import Execution
 from odnbench.metrics import top1
 from odnbench.progress import Progress
-
 
 #: Forward-only passes that cost as much as one training sample-step (forward 1 + backward ~2).
 FORWARDS_PER_STEP = 3

@@ -40,7 +40,6 @@ from odnbench.store import (
     LEGACY_MODEL_FILE,
     MODEL_FILE,
     RESULT_FILE,
-    CorruptResultError,
     ResultStore,
     cell_key,
     result_digest,
@@ -247,7 +246,6 @@ def _reevaluate_all(items, *, data_dir, download, device, tolerance) -> None:
 def reevaluate(folder: Path, result: Result, *, data_dir, download, device, registry, tolerance,
                notes: list[str]) -> list[str]:
     """Reload the exported model, measure it again and compare with what result.json says."""
-    import torch
 
     from odnbench import metrics
     from odnbench.depthnet import DepthNet

@@ -16,11 +16,11 @@ Every failure names the module and the line.
 from __future__ import annotations
 
 import ast
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 SOURCES = {"odnbench": REPO / "odnbench", "odnbench_plugins": REPO / "plugins" / "odnbench_plugins"}
@@ -79,7 +79,7 @@ def shown(module: str, path: Path) -> str:
 
 def find_modules(sources: dict[str, Path]) -> dict[str, Path]:
     out = {}
-    for top, root in sources.items():
+    for _top, root in sources.items():
         for f in sorted(root.rglob("*.py")):
             parts = list(f.relative_to(root.parent).with_suffix("").parts)
             if parts[-1] == "__init__":

@@ -192,10 +192,9 @@ def grid_run(tmp_path_factory):
     """One smoke grid: full, prune, truncate (depth 2) and scratch (depth 2); full trains once."""
     import os
 
-    from odnbench_plugins import full as full_plugin
-
     from odnbench import harness
     from odnbench.registry import get_registry
+    from odnbench_plugins import full as full_plugin
 
     env_before = os.environ.get("ODNBENCH_LOAD_PLUGINS")
     if env_before is None:  # module-scoped, so conftest's per-test monkeypatch does not apply here

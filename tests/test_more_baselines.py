@@ -10,12 +10,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from _plugin_helpers import install_plugin
 from click.testing import CliRunner
 
 from odnbench import metrics, plan
 from odnbench.errors import OdnbenchError
-
-from _plugin_helpers import install_plugin
 
 REPO = Path(__file__).resolve().parents[1]
 SMALL = (8, 16, 16, 32)

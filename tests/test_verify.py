@@ -83,7 +83,8 @@ def test_fresh_results_pass_with_reevaluation(fresh):
 
 
 def test_verify_loads_the_data_folder_recorded_in_each_result(fresh, tmp_path, monkeypatch):
-    from odnbench import runtime, verify as verify_module
+    from odnbench import runtime
+    from odnbench import verify as verify_module
     from odnbench.result import Result
 
     stored = Result.from_dict(json.loads((_cells(fresh)[0] / RESULT_FILE).read_text()))

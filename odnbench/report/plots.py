@@ -12,8 +12,8 @@ change the picture), with a fixed size and dpi and no "Software"/date metadata i
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from odnbench.report.boards import Board
 from odnbench.report.fmt import fmt_value

@@ -7,8 +7,8 @@ exported model. No torch at import: this module is imported when plugins registe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from odnbench import Param, Requirement
 from odnbench.errors import OdnbenchError

@@ -17,7 +17,8 @@ training lives in :mod:`odnbench_oneshot_odn.train`.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from odnbench import Method, Param, Requirement, hookimpl
 

@@ -4,11 +4,11 @@ Run with ``pytest examples/odnbench-oneshot-odn`` (installed or not: the package
 pytest's pythonpath, and ``plugins=[...]`` registers it when it is not installed).
 """
 
-import pytest
-
 import odnbench_oneshot_odn
-from odnbench import OdnbenchError
+import pytest
 from odnbench_oneshot_odn.train import choose_depth
+
+from odnbench import OdnbenchError
 
 pytest_plugins = ["odnbench.testing"]
 PLUGIN = [odnbench_oneshot_odn]

@@ -36,7 +36,8 @@ blocks, with block k and head k as warmed up. mnist5k, quick, 3 seeds: previous 
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from odnbench import Method, Requirement, hookimpl
 from odnbench_plugins.odn import paper

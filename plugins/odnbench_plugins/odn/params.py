@@ -3,7 +3,8 @@ module (:mod:`odnbench_plugins.odn`) and the search (:mod:`odnbench_plugins.odn.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from odnbench import OdnbenchError, Param
 from odnbench_plugins.odn import paper

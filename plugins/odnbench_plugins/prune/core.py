@@ -19,17 +19,16 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
 from torch import nn
 
-from odnbench import metrics
-from odnbench.metrics import footprint
 from odnbench.errors import OdnbenchError
+from odnbench.metrics import footprint
 from odnbench_plugins.match_rule import AXIS_UNITS, MatchSpec, measure_fn, target_value
 from odnbench_plugins.prune.spec import CRITERIA, PRUNER_CRITERION  # declared once, with no torch
 
