@@ -91,9 +91,21 @@ def list_cmd(kind):
 @click.option("--dataset", "-d", default="mnist5k", show_default=True)
 def params(method, preset, dataset):
     """A method's parameters (set them with --set METHOD.PARAM=VALUE), their values for a preset/dataset
-    and what is allowed (choices, or the range checked before anything runs)."""
+    and what is allowed (choices, or the range checked before anything runs). `params recipe` lists
+    the recipe fields (--set recipe.FIELD=VALUE) with each preset's value."""
     from odnbench.plan import resolve_params
-    from odnbench.recipes import make_recipe
+    from odnbench.recipes import PRESETS, make_recipe, recipe_params
+
+    if method == "recipe":
+        make_recipe(preset)  # an unknown preset is an error here too
+        presets = list(PRESETS)
+        click.echo(f"recipe.{'FIELD':<19} {'TYPE':<5} " + " ".join(f"{p:<12}" for p in presets) + " ALLOWED  HELP")
+        for name, p in recipe_params().items():
+            allowed = "|".join(map(str, p.choices)) if p.choices else p.range_text()
+            allowed += " or none" if p.nullable else ""
+            values = " ".join(f"{getattr(PRESETS[q], name)!s:<12}" for q in presets)
+            click.echo(f"recipe.{name:<19} {p.type.__name__:<5} {values} {allowed or '-'}  {p.help}".rstrip())
+        return
 
     reg = registry()
     make_recipe(preset)  # an unknown preset is an error here too

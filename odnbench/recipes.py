@@ -1,6 +1,8 @@
 """Training recipes (presets): every value here is stored with each result and is part of the cell key.
 
 - ``smoke``: seconds per cell on a CPU, for tests: a few hundred images, one or two epochs.
+- ``tiny``: seconds per cell too, but a model that learns (well above chance on mnist5k): for
+  plugin tests whose choices depend on accuracy. About 1,000 images, narrow widths, 4 epochs.
 - ``quick``: a meaningful CPU run: narrow widths (16, 32, 64, 128), a few thousand training
   images, short patience and epoch caps.
 - ``paper``: the ODN authors' recipe (../shared/odn-method.md): full width and data, SGD
@@ -94,6 +96,12 @@ PRESETS: dict[str, Recipe] = {
         lr=0.05, batch_size=64, epochs=1, schedule="none", patience=1,
         eval_batch_size=256, latency_warmup=2, latency_windows=3, latency_iters=3, throughput_batch=32,
     ),
+    # For plugin tests that need a model that learns: ~1,000 images, narrow widths, a few epochs.
+    "tiny": Recipe(
+        preset="tiny", train_limit=1024, val_limit=256, test_limit=512, width="8,16,32,32",
+        lr=0.05, batch_size=64, epochs=4, schedule="cosine", patience=4,
+        eval_batch_size=256, latency_warmup=2, latency_windows=3, latency_iters=3, throughput_batch=32,
+    ),
     "quick": Recipe(
         preset="quick", train_limit=6000, val_limit=1000, width="16,32,64,128",
         lr=0.05, batch_size=64, epochs=12, schedule="cosine", patience=4,
@@ -124,6 +132,29 @@ _LIMITS = {
     "latency_iters": {"ge": 1}, "throughput_batch": {"ge": 1}, "threads": {"ge": 0},
 }
 
+#: One line per field for `odnbench params recipe`.
+_HELP = {
+    "train_limit": "training images used (none: all)", "val_limit": "validation images (none: all)",
+    "test_limit": "test images (none: all)",
+    "width": "'full' or comma-separated stage widths, e.g. 16,32,64,128",
+    "stem": "cifar: 3x3 stride-1 stem, no max-pool; imagenet: timm's own stem",
+    "init": "torch: PyTorch's default layer init, BN weight 1 (the ODN authors'); timm: as built",
+    "optimizer": "optimiser of every method that trains", "lr": "learning rate", "momentum": "SGD momentum",
+    "weight_decay": "L2 weight decay", "batch_size": "training batch size",
+    "epochs": "cap on epochs for one training run",
+    "schedule": "plateau: LR x plateau_factor after plateau_patience flat epochs; cosine; none",
+    "plateau_factor": "LR factor of the plateau schedule", "plateau_patience": "flat epochs before a plateau decay",
+    "patience": "early stop after this many epochs without validation improvement",
+    "eval_batch_size": "evaluation batch size (top-1 does not depend on it)",
+    "latency_warmup": "untimed batch-1 passes before latency", "latency_windows": "latency windows (median taken)",
+    "latency_iters": "batch-1 passes per latency window", "throughput_batch": "batch size of the throughput timing",
+    "threads": "torch threads (0: torch's default)",
+    "precision": "fp32, or bf16 autocast (weights and optimiser stay fp32)",
+    "tf32": "TF32 math for fp32 matmul/conv on GPUs that have it (no effect on CPU)",
+    "memory_format": "auto: channels-last on CUDA, contiguous on CPU",
+    "compile": "torch.compile the training step (CUDA; skipped on CPU with a note)",
+}
+
 
 def recipe_params() -> dict[str, Param]:
     """Each recipe field as a typed :class:`Param`, so ``--set recipe.X=Y`` is validated."""
@@ -133,7 +164,7 @@ def recipe_params() -> dict[str, Param]:
             continue
         typename = str(f.type).replace(" | None", "")
         out[f.name] = Param(
-            f.name, _FIELD_TYPES[typename], f.default, nullable="None" in str(f.type), choices=_CHOICES.get(f.name),
+            f.name, _FIELD_TYPES[typename], f.default, _HELP.get(f.name, ""), nullable="None" in str(f.type), choices=_CHOICES.get(f.name),
             **_LIMITS.get(f.name, {}),
         )
     return out

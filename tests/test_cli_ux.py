@@ -320,3 +320,30 @@ def test_the_summary_keeps_long_labels_inside_100_columns(smoke_grid):
     assert "recipe.width=16,32,64,128" in text.replace("\n", "").replace(" ", "")
     # nothing cut off at the right edge: the last column keeps its header and every value
     assert "verged" in text and text.count("90.0m / 2.5h  1/2") == len(boards[0].rows)
+
+
+def test_params_recipe_lists_every_recipe_field_with_each_presets_value_and_what_is_allowed():
+    from odnbench.recipes import PRESETS, recipe_params
+
+    out = invoke("params", "recipe")
+    assert out.exit_code == 0, out.output
+    lines = {line.split()[0]: line for line in out.output.splitlines()[1:]}
+    assert set(lines) == {f"recipe.{name}" for name in recipe_params()}
+    header = out.output.splitlines()[0].split()
+    assert all(p in header for p in PRESETS)
+    assert "16,32,64,128" in lines["recipe.width"].split()  # quick's value
+    assert "plateau|cosine|none" in lines["recipe.schedule"]
+    assert "epochs >= 1" in lines["recipe.epochs"]
+    assert "early stop" in lines["recipe.patience"]  # its help
+    bad = invoke("params", "recipe", "--preset", "nope")
+    assert bad.exit_code != 0 and "nope" in bad.output and "quick" in bad.output
+
+
+@pytest.mark.slow
+def test_the_tiny_preset_learns_well_above_chance_in_seconds(tmp_path):
+    """Plugin tests that depend on accuracy use `tiny`; smoke stays near chance."""
+    from odnbench.testing import run_method_check
+
+    check = run_method_check("full", tmp_path, preset="tiny")
+    assert check.result.config["recipe"]["preset"] == "tiny"
+    assert check.result.metrics["top1"] > 50.0  # 10 classes: chance is 10 %

@@ -1,6 +1,7 @@
 """Every code block in the plugin docs runs, so the docs cannot drift from the code.
 
-docs/writing-plugins.md is executed top to bottom in an empty folder, as a reader would:
+docs/writing-plugins.md (the tutorial) then docs/plugin-reference.md (which continues its package) are
+executed top to bottom in one empty folder, as a reader would:
 
 - a block whose info string has ``title="PATH"`` is written to PATH (``append`` adds to it);
 - a ``bash`` block runs line by line (``pip install`` without build isolation or dependencies,
@@ -150,14 +151,17 @@ def _uninstall() -> None:
 
 @pytest.mark.slow
 def test_writing_plugins_walkthrough_runs_as_written(tmp_path):
-    blocks = parse_blocks((DOCS / "writing-plugins.md").read_text())
+    # The tutorial, then the reference that continues its package, in one folder.
+    pages = [(page, b) for page in ("writing-plugins.md", "plugin-reference.md")
+             for b in parse_blocks((DOCS / page).read_text())]
+    blocks = [b for _, b in pages]
     assert any(b.lang == "bash" and "odnbench compare --method halfdepth --method odn" in b.body for b in blocks)
     env = _env(f"odnbench,{TUTORIAL_DIST}")
     _uninstall()  # a leftover from an interrupted run must not hide a broken pip install
     last_output, last_where = None, None
     try:
-        for block in blocks:
-            where = f"docs/writing-plugins.md line {block.line}"
+        for page, block in pages:
+            where = f"docs/{page} line {block.line}"
             if block.title:
                 path = tmp_path / block.title
                 path.parent.mkdir(parents=True, exist_ok=True)
