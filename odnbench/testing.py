@@ -367,7 +367,8 @@ def _numbered(tmp_path: Path, prefix: str):
 @pytest.fixture
 def check_method(tmp_path):
     """``check_method(name, sets=(), dataset="mnist5k", backbone="resnet18", preset="smoke", plugins=())``
-    (``preset="tiny"`` where the test needs a model that learns) runs the method through the real harness into ``tmp_path`` and returns a :class:`MethodCheck`."""
+    (``preset="tiny"`` where the test needs a model that learns) runs the method through the real
+    harness into ``tmp_path`` and returns a :class:`MethodCheck`."""
     where = _numbered(tmp_path, "method")
     return lambda name, **kw: run_method_check(name, where(name), **kw)
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import tomllib
+from _errors import says
 from click.testing import CliRunner
 
 from odnbench.cli import cli
@@ -62,10 +63,10 @@ def test_cli_one_line_errors(tmp_path):
     assert f"pip install -e {tmp_path / 'odnbench-fresh'}" in ok.output
     again = runner.invoke(cli, ["new-plugin", "fresh", "--dir", str(tmp_path)])
     assert again.exit_code == 2
-    assert again.output == f"Error: {tmp_path / 'odnbench-fresh'} already exists; remove it or pass another --dir\n"
+    assert says(again.output, str(tmp_path / "odnbench-fresh"), "already exists", "--dir")
     taken = runner.invoke(cli, ["new-plugin", "full", "--dir", str(tmp_path)])
     assert taken.exit_code == 2
-    assert taken.output == "Error: method 'full' already exists (registered by plugin 'full'); pick another name\n"
+    assert says(taken.output, "method 'full'", "already exists", "plugin 'full'")
     # The same name is free for another kind.
     assert runner.invoke(cli, ["new-plugin", "full", "--kind", "backbone", "--dir", str(tmp_path)]).exit_code == 0
     bad_kind = runner.invoke(cli, ["new-plugin", "x", "--kind", "metric", "--dir", str(tmp_path)])
