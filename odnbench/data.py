@@ -123,7 +123,7 @@ def carve_validation(x: torch.Tensor, y: torch.Tensor, val_size: int, seed: int)
     return Split(x[train_idx], y[train_idx]), Split(x[val_idx], y[val_idx])
 
 
-def crop_flip(x: torch.Tensor, generator: torch.Generator, pad: int = 4) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, generator: torch.Generator | None, pad: int = 4) -> torch.Tensor:
     """Random crop (zero padding ``pad``) and horizontal flip, per image, on whatever device x is."""
     n, _, h, w = x.shape
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))

@@ -98,7 +98,7 @@ class Execution:
         if self._in_place(model):
             return model
         if self.channels_last:
-            return model.to(self.device, memory_format=torch.channels_last)
+            return model.to(self.device, memory_format=torch.channels_last)  # type: ignore[call-overload]
         return model.to(self.device)
 
     def _in_place(self, model: torch.nn.Module) -> bool:
@@ -159,7 +159,7 @@ def set_tf32(on: bool) -> None:
     """Allow (or forbid) TF32 for fp32 matmul and cuDNN convolutions, process-wide."""
     if hasattr(torch.backends.cuda.matmul, "fp32_precision"):
         torch.backends.cuda.matmul.fp32_precision = "tf32" if on else "ieee"
-        torch.backends.cudnn.conv.fp32_precision = "tf32" if on else "ieee"
+        torch.backends.cudnn.conv.fp32_precision = "tf32" if on else "ieee"  # type: ignore[attr-defined]
     else:
         torch.backends.cuda.matmul.allow_tf32 = on
         torch.backends.cudnn.allow_tf32 = on
@@ -169,7 +169,7 @@ def _restore_tf32(saved) -> None:
     kind, matmul, conv = saved
     if kind == "new":
         torch.backends.cuda.matmul.fp32_precision = matmul
-        torch.backends.cudnn.conv.fp32_precision = conv
+        torch.backends.cudnn.conv.fp32_precision = conv  # type: ignore[attr-defined]
     else:
         torch.backends.cuda.matmul.allow_tf32 = matmul
         torch.backends.cudnn.allow_tf32 = conv

@@ -152,7 +152,7 @@ def describe(model) -> tuple[dict, dict]:
             if key in internals:
                 continue
             attrs[key] = _encode(value, f"{where}.{key} ({name})")
-        out = {"class": name, "attrs": attrs, "params": [], "buffers": [], "children": []}
+        out: dict[str, Any] = {"class": name, "attrs": attrs, "params": [], "buffers": [], "children": []}
         for kind, table in (("params", module._parameters), ("buffers", module._buffers)):
             for key, tensor in table.items():
                 if tensor is None:

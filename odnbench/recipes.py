@@ -163,9 +163,10 @@ def recipe_params() -> dict[str, Param]:
         if f.name == "preset":
             continue
         typename = str(f.type).replace(" | None", "")
+        limits: dict[str, Any] = _LIMITS.get(f.name, {})
         out[f.name] = Param(
-            f.name, _FIELD_TYPES[typename], f.default, _HELP.get(f.name, ""), nullable="None" in str(f.type), choices=_CHOICES.get(f.name),
-            **_LIMITS.get(f.name, {}),
+            f.name, _FIELD_TYPES[typename], f.default, _HELP.get(f.name, ""), nullable="None" in str(f.type),
+            choices=_CHOICES.get(f.name), **limits,
         )
     return out
 

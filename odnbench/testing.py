@@ -196,6 +196,7 @@ def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), data
     if not (cell_dir / RESULT_FILE).is_file():
         _fail(f"method {name!r}: no result.json was written in {cell_dir}")
     result = store.read(cell_dir)
+    assert result is not None  # its result.json exists (checked above)
     if not result.ok:
         deps = "; ".join(f"{r.method}: {r.error}" for r in report.failed if r is not None and r.method != name)
         _fail(f"method {name!r} (plugin {plugin!r}) failed: {result.error}"
@@ -204,7 +205,7 @@ def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), data
     if result.plugin != plugin:
         _fail(f"result.json names plugin {result.plugin!r}, expected {plugin!r}")
 
-    m = result.metrics
+    m: dict[str, Any] = result.metrics or {}  # an ok result has its metrics
     if not (0.0 <= m["top1"] <= 100.0 and 0.0 <= m["val_top1"] <= 100.0):
         _fail(f"method {name!r}: accuracy out of range: {m['top1']}")
     for key in ("params", "macs", "size_mb"):

@@ -250,7 +250,7 @@ class Trainer:
             self._compiled[key] = (model, loss_fn, compiled)  # holding model and loss_fn keeps their ids unique
         return self._compiled[key][2]
 
-    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss_fn: LossFn = None,
+    def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss_fn: LossFn | None = None,
                     label: str = "train", cost_part: str | None = None) -> EpochStats:
         """One shuffled pass over the training split with ``optimizer``; counted as one epoch of cost
         under ``cost_part`` (default ``label``)."""

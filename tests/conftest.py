@@ -48,3 +48,36 @@ def reg():
     from odnbench.registry import get_registry
 
     return get_registry(reload=True)
+
+
+@pytest.fixture(scope="session")
+def smoke_full_results(tmp_path_factory) -> Path:
+    """`full` on mnist5k/resnet18, smoke preset, seeds 0 and 1: trained once per session and shared
+    by every module that needs finished cells (read-only: copy it before writing, see
+    ``copy_cells``). Its data folder is ``data/`` inside it, recorded in each result."""
+    from odnbench import harness, plan
+    from odnbench.progress import Progress
+    from odnbench.registry import load_registry
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ODNBENCH_LOAD_PLUGINS", os.environ.get("ODNBENCH_LOAD_PLUGINS", "odnbench"))
+        reg = load_registry()
+        out = tmp_path_factory.mktemp("smoke-full")
+        (out / "data").mkdir()
+        grid = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
+        report = harness.run_grid(reg, grid, out, data_dir=out / "data", download=False, progress=Progress(quiet=True))
+    assert not report.failed
+    return out
+
+
+def copy_cells(source: Path, target: Path, *, seeds: tuple[int, ...] | None = None) -> Path:
+    """A private copy of the cell folders of a shared results folder (only those of ``seeds`` when
+    given; not its data folder)."""
+    import json
+    import shutil
+
+    target.mkdir(parents=True)
+    for cell in sorted(p for p in source.iterdir() if (p / "result.json").is_file()):
+        if seeds is None or json.loads((cell / "result.json").read_text())["config"]["seed"] in seeds:
+            shutil.copytree(cell, target / cell.name)
+    return target

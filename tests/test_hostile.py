@@ -41,20 +41,11 @@ EXAMPLE = REPO / "examples" / "odnbench-oneshot-odn"
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory) -> Path:
-    """One real finished cell: `full`, mnist5k, smoke preset (trained once for the module)."""
-    from odnbench import harness, plan
-    from odnbench.progress import Progress
-    from odnbench.registry import load_registry
+def finished(smoke_full_results, tmp_path_factory) -> Path:
+    """One real finished cell: `full`, mnist5k, smoke preset, seed 0 (from conftest's shared grid)."""
+    from conftest import copy_cells
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench")
-        reg = load_registry()
-        out = tmp_path_factory.mktemp("finished")
-        grid = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke")
-        report = harness.run_grid(reg, grid, out, data_dir=out, download=False, progress=Progress(quiet=True))
-    assert not report.failed
-    return out
+    return copy_cells(smoke_full_results, tmp_path_factory.mktemp("finished") / "results", seeds=(0,))
 
 
 @dataclass

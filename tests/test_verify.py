@@ -7,14 +7,12 @@ own copy of them.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from odnbench import plan
 from odnbench.store import (
     MODEL_FILE,
     RESULT_FILE,
@@ -29,23 +27,10 @@ from odnbench.store import (
 from odnbench.verify import check_schema, verify
 
 
-@pytest.fixture(scope="module")
-def fresh(tmp_path_factory):
-    from odnbench import harness
-    from odnbench.progress import Progress
-    from odnbench.registry import load_registry
-
-    with pytest.MonkeyPatch.context() as mp:
-        if "ODNBENCH_LOAD_PLUGINS" not in os.environ:
-            mp.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench")
-        reg = load_registry()
-        out = tmp_path_factory.mktemp("results")
-        (out / "data").mkdir()
-        grid = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
-        report = harness.run_grid(reg, grid, out, data_dir=out / "data", download=False,
-                                  progress=Progress(quiet=True))
-    assert not report.failed
-    return out
+@pytest.fixture
+def fresh(smoke_full_results) -> Path:
+    """Two finished smoke cells (conftest's shared session grid; read-only here)."""
+    return smoke_full_results
 
 
 @pytest.fixture

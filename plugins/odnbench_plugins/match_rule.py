@@ -78,6 +78,7 @@ def match_requirements(spec: MatchSpec | None, already: tuple[str, ...] = ()) ->
 def target_value(ctx, spec: MatchSpec) -> float:
     """The number to match: the explicit target, or the source result's metric on that axis."""
     if spec.source is None:
+        assert spec.target is not None  # a spec has a source or a target (parse_match)
         return float(spec.target)
     key = METRIC_KEYS[spec.axis]
     value = ctx.dependency(spec.source).metrics.get(key)
