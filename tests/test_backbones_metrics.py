@@ -50,6 +50,7 @@ def hook_macs(model: nn.Module, input_shape) -> int:
     return hooks.total
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, params, gmacs", [
     ("resnet18", 11_689_512, 1.81),
     ("resnet50", 25_557_032, 4.09),
@@ -169,6 +170,7 @@ def test_truncated_rejects_bad_depth_and_head(reg):
         net.truncated(2, nn.Linear(99, 10))
 
 
+@pytest.mark.slow
 def test_profile_cli_reports_the_same_numbers():
     from odnbench.cli import cli
 

@@ -227,6 +227,7 @@ def grid_run(tmp_path_factory):
     return {"report": report, "again": again, "calls": calls, "results": results, "by": by_method, "grid": grid}
 
 
+@pytest.mark.slow
 def test_grid_trains_full_once_and_prune_counts_its_cost(grid_run):
     report = grid_run["report"]
     assert not report.failed, [r.error for r in report.failed]
@@ -241,6 +242,7 @@ def test_grid_trains_full_once_and_prune_counts_its_cost(grid_run):
     assert len(list(grid_run["results"].glob("full-*"))) == 1
 
 
+@pytest.mark.slow
 def test_prune_cell_result(grid_run):
     full, prune = grid_run["by"]["full"], grid_run["by"]["prune"]
     info, m = prune["method_info"], prune["metrics"]
@@ -255,6 +257,7 @@ def test_prune_cell_result(grid_run):
     assert info["library"].startswith("torch-pruning ")
 
 
+@pytest.mark.slow
 def test_pruned_model_reloads_with_the_stored_accuracy(grid_run, reg):
     from odnbench.depthnet import DepthNet
     from odnbench.recipes import make_recipe
@@ -273,6 +276,7 @@ def test_pruned_model_reloads_with_the_stored_accuracy(grid_run, reg):
     assert metrics.top1(model, test.x, test.y) == pytest.approx(prune["metrics"]["top1"], abs=1e-3)
 
 
+@pytest.mark.slow
 def test_every_stored_model_reevaluates_in_verify(grid_run, reg):
     """full, prune (pruned shapes), truncate and scratch reload from model.safetensors (rebuilt from the
     allowlist, never unpickled) and re-measure to what result.json says."""
@@ -284,6 +288,7 @@ def test_every_stored_model_reevaluates_in_verify(grid_run, reg):
     assert all(c.reevaluated for c in report.cells)
 
 
+@pytest.mark.slow
 def test_truncate_and_scratch_build_stem_two_blocks_and_head(grid_run, tiny):
     from odnbench.store import load_model
 

@@ -278,6 +278,7 @@ def test_result_json_has_every_field_other_tools_read(smoke_run):
     assert (cell_dir / store.RESULT_FILE).stat().st_mode & 0o777 == 0o666 & ~store._umask()
 
 
+@pytest.mark.slow
 def test_same_seed_same_accuracy(smoke_run, tmp_path, monkeypatch):
     monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", BUILTIN)
     first = only_result(smoke_run[0])[1]
@@ -369,6 +370,7 @@ def test_a_crash_while_writing_keeps_the_old_file(tmp_path, monkeypatch, where, 
     assert sorted(p.name for p in path.parent.iterdir()) == [store.RESULT_FILE]
 
 
+@pytest.mark.slow
 def test_sigkilled_grid_resumes_only_the_missing_cells(tmp_path, monkeypatch):
     results = tmp_path / "results"
     env = {**os.environ, "ODNBENCH_LOAD_PLUGINS": BUILTIN, "OMP_NUM_THREADS": "1"}

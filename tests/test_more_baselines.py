@@ -325,12 +325,14 @@ def _model(cells, result):
     return load_model(store.model_path(store.find(result["key"])))
 
 
+@pytest.mark.slow
 def test_every_new_cell_ran(cells):
     for name in ("main", "blockdrop-size", "blockdrop-keep", "iterative"):
         for method, r in cells[name].items():
             assert r["status"] == "ok", (name, method, r["error"])
 
 
+@pytest.mark.slow
 def test_slim_is_matched_on_macs_with_every_block_and_the_stated_widths(cells):
     r, odn = cells["main"]["slim"], cells["main"]["odn"]
     info, target = r["method_info"], odn["metrics"]["macs"]
@@ -342,6 +344,7 @@ def test_slim_is_matched_on_macs_with_every_block_and_the_stated_widths(cells):
     assert all(w < s for w, s in zip(info["widths"], SMALL))
 
 
+@pytest.mark.slow
 def test_slim_matched_on_size_says_it_cannot_reach(cells):
     r = cells["slim-size"]["slim"]
     assert r["status"] == "failed"
@@ -349,6 +352,7 @@ def test_slim_matched_on_size_says_it_cannot_reach(cells):
     assert r["error"].count("\n") == 0 and not r.get("traceback")  # a clear one-line reason, not a crash
 
 
+@pytest.mark.slow
 def test_blockdrop_keeps_odns_block_count_where_it_can(cells):
     r, odn = cells["main"]["blockdrop"], cells["main"]["odn"]
     info, k = r["method_info"], odn["facts"]["depth"]
@@ -362,6 +366,7 @@ def test_blockdrop_keeps_odns_block_count_where_it_can(cells):
     assert model.head.in_features == 32  # the trained head still fits: removed blocks kept the width
 
 
+@pytest.mark.slow
 def test_blockdrop_keep_count_with_both_scores(cells):
     r = cells["blockdrop-keep"]["blockdrop"]
     info = r["method_info"]
@@ -373,6 +378,7 @@ def test_blockdrop_keep_count_with_both_scores(cells):
     assert _model(cells, r).depth == 5
 
 
+@pytest.mark.slow
 def test_blockdrop_matched_on_size_says_why_not(cells):
     r, odn = cells["blockdrop-size"]["blockdrop"], cells["main"]["odn"]
     info = r["method_info"]
@@ -385,6 +391,7 @@ def test_blockdrop_matched_on_size_says_why_not(cells):
     assert path == sorted(path, reverse=True) and path[-1] == info["achieved"]
 
 
+@pytest.mark.slow
 def test_kd_trains_odns_depth_and_counts_the_teacher(cells):
     r, odn = cells["main"]["kd"], cells["main"]["odn"]
     info, k = r["method_info"], odn["facts"]["depth"]
@@ -395,6 +402,7 @@ def test_kd_trains_odns_depth_and_counts_the_teacher(cells):
     assert r["metrics"]["params"] == odn["metrics"]["params"]  # the same architecture as ODN's model
 
 
+@pytest.mark.slow
 def test_prune_with_group_norm_sparse_learning_lands_on_odns_macs(cells):
     r, odn = cells["main"]["prune"], cells["main"]["odn"]
     info = r["method_info"]
@@ -406,6 +414,7 @@ def test_prune_with_group_norm_sparse_learning_lands_on_odns_macs(cells):
     assert info["mean_bn_scale_after"] != info["mean_bn_scale_before"]
 
 
+@pytest.mark.slow
 def test_iterative_prune_fine_tunes_between_steps(cells):
     r = cells["iterative"]["prune"]
     info = r["method_info"]
@@ -422,6 +431,7 @@ def _closure(key, by_key):
     return out
 
 
+@pytest.mark.slow
 def test_costs_add_up_own_plus_each_dependency_once(cells):
     by_key = {r["key"]: r for name, runs in cells.items() if name != "results" for r in runs.values()}
     checked = 0
@@ -464,6 +474,7 @@ def register_methods(register):
 """
 
 
+@pytest.mark.slow
 def test_a_method_needing_slim_and_blockdrop_runs_after_them_counting_each_cost_once(cells, monkeypatch, tmp_path):
     from odnbench import harness
     from odnbench.registry import get_registry

@@ -300,6 +300,7 @@ def run_smoke(reg, tmp_path, sets):
     return grid, [r.to_dict() for r in report.results]
 
 
+@pytest.mark.slow
 def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
     from click.testing import CliRunner
 
@@ -349,6 +350,7 @@ def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
     assert bad.exit_code == 2 and "no result.json" in bad.output
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("start_from", ["warmup", "previous"])
 def test_start_from_decides_where_deeper_depths_start(reg, tmp_path, monkeypatch, start_from):
     from odnbench_plugins.odn import search
@@ -369,6 +371,7 @@ def resolve_default(name):
     return next(p.default for p in ODN.params if p.name == name)
 
 
+@pytest.mark.slow
 def test_smoke_run_relative_target_uses_full_validation(reg, tmp_path):
     grid, results = run_smoke(reg, tmp_path, ["odn.max_depth=2"])
     full, odn = results

@@ -114,6 +114,7 @@ def fast_cell(tmp_path_factory):
     return results, out
 
 
+@pytest.mark.slow
 def test_a_bf16_compile_cell_runs_on_cpu_and_says_how(fast_cell):
     results, out = fast_cell
     records = {json.loads(p.read_text())["config"]["method"]: json.loads(p.read_text())
@@ -129,6 +130,7 @@ def test_a_bf16_compile_cell_runs_on_cpu_and_says_how(fast_cell):
     assert "bf16 autocast" in (results / "leaderboard.md").read_text()  # the board's caption says so
 
 
+@pytest.mark.slow
 def test_verify_reevaluates_a_bf16_cell(fast_cell):
     from odnbench.cli import cli
 

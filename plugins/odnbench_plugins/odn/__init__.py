@@ -49,7 +49,7 @@ class ODN(Method):
 
     ``paper`` preset: the authors' recipe with their fixed per-dataset targets (mnist 99.5,
     emnist 95.0, fashion-mnist 94.5, svhn 96.0, cifar10 94.5; tolerance 0.5); other datasets
-    relative. ``quick``/``smoke``: the same procedure scaled down, with a relative target (full-depth
+    relative. ``quick``/``tiny``/``smoke``: the same procedure scaled down, with a relative target (full-depth
     validation top-1 - relative_tolerance) since a scaled-down recipe cannot meet the paper's targets;
     ``quick`` uses relative_tolerance 0.75 (a best-of-several reading on its small validation split
     overstates accuracy by about a point), the reset reading and a cosine fine-tune (see
