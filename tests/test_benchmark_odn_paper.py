@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "odn_paper_mnist.py"
@@ -19,6 +20,7 @@ def run(*args, timeout=240):
                           timeout=timeout, cwd=REPO)
 
 
+@pytest.mark.slow
 def test_smoke_reproduction_on_the_real_mnist(shared_data, tmp_path):
     results = tmp_path / "results"
     args = ["--smoke", "--seed", "0", "--data-dir", str(shared_data), "--device", "cpu", "--results", str(results)]
