@@ -253,3 +253,29 @@ def test_hooks_md_snippets_cover_every_hook():
         if block.lang == "python":
             found |= {n.split(":")[0] for n in _register_snippet(block.body, f"hooks.md:{block.line}")}
     assert found == {"dataset", "backbone", "method", "command"}
+
+
+def test_the_readme_starts_right():
+    """What it is, the two set-up commands (the CPU-only torch install folded into the first), one
+    example output and links; everything else lives in docs/ (and every link resolves)."""
+    text = (REPO / "README.md").read_text()
+    blocks = parse_blocks(text)
+    commands = [b.body.strip() for b in blocks if b.lang == "bash"]
+    assert len(commands) == 2, commands
+    install, tests = commands
+    assert install.index("--extra-index-url https://download.pytorch.org/whl/cpu") < install.index("-e .") \
+        < install.index("odnbench compare --method odn --method full")
+    assert tests.endswith("python3 -m pytest")  # the whole suite; `-m "not slow"` is the fast tier
+    [example] = [b.body for b in blocks if b.lang == "text"]
+    assert "odn" in example and "full" in example
+    assert len(text.splitlines()) < 80
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if "://" not in target:
+            assert (REPO / target).exists(), f"README links to {target}, which does not exist"
+
+
+def test_every_relative_link_in_docs_resolves():
+    for page in sorted(DOCS.glob("*.md")):
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+            if "://" not in target and not target.startswith("mailto:"):
+                assert (page.parent / target).exists(), f"docs/{page.name} links to {target}, which does not exist"
