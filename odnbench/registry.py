@@ -6,7 +6,9 @@ ones: nothing here imports a plugin by name.
 Environment:
   ODNBENCH_LOAD_PLUGINS    unset: load every installed plugin; empty: none; ``a,b``: only those
                            (entry-point names or distribution names, as in simonw/llm).
-  ODNBENCH_STRICT_PLUGINS  ``1``: a plugin that fails to import is fatal instead of skipped.
+  ODNBENCH_STRICT_PLUGINS  ``1``: a plugin that fails to import is fatal instead of skipped, and a
+                           third-party plugin registering a built-in name makes commands that run or
+                           rank anything refuse (otherwise the built-in is kept, with a warning).
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from odnbench.contract import Backbone, Dataset, Method
 from odnbench.errors import PluginError, UnknownNameError
 
 ENTRY_POINT_GROUP = "odnbench"
+#: The distribution whose plugins are the built-ins: on a name clash with a third party they win.
+BUILTIN_DISTRIBUTION = "odnbench"
 KINDS = {"dataset": Dataset, "backbone": Backbone, "method": Method}
 
 
@@ -97,6 +101,9 @@ class Registry:
         if not name:
             raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
         previous = self.owner.get((kind, name))
+        if previous is not None and self.is_builtin(previous) != self.is_builtin(plugin):
+            self._keep_builtin(kind, name, obj, plugin, previous)
+            return
         if previous is not None:
             message = (f"{kind} {name!r} is registered twice: by plugin {previous!r} and by {plugin!r}; "
                        "uninstall one, or select plugins with ODNBENCH_LOAD_PLUGINS")
@@ -109,6 +116,35 @@ class Registry:
             return
         self.items[kind][name] = obj
         self.owner[(kind, name)] = plugin
+
+    def is_builtin(self, plugin: str) -> bool:
+        info = self.plugins.get(plugin)
+        return bool(info and info.distribution and _normal(info.distribution) == BUILTIN_DISTRIBUTION)
+
+    def distribution(self, plugin: str) -> str:
+        """``odnbench-mykd 1.0`` (or ``?``): how a clash names the package to uninstall or fix."""
+        info = self.plugins.get(plugin)
+        if info is None or not info.distribution:
+            return "?"
+        return f"{info.distribution} {info.version}" if info.version else info.distribution
+
+    def _keep_builtin(self, kind: str, name: str, obj: Any, plugin: str, previous: str) -> None:
+        """A third-party plugin registered a built-in name: the built-in is kept (whichever came
+        first), the third party's registration of that one name is refused with one warning naming
+        both distributions, and its other names load. Fatal for running under strict mode."""
+        builtin, other = (previous, plugin) if self.is_builtin(previous) else (plugin, previous)
+        if builtin == plugin:
+            self.items[kind][name] = obj
+            self.owner[(kind, name)] = plugin
+        message = (f"{kind} {name!r} of plugin {other!r} ({self.distribution(other)}) is refused: {name!r} is "
+                   f"the built-in {kind} of plugin {builtin!r} ({self.distribution(builtin)}), which is kept; "
+                   f"rename it in {other!r}")
+        if self.strict:
+            self.conflicts.append(message + " (fatal under ODNBENCH_STRICT_PLUGINS=1)")
+            if not self.collecting:
+                raise PluginError(self.conflicts[-1])
+            return
+        _warn(message + " (its other names still load; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
 
     def add_plugin(self, plugin: Any, name: str, info: "PluginInfo | None" = None) -> None:
         """Register a plugin object (a module with hook functions) under ``name`` and collect what

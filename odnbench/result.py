@@ -13,8 +13,11 @@ no torch.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Iterator
+
+from odnbench.errors import OdnbenchDeprecationWarning
 
 #: Version of the result.json layout. 1 = odnbench 0.1 (typed facts lived in method_info);
 #: 2 = facts, defaults and reference stored as fields of their own;
@@ -82,6 +85,51 @@ class Result:
     def seed(self):
         return self.config.get("seed")
 
+    # -- odnbench 0.1 handed methods their dependencies' results as plain dicts (the result.json).
+    # The mapping access below keeps such plugins working through 0.2 with a DeprecationWarning that
+    # names the attribute to use; it is removed in 0.3.0 (docs/plugins.md, "Deprecation policy").
+
+    def _mapping_value(self, key: str, how: str):
+        if key not in self._stored_fields():
+            raise KeyError(key)
+        _deprecated_mapping(how, f"result.{key}", stacklevel=4)
+        value = getattr(self, key)
+        return asdict(value) if isinstance(value, Facts) else value
+
+    @classmethod
+    def _stored_fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.name != "folder")
+
+    def __getitem__(self, key: str):
+        return self._mapping_value(key, f"result[{key!r}]")
+
+    def get(self, key: str, default=None):
+        try:
+            return self._mapping_value(key, f"result.get({key!r})")
+        except KeyError:
+            _deprecated_mapping(f"result.get({key!r})", "the Result's attributes", stacklevel=3)
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        _deprecated_mapping(f"{key!r} in result", "the Result's attributes (hasattr)")
+        return key in self.to_dict()
+
+    def keys(self) -> list[str]:
+        _deprecated_mapping("result.keys()", "the Result's attributes (Result.to_dict() for a plain dict)")
+        return list(self.to_dict())
+
+    def items(self) -> list[tuple[str, Any]]:
+        _deprecated_mapping("result.items()", "Result.to_dict().items()")
+        return list(self.to_dict().items())
+
+    def values(self) -> list[Any]:
+        _deprecated_mapping("result.values()", "Result.to_dict().values()")
+        return list(self.to_dict().values())
+
+    def __iter__(self) -> Iterator[str]:
+        _deprecated_mapping("iterating over a result", "Result.to_dict()")
+        return iter(self.to_dict())
+
     def to_dict(self) -> dict:
         out = asdict(self)
         del out["folder"]
@@ -106,6 +154,12 @@ class Result:
         kwargs.setdefault("status", None)  # anything but "ok" is treated as failed; verify names it
         kwargs.setdefault("key", "")
         return cls(**kwargs)
+
+
+def _deprecated_mapping(used: str, instead: str, stacklevel: int = 3) -> None:
+    """Warn, from the plugin's line, that 0.1's dict access to a Result is deprecated."""
+    warnings.warn(f"{used}: a Result is no longer a dict (odnbench 0.2); use {instead} instead. "
+                  "Dict access is removed in odnbench 0.3.0.", OdnbenchDeprecationWarning, stacklevel=stacklevel)
 
 
 def upgrade_v1(d: dict) -> dict:

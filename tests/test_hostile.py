@@ -398,13 +398,25 @@ def _(w):
                                "ODNBENCH_LOAD_PLUGINS=<distribution name>")
 
 
-@case("security: two plugins registering one method name are refused (naming both)")
+@case("security: two third-party plugins registering one method name are refused (naming both)")
+def _(w):
+    install_plugin(w.monkeypatch, w.root, "evil2", EVIL_ODN.replace('"odn"', '"evil"'))
+    install_plugin(w.monkeypatch, w.root, "evil3", EVIL_ODN.replace('"odn"', '"evil"'))
+    out = w.compare("--method", "evil")
+    assert out.exit_code == 2 and w.folders() == {w.cell.name}
+    error = out.one_error()
+    assert "method 'evil' is registered twice" in error and "'evil2'" in error and "'evil3'" in error
+
+
+@case("security: a third-party plugin registering a built-in name never replaces the built-in")
 def _(w):
     install_plugin(w.monkeypatch, w.root, "evil2", EVIL_ODN)
-    out = w.compare("--method", "odn")
-    assert out.exit_code == 2 and w.folders() == {w.cell.name}
-    assert out.one_error() == ("Error: method 'odn' is registered twice: by plugin 'odn' and by 'evil2'; uninstall "
-                               "one, or select plugins with ODNBENCH_LOAD_PLUGINS")
+    out = w.cli("list", "methods")
+    assert out.exit_code == 0 and "Error" not in out.stderr
+    odn = [line for line in out.stdout.splitlines() if line.startswith("odn ")]
+    assert odn and "not ODN at all" not in odn[0]
+    [warning] = out.stderr.strip().splitlines()
+    assert "'odn'" in warning and "'evil2'" in warning and "odnbench" in warning
 
 
 @case("security: a third-party model re-evaluates after its plugin is uninstalled (example oneshot-odn)")
