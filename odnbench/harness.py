@@ -13,7 +13,6 @@ import json
 import math
 import time
 import traceback
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,7 +25,8 @@ from odnbench.recipes import Recipe
 from odnbench.registry import Registry
 from odnbench.result import Facts, Result, normalise_reference, plain_file_name
 from odnbench.runtime import DATA_CACHE, backbone_builder, pick_device, seed_everything
-from odnbench.store import MODEL_FILE, RESULT_FILE, CellLock, CorruptResultError, ResultStore
+from odnbench.scheduler import GridReport, Scheduler
+from odnbench.store import MODEL_FILE, CorruptResultError, ResultStore
 
 
 def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell] | None) -> dict[str, Dependency]:
@@ -275,183 +275,16 @@ def _finite_or_null(value, path: str, nulled: list[str]):
     return value
 
 
-@dataclass
-class GridReport:
-    results: list[Result]  # in grid order
-    skipped: int  # finished before (resume) or by another run on the same folder
-    failed: list[Result]
-
-
-#: How often a run waiting for a cell that another run holds looks again.
-LOCK_POLL_SECONDS = 0.5
-
-
 def run_grid(registry: Registry, grid: Grid, results_dir: Path, *, data_dir: Path, download: bool = True,
              device=None, resume: bool = True, fail_fast: bool = False, progress: Progress | None = None,
              executor=None) -> GridReport:
     """Run the grid's cells on ``executor`` (default: one after another in this process), each
     as soon as the cells it requires have finished, and return what happened to every cell.
-
-    Each cell runs under its lock in the results folder (:meth:`ResultStore.lock`): a cell that
-    another run on the same folder holds is waited for, and a result that another run stored
-    while this one was running is used, not redone. A cell whose dependency failed is stored as
-    failed without a worker (``run_cell`` names the dependency). ``fail_fast`` starts no cell
-    after the first failure; cells already running finish and are stored.
-    """
+    Which cell runs when (dependency order, resume, cell locks, ``fail_fast``, the ETA) is the
+    :class:`odnbench.scheduler.Scheduler`'s; each cell runs through :func:`run_cell`."""
     progress = progress or Progress()
-    store = ResultStore(results_dir)
-    for p in store.clean_stale_temp_files():
-        progress.line(f"removed {p.name}, left in {store.root} by an interrupted write")
     executor = executor or SerialExecutor()
     run = RunSpec(registry=registry, results_dir=Path(results_dir), data_dir=Path(data_dir), download=download,
                   device=device or pick_device(), progress=progress, grid_cells=grid.by_key(),
                   run_cell=run_cell, record_failure=record_failure)
-    total = len(grid.cells)
-    index = {c.key: i for i, c in enumerate(grid.cells, 1)}
-    stamps = {c.key: _stamp(store, c) for c in grid.cells}  # each result.json as this run found it
-    done: dict[str, Result] = {}
-    pending = list(grid.cells)
-    running: dict[str, CellLock] = {}
-    waiting: set[str] = set()
-    skipped = executed = 0
-    stop = False
-    started = time.perf_counter()
-
-    def tag(cell: Cell) -> str:
-        return f"[{index[cell.key]}/{total}]"
-
-    def eta() -> str:
-        left = len(pending) + len(running)
-        if not executed or not left:
-            return f"{len(done)}/{total} finished"
-        return f"{len(done)}/{total} finished, ETA {(time.perf_counter() - started) / executed * left / 60:.1f} min"
-
-    def finished(cell: Cell, result: Result, timed: bool = True) -> None:
-        nonlocal executed, stop
-        lock = running.pop(cell.key, None)
-        if lock is not None:
-            lock.release()
-        done[cell.key] = result
-        executed += timed  # the ETA's rate counts the cells that did run
-        if result.ok:
-            m = result.metrics
-            progress.line(f"{tag(cell)} done {cell.label()}: top-1 {m['top1']:.2f}%, {m['params']:,} params, "
-                          f"{m['size_mb']:.3f} MB, {result.cost['train_seconds']:.0f}s training; {eta()}")
-        else:
-            progress.line(f"{tag(cell)} FAILED {cell.label()}: {result.error}; {eta()}")
-            stop = stop or fail_fast
-
-    def used(cell: Cell, result: Result, how: str) -> None:
-        nonlocal skipped
-        for p in store.clean_stale_temp_files(store.cell_dir(cell.config)):
-            progress.line(f"removed {p.name}, left in {cell.dirname} by an interrupted write")
-        pending.remove(cell)
-        waiting.discard(cell.key)
-        done[cell.key] = result
-        skipped += 1
-        progress.line(f"{tag(cell)} {cell.label()}: {how}")
-
-    def stored_elsewhere(cell: Cell) -> Result | None:
-        """A result to use instead of running the cell: finished before (resume) or meanwhile by another run."""
-        prior = _readable(store.stored, cell.config)
-        if prior is None:
-            return None  # an unreadable result.json is no result: run_cell sets it aside and reruns
-        if _stamp(store, cell) != stamps[cell.key]:
-            return prior  # written since this run started, by another run: its outcome stands
-        return prior if resume and prior.ok else None
-
-    def dispatch() -> bool:
-        """Start every cell that can start now, in grid order; True when anything happened."""
-        acted = False
-        for cell in list(pending):
-            if stop:
-                break
-            if any(k in run.grid_cells and k not in done for k in cell.requires.values()):
-                continue  # a dependency is still to finish
-            blocked = bool(cell.error) or any(not (done.get(k) or _readable(store.get, k) or _NONE).ok
-                                              for k in cell.requires.values())
-            if not blocked and not executor.free() and stored_elsewhere(cell) is None:
-                break  # keep grid order: later cells wait for a free worker too
-            lock = store.lock(cell.key)
-            if not lock.acquire():
-                if cell.key not in waiting:
-                    waiting.add(cell.key)
-                    progress.line(f"{tag(cell)} {cell.label()}: another odnbench run ({_who(lock.holder())}) "
-                                  "is running it; waiting")
-                continue
-            prior = stored_elsewhere(cell)  # looked at under the lock: no run is writing it now
-            if prior is not None:
-                lock.release()  # (also clears a lock file left by a run killed after storing it)
-                fresh = _stamp(store, cell) != stamps[cell.key]
-                used(cell, prior, "done by another run meanwhile, used" if fresh else "done already (resume), skipped")
-                acted = True
-                continue
-            if lock.taken_over:
-                progress.line(f"{tag(cell)} {cell.label()}: took over the lock left by a run that ended "
-                              f"({_who(lock.taken_over)})")
-            pending.remove(cell)
-            waiting.discard(cell.key)
-            running[cell.key] = lock
-            acted = True
-            note = " (needed by another cell)" if cell.added_as_dependency else ""
-            if blocked:  # it fails at once (run_cell says which dependency): no worker needed
-                progress.line(f"{tag(cell)} {cell.label()}{note}")
-                finished(cell, run_cell(registry, cell, run.results_dir, data_dir=run.data_dir, download=download,
-                                        device=run.device, progress=progress.child(f"  [{cell.config['method']}] "),
-                                        grid_cells=run.grid_cells, executor=executor.info()), timed=False)
-                continue
-            progress.line(f"{tag(cell)} {cell.label()}{note}" + (f"; {eta()}" if executed else ""))
-            executor.submit(cell)
-        return acted
-
-    try:
-        description = executor.start(run)
-        if description:
-            progress.line(description)
-        while pending or running:
-            acted = dispatch() if not stop else False
-            if running:
-                for cell, result in executor.wait(LOCK_POLL_SECONDS if waiting else None):
-                    finished(cell, result)
-            elif stop or not pending:
-                break
-            elif not acted:
-                if not waiting:
-                    raise RuntimeError(f"no cell can start: {[c.label() for c in pending]}")  # a planning bug
-                time.sleep(LOCK_POLL_SECONDS)
-    finally:
-        for lock in running.values():
-            lock.release()
-        executor.close()
-    results = [done[c.key] for c in grid.cells if c.key in done]
-    return GridReport(results, skipped, [r for r in results if not r.ok])
-
-
-class _NoResult:
-    ok = False
-
-
-def _readable(read, what) -> Result | None:
-    try:
-        return read(what)
-    except CorruptResultError:
-        return None
-
-
-_NONE = _NoResult()
-
-
-def _stamp(store: ResultStore, cell: Cell):
-    """Identity of a cell's stored result.json (inode and mtime), None when there is none."""
-    try:
-        st = (store.cell_dir(cell.config) / RESULT_FILE).stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns)
-
-
-def _who(holder: dict | None) -> str:
-    """``pid 123 on host, since 12:00:05`` from what a lock file says."""
-    holder = holder or {}
-    since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if holder.get("started") else "?"
-    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {since}"
+    return Scheduler(grid, executor, run, resume=resume, fail_fast=fail_fast).run()

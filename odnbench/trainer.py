@@ -252,9 +252,11 @@ class Trainer:
         return self._compiled[key][2]
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss_fn: LossFn = None,
-                    label: str = "train", cost_part: str | None = None) -> EpochStats:
+                    label: str = "train", cost_part: str | None = None,
+                    position: tuple[int, int] | None = None) -> EpochStats:
         """One shuffled pass over the training split with ``optimizer``; counted as one epoch of cost
-        under ``cost_part`` (default ``label``)."""
+        under ``cost_part`` (default ``label``). ``position``: (this epoch, the most epochs of the loop
+        it is in), when known, for the grid's ETA (``fit`` passes it)."""
         r = self.recipe
         ex = self.execution
         loss_fn = loss_fn or cross_entropy
@@ -283,6 +285,7 @@ class Trainer:
         seconds = time.perf_counter() - started
         self.cost.add(cost_part or label, epochs=1, sample_steps=seen, train_seconds=seconds)
         self.epochs_trained += 1
+        self.progress.epoch(*(position or (0, 0)), seconds)
         mean = float(total) / max(1, seen)
         if not math.isfinite(mean):  # one NaN/inf step poisons the sum, so one check per epoch sees it
             raise DivergedError(f"training diverged at epoch {self.epochs_trained} ({label}): the loss is {mean}; "
@@ -329,7 +332,7 @@ class Trainer:
         for epoch in range(1, epochs + 1):
             lr_now = opt.param_groups[0]["lr"]
             stats = self.train_epoch(model, opt, loss_fn=loss_fn, label=f"{label} epoch {epoch}/{epochs}",
-                                     cost_part=cost_part or label)
+                                     cost_part=cost_part or label, position=(epoch, epochs))
             steps += stats.samples
             seconds += stats.seconds
             val = eval_fn(model)
