@@ -387,7 +387,7 @@ class RayExecutor:
     ``$RAY_ADDRESS``), else on a Ray instance started here (this machine only, loopback).
 
     The task gets the cell and the files of the cells it requires, runs it in a private temporary
-    folder and returns the result and every file it wrote (model, per-depth models, log); this
+    folder and returns the result and the files its record names (model, artifacts) and its log; this
     process writes them into the results folder, so the workers need no shared filesystem, only
     odnbench and the same plugins installed. A task whose process dies is retried
     (``RAY_MAX_RETRIES``); a cell whose method raised is a failed cell, as everywhere.
@@ -468,8 +468,10 @@ class RayExecutor:
         import ray
 
         if key not in self._dep_refs:
-            folder = ResultStore(self._run.results_dir).find(key)
-            self._dep_refs[key] = ray.put((folder.name, read_folder(folder, skip=(LOG_FILE,))))
+            store = ResultStore(self._run.results_dir)
+            folder = store.find(key)
+            files = (RESULT_FILE, *store.read(folder).stored_files())  # by its record: model and artifacts
+            self._dep_refs[key] = ray.put((folder.name, read_folder(folder, only=files)))
         return self._dep_refs[key]
 
     def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
@@ -552,16 +554,15 @@ def _ray_cell(job: dict, *dependencies) -> tuple:
         message = run_logged(job["run_cell"], _RAY_REGISTRY[selection], cell, root, data_dir=Path(job["data_dir"]),
                              download=job["download"], device=device, threads=job["threads"],
                              executor=job["executor"])
-        return message, read_folder(root / cell.dirname, skip=(RESULT_FILE,))
+        # result.json goes back in the message; the files its record names (model, artifacts) and the log here.
+        stored = Result.from_dict(message[1]).stored_files() if message[0] == "result" else []
+        return message, read_folder(root / cell.dirname, only=(LOG_FILE, *stored))
 
 
-def read_folder(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
-    """Every file under ``folder`` (relative path -> bytes), leaving out ``skip`` and temporary files."""
+def read_folder(folder: Path, only: tuple[str, ...]) -> dict[str, bytes]:
+    """The files ``only`` names in ``folder`` that exist (name -> bytes)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return {}
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in skip and not p.name.endswith(".tmp")}
+    return {name: (folder / name).read_bytes() for name in only if (folder / name).is_file()}
 
 
 def _signal_name(number: int) -> str:

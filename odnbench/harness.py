@@ -13,20 +13,38 @@ import json
 import math
 import time
 import traceback
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 from odnbench.contract import Dependency, MethodContext, MethodOutput
-from odnbench.errors import DivergedError, MissingDependencyError, OdnbenchError, PluginError
+from odnbench.errors import (
+    DivergedError,
+    MissingDependencyError,
+    OdnbenchDeprecationWarning,
+    OdnbenchError,
+    PluginError,
+)
 from odnbench.executors import SERIAL, RunSpec, SerialExecutor
 from odnbench.plan import Cell, Grid, method_params
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
 from odnbench.registry import Registry
-from odnbench.result import Facts, Result, normalise_reference, plain_file_name
+from odnbench.result import (
+    Facts,
+    Result,
+    artifact_entry,
+    data_record,
+    env_record,
+    file_entry,
+    files_record,
+    normalise_reference,
+    plain_file_name,
+)
 from odnbench.runtime import DATA_CACHE, backbone_builder, pick_device, seed_everything
 from odnbench.scheduler import GridReport, Scheduler
-from odnbench.store import MODEL_FILE, CorruptResultError, ResultStore
+from odnbench.store import MODEL_FILE, MODEL_SUFFIX, CorruptResultError, ResultStore
+from odnbench.store import load_model as store_load_model
 
 
 def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell] | None) -> dict[str, Dependency]:
@@ -94,10 +112,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
                 cost.add_dependency(dep.key, dep.result.method, dep.result.cost or {})
             seed_everything(config["seed"])
             splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
-            result.data = {"sizes": splits.sizes(), "split_rule": splits.info.split_rule,
-                           "augment": splits.info.augment, "normalisation": [splits.info.mean, splits.info.std],
-                           "fingerprint": splits.fingerprint,
-                           "data_dir": str(Path(data_dir).resolve())}  # where verify reloads it from
+            result.data = data_record(splits, data_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             trainer = Trainer(splits, recipe, device, progress, cost, config["seed"], execution=execution)
             ctx = MethodContext(
@@ -118,12 +133,10 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             result.method_info = _jsonable(output.info or {}, config["method"], plugin, progress)
             result.facts = _facts(output, model, trainer, config["method"], plugin, progress)
             # Stored without pickling, and checked to reload into the same outputs (odnbench.modelio).
-            store.save_model(model, out_dir, example=example)
-            result.model_file = store.model_path(out_dir).name
-            # Checksums of the model files this run wrote (model.safetensors, ODN's depth-K files), not
-            # of files an earlier, unfinished attempt left behind.
-            result.files = {name: entry for name, entry in store.checksums(out_dir).items()
-                            if name == result.model_file or before.get(name) != (out_dir / name).stat().st_mtime_ns}
+            model_path = store.save_model(model, out_dir, example=example)
+            result.model_file = model_path.name
+            result.artifacts = {**ctx.artifacts, **_unrecorded_models(store, out_dir, before, ctx, plugin)}
+            result.files = files_record(result.model_file, file_entry(model_path.read_bytes()), result.artifacts)
             result.status = "ok"
     except KeyboardInterrupt:
         raise
@@ -137,20 +150,19 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             result.traceback = traceback.format_exc(limit=8)
             result.error = f"method {config['method']!r} (plugin {plugin!r}) raised {result.error}"
     if not result.ok:
-        result.metrics, result.files, result.model_file = None, None, None
+        result.metrics, result.files, result.model_file, result.artifacts = None, None, None, {}
     result.cost = cost.as_dict(device.type)
     result.wall_seconds = round(time.perf_counter() - started, 3)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    result.env = envinfo.fingerprint(device)
-    result.env["threads"] = threads  # what the cell ran with (recipe.threads, else this process's count)
-    result.env["executor"] = dict(executor or SERIAL)
-    if execution is not None:
-        result.env.update(execution.env())
+    # threads: what the cell ran with (recipe.threads, else this process's count)
+    result.env = env_record(envinfo.fingerprint(device), threads=threads, executor=executor or SERIAL,
+                            execution=execution.env() if execution is not None else None,
+                            packages=envinfo.versions(method.env_packages))
     try:
         store.write(result)
     except ValueError as exc:  # a non-finite number slipped through: store the cell as failed, never invalid JSON
         result.status, result.metrics, result.files, result.model_file = "failed", None, None, None
-        result.method_info, result.facts, result.reference = {}, Facts(), None
+        result.method_info, result.facts, result.reference, result.artifacts = {}, Facts(), None, {}
         result.error = f"the result could not be stored as strict JSON ({exc})"
         store.write(result)
     return result
@@ -158,9 +170,11 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
 
 def _blank_result(registry: Registry, cell: Cell) -> Result:
     config = cell.config
+    role = getattr(registry.method(config["method"]), "role", None) if config["method"] in \
+        registry.items["method"] else None
     return Result(status="failed", key=cell.key, config=config,
                   plugin=registry.owner.get(("method", config["method"]), "?"), requires=dict(cell.requires),
-                  defaults=dict(cell.defaults))
+                  defaults=dict(cell.defaults), role=role)
 
 
 def record_failure(registry: Registry, cell: Cell, results_dir: Path, error: str, *, device=None,
@@ -171,7 +185,8 @@ def record_failure(registry: Registry, cell: Cell, results_dir: Path, error: str
     result = _blank_result(registry, cell)
     result.error, result.traceback = error, traceback_text
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    result.env = {**envinfo.fingerprint(device or pick_device("cpu")), "executor": dict(executor or SERIAL)}
+    result.env = env_record(envinfo.fingerprint(device or pick_device("cpu")), threads=None,
+                            executor=executor or SERIAL)
     ResultStore(results_dir).write(result)
     return result
 
@@ -225,16 +240,15 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
     """The method's typed facts, checked, with what the harness can tell for itself filled in."""
     from odnbench.depthnet import DepthNet
 
-    facts = Facts(depth=output.depth, reached_target=output.reached_target, threshold=output.threshold,
-                  converged=output.converged, cut_short=output.cut_short,
-                  depth_curve=_jsonable(output.depth_curve, method, plugin, progress) if output.depth_curve else None)
-    for name, types in (("depth", (int,)), ("reached_target", (bool,)), ("threshold", (int, float)),
-                        ("converged", (bool,)), ("cut_short", (str,)), ("depth_curve", (list,))):
+    facts = Facts.of(output)
+    for name, types in Facts.types().items():
         value = getattr(facts, name)
         if value is not None and (not isinstance(value, types) or (name == "depth" and isinstance(value, bool))
                                   or (name == "threshold" and not math.isfinite(value))):
             raise PluginError(f"method {method!r} (plugin {plugin!r}): MethodOutput.{name} must be "
                               f"{' or '.join(t.__name__ for t in types)} or None, got {value!r}")
+    if facts.depth_curve:
+        facts.depth_curve = _jsonable(facts.depth_curve, method, plugin, progress)
     if facts.depth is None and isinstance(model, DepthNet):
         facts.depth = model.depth
     if facts.converged is None and trainer.unconverged:
@@ -246,6 +260,34 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
     elif facts.converged is None and getattr(trainer, "converged", None):
         facts.converged = True  # every fit the shared trainer ran ended on patience
     return facts
+
+
+def _unrecorded_models(store: ResultStore, out_dir: Path, before: dict[str, int], ctx: MethodContext,
+                       plugin: str) -> dict[str, dict]:
+    """Model files the method wrote into ``ctx.workdir`` itself (odnbench 0.1's way, by the
+    ``*.safetensors`` name) rather than through ``ctx.save_model``: still recorded as artifacts,
+    with a deprecation warning, until odnbench 0.3.0. Files an earlier, unfinished attempt left
+    behind (unchanged since this run started) are not this run's."""
+    from odnbench.metrics import count_params, saved_size_mb
+    from odnbench.modelio import ModelFileError
+
+    recorded = {entry.get("file") for entry in ctx.artifacts.values()}
+    found = {}
+    for path in store.model_files(out_dir):
+        if path.name == MODEL_FILE or path.name in recorded or before.get(path.name) == path.stat().st_mtime_ns:
+            continue
+        name = path.name[: -len(MODEL_SUFFIX)]
+        warnings.warn(f"method {ctx.method!r} (plugin {plugin!r}) wrote {path.name} into ctx.workdir itself; use "
+                      f"ctx.save_model({name!r}, model) (a file found by its name is recorded until odnbench 0.3.0)",
+                      OdnbenchDeprecationWarning, stacklevel=2)
+        data = path.read_bytes()
+        try:
+            model = store_load_model(path, expected_sha256=file_entry(data)["sha256"])
+            measured = {"params": count_params(model), "size_mb": round(saved_size_mb(model), 6)}
+        except ModelFileError:
+            measured = {}  # not a model odnbench can load: recorded, and verify says what is wrong with it
+        found[name] = artifact_entry(path.name, data, "model", **measured)
+    return found
 
 
 def _jsonable(info, method: str, plugin: str, progress: Progress | None = None):

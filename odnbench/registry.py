@@ -25,6 +25,7 @@ import pluggy
 from odnbench import hookspecs
 from odnbench.contract import Backbone, Dataset, Method
 from odnbench.errors import PluginError, UnknownNameError
+from odnbench.result import ROLES
 
 ENTRY_POINT_GROUP = "odnbench"
 #: The distribution whose plugins are the built-ins: on a name clash with a third party they win.
@@ -100,6 +101,8 @@ class Registry:
         name = getattr(obj, "name", "")
         if not name:
             raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
+        if kind == "method":
+            _check_method_attributes(obj, plugin)
         previous = self.owner.get((kind, name))
         if previous is not None and self.is_builtin(previous) != self.is_builtin(plugin):
             self._keep_builtin(kind, name, obj, plugin, previous)
@@ -199,6 +202,17 @@ class Registry:
             hooks = sorted(h.name for h in self.pm.get_hookcallers(module) or [])
             out.append({"name": name, "version": self.plugins[name].version, "hooks": hooks})
         return out
+
+
+def _check_method_attributes(method: Method, plugin: str) -> None:
+    """What the harness stores from a method's class attributes must have the declared shape."""
+    if method.role is not None and method.role not in ROLES:
+        raise PluginError(f"plugin {plugin!r}: method {method.name!r} has role {method.role!r}; allowed: None, "
+                          f"{', '.join(map(repr, ROLES))}")
+    packages = method.env_packages
+    if not isinstance(packages, (tuple, list)) or not all(isinstance(p, str) and p for p in packages):
+        raise PluginError(f"plugin {plugin!r}: method {method.name!r}: env_packages must be a tuple of distribution "
+                          f"names, e.g. (\"torch-pruning\",), got {packages!r}")
 
 
 def _selected(ep: importlib.metadata.EntryPoint, allowed: set[str] | None) -> bool:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odnbench.data import Splits, batches
-from odnbench.errors import DivergedError
+from odnbench.errors import DivergedError, OdnbenchDeprecationWarning
 from odnbench.execution import Execution
 from odnbench.metrics import top1
 from odnbench.progress import Progress
@@ -64,6 +65,14 @@ class CostMeter:
         entry["epochs"] += epochs
         entry["sample_steps"] += sample_steps
         entry["train_seconds"] += train_seconds
+
+    def add_result_cost(self, part: str, cost: dict) -> None:
+        """Deprecated (odnbench 0.1's way to count a dependency's cost): the harness counts every
+        dependency's cost, once, before ``run`` starts, so this only warns (counting it again would
+        count it twice). Removed in odnbench 0.3.0."""
+        warnings.warn("ctx.cost.add_result_cost(...): the harness already counts each dependency's cost (once); "
+                      "remove the call (it does nothing). It is removed in odnbench 0.3.0.",
+                      OdnbenchDeprecationWarning, stacklevel=2)
 
     def add_forward(self, part: str, samples: int, train_seconds: float = 0.0) -> None:
         """Count forward-only passes over ``samples`` images (a teacher's logits, features for a probe).

@@ -30,6 +30,7 @@ class Distill01(Method):
         teacher_val = full.result["metrics"]["val_top1"]
         assert "cost" in full.result and full.result.get("no such key", "x") == "x"
         epochs = full.result.get("cost")["epochs"]
+        ctx.cost.add_result_cost("full depth", full.result["cost"])  # as 0.1's docs taught
         model = full.load_model(ctx.device).truncated(1)
         return MethodOutput(model, {"teacher_val": teacher_val, "teacher_epochs": epochs})
 
@@ -140,6 +141,8 @@ def test_a_plugin_written_against_01_runs_through_compare_with_a_deprecation_war
     messages = [str(w.message) for w in caught if issubclass(w.category, OdnbenchDeprecationWarning)]
     assert any("result['metrics']" in m and "result.metrics" in m for m in messages)
     assert any("result.get('cost')" in m and "result.cost" in m for m in messages)
+    assert any("add_result_cost" in m and "already counts" in m for m in messages)
+    assert stored["distill01"].cost["epochs"] == stored["full"].cost["epochs"]  # the dependency counted once
     # Each warning points at the plugin's own line, so its author finds it.
     assert all(w.filename.endswith(f"distill01_{tag}.py") for w in caught
                if issubclass(w.category, OdnbenchDeprecationWarning))
