@@ -275,10 +275,21 @@ class MethodContext:
                                          f"(its requires() must return Requirement({name!r})); it has: {have}")
         return self.dependencies[name]
 
-    def start_from(self, name: str = "full") -> "DepthNet":
-        """The trained model of dependency ``name`` (default ``full``) as a trainable DepthNet on
-        ``device``: for methods that cut, prune or fine-tune another method's model. Its cost is
-        already in ``cost``."""
+    def start_from(self, name: str | None = None) -> "DepthNet":
+        """The trained model of dependency ``name`` as a trainable DepthNet on ``device``: for methods
+        that cut, prune or fine-tune another method's model. Default: the dependency whose method is
+        the baseline (``Method.role``; ``full`` among the built-ins). Its cost is already in ``cost``."""
+        if name is None:
+            from odnbench.errors import MissingDependencyError
+
+            baselines = [k for k, dep in self.dependencies.items() if dep.result.role == "baseline"]
+            if len(baselines) != 1:
+                have = ", ".join(sorted(self.dependencies)) or "none"
+                raise MissingDependencyError(
+                    f"{self.method}: ctx.start_from() without a name starts from the baseline dependency (a "
+                    f"Requirement of the method whose role is 'baseline', e.g. full); it has {len(baselines)} among: "
+                    f"{have}. Name the dependency: ctx.start_from(name)")
+            name = baselines[0]
         return self.dependency(name).load_depthnet(self.device)
 
 

@@ -77,6 +77,10 @@ class Registry:
                     return found
         raise UnknownNameError(kind, name, table)
 
+    def baseline(self) -> str | None:
+        """The method whose ``role`` is ``baseline`` (the first by name when several; None when none)."""
+        return next((name for name in self.names("method") if self.items["method"][name].role == "baseline"), None)
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
 

@@ -227,8 +227,8 @@ def upgrade_v3(d: dict) -> dict:
     """Before schema 4 a method's extra model files were only names in ``files`` (and a ``model_file``
     in its method_info, which described them); the baseline and the reference's preset were known by
     name. Read them as schema 4 states them (in memory: the stored file is not rewritten)."""
-    files = d.get("files") if isinstance(d.get("files"), dict) else {}
-    described = {}
+    files: dict = d["files"] if isinstance(d.get("files"), dict) else {}
+    described: dict[str, dict] = {}
     _walk_model_files(d.get("method_info"), described)
     artifacts = {}
     for name, entry in files.items():
@@ -237,7 +237,7 @@ def upgrade_v3(d: dict) -> dict:
         said = {k: v for k, v in described.get(name, {}).items() if k in ("params", "size_mb")}
         artifacts[name.rsplit(".", 1)[0]] = {"file": name, "sha256": entry.get("sha256"),
                                              "bytes": entry.get("bytes"), "kind": "model", **said}
-    config = d.get("config") if isinstance(d.get("config"), dict) else {}
+    config: dict = d["config"] if isinstance(d.get("config"), dict) else {}
     reference = d.get("reference")
     if isinstance(reference, dict) and "preset" not in reference:
         reference = {**reference, "preset": LEGACY_REFERENCE_PRESET}
@@ -485,7 +485,7 @@ def _v4_problems(d: dict, status: str) -> list[str]:
         return problems + [f"artifacts is {type(artifacts).__name__}, expected object"]
     if status != "ok" and artifacts:
         problems.append("artifacts recorded for a failed result (only an ok result keeps files)")
-    files = d.get("files") if isinstance(d.get("files"), dict) else {}
+    files: dict = d["files"] if isinstance(d.get("files"), dict) else {}
     for name, a in artifacts.items():
         if not (isinstance(a, dict) and plain_file_name(a.get("file")) and isinstance(a.get("sha256"), str)
                 and len(a["sha256"]) == 64 and isinstance(a.get("bytes"), int) and a.get("kind") in ARTIFACT_KINDS):

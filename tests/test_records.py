@@ -75,10 +75,25 @@ class MyBase(Method):
         return MethodOutput(ctx.build_backbone().to(ctx.device), {})
 
 
+class FromBase(Method):
+    """ctx.start_from() with no name: the baseline dependency, whatever it is called."""
+
+    name = "frombase"
+    description = "test: starts from the baseline dependency"
+
+    def requires(self, params):
+        from odnbench import Requirement
+
+        return [Requirement("mybase"), Requirement("saver")]
+
+    def run(self, ctx):
+        return MethodOutput(ctx.start_from().truncated(1), {})
+
+
 class Plugin:
     @hookimpl
     def register_methods(self, register):
-        for m in (Saver, OldSaver, UsesArtifact, MyBase):
+        for m in (Saver, OldSaver, UsesArtifact, MyBase, FromBase):
             register(m())
 
 
@@ -149,10 +164,12 @@ def test_save_model_refuses_a_bad_name(tmp_path, name):
 def test_the_baseline_is_the_method_whose_role_says_so(reg, tmp_path):
     from odnbench.report.boards import build_boards
 
-    results = run(reg, tmp_path, ["mybase", "saver"])
+    results = run(reg, tmp_path, ["frombase"])
     assert results["mybase"].role == "baseline" and results["saver"].role is None
     [board] = build_boards(list(results.values()))
     assert board.baseline is not None and board.baseline.method == "mybase"
+    assert results["frombase"].ok, results["frombase"].error  # start_from() found mybase by its role
+    assert results["frombase"].cost["dependencies"].keys() == {results["mybase"].key, results["saver"].key}
 
 
 def test_a_method_with_an_unknown_role_is_refused_when_it_registers():
