@@ -221,3 +221,40 @@ def test_the_scheduler_reports_a_running_cells_epochs_in_its_eta(reg, tmp_path):
     # 60 s after the first cell started: 7 epochs x 20 s left, and the other cell guessed as long (200 s).
     assert eta_lines[0] == f"grid: 0/2 finished, ETA {(7 * 20 + 200) / 60:.1f} min"
     assert ETA_LINE_SECONDS == 60.0
+
+
+def epoch_reporting_run_cell(registry, cell, results_dir, *, progress, **kwargs):
+    """A worker's run_cell that trains nothing: two epochs reported, then an ok result stored.
+    (Module-level, so a spawned worker finds it by name.)"""
+    for done in (1, 2):
+        progress.epoch(done, 5, 1.5)
+    result = Result(status="ok", key=cell.key, config=cell.config, metrics={"top1": 1.0, "params": 1, "size_mb": 0.1},
+                    cost={"train_seconds": 0.0})
+    ResultStore(results_dir).write(result)
+    return result
+
+
+def test_a_worker_process_reports_its_cells_epochs_to_the_driver(reg, tmp_path):
+    import time
+
+    import torch
+
+    from odnbench.executors import ProcessExecutor
+
+    grid = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke")
+    seen = []
+    run = RunSpec(registry=reg, results_dir=tmp_path / "results", data_dir=tmp_path, download=False,
+                  device=torch.device("cpu"), progress=Progress(quiet=True), grid_cells=grid.by_key(),
+                  run_cell=epoch_reporting_run_cell, record_failure=None,
+                  on_epoch=lambda *args: seen.append(args))
+    executor = ProcessExecutor(1, threads=1)
+    executor.start(run)
+    try:
+        executor.submit(grid.cells[0])
+        done, deadline = [], time.monotonic() + 120
+        while not done and time.monotonic() < deadline:
+            done = executor.wait(5)
+    finally:
+        executor.close()
+    assert [r.ok for _, r in done] == [True]
+    assert seen == [(grid.cells[0].key, 1, 5, 1.5), (grid.cells[0].key, 2, 5, 1.5)]
