@@ -258,7 +258,18 @@ def load_registry() -> Registry:
         if ep.name in seen:
             continue  # the same distribution can be visible twice (e.g. editable + site)
         seen.add(ep.name)
-        if len(providers[ep.name]) > 1:  # never a silent replacement (e.g. a third party's "odn")
+        others = sorted(providers[ep.name] - {BUILTIN_DISTRIBUTION})
+        if len(providers[ep.name]) > 1 and BUILTIN_DISTRIBUTION in providers[ep.name]:
+            # A third party's entry point named like a built-in one (e.g. "odn"): the built-in is loaded.
+            ep = next(e for e in selected
+                      if e.name == ep.name and e.dist and _normal(e.dist.name) == BUILTIN_DISTRIBUTION)
+            message = (f"plugin name {ep.name!r} of {', '.join(others)} is refused: {ep.name!r} is a built-in plugin "
+                       f"of {BUILTIN_DISTRIBUTION}, which is kept; rename its entry point")
+            if strict:
+                registry.conflicts.append(message + " (fatal under ODNBENCH_STRICT_PLUGINS=1)")
+            else:
+                _warn(message + " (ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
+        elif len(providers[ep.name]) > 1:  # never a silent replacement between third parties
             registry.conflicts.append(
                 f"plugin name {ep.name!r} is provided by {len(providers[ep.name])} distributions: "
                 f"{', '.join(sorted(providers[ep.name]))}; neither is loaded. Uninstall one, or select one with "
