@@ -259,7 +259,7 @@ class Scheduler:
         return f"[{self.index[cell.key]}/{self.total}]"
 
     def eta_text(self) -> str:
-        slots = max(1, len(self.running) + self.executor.free())  # cells that can run at once
+        slots = max(1, int(self.executor.info().get("cells_at_once") or 1))  # cells that can run at once
         return self.eta.text(len(self.done), self.total, len(self.pending), slots)
 
     def dependency_ok(self, key: str) -> bool:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from odnbench import plan
 from odnbench.executors import RunSpec
@@ -258,3 +259,29 @@ def test_a_worker_process_reports_its_cells_epochs_to_the_driver(reg, tmp_path):
         executor.close()
     assert [r.ok for _, r in done] == [True]
     assert seen == [(grid.cells[0].key, 1, 5, 1.5), (grid.cells[0].key, 2, 5, 1.5)]
+
+
+def test_the_serial_executor_passes_a_cells_epochs_to_the_eta(reg, tmp_path):
+    import io
+
+    from odnbench.executors import SerialExecutor
+
+    clock = FakeClock()
+    grid = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0, 1], "smoke")
+    store_cell = fake_run_cell({}, [], [], tmp_path)
+
+    def run_cell(registry, cell, results_dir, **kwargs):
+        for done in (1, 2, 3):  # 30 s epochs, at most 10
+            clock.now += 30
+            kwargs["progress"].epoch(done, 10, 30.0)
+        return store_cell(registry, cell, results_dir, **kwargs)
+
+    stream = io.StringIO()
+    run = RunSpec(registry=reg, results_dir=tmp_path / "results", data_dir=tmp_path, download=False,
+                  device=torch.device("cpu"), progress=Progress(stream=stream), grid_cells=grid.by_key(),
+                  run_cell=run_cell, record_failure=None)
+    Scheduler(grid, SerialExecutor(), run, clock=clock).run()
+    lines = [line for line in stream.getvalue().splitlines() if line.startswith("grid: ")]
+    # The first line a minute in (epoch 2): 8 epochs x 30 s left, the other cell guessed as long (300 s);
+    # one cell at a time.
+    assert lines[0] == f"grid: 0/2 finished, ETA {(8 * 30 + 300) / 60:.1f} min"
