@@ -91,20 +91,29 @@ def list_cmd(kind):
 @click.option("--dataset", "-d", default="mnist5k", show_default=True)
 def params(method, preset, dataset):
     """A method's parameters (set them with --set METHOD.PARAM=VALUE), their values for a preset/dataset
-    and what is allowed (choices, or the range checked before anything runs)."""
+    and what is allowed (choices, or the range checked before anything runs). [sweep] marks the
+    trade-off knobs worth sweeping (--set METHOD.PARAM=V1,V2,V3: one cell per value); `params recipe`
+    lists the recipe fields (--set recipe.FIELD=...)."""
     from odnbench.plan import resolve_params
     from odnbench.recipes import make_recipe
 
     reg = registry()
-    make_recipe(preset)  # an unknown preset is an error here too
+    recipe = make_recipe(preset)  # an unknown preset is an error here too
     reg.dataset(dataset)
-    values = resolve_params(reg, method, preset, dataset, {})
-    declared = {p.name: p for p in reg.method(method).params}
+    if method == "recipe":
+        from odnbench.recipes import recipe_params
+
+        declared = recipe_params()
+        values = {name: getattr(recipe, name) for name in declared}
+    else:
+        values = resolve_params(reg, method, preset, dataset, {})
+        declared = {p.name: p for p in reg.method(method).params}
     if not declared:
         click.echo(f"{method} has no parameters")
     for name, p in declared.items():
         allowed = f" [{'|'.join(map(str, p.choices))}]" if p.choices else ""
         allowed += f" [{p.range_text()}{' or none' if p.nullable else ''}]" if p.range_text() else ""
+        allowed += " [sweep]" if p.sweep else ""
         click.echo(f"{method}.{name:<22} {p.type.__name__:<5} = {values[name]!s:<10}{allowed}  {p.help}")
 
 

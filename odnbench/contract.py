@@ -53,6 +53,7 @@ class Param:
     le: float | None = None
     lt: float | None = None
     omit_default: bool = False
+    sweep: bool = False
 
     def __post_init__(self):
         if self.type not in _PARAM_TYPES:
@@ -80,6 +81,22 @@ class Param:
             return True
         return ((self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt)
                 or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt))
+
+    @property
+    def comma_lists(self) -> bool:
+        """Whether a comma in ``--set`` text separates several values (a sweep). Numbers, booleans and
+        str parameters with ``choices`` or ``sweep`` never contain a comma; any other str parameter
+        (``recipe.width=16,32,64,128``, a plugin's free text) keeps its commas, and is swept with ``;``."""
+        return self.type is not str or self.choices is not None or self.sweep
+
+    def split_values(self, text: str) -> list[str]:
+        """The values one ``--set`` text names: ``;`` always separates values, ``,`` does where
+        :attr:`comma_lists` (one value otherwise, the common case)."""
+        if ";" in text:
+            return [v.strip() for v in text.split(";")]
+        if self.comma_lists and "," in text:
+            return [v.strip() for v in text.split(",")]
+        return [text]
 
     def parse(self, text: str, owner: str = "") -> Any:
         """Turn command-line text into a typed, validated value (one-line error otherwise)."""
