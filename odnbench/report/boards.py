@@ -412,6 +412,9 @@ def _caption(key: tuple, results: list[Result]) -> dict:
         "seeds": seeds,
         "precision": ", ".join(distinct([precision_label(e) for e in envs])) or "fp32",
         "results": len(results),
+        # The grid files that produced the results (compare --grid), each with its sha256 (odnbench.gridfile).
+        "grids": distinct([f"{p['grid']} (sha256 {str(p.get('grid_sha256'))[:12]})" for r in results
+                           for p in [r.provenance] if isinstance(p, dict) and isinstance(p.get("grid"), str)]),
     }
 
 

@@ -1,0 +1,285 @@
+"""Trade-off curves on a board, from stored results alone (no plugin is consulted).
+
+- **Families**: a method's rows that differ only in numeric parameters (a sweep: ``prune.ratio``,
+  ``slim.width``) form one curve, one point per row: top-1 mean and std over seeds against the
+  mean size (or MACs). A row alone is a one-point family.
+- **Depth curves**: a result's ``curve`` (ODN's best search checkpoint at every depth it tried,
+  the oracle's model at every depth) forms a curve of its own, points grouped by depth over seeds.
+  ODN's points below the chosen depth are the search's intermediate models, not models ODN exports.
+- **Pareto front** over every plotted point of every family.
+- **Accuracy at matched size**: at ODN's size, ½, ¼ and 2× of it, each family's top-1 interpolated
+  linearly in log size between its two neighbouring points; no extrapolation outside a family's
+  range (a one-point family counts only at its own size, within :data:`SAME_SIZE`).
+- **Oracle vs ODN**, per seed: the depth each chose and the ratio of their own costs.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from dataclasses import dataclass, field
+
+from odnbench.report.boards import Board, Row, own_cost
+from odnbench.report.fmt import fmt_value
+from odnbench.store import canonical_json
+
+#: A one-point family "is at" a matched size when within this relative distance of it.
+SAME_SIZE = 0.02
+MATCHED = ((0.25, "¼ × ODN"), (0.5, "½ × ODN"), (1.0, "ODN's size"), (2.0, "2 × ODN"))
+
+
+@dataclass
+class Point:
+    size_mb: float
+    macs: float
+    top1: float
+    std: float | None  # sample std over seeds (None with one seed)
+    n: int
+    label: str  # the swept value(s) or the depth, e.g. "ratio=0.5", "depth 3"
+    keys: list[str] = field(default_factory=list)  # the cells it comes from
+
+
+@dataclass
+class Family:
+    name: str
+    method: str
+    kind: str  # "sweep" (rows), "depth" (a result's curve points)
+    swept: list[str]
+    points: list[Point]  # by increasing size
+
+    def at(self, size: float, x: str = "size_mb") -> float | None:
+        """Top-1 interpolated at ``size`` (linear in log x), None outside the family's range."""
+        return interpolate([(getattr(p, x), p.top1) for p in self.points], size)
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """y at ``x``, linear in log x between the two neighbouring points; None outside their range
+    (no extrapolation). One point: its y when ``x`` is within :data:`SAME_SIZE` of it."""
+    pts = sorted((px, py) for px, py in points if px > 0)
+    if not pts or x <= 0:
+        return None
+    if len(pts) == 1 or any(abs(px - x) <= SAME_SIZE * x for px, _ in pts):
+        near = [py for px, py in pts if abs(px - x) <= SAME_SIZE * x]
+        return statistics.fmean(near) if near else None
+    if x < pts[0][0] or x > pts[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+        if x0 <= x <= x1:
+            if x1 == x0:
+                return (y0 + y1) / 2
+            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return None
+
+
+def _mean(values):
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return statistics.fmean(values) if values else None
+
+
+def _std(values):
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _row_point(row: Row, label: str) -> Point | None:
+    ms = [r.metrics or {} for r in row.results]
+    size, macs = _mean([m.get("size_mb") for m in ms]), _mean([m.get("macs") for m in ms])
+    if size is None or macs is None:
+        return None
+    return Point(size, macs, statistics.fmean(row.top1), _std(row.top1), len(row.top1), label,
+                 [r.key for r in row.results])
+
+
+def _numeric(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def sweep_families(board: Board) -> list[Family]:
+    """The board's rows grouped into families: same method, recipe and input, same parameters but
+    for those that take numeric values varying between the method's rows (the swept ones)."""
+    by_method: dict[str, list[Row]] = {}
+    for row in board.rows:
+        by_method.setdefault(row.method, []).append(row)
+    families = []
+    for method, rows in sorted(by_method.items()):
+        keys = sorted({k for row in rows for k in row.params_config})
+        swept = [k for k in keys if len({canonical_json(row.params_config.get(k)) for row in rows}) > 1
+                 and all(_numeric(row.params_config.get(k)) for row in rows)]
+        groups: dict[str, list[Row]] = {}
+        for row in rows:
+            c = row.results[0].config
+            ident = canonical_json({"params": {k: v for k, v in row.params_config.items() if k not in swept},
+                                    "recipe": c.get("recipe"), "input": c.get("input")})
+            groups.setdefault(ident, []).append(row)
+        for members in groups.values():
+            mine = [k for k in swept if len({canonical_json(r.params_config.get(k)) for r in members}) > 1]
+            points = []
+            for row in members:
+                label = ", ".join(f"{k}={fmt_value(row.params_config.get(k))}" for k in mine) or row.label
+                point = _row_point(row, label)
+                if point is not None:
+                    points.append(point)
+            if not points:
+                continue
+            points.sort(key=lambda p: (p.size_mb, p.top1))
+            name = members[0].label if len(members) == 1 else _family_name(members[0], mine)
+            families.append(Family(name, method, "sweep", mine, points))
+    return families
+
+
+def _family_name(row: Row, swept: list[str]) -> str:
+    """The row's label without the swept parameters, then "over" them: ``prune over ratio``."""
+    label = row.label
+    inside = label[label.find("(") + 1:-1] if label.endswith(")") and "(" in label else ""
+    kept = [part for part in inside.split(", ") if part and part.split("=", 1)[0] not in swept]
+    base = f"{row.method} ({', '.join(kept)})" if kept else row.method
+    return f"{base} over {', '.join(swept)}"
+
+
+def depth_families(board: Board) -> list[Family]:
+    """One family per row whose results carry ``curve`` points: grouped by depth over seeds."""
+    families = []
+    for row in board.rows:
+        by_depth: dict = {}
+        for r in row.results:
+            for p in r.curve or []:
+                if isinstance(p, dict) and _numeric(p.get("top1")) and _numeric(p.get("size_mb")):
+                    by_depth.setdefault(p.get("depth"), []).append((r, p))
+        if not by_depth:
+            continue
+        points = []
+        for depth, members in sorted(by_depth.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+            tops = [p["top1"] for _, p in members]
+            points.append(Point(statistics.fmean(p["size_mb"] for _, p in members),
+                                statistics.fmean(p.get("macs") or 0 for _, p in members),
+                                statistics.fmean(tops), _std(tops), len(tops),
+                                f"depth {depth}" if depth is not None else "point", [r.key for r, _ in members]))
+        points.sort(key=lambda p: (p.size_mb, p.top1))
+        what = "search checkpoint per depth" if row.method == "odn" else "model per depth"
+        families.append(Family(f"{row.label}: {what}", row.method, "depth", ["depth"], points))
+    return families
+
+
+def all_families(board: Board) -> list[Family]:
+    return sweep_families(board) + depth_families(board)
+
+
+def pareto_points(families: list[Family], x: str = "size_mb") -> list[tuple[str, Point]]:
+    """The points no other point beats (smaller-or-equal x and higher-or-equal top-1), by x."""
+    from odnbench.report.plots import pareto_front
+
+    flat = [(f.name, p) for f in families for p in f.points]
+    front = pareto_front([(getattr(p, x), p.top1) for _, p in flat])
+    return [flat[i] for i in front]
+
+
+def odn_row(board: Board) -> Row | None:
+    """ODN's row for matched sizes: the one with the method's defaults (shortest label) first."""
+    rows = [r for r in board.rows if r.method == "odn"]
+    rows.sort(key=lambda r: (bool(r.params_config) and r.label != "odn", len(r.label), r.label))
+    return rows[0] if rows else None
+
+
+@dataclass
+class MatchedTable:
+    sizes: list[tuple[str, float]]  # (caption, MB)
+    rows: list[tuple[str, list[float | None]]]  # (family, top-1 at each size)
+    best: list[str | None]  # per size: the family with the highest top-1 there
+
+
+def matched_size_table(board: Board, families: list[Family] | None = None) -> MatchedTable | None:
+    """Each family's top-1 at ODN's size, ½, ¼ and 2× of it (interpolated; None: outside its range)."""
+    odn = odn_row(board)
+    point = _row_point(odn, odn.label) if odn else None
+    if point is None:
+        return None
+    families = families if families is not None else all_families(board)
+    sizes = [(caption, factor * point.size_mb) for factor, caption in MATCHED]
+    rows = [(f.name, [f.at(s) for _, s in sizes]) for f in families]
+    rows = [r for r in rows if any(v is not None for v in r[1])]
+    best = []
+    for i in range(len(sizes)):
+        present = [(vals[i], name) for name, vals in rows if vals[i] is not None]
+        best.append(max(present)[1] if present else None)
+    return MatchedTable(sizes, rows, best)
+
+
+@dataclass
+class OracleVsOdn:
+    seed: int
+    odn_depth: int | None
+    oracle_depth: int | None
+    odn_cost: dict
+    oracle_cost: dict
+
+    def ratio(self, key: str) -> float | None:
+        a, b = self.odn_cost.get(key), self.oracle_cost.get(key)
+        return a / b if _numeric(a) and _numeric(b) and b else None
+
+
+def oracle_vs_odn(board: Board) -> list[OracleVsOdn]:
+    """Per seed with both an ``odn`` (its default row) and an ``oracle`` result: the depths they
+    chose and their own costs (the full-depth training both needed is left out of both)."""
+    odn = odn_row(board)
+    oracles = sorted((r for r in board.rows if r.method == "oracle"), key=lambda r: (len(r.label), r.label))
+    if odn is None or not oracles:
+        return []
+    by_seed = {r.seed: r for r in oracles[0].results}
+    out = []
+    for r in odn.results:
+        o = by_seed.get(r.seed)
+        if o is not None:
+            out.append(OracleVsOdn(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost), own_cost(o.cost)))
+    return out
+
+
+def _f(v, digits=2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int = 2) -> list[str]:
+    """The markdown of the curves part of a board page (empty when the board has nothing to show)."""
+    families = all_families(board)
+    if not any(len(f.points) > 1 for f in families):
+        return []
+    h = "#" * level
+    out = [f"{h} Trade-off curves", "",
+           "Each line is a family: one method's rows that differ only in a swept parameter, or one result's "
+           "models at every depth it trained (ODN: its best search checkpoint per depth, before fine-tuning; points "
+           "below the chosen depth are the search's intermediate models, not models ODN exports; oracle: each depth "
+           "trained from scratch). Points are means over seeds, bars ± std over seeds; the black step line is the "
+           "Pareto front over every point of every family.", ""]
+    for alt, path in (plots or {}).items():
+        out += [f"![{alt}]({path})", ""]
+    out += ["| Family | Points (size MB → top-1 %) |", "|---|---|"]
+    for f in families:
+        if len(f.points) > 1:
+            pts = "; ".join(f"{p.label}: {p.size_mb:.3f} → {_f(p.top1)}" + (f" ± {p.std:.2f}" if p.std else "")
+                            for p in f.points)
+            out.append(f"| {f.name} | {pts} |")
+    table = matched_size_table(board, families)
+    if table is not None:
+        out += ["", f"{h} Accuracy at matched size", "",
+                "Top-1 % of each family at ODN's size and at ¼, ½ and 2× of it, **interpolated** linearly in log "
+                "size between the family's two neighbouring points (a one-point family only at its own size, "
+                f"within {SAME_SIZE:.0%}); – where the size lies outside the family's range (no extrapolation). "
+                "Best: the family with the highest top-1 at that size.", ""]
+        out.append("| Family | " + " | ".join(f"{c} ({s:.3f} MB)" for c, s in table.sizes) + " |")
+        out.append("|---|" + "---|" * len(table.sizes))
+        for name, vals in table.rows:
+            out.append(f"| {name} | " + " | ".join(_f(v) for v in vals) + " |")
+        out.append("| **Best** | " + " | ".join(b or "–" for b in table.best) + " |")
+    versus = oracle_vs_odn(board)
+    if versus:
+        out += ["", f"{h} Oracle vs ODN", "",
+                "Per seed: the depth ODN's search chose and the depth the brute-force oracle chose (every depth "
+                "trained from scratch, the same threshold rule), and ODN's own cost over the oracle's (the "
+                "full-depth training both needed is left out of both).", ""]
+        for v in versus:
+            same = ("the same depth" if v.odn_depth == v.oracle_depth else
+                    "a deeper depth" if (v.odn_depth or 0) > (v.oracle_depth or 0) else "a shallower depth")
+            out.append(f"- seed {v.seed}: ODN depth {v.odn_depth}, oracle depth {v.oracle_depth} (ODN found {same}); "
+                       f"own epochs {fmt_value(v.odn_cost.get('epochs'))} vs {fmt_value(v.oracle_cost.get('epochs'))}, "
+                       f"cost ratio ODN/oracle {_f(v.ratio('sample_steps'))} by sample-steps, "
+                       f"{_f(v.ratio('train_seconds'))} by training time")
+    return out
