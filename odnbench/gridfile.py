@@ -85,9 +85,11 @@ def key_lines(text: str) -> dict[tuple, int]:
         header = _HEADER.match(line)
         if header and not _KEY.match(line):
             path: list = []
-            for part in _parts(header.group(2)):
+            parts = _parts(header.group(2))
+            for i, part in enumerate(parts):
                 path.append(part)
-                if tuple(path) in arrays:  # [method.params] after [[method]]: the last entry
+                last_of_array = header.group(1) == "[[" and i == len(parts) - 1
+                if tuple(path) in arrays and not last_of_array:  # [method.params] after [[method]]: the last entry
                     path.append(arrays[tuple(path)])
             if header.group(1) == "[[":
                 base = tuple(path)

@@ -212,8 +212,10 @@ class OracleVsOdn:
     odn_cost: dict
     oracle_cost: dict
 
-    def ratio(self, key: str) -> float | None:
-        a, b = self.odn_cost.get(key), self.oracle_cost.get(key)
+    oracle_to_depth: dict | None = None  # its cost up to its depth, when it trained deeper ones too
+
+    def ratio(self, key: str, to_depth: bool = False) -> float | None:
+        a, b = self.odn_cost.get(key), ((self.oracle_to_depth if to_depth else self.oracle_cost) or {}).get(key)
         return a / b if _numeric(a) and _numeric(b) and b else None
 
 
@@ -229,8 +231,22 @@ def oracle_vs_odn(board: Board) -> list[OracleVsOdn]:
     for r in odn.results:
         o = by_seed.get(r.seed)
         if o is not None:
-            out.append(OracleVsOdn(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost), own_cost(o.cost)))
+            out.append(OracleVsOdn(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost), own_cost(o.cost),
+                                   _cost_to_depth(o)))
     return out
+
+
+def _cost_to_depth(r) -> dict | None:
+    """The oracle's own cost up to the depth it chose (a sequential search's), from its per-depth
+    records; None when it trained no deeper depth (its whole cost is that already)."""
+    depths = (r.method_info or {}).get("depths")
+    if not isinstance(depths, list) or not isinstance(r.facts.depth, int):
+        return None
+    rows = [d for d in depths if isinstance(d, dict) and isinstance(d.get("cost"), dict)]
+    if not any(_numeric(d.get("depth")) and d["depth"] > r.facts.depth for d in rows):
+        return None
+    mine = [d["cost"] for d in rows if _numeric(d.get("depth")) and d["depth"] <= r.facts.depth]
+    return {k: sum(c.get(k) or 0 for c in mine) for k in ("epochs", "sample_steps", "train_seconds")}
 
 
 def _f(v, digits=2) -> str:
@@ -281,5 +297,7 @@ def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int
             out.append(f"- seed {v.seed}: ODN depth {v.odn_depth}, oracle depth {v.oracle_depth} (ODN found {same}); "
                        f"own epochs {fmt_value(v.odn_cost.get('epochs'))} vs {fmt_value(v.oracle_cost.get('epochs'))}, "
                        f"cost ratio ODN/oracle {_f(v.ratio('sample_steps'))} by sample-steps, "
-                       f"{_f(v.ratio('train_seconds'))} by training time")
+                       f"{_f(v.ratio('train_seconds'))} by training time"
+                       + (f"; against the oracle's cost up to its depth (a sequential search): "
+                          f"{_f(v.ratio('sample_steps', True))} by sample-steps" if v.oracle_to_depth else ""))
     return out

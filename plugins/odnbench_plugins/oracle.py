@@ -5,6 +5,8 @@ threshold is full depth's validation top-1 minus ``relative_tolerance`` (``targe
 a target is set; the same per-preset defaults as ``odn``), and a depth's validation top-1 is read
 to ``search_digits`` decimals before the comparison. So the two answer the same question, and the
 board can say whether ODN's search found the oracle's depth and what each spent.
+``train_all=false`` stops after the first depth that reaches the threshold: the same depth, for
+the cost of a sequential search from scratch (the curve then ends at that depth).
 
 Every depth's model goes to the harness as a curve point (test top-1, size, MACs measured there),
 with its validation top-1, epochs and cost in the point's info; the total cost is the cell's cost.
@@ -55,6 +57,9 @@ class Oracle(Method):
         Param("min_depth", int, 1, ge=1, sweep=True, help="First depth to train."),
         Param("max_depth", int, None, nullable=True, ge=1, sweep=True,
               help="Last depth to train (none: every residual block)."),
+        Param("train_all", bool, True,
+              help="true: train every depth min..max (the whole curve); false: stop after the first depth that "
+                   "reaches the threshold (a sequential search from scratch: the same answer, for less)."),
         *(_odn_param(name) for name in SHARED),
     )
 
@@ -99,6 +104,8 @@ class Oracle(Method):
                                     "sample_steps": ctx.cost.sample_steps - before[1],
                                     "train_seconds": round(ctx.cost.train_seconds - before[2], 3)}})
             models[k] = model
+            if not p["train_all"] and round(fit.best_val, p["search_digits"]) >= target["threshold"]:
+                break  # the shallowest depth that reaches it: deeper ones cannot change the answer
         chosen, reached = pick_depth([(d["depth"], d["val"]) for d in depths], target["threshold"],
                                      p["search_digits"])
         ctx.progress.line(f"oracle: depth {chosen} of {p['min_depth']}..{last} "
@@ -107,7 +114,7 @@ class Oracle(Method):
                             label=f"oracle, depth {d['depth']} trained from scratch",
                             info={**d, "chosen": d["depth"] == chosen}) for d in depths]
         info = {"optimal_depth": chosen, "min_depth": p["min_depth"], "max_depth": last, "blocks": blocks, **target,
-                "reached_target": reached, "depths": depths,
+                "reached_target": reached, "train_all": p["train_all"], "depths": depths,
                 "total": {"epochs": sum(d["cost"]["epochs"] for d in depths),
                           "sample_steps": sum(d["cost"]["sample_steps"] for d in depths),
                           "train_seconds": round(sum(d["cost"]["train_seconds"] for d in depths), 3)}}
