@@ -68,10 +68,10 @@ def test_params_marks_the_knobs_worth_sweeping(reg):
     lines = {line.split()[0]: line for line in out.splitlines() if line.strip()}
     assert "[sweep]" in lines["prune.ratio"] and "[sweep]" not in lines["prune.criterion"]
     out = CliRunner().invoke(cli, ["params", "oracle"]).output
-    assert "[sweep]" in [line for line in out.splitlines() if line.startswith("oracle.max_depth")][0]
+    assert "[sweep]" in next(line for line in out.splitlines() if line.startswith("oracle.max_depth"))
     out = CliRunner().invoke(cli, ["params", "recipe"]).output
-    assert "recipe.width" in out and "[sweep]" in [line for line in out.splitlines()
-                                                    if line.startswith("recipe.epochs")][0]
+    assert "recipe.width" in out
+    assert "[sweep]" in next(line for line in out.splitlines() if line.startswith("recipe.epochs"))
 
 
 GRID = """\

@@ -15,12 +15,13 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import statistics
 from dataclasses import dataclass, field
 
 from odnbench.report.boards import Board, Row, own_cost
-from odnbench.report.fmt import fmt_value
+from odnbench.report.fmt import fmt_value, md_text
 from odnbench.store import canonical_json
 
 #: A one-point family "is at" a matched size when within this relative distance of it.
@@ -63,7 +64,7 @@ def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
         return statistics.fmean(near) if near else None
     if x < pts[0][0] or x > pts[-1][0]:
         return None
-    for (x0, y0), (x1, y1) in zip(pts, pts[1:]):
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
         if x0 <= x <= x1:
             if x1 == x0:
                 return (y0 + y1) / 2
@@ -164,10 +165,20 @@ def all_families(board: Board) -> list[Family]:
     return sweep_families(board) + depth_families(board)
 
 
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: smaller-or-equal x and higher-or-equal y,
+    one of them strictly. Returned in increasing x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    front, best = [], -float("inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
 def pareto_points(families: list[Family], x: str = "size_mb") -> list[tuple[str, Point]]:
     """The points no other point beats (smaller-or-equal x and higher-or-equal top-1), by x."""
-    from odnbench.report.plots import pareto_front
-
     flat = [(f.name, p) for f in families for p in f.points]
     front = pareto_front([(getattr(p, x), p.top1) for _, p in flat])
     return [flat[i] for i in front]
@@ -253,18 +264,30 @@ def _f(v, digits=2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+CURVES_INTRO = (
+    "Each line is a family: one method's rows that differ only in a swept parameter, or one result's models at "
+    "every depth it trained (ODN: its best search checkpoint per depth, before fine-tuning; points below the chosen "
+    "depth are the search's intermediate models, not models ODN exports; oracle: each depth trained from scratch). "
+    "Points are means over seeds, bars ± std over seeds; the black step line is the Pareto front over every point "
+    "of every family.")
+MATCHED_INTRO = (
+    "Top-1 % of each family at ODN's size and at ¼, ½ and 2× of it, **interpolated** linearly in log size between "
+    f"the family's two neighbouring points (a one-point family only at its own size, within {SAME_SIZE:.0%}); – "
+    "where the size lies outside the family's range (no extrapolation). Best: the family with the highest top-1 "
+    "at that size.")
+ORACLE_INTRO = (
+    "Per seed: the depth ODN's search chose and the depth the brute-force oracle chose (each depth trained from "
+    "scratch, the same threshold rule), and ODN's own cost over the oracle's (the full-depth training both needed "
+    "is left out of both).")
+
+
 def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int = 2) -> list[str]:
     """The markdown of the curves part of a board page (empty when the board has nothing to show)."""
     families = all_families(board)
     if not any(len(f.points) > 1 for f in families):
         return []
     h = "#" * level
-    out = [f"{h} Trade-off curves", "",
-           "Each line is a family: one method's rows that differ only in a swept parameter, or one result's "
-           "models at every depth it trained (ODN: its best search checkpoint per depth, before fine-tuning; points "
-           "below the chosen depth are the search's intermediate models, not models ODN exports; oracle: each depth "
-           "trained from scratch). Points are means over seeds, bars ± std over seeds; the black step line is the "
-           "Pareto front over every point of every family.", ""]
+    out = [f"{h} Trade-off curves", "", CURVES_INTRO, ""]
     for alt, path in (plots or {}).items():
         out += [f"![{alt}]({path})", ""]
     out += ["| Family | Points (size MB → top-1 %) |", "|---|---|"]
@@ -272,25 +295,18 @@ def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int
         if len(f.points) > 1:
             pts = "; ".join(f"{p.label}: {p.size_mb:.3f} → {_f(p.top1)}" + (f" ± {p.std:.2f}" if p.std else "")
                             for p in f.points)
-            out.append(f"| {f.name} | {pts} |")
+            out.append(f"| {md_text(f.name)} | {md_text(pts)} |")
     table = matched_size_table(board, families)
     if table is not None:
-        out += ["", f"{h} Accuracy at matched size", "",
-                "Top-1 % of each family at ODN's size and at ¼, ½ and 2× of it, **interpolated** linearly in log "
-                "size between the family's two neighbouring points (a one-point family only at its own size, "
-                f"within {SAME_SIZE:.0%}); – where the size lies outside the family's range (no extrapolation). "
-                "Best: the family with the highest top-1 at that size.", ""]
+        out += ["", f"{h} Accuracy at matched size", "", MATCHED_INTRO, ""]
         out.append("| Family | " + " | ".join(f"{c} ({s:.3f} MB)" for c, s in table.sizes) + " |")
         out.append("|---|" + "---|" * len(table.sizes))
         for name, vals in table.rows:
-            out.append(f"| {name} | " + " | ".join(_f(v) for v in vals) + " |")
-        out.append("| **Best** | " + " | ".join(b or "–" for b in table.best) + " |")
+            out.append(f"| {md_text(name)} | " + " | ".join(_f(v) for v in vals) + " |")
+        out.append("| **Best** | " + " | ".join(md_text(b) if b else "–" for b in table.best) + " |")
     versus = oracle_vs_odn(board)
     if versus:
-        out += ["", f"{h} Oracle vs ODN", "",
-                "Per seed: the depth ODN's search chose and the depth the brute-force oracle chose (every depth "
-                "trained from scratch, the same threshold rule), and ODN's own cost over the oracle's (the "
-                "full-depth training both needed is left out of both).", ""]
+        out += ["", f"{h} Oracle vs ODN", "", ORACLE_INTRO, ""]
         for v in versus:
             same = ("the same depth" if v.odn_depth == v.oracle_depth else
                     "a deeper depth" if (v.odn_depth or 0) > (v.oracle_depth or 0) else "a shallower depth")

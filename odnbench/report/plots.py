@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from odnbench.report.boards import Board
+from odnbench.report.curves import all_families, pareto_front, pareto_points
 from odnbench.report.fmt import fmt_value
 from odnbench.store import atomic_write_bytes
 
@@ -29,18 +30,6 @@ RC = {
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
 PNG_METADATA = {"Software": None}  # matplotlib would otherwise write its version into every file
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: smaller-or-equal x and higher-or-equal y,
-    one of them strictly. Returned in increasing x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
-    front, best = [], -float("inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
 
 
 def _style():
@@ -328,7 +317,6 @@ def curves_figure(board: Board, x_field: str, x_label: str):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from odnbench.report.curves import all_families, pareto_points
 
     families = all_families(board)
     attr = "size_mb" if x_field == "size_mb" else "macs"

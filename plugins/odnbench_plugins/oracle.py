@@ -15,7 +15,8 @@ No torch at import (only in :meth:`Oracle.run`).
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from odnbench import Method, OdnbenchError, Param, Requirement, hookimpl
 from odnbench_plugins.odn.params import PARAMS as ODN_PARAMS
