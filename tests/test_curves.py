@@ -119,7 +119,7 @@ def test_a_published_board_shows_the_curves_and_names_the_grid_file(smoke_result
     page = next((tmp_path / "out").glob("*/README.md")).read_text()
     assert "## Trade-off curves" in page and "## Oracle vs ODN" in page and "interpolated" in page
     assert "intermediate models" in page
-    assert "grid file g.toml (sha256 abababababab)" in page
+    assert "grid file g.toml (sha256 abababababab)" in page and "minutes of wall time in all" in page
     assert any(p.name == "curves-vs-size.png" for p in done.written)
 
 

@@ -415,7 +415,8 @@ def _caption(key: tuple, results: list[Result]) -> dict:
         "precision": ", ".join(distinct([precision_label(e) for e in envs])) or "fp32",
         "results": len(results),
         # The grid files that produced the results (compare --grid), each with its sha256; only when any did.
-        **({"grids": grids} if grids else {}),
+        **({"grids": grids, "cells_wall_seconds": round(sum(r.wall_seconds or 0 for r in results), 1)}
+           if grids else {}),
     }
 
 

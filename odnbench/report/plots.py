@@ -331,7 +331,8 @@ def curves_figure(board: Board, x_field: str, x_label: str):
             ys = [p.top1 for p in pts]
             ax.errorbar(xs, ys, yerr=[p.std or 0.0 for p in pts], fmt=MARKERS[i % len(MARKERS)],
                         ls="--" if fam.kind == "depth" else "-", color=COLORS[i % len(COLORS)], ms=6, capsize=3,
-                        lw=1.2, elinewidth=0.9, label=fam.name if len(fam.name) < 70 else fam.name[:67] + "...",
+                        lw=1.2, elinewidth=0.9,
+                        label=(fam.name if len(fam.name) < 70 else fam.name[:67] + "...").replace("$", r"\$"),
                         zorder=3)
         front = pareto_points(families, attr)
         if front:
