@@ -100,12 +100,12 @@ def key_lines(text: str) -> dict[tuple, int]:
             continue
         key = _KEY.match(line)
         if key:
-            path = table + tuple(_parts(key.group(1)))
-            lines.setdefault(path, number)
+            where = table + tuple(_parts(key.group(1)))
+            lines.setdefault(where, number)
             value = key.group(2)
             if value.lstrip().startswith("{"):
                 for inner in _INLINE_KEY.findall(value):
-                    lines.setdefault(path + (inner.strip("\"'"),), number)
+                    lines.setdefault(where + (inner.strip("\"'"),), number)
     return lines
 
 

@@ -242,7 +242,7 @@ def oracle_vs_odn(board: Board) -> list[OracleVsOdn]:
     for r in odn.results:
         o = by_seed.get(r.seed)
         if o is not None:
-            out.append(OracleVsOdn(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost), own_cost(o.cost),
+            out.append(OracleVsOdn(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost or {}), own_cost(o.cost or {}),
                                    _cost_to_depth(o)))
     return out
 
