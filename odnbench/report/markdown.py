@@ -169,7 +169,7 @@ def caption_line(board: Board) -> str:
         f"torchvision {fmt_list(c.get('torchvision'))}, timm {fmt_list(c['timm'])}, "
         f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
         + (f" Produced by grid file {fmt_list(c['grids'])} (`odnbench compare --grid`); its cells ran "
-           f"{c['cells_wall_seconds'] / 60:.0f} minutes of wall time in all (summed over cells"
+           f"{c['cells_wall_seconds'] / 60:.{0 if c['cells_wall_seconds'] >= 600 else 1}f} minutes of wall time in all (summed over cells"
            + (f", up to {c['cells_at_once']} at once" if c.get("cells_at_once") else "") + ")."
            if c.get("grids") else ""))
 
