@@ -190,6 +190,8 @@ def test_swept_rows_form_one_family_and_matched_rows_stay_apart():
     t = (pytest.importorskip("math").log(0.4 / 0.3)) / __import__("math").log(0.8 / 0.3)
     assert values[2] == pytest.approx(95.2 + t * 2.0)
     assert table.best[2] == "odn"  # ODN's own point (97.2) beats the interpolated prune (~95.6) at its size
+    second = max(v[2] for name, v in table.rows if name != "odn" and v[2] is not None)
+    assert table.lead[2] == pytest.approx(97.2 - second)
     front = curves.pareto_points(curves.all_families(b))
     assert [p.size_mb for _, p in front] == sorted(p.size_mb for _, p in front)
 

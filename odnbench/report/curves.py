@@ -196,6 +196,7 @@ class MatchedTable:
     sizes: list[tuple[str, float]]  # (caption, MB)
     rows: list[tuple[str, list[float | None]]]  # (family, top-1 at each size)
     best: list[str | None]  # per size: the family with the highest top-1 there
+    lead: list[float | None] = field(default_factory=list)  # its lead over the next family there (points)
 
 
 def matched_size_table(board: Board, families: list[Family] | None = None) -> MatchedTable | None:
@@ -208,11 +209,12 @@ def matched_size_table(board: Board, families: list[Family] | None = None) -> Ma
     sizes = [(caption, factor * point.size_mb) for factor, caption in MATCHED]
     rows = [(f.name, [f.at(s) for _, s in sizes]) for f in families]
     rows = [r for r in rows if any(v is not None for v in r[1])]
-    best = []
+    best, lead = [], []
     for i in range(len(sizes)):
-        present = [(vals[i], name) for name, vals in rows if vals[i] is not None]
-        best.append(max(present)[1] if present else None)
-    return MatchedTable(sizes, rows, best)
+        present = sorted(((vals[i], name) for name, vals in rows if vals[i] is not None), reverse=True)
+        best.append(present[0][1] if present else None)
+        lead.append(present[0][0] - present[1][0] if len(present) > 1 else None)
+    return MatchedTable(sizes, rows, best, lead)
 
 
 @dataclass
@@ -303,7 +305,9 @@ def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int
         out.append("|---|" + "---|" * len(table.sizes))
         for name, vals in table.rows:
             out.append(f"| {md_text(name)} | " + " | ".join(_f(v) for v in vals) + " |")
-        out.append("| **Best** | " + " | ".join(md_text(b) if b else "–" for b in table.best) + " |")
+        out.append("| **Best** (lead over the next) | " + " | ".join(
+            f"{md_text(b)} (+{lead:.2f})" if b and lead is not None else md_text(b) if b else "–"
+            for b, lead in zip(table.best, table.lead)) + " |")
     versus = oracle_vs_odn(board)
     if versus:
         out += ["", f"{h} Oracle vs ODN", "", ORACLE_INTRO, ""]
