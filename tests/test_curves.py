@@ -121,6 +121,12 @@ def test_a_published_board_shows_the_curves_and_names_the_grid_file(smoke_result
     assert "intermediate models" in page
     assert "grid file g.toml (sha256 abababababab)" in page and "minutes of wall time in all" in page
     assert any(p.name == "curves-vs-size.png" for p in done.written)
+    doc = json.loads(next((tmp_path / "out").glob("*/board.json")).read_text())
+    families = {f["method"]: f for f in doc["curves"]["families"] if f["kind"] == "depth"}
+    oracle = families["oracle"]
+    assert [p["label"] for p in oracle["points"]] == ["depth 1", "depth 2", "depth 3"]
+    assert all(p["keys"] for p in oracle["points"])  # every point names the cells it comes from
+    assert doc["curves"]["oracle_vs_odn"][0]["seed"] == 0
 
 
 # ------------------------------------------------------------------------------ stored record

@@ -266,6 +266,34 @@ def _f(v, digits=2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
+def curves_document(board: Board) -> dict | None:
+    """The curves part of a board as data (board.json): every family's points with the cell keys
+    they come from, the accuracy at matched size and oracle vs ODN; None when no family has two
+    points (the page then has no curves section either)."""
+    families = all_families(board)
+    if not any(len(f.points) > 1 for f in families):
+        return None
+    table = matched_size_table(board, families)
+    return {
+        "families": [{"name": f.name, "method": f.method, "kind": f.kind, "swept": f.swept,
+                      "points": [{"label": p.label, "size_mb": p.size_mb, "macs": p.macs, "top1": p.top1,
+                                  "top1_std": p.std, "n": p.n, "keys": p.keys} for p in f.points]}
+                     for f in families],
+        "pareto_front": [{"family": name, "label": p.label, "size_mb": p.size_mb, "top1": p.top1}
+                         for name, p in pareto_points(families)],
+        "matched_size": None if table is None else {
+            "interpolated": "linear in log size between neighbouring points; null outside a family's range",
+            "sizes_mb": [{"caption": c, "size_mb": s} for c, s in table.sizes],
+            "families": [{"name": name, "top1": vals} for name, vals in table.rows],
+            "best": table.best, "lead": table.lead},
+        "oracle_vs_odn": [{"seed": v.seed, "odn_depth": v.odn_depth, "oracle_depth": v.oracle_depth,
+                           "odn_own_cost": v.odn_cost, "oracle_own_cost": v.oracle_cost,
+                           "oracle_cost_to_its_depth": v.oracle_to_depth,
+                           "ratio_sample_steps": v.ratio("sample_steps"),
+                           "ratio_train_seconds": v.ratio("train_seconds")} for v in oracle_vs_odn(board)],
+    }
+
+
 CURVES_INTRO = (
     "Each line is a family: one method's rows that differ only in a swept parameter, or one result's models at "
     "every depth it trained (ODN: its best search checkpoint per depth, before fine-tuning; points below the chosen "
