@@ -22,6 +22,7 @@ hookimpl = pluggy.HookimplMarker("odnbench")
 
 from odnbench.contract import (  # noqa: E402  (re-exported for plugin authors)
     Backbone,
+    CurvePoint,
     Dataset,
     Dependency,
     Method,
@@ -70,6 +71,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RESULT_SCHEMA_VERSION",
     "Backbone",
+    "CurvePoint",
     "Dataset",
     "Dependency",
     "Facts",

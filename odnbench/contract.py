@@ -54,6 +54,7 @@ class Param:
     le: float | None = None
     lt: float | None = None
     omit_default: bool = False
+    sweep: bool = False
 
     def __post_init__(self):
         if self.type not in _PARAM_TYPES:
@@ -81,6 +82,22 @@ class Param:
             return True
         return ((self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt)
                 or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt))
+
+    @property
+    def comma_lists(self) -> bool:
+        """Whether a comma in ``--set`` text separates several values (a sweep). Numbers, booleans and
+        str parameters with ``choices`` or ``sweep`` never contain a comma; any other str parameter
+        (``recipe.width=16,32,64,128``, a plugin's free text) keeps its commas, and is swept with ``;``."""
+        return self.type is not str or self.choices is not None or self.sweep
+
+    def split_values(self, text: str) -> list[str]:
+        """The values one ``--set`` text names: ``;`` always separates values, ``,`` does where
+        :attr:`comma_lists` (one value otherwise, the common case)."""
+        if ";" in text:
+            return [v.strip() for v in text.split(";")]
+        if self.comma_lists and "," in text:
+            return [v.strip() for v in text.split(",")]
+        return [text]
 
     def parse(self, text: str, owner: str = "") -> Any:
         """Turn command-line text into a typed, validated value (one-line error otherwise)."""
@@ -365,6 +382,21 @@ class Dependency:
 
 
 @dataclass
+class CurvePoint:
+    """A further model a method obtained on its way (ODN's best model at each depth it tried, the
+    oracle's model at every depth), handed to the harness to be measured like the main model: test
+    and validation top-1, params, size MB and MACs (no latency). The method never measures the test
+    split itself. ``depth``: the model's residual blocks (None when depth is not what varies);
+    ``label``: what the point is, in a few words; ``info``: the method's own JSON numbers for it
+    (its validation top-1 as the method read it, epochs, cost)."""
+
+    model: "nn.Module"
+    depth: int | None = None
+    label: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class MethodOutput(Facts):
     """What a method hands back: the exported model (an ordinary ``nn.Module``), what it learned
     (``info``: JSON-serialisable, stored as ``method_info``) and, as keyword arguments, the typed
@@ -372,10 +404,14 @@ class MethodOutput(Facts):
     e.g. ``MethodOutput(model, info, depth=k, reached_target=True, threshold=97.5)``. The harness
     fills ``depth`` from a DepthNet and ``converged``/``cut_short`` from the shared trainer when left
     None, and measures the model itself.
+
+    ``curve``: further models to measure (:class:`CurvePoint`), stored as ``Result.curve``, one
+    record per point; a board draws them as the method's trade-off curve.
     """
 
     model: "nn.Module"
     info: dict[str, Any] = field(default_factory=dict)
+    curve: list[CurvePoint] | None = field(default=None, kw_only=True)
 
 
 class Method:

@@ -23,16 +23,18 @@ from odnbench.errors import OdnbenchDeprecationWarning
 #: 2 = facts, defaults and reference stored as fields of their own;
 #: 3 = models stored as model.safetensors (never pickled), with ``files`` (sha256 of each model file),
 #: ``digest`` (of the result itself) and ``data.fingerprint`` (of the data actually used);
-#: 4 = ``artifacts`` (a method's extra files by name, from ``ctx.save_model``), ``role`` (the method's
+#: 4 = ``curve`` (further models of the method measured by the harness: ODN's depths, the oracle's) and
+#: ``provenance`` (the grid file that asked for the cell); older records read with both None;
+#: 5 = ``artifacts`` (a method's extra files by name, from ``ctx.save_model``), ``role`` (the method's
 #: part on a board, e.g. ``baseline``) and ``reference.preset`` stored, not inferred from names.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STATUSES = ("ok", "failed")
 #: What an artifact is (``artifacts.NAME.kind``); a ``model`` is a stored model (odnbench.modelio).
 ARTIFACT_KINDS = ("model",)
 #: What a method may say it is on a board (``Method.role``): ``baseline`` is what Δ top-1 and the size
 #: reduction compare with (at most one method per board).
 ROLES = ("baseline",)
-#: Records written before schema 4 carry no role nor reference preset: these were the built-in
+#: Records written before schema 5 carry no role nor reference preset: these were the built-in
 #: baseline method and the preset published numbers were compared on (read by the upgrade only).
 LEGACY_BASELINE_METHOD = "full"
 LEGACY_REFERENCE_PRESET = "paper"
@@ -98,6 +100,8 @@ class Result:
     files: dict | None = None  # {file name: {"sha256", "bytes"}}: model_file and every artifact's file, at write time
     artifacts: dict = field(default_factory=dict)  # {name: {"file", "sha256", "bytes", "kind", ...}}: ctx.save_model
     role: str | None = None  # the method's part on a board (Method.role), e.g. "baseline"
+    curve: list[dict] | None = None  # further models measured by the harness (CURVE_POINT_FIELDS), e.g. per depth
+    provenance: dict | None = None  # what asked for the cell: {"grid": file name, "grid_sha256"}; not in the key
     wall_seconds: float | None = None
     finished_at: str | None = None
     schema: int = SCHEMA_VERSION
@@ -180,8 +184,8 @@ class Result:
             raise ValueError("a result must be a JSON object with a config object")
         if d.get("schema", 1) == 1:
             d = upgrade_v1(d)
-        if not isinstance(d.get("schema"), int) or d["schema"] < 4:
-            d = upgrade_v3(d)
+        if not isinstance(d.get("schema"), int) or d["schema"] < 5:
+            d = upgrade_v4(d)
         known = {f.name for f in fields(cls)} - {"folder"}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["facts"] = Facts.from_dict(d.get("facts"))
@@ -223,10 +227,10 @@ def upgrade_v1(d: dict) -> dict:
     return {**d, "facts": facts, "schema": 1}
 
 
-def upgrade_v3(d: dict) -> dict:
-    """Before schema 4 a method's extra model files were only names in ``files`` (and a ``model_file``
+def upgrade_v4(d: dict) -> dict:
+    """Before schema 5 a method's extra model files were only names in ``files`` (and a ``model_file``
     in its method_info, which described them); the baseline and the reference's preset were known by
-    name. Read them as schema 4 states them (in memory: the stored file is not rewritten)."""
+    name. Read them as schema 5 states them (in memory: the stored file is not rewritten)."""
     files: dict = d["files"] if isinstance(d.get("files"), dict) else {}
     described: dict[str, dict] = {}
     _walk_model_files(d.get("method_info"), described)
@@ -406,6 +410,16 @@ OK_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [
 
 FAILED_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [("error", (str,), None)]
 
+#: One point of ``curve`` (schema 4): what the harness measured on a further model of the method.
+CURVE_POINT_FIELDS: list[tuple[str, tuple, Any]] = [
+    ("top1", _NUMBER, _percentage),
+    ("val_top1", _NUMBER, _percentage),
+    ("params", (int,), _positive),
+    ("size_mb", _NUMBER, _positive),
+    ("macs", (int,), _non_negative),
+    ("flops", (int,), _non_negative),
+]
+
 #: What schema 3 added: every result has a digest; an ok one names its model file, the checksum of
 #: each model file and the fingerprint of the data it was trained and measured on.
 V3_COMMON_FIELDS: list[tuple[str, tuple, Any]] = [("digest", (str,), None)]
@@ -457,8 +471,10 @@ def schema_problems(d) -> list[str]:
                 problems.append(f"{path}={value!r} {verdict}")
     if status == "ok" and not problems and d.get("schema", 1) >= 3:
         problems += _files_problems(d["files"], d["model_file"])
-    if d.get("schema", 1) >= 4:
-        problems += _v4_problems(d, status)
+    if status == "ok" and d.get("curve") is not None:
+        problems += _curve_problems(d["curve"])
+    if d.get("schema", 1) >= 5:
+        problems += _v5_problems(d, status)
     if status == "ok" and not problems:
         m = d["metrics"]
         if m["macs"] != m["flops"] // 2:
@@ -468,14 +484,33 @@ def schema_problems(d) -> list[str]:
     return problems
 
 
+def _curve_problems(curve) -> list[str]:
+    if not isinstance(curve, list):
+        return [f"curve is {type(curve).__name__}, expected a list of points or null"]
+    problems = []
+    for i, point in enumerate(curve):
+        for path, types, extra in CURVE_POINT_FIELDS:
+            value = lookup(point, path, _MISSING)
+            if value is _MISSING or value is None or not isinstance(value, types) or isinstance(value, bool):
+                problems.append(f"curve[{i}].{path} is {value if value is not _MISSING else 'missing'!r:.60}")
+            elif isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"curve[{i}].{path} is {value}")
+            elif extra is not None and extra(value) is not True:
+                problems.append(f"curve[{i}].{path}={value!r} {extra(value)}")
+        depth = point.get("depth") if isinstance(point, dict) else None
+        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)):
+            problems.append(f"curve[{i}].depth is {depth!r}, expected an integer or null")
+    return problems
+
+
 def plain_file_name(name) -> bool:
     """A bare file name inside the cell folder (no folders, no parent references, not hidden)."""
     return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
             and not name.startswith(".") and "\x00" not in name)
 
 
-def _v4_problems(d: dict, status: str) -> list[str]:
-    """Schema 4's fields: ``role`` one of ROLES or null; each artifact a named file of the cell that
+def _v5_problems(d: dict, status: str) -> list[str]:
+    """Schema 5's fields: ``role`` one of ROLES or null; each artifact a named file of the cell that
     ``files`` vouches for, with the same checksum."""
     problems = []
     if d.get("role") is not None and d.get("role") not in ROLES:

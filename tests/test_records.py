@@ -1,6 +1,6 @@
 """Typed records with one owner each: artifacts from ctx.save_model (read by the record, never by a
 file-name pattern), the method's role and env packages stored at run time, facts declared once,
-and older records read as schema 4 through result.py's upgrade. Real smoke-preset cells."""
+and older records read as schema 5 through result.py's upgrade. Real smoke-preset cells."""
 
 from __future__ import annotations
 
@@ -187,7 +187,7 @@ def test_a_method_with_an_unknown_role_is_refused_when_it_registers():
     assert "'referee'" in str(err.value) and "'baseline'" in str(err.value)
 
 
-def test_records_before_schema_4_are_read_as_schema_4(tmp_path):
+def test_records_before_schema_5_are_read_as_schema_5(tmp_path):
     sha = "ab" * 32
     v3 = {"status": "ok", "key": "k", "schema": 3, "config": {"method": "full"}, "model_file": MODEL_FILE,
           "files": {MODEL_FILE: {"sha256": sha, "bytes": 10}, "depth-2.safetensors": {"sha256": sha, "bytes": 5}},
@@ -195,31 +195,31 @@ def test_records_before_schema_4_are_read_as_schema_4(tmp_path):
                                            "size_mb": 0.1, "best_val": 90.0}]},
           "reference": {"top1": 99.0}}
     r = Result.from_dict(v3)
-    assert r.role == "baseline"  # the built-in baseline was known by name before schema 4
+    assert r.role == "baseline"  # the built-in baseline was known by name before schema 5
     assert r.artifacts == {"depth-2": {"file": "depth-2.safetensors", "sha256": sha, "bytes": 5, "kind": "model",
                                        "params": 7, "size_mb": 0.1}}
     assert r.reference["preset"] == "paper"
     other = Result.from_dict({**v3, "config": {"method": "odn"}})
     assert other.role is None
-    # A schema-4 record is taken as stored: no role inferred from a name.
-    v4 = Result.from_dict({**v3, "schema": 4, "role": None, "artifacts": {}, "reference": {"top1": 1.0}})
+    # A schema-5 record is taken as stored: no role inferred from a name.
+    v4 = Result.from_dict({**v3, "schema": 5, "role": None, "artifacts": {}, "reference": {"top1": 1.0}})
     assert v4.role is None and v4.artifacts == {} and "preset" not in v4.reference
 
 
-def test_schema_4_checks_artifacts_against_files():
+def test_schema_5_checks_artifacts_against_files():
     sha = "cd" * 32
-    good = {"status": "ok", "key": "k", "schema": 4, "config": {}, "model_file": MODEL_FILE,
+    good = {"status": "ok", "key": "k", "schema": 5, "config": {}, "model_file": MODEL_FILE,
             "files": {MODEL_FILE: {"sha256": sha, "bytes": 1}, "a.safetensors": {"sha256": sha, "bytes": 1}},
             "artifacts": {"a": {"file": "a.safetensors", "sha256": sha, "bytes": 1, "kind": "model"}}}
-    from odnbench.result import _v4_problems
+    from odnbench.result import _v5_problems
 
-    assert _v4_problems(good, "ok") == []
+    assert _v5_problems(good, "ok") == []
     bad = json.loads(json.dumps(good))
     bad["artifacts"]["a"]["file"] = "b.safetensors"
-    assert any("artifacts.a" in p and "b.safetensors" in p for p in _v4_problems(bad, "ok"))
+    assert any("artifacts.a" in p and "b.safetensors" in p for p in _v5_problems(bad, "ok"))
     bad = {**good, "artifacts": {"a": {"file": "../x", "sha256": sha, "bytes": 1, "kind": "model"}}}
-    assert any("artifacts.a must be" in p for p in _v4_problems(bad, "ok"))
-    assert any("role is 'judge'" in p for p in _v4_problems({**good, "role": "judge"}, "ok"))
+    assert any("artifacts.a must be" in p for p in _v5_problems(bad, "ok"))
+    assert any("role is 'judge'" in p for p in _v5_problems({**good, "role": "judge"}, "ok"))
 
 
 def test_facts_are_declared_once():
@@ -234,8 +234,8 @@ def test_facts_are_declared_once():
         Output(torch.nn.Linear(1, 1), {}, 3)  # facts are keywords
 
 
-def test_a_schema_3_dependency_still_gives_its_extra_models(reg, tmp_path):
-    """A results folder from before schema 4: the cell is resumed, and its depth file, known then only
+def test_a_schema_4_dependency_still_gives_its_extra_models(reg, tmp_path):
+    """A results folder from before schema 5: the cell is resumed, and its depth file, known then only
     by its name in ``files``, is an artifact a dependant loads."""
     store = ResultStore(tmp_path / "results")
     first = run(reg, tmp_path, ["usesartifact"])
@@ -243,11 +243,11 @@ def test_a_schema_3_dependency_still_gives_its_extra_models(reg, tmp_path):
     raw = json.loads((folder / RESULT_FILE).read_text())
     for key in ("artifacts", "role"):
         raw.pop(key)
-    raw["schema"] = 3
+    raw["schema"] = 4
     write_json(folder / RESULT_FILE, raw)
     shutil.rmtree(store.cell_dir(first["usesartifact"].config))
     again = run(reg, tmp_path, ["usesartifact"])
-    assert again["saver"].schema == 3 and set(again["saver"].artifacts) == {"depth-1", "depth-2"}
+    assert again["saver"].schema == 4 and set(again["saver"].artifacts) == {"depth-1", "depth-2"}
     assert again["usesartifact"].ok, again["usesartifact"].error
     assert again["usesartifact"].metrics == {**again["usesartifact"].metrics,
                                              "params": first["usesartifact"].metrics["params"]}
