@@ -31,7 +31,7 @@ When the search stops. ``stop_rule=first`` (every preset): in the epoch in which
 rounded validation reading first reaches the threshold, as the authors' code does; fine-tuning
 then starts at the LR in force in that epoch. ``stop_rule=patience`` (the declared default, which a
 config stored before the parameter existed is read as): only after the depth has converged, a
-patience window later and at a decayed LR (replaying the authors' logged MNIST run: 170+ epochs
+patience window later and at a decayed LR (replaying the authors' logged MNIST run: at least 170 epochs
 instead of their 162, fine-tuning at an LR near 5e-5 instead of 1.8e-3).
 
 Where deeper depths start. ``start_from=warmup`` (default): every depth reloads the warm-up weights
