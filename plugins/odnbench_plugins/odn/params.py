@@ -10,13 +10,13 @@ from odnbench_plugins.odn import paper
 
 PARAMS = (
     Param("target", float, None, "Fixed target top-1 % on validation; the stop threshold is target - tolerance "
-          "(paper preset: the paper's target for its five datasets)", nullable=True, gt=0, le=100),
+          "(paper preset: the paper's target for its five datasets)", nullable=True, gt=0, le=100, sweep=True),
     Param("tolerance", float, paper.TOLERANCE, "Fixed mode: stop at the first depth whose best validation top-1 is "
-          ">= target - tolerance", ge=0),
+          ">= target - tolerance", ge=0, sweep=True),
     Param("target_mode", str, "auto", "fixed: target - tolerance; relative: validation top-1 of the 'full' result "
           "- relative_tolerance (runs 'full' first); auto: fixed when target is set, else relative",
           choices=("auto", "fixed", "relative")),
-    Param("relative_tolerance", float, 1.75, "Relative mode: points below the full-depth validation top-1", ge=0),
+    Param("relative_tolerance", float, 1.75, "Relative mode: points below the full-depth validation top-1", ge=0, sweep=True),
     Param("best_reading", str, "carry", "carry: the best validation accuracy is carried across depths, so a deeper "
           "depth must beat every shallower one to count as improving (the published logs); reset: each depth "
           "starts afresh (the released code). The stop check always uses each depth's own best",

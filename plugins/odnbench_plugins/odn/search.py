@@ -345,6 +345,7 @@ def run_odn(ctx):
     )
     trainer = ctx.trainer
     history, curve, spent = [], [], {}
+    searched: list[tuple[int, DepthNet]] = []  # each depth's best search checkpoint, for the harness to measure
     best_cut, opt = None, None
     while not sched.done:
         phase, depth = sched.phase, sched.depth
@@ -380,6 +381,7 @@ def run_odn(ctx):
                 rec["model_file"] = f"depth-{depth}.safetensors"
                 save_model(best_cut, ctx.workdir / rec["model_file"])
             curve.append(rec)
+            searched.append((depth, best_cut))
             verdict = ">=" if rec["reached_threshold"] else "<"
             nxt = (f"depth {sched.depth}" if step.finished == "depth"
                    else f"optimal depth {depth}" + (", fine-tuning" if sched.phase == "fine-tune" else ""))
@@ -433,4 +435,25 @@ def run_odn(ctx):
         f"threshold {target['threshold']:.2f}), {ctx.cost.epochs} epochs in all")
     return MethodOutput(model, info, depth=k, reached_target=sched.reached_target, threshold=target["threshold"],
                         converged=cut_short is None, cut_short=cut_short,
-                        depth_curve=[{"depth": r["depth"], "val": r["best_val"]} for r in curve])
+                        depth_curve=[{"depth": r["depth"], "val": r["best_val"]} for r in curve],
+                        curve=depth_points(searched, curve, k))
+
+
+def depth_points(searched: list, curve: list[dict], chosen: int) -> list:
+    """Every depth the search tried, as a model for the harness to measure (test top-1, size, MACs):
+    the depth's best search checkpoint, before any fine-tune. Depths below the chosen one are the
+    search's intermediate models, not models ODN would export."""
+    from odnbench import CurvePoint
+
+    records = {r["depth"]: r for r in curve}
+    points = []
+    for depth, model in searched:
+        r = records[depth]
+        role = "chosen depth (before fine-tune)" if depth == chosen else (
+            "intermediate depth of the search" if depth < chosen else "deeper than chosen")
+        points.append(CurvePoint(model, depth=depth, label=f"odn search, depth {depth}: {role}", info={
+            "best_val": r["best_val"], "best_val_raw": r["best_val_raw"], "epochs": r["epochs"],
+            "sample_steps": r["sample_steps"], "seconds": r["seconds"], "stopped": r["stopped"],
+            "reached_threshold": r["reached_threshold"], "chosen": depth == chosen,
+            "intermediate": depth < chosen}))
+    return points
