@@ -21,6 +21,12 @@ PARAMS = (
           "depth must beat every shallower one to count as improving (the published logs); reset: each depth "
           "starts afresh (the released code). The stop check always uses each depth's own best",
           choices=("carry", "reset")),
+    # Added after results were stored under the patience rule: a config without it ran under patience.
+    Param("stop_rule", str, "patience", "When the search stops at a depth that reaches the threshold. first: in the "
+          "epoch in which the depth's rounded validation reading first reaches it, fine-tuning at the LR in force then "
+          "(the authors' code; every preset sets it); patience: only once the depth has converged (patience epochs "
+          "without improvement), a patience window later and at a decayed LR. A stored config without stop_rule "
+          "ran under patience", choices=("first", "patience"), omit_default=True),
     Param("start_from", str, "warmup", "Weights each deeper depth starts from. warmup: the warm-up weights, "
           "every depth alike (the authors' released code); previous: the stem and blocks 1..k-1 of depth k-1's "
           "best checkpoint, block k and head k as warmed up (mnist5k quick: shallower and cheaper, 0.6 points less "
