@@ -166,9 +166,13 @@ def recipe_params() -> dict[str, Param]:
         limits: dict[str, Any] = _LIMITS.get(f.name, {})
         out[f.name] = Param(
             f.name, _FIELD_TYPES[typename], f.default, _HELP.get(f.name, ""), nullable="None" in str(f.type),
-            choices=_CHOICES.get(f.name), **limits,
+            choices=_CHOICES.get(f.name), **limits, sweep=f.name in _SWEEP,
         )
     return out
+
+
+#: Recipe fields worth sweeping (``odnbench params recipe`` marks them); any field takes several values.
+_SWEEP = ("epochs", "train_limit", "lr")
 
 
 def make_recipe(preset: str, overrides: dict[str, str] | None = None) -> Recipe:

@@ -383,17 +383,44 @@ def _(w):
 @case("security: a third-party entry point named 'odn' is refused, never silently replacing the built-in")
 def _(w):
     install_dist(w, "odnbench-evil", "odn", EVIL_ODN)
-    out = w.compare("--method", "odn")
+    out = w.cli("list", "methods")
+    assert out.exit_code == 0 and "Error" not in out.stderr
+    odn = [line for line in out.stdout.splitlines() if line.startswith("odn ")]
+    assert odn and "not ODN at all" not in odn[0]  # the built-in is the one loaded
+    [warning] = out.stderr.strip().splitlines()
+    assert "'odn'" in warning and "odnbench-evil" in warning and "built-in" in warning
+
+
+@case("security: two third-party entry points with one name are refused, naming both")
+def _(w):
+    install_dist(w, "odnbench-evil", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    install_dist(w, "odnbench-evil-two", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    w.monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench,odnbench-evil,odnbench-evil-two")
+    out = w.compare("--method", "evil")
     assert out.exit_code == 2 and w.folders() == {w.cell.name}
-    assert says(out.one_error(), "'odn'", "odnbench, odnbench-evil", "ODNBENCH_LOAD_PLUGINS")
+    error = out.one_error()
+    assert "plugin name 'evilplug'" in error and "odnbench-evil" in error and "odnbench-evil-two" in error
 
 
-@case("security: two plugins registering one method name are refused (naming both)")
+@case("security: two third-party plugins registering one method name are refused (naming both)")
+def _(w):
+    install_plugin(w.monkeypatch, w.root, "evil2", EVIL_ODN.replace('"odn"', '"evil"'))
+    install_plugin(w.monkeypatch, w.root, "evil3", EVIL_ODN.replace('"odn"', '"evil"'))
+    out = w.compare("--method", "evil")
+    assert out.exit_code == 2 and w.folders() == {w.cell.name}
+    error = out.one_error()
+    assert "method 'evil' is registered twice" in error and "'evil2'" in error and "'evil3'" in error
+
+
+@case("security: a third-party plugin registering a built-in name never replaces the built-in")
 def _(w):
     install_plugin(w.monkeypatch, w.root, "evil2", EVIL_ODN)
-    out = w.compare("--method", "odn")
-    assert out.exit_code == 2 and w.folders() == {w.cell.name}
-    assert says(out.one_error(), "method 'odn'", "'odn'", "'evil2'", "ODNBENCH_LOAD_PLUGINS")
+    out = w.cli("list", "methods")
+    assert out.exit_code == 0 and "Error" not in out.stderr
+    odn = [line for line in out.stdout.splitlines() if line.startswith("odn ")]
+    assert odn and "not ODN at all" not in odn[0]
+    [warning] = out.stderr.strip().splitlines()
+    assert "'odn'" in warning and "'evil2'" in warning and "odnbench" in warning
 
 
 @case("security: a third-party model re-evaluates after its plugin is uninstalled (example oneshot-odn)")
@@ -797,22 +824,24 @@ def _(w):
     assert "1 ok (0 resumed), 1 failed" in out.stdout
 
 
-@case("bad input: --help and list still work with a colliding plugin installed")
+@case("bad input: --help and list still work with colliding plugins installed")
 def _(w):
-    site = install_dist(w, "odnbench-evil", "odn", EVIL_ODN)
-    facts = ("'odn'", "odnbench, odnbench-evil", "ODNBENCH_LOAD_PLUGINS")
+    install_dist(w, "odnbench-evil", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    site = install_dist(w, "odnbench-evil-two", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    w.monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench,odnbench-evil,odnbench-evil-two")
+    facts = ("plugin name 'evilplug'", "odnbench-evil, odnbench-evil-two", "ODNBENCH_LOAD_PLUGINS")
     helped = main_subprocess(w, "--help", site=site)
     assert helped.exit_code == 0 and "Usage: odnbench" in helped.stdout and says(helped.one_error(), *facts)
     listed = main_subprocess(w, "list", "methods", site=site)
     assert listed.exit_code == 0 and says(listed.one_error(), *facts)
-    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "prune", "scratch",
-                                                                       "slim", "truncate"]
+    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "oracle",
+                                                                       "prune", "scratch", "slim", "truncate"]
 
 
 # --- representative cases that were already handled well ------------------------------------------
 
 for _args, _facts in [
-    (["--method", "odm"], ("unknown method 'odm'", "Did you mean: odn?", "blockdrop, full, kd, odn, prune")),
+    (["--method", "odm"], ("unknown method 'odm'", "Did you mean: odn?", "blockdrop, full, kd, odn, oracle, prune")),
     (["--method", "full", "--dataset", "mnist6k"], ("unknown dataset 'mnist6k'", "mnist5k", "cifar10, emnist")),
     (["--method", "full", "--set", "odn.target"], ("'odn.target'", "METHOD.PARAM=VALUE", "recipe.PARAM=VALUE")),
     (["--method", "full", "--set", "recipe.epochs=abc"], ("recipe.epochs='abc'", "int")),
@@ -843,7 +872,7 @@ def _(w):
     assert out.exit_code == 0
     assert out.stderr.strip() == ("odnbench: warning: plugin 'broken' (?) failed to load: ImportError: no module named "
                                   "torch_magic (skipped; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
-    assert [row.split()[0] for row in out.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "prune", "scratch",
+    assert [row.split()[0] for row in out.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "oracle", "prune", "scratch",
                                                                     "slim", "truncate"]
 
 

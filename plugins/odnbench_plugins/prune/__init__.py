@@ -30,13 +30,14 @@ from odnbench_plugins.prune.spec import CRITERIA, PRUNERS, check_pruner, parse_t
 class Prune(Method):
     name = "prune"
     description = "torch-pruning structured channel pruning of the trained full-depth model, then fine-tuning"
+    env_packages = ("torch-pruning",)  # its results depend on torch-pruning's version: stored in env
     params = (
         Param("criterion", str, "l2", choices=CRITERIA,
               help="Channel importance: group L1/L2 magnitude, first-order Taylor, LAMP, BN scale, FPGM, or random."),
         Param("scope", str, "local", choices=("local", "global"),
               help="Rank channels within each layer group (local) or across the whole network (global)."),
         Param("ratio", float, 0.5, help="Channel share to remove when no match is set (params fall ~1-(1-r)^2).",
-              gt=0, lt=1),
+              gt=0, lt=1, sweep=True),
         *match_rule.match_params("prune", "Prune to"),
         Param("tolerance", float, 0.05, help="Matching lands within this fraction below the target.", gt=0, lt=1),
         Param("steps", int, 5, ge=1,
