@@ -17,7 +17,7 @@ from odnbench import metrics
 
 @pytest.fixture(autouse=True)
 def builtin_only(monkeypatch):
-    monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "datasets,timm-resnet")
+    monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "datasets,timm-resnet,full")  # compare needs a method
 
 
 class HookMacs:
