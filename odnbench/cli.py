@@ -144,9 +144,9 @@ def new_plugin(name, kind, directory):
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
               help="cifar: 3x3 stride-1 stem, no max-pool (small images); imagenet: timm's own stem.")
 @click.option("--width", default="full", show_default=True, help="Stage widths, e.g. 16,32,64,128, or 'full'.")
-@click.option("--threads", type=int, default=0, show_default=True,
-              help="Torch threads for the latency measure; 0 = torch's default, as the harness measures "
-                   "(recipe.threads=0).")
+@click.option("--threads", type=int, default=1, show_default=True,
+              help="Torch threads for the latency measure, as the harness measures (recipe.threads, default 1); "
+                   "0 = torch's default.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, threads, as_json):
     """Parameters, size, MACs, FLOPs and batch-1 CPU latency of a backbone, full or cut to --depth."""
@@ -238,7 +238,8 @@ def _grid_options(f):
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this machine (--jobs processes); ray: a Ray task per cell (pip install 'odnbench[ray]').")
 @click.option("--worker-threads", type=int, default=None,
-              help="Torch threads per worker [default: cores / --jobs; with Ray, --ray-cpus].")
+              help="Torch threads per worker process, for cells with recipe.threads=0 (each cell runs with "
+                   "recipe.threads, default 1) [default: cores / --jobs; with Ray, --ray-cpus].")
 @click.option("--ray-address", default=None,
               help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray instance on this machine].")
 @click.option("--ray-gpus", type=float, default=None, help="GPUs per cell on Ray (fractions share one, e.g. 0.25).")

@@ -146,7 +146,8 @@ def usable_cores() -> int:
 
 
 def default_threads(cells_at_once: int) -> int:
-    """Torch threads per worker so that the workers together use each core once."""
+    """Torch threads per worker so that the workers together use each core once: the count a cell
+    with ``recipe.threads=0`` runs with (a cell runs with ``recipe.threads``, 1 by default)."""
     return max(1, usable_cores() // cells_at_once)
 
 
@@ -204,8 +205,8 @@ class ProcessExecutor:
         self._ctx = multiprocessing.get_context("spawn")
         self._workers = []
         shared = ", ".join(f"{d} x{self._devices.count(d)}" for d in dict.fromkeys(self._devices))
-        return (f"odnbench: {self.jobs} worker processes ({shared}), {self.threads} torch "
-                f"thread{'s' if self.threads > 1 else ''} each; each cell's log goes to <cell folder>/{LOG_FILE}")
+        return (f"odnbench: {self.jobs} worker processes ({shared}), each cell with recipe.threads torch threads "
+                f"(default 1; 0 = the worker's {self.threads}); each cell's log goes to <cell folder>/{LOG_FILE}")
 
     def _spawn(self, index: int) -> _Worker:
         r = self._run
@@ -432,7 +433,7 @@ class RayExecutor:
         self._run.progress.line(
             f"odnbench: up to {self.slots} cells at once on {where} ({have.get('CPU', 0):g} CPUs, "
             f"{have.get('GPU', 0):g} GPUs; {self.cpus_per_cell:g} CPU and {self.gpus_per_cell:g} GPU per cell, "
-            f"{self.threads} torch thread{'s' if self.threads > 1 else ''}); each cell's log goes to "
+            f"recipe.threads torch threads per cell, default 1; 0 = the worker's {self.threads}); each cell's log goes to "
             f"<cell folder>/{LOG_FILE}")
 
     def free(self) -> int:

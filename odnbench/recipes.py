@@ -52,7 +52,10 @@ class Recipe:
     latency_windows: int = 5
     latency_iters: int = 20
     throughput_batch: int = 256
-    threads: int = 0  # torch threads; 0 = leave torch's default
+    # Torch intra-op threads of the cell. 1 by default: results do not depend on the machine's core
+    # count, and --jobs uses the cores by running cells side by side. 0 = leave the process's count
+    # (torch's default, or the worker's --worker-threads): what every record before 0.2 ran with.
+    threads: int = 1
     # execution (odnbench.execution): how tensors run; training, evaluation and timing alike
     precision: str = "fp32"  # "fp32" or "bf16" (autocast; weights and optimiser stay fp32)
     tf32: bool = True  # TF32 tensor-core math for fp32 matmul/conv on GPUs that have it (no effect on CPU)
@@ -72,8 +75,9 @@ class Recipe:
     def from_dict(cls, stored: dict[str, Any]) -> "Recipe":
         """The recipe a stored config ran with: its preset, then the stored field values (each
         validated as ``--set recipe.FIELD`` would be). Fields it lacks keep the preset's value, except
-        ``init``: a config without it (protocol 1) ran with timm's init, whatever today's default."""
-        stored = {"init": "timm", **stored}
+        ``init``: a config without it (protocol 1) ran with timm's init, whatever today's default, and
+        ``threads``: one without it ran with the process's thread count (0), before the default was 1."""
+        stored = {"init": "timm", "threads": 0, **stored}
         preset = stored.get("preset")
         if preset not in PRESETS:
             raise UnknownNameError("preset", str(preset), PRESETS)

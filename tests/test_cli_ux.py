@@ -263,11 +263,11 @@ def test_profile_measures_latency_as_the_harness_does(monkeypatch):
                         or real(model, shape, recipe))
     out = invoke("profile", "-b", "resnet18", "-k", "1", "--width", "8,8,8,8", "--json")
     assert out.exit_code == 0, out.output
-    assert seen == [0]  # the harness's default policy: recipe.threads=0, torch's own thread count
+    assert seen == [1]  # the harness's default policy: recipe.threads=1
     lat = json.loads(out.stdout)["latency_ms"]
     assert {"windows_ms", "p90_over_p50", "spread", "busy", "attempts"} <= set(lat)
-    assert invoke("profile", "-b", "resnet18", "-k", "1", "--width", "8,8,8,8", "--threads", "1").exit_code == 0
-    assert seen == [0, 1]
+    assert invoke("profile", "-b", "resnet18", "-k", "1", "--width", "8,8,8,8", "--threads", "0").exit_code == 0
+    assert seen == [1, 0]
 
 
 # ----------------------------------------------------------------------------- the terminal summary
