@@ -58,6 +58,39 @@ def matmul_peak(dtype, size: int = 2048, repeats: int = 5, min_seconds: float = 
     return best
 
 
+def conv_rate(precision: str, channels_last: bool, channels: int = 64, size: int = 14, batch: int = 128,
+              repeats: int = 3, min_seconds: float = 0.3) -> float:
+    """GFLOP/s of one 3x3 convolution of the quick ResNet-18 (``channels``->``channels`` at ``size``²,
+    stage 3) trained alone: forward, input gradient and weight gradient (3 x its MACs x 2), best of
+    ``repeats``. The roof for this network's own layer shapes, below the big-matmul peak."""
+    import torch
+
+    conv = torch.nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+    x = torch.randn(batch, channels, size, size, requires_grad=True)
+    if channels_last:
+        conv, x = conv.to(memory_format=torch.channels_last), x.detach().contiguous(
+            memory_format=torch.channels_last).requires_grad_()
+    flop = 2 * batch * size * size * channels * channels * 9 * FORWARDS_PER_STEP
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = conv(x)
+        out.float().sum().backward()
+
+    step()
+    best = 0.0
+    for _ in range(repeats):
+        calls, start = 0, time.perf_counter()
+        while True:
+            step()
+            calls += 1
+            elapsed = time.perf_counter() - start
+            if elapsed >= min_seconds:
+                break
+        best = max(best, flop * calls / elapsed / 1e9)
+    return best
+
+
 def quick_resnet(width: str = QUICK_WIDTH, backbone: str = "resnet18"):
     """The full-depth network a quick cell trains (the harness's own builder and init)."""
     from odnbench.recipes import make_recipe
@@ -105,14 +138,20 @@ def train_throughput(setting: dict, *, width: str = QUICK_WIDTH, batch_size: int
     torch.manual_seed(0)
     net = quick_resnet(width)
     trainer = Trainer(splits, recipe, torch.device("cpu"), Progress(quiet=True), CostMeter(), seed=0)
+    if setting.get("compile"):
+        # A cell skips compile on CPU (Execution.for_recipe says why: the C++ build of each network
+        # shape takes minutes); here it is forced on to show what it would gain. The first epoch compiles.
+        trainer.execution.compile, trainer.execution.notes = True, []
     opt = trainer.make_optimizer(net.parameters())
+    started = time.perf_counter()
     for _ in range(warmup_epochs):
         trainer.train_epoch(net, opt)
+    warmup_seconds = time.perf_counter() - started
     best = 0.0
     for _ in range(epochs):
         stats = trainer.train_epoch(net, opt)
         best = max(best, stats.samples / stats.seconds)
-    return {"img_s": best, "execution": trainer.execution.env()}
+    return {"img_s": best, "warmup_seconds": warmup_seconds, "execution": trainer.execution.env()}
 
 
 def main(argv=None) -> int:
@@ -121,6 +160,9 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=3, help="timed epochs per setting (best of)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--matmul-size", type=int, default=2048)
+    parser.add_argument("--matmul-repeats", type=int, default=5)
+    parser.add_argument("--width", default=QUICK_WIDTH, help="stage widths of the ResNet-18 (default: quick's)")
+    parser.add_argument("--warmup-epochs", type=int, default=1)
     parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile settings")
     parser.add_argument("--only", action="append", help="measure only this setting (repeatable)")
     args = parser.parse_args(argv)
@@ -131,11 +173,18 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     load = os.getloadavg()
     print(f"torch {torch.__version__}, 1 thread, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}", flush=True)
-    peak = {"fp32": matmul_peak(torch.float32, args.matmul_size), "bf16": matmul_peak(torch.bfloat16, args.matmul_size)}
+    min_seconds = 0.3 if args.matmul_repeats > 1 else 0.01
+    peak = {name: matmul_peak(dtype, args.matmul_size, args.matmul_repeats, min_seconds)
+            for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16))}
     for name, value in peak.items():
-        print(f"peak {name}: {value:.1f} GFLOP/s ({args.matmul_size}² matmul, best of 5)", flush=True)
-    gflop = training_gflop_per_image(quick_resnet())
-    print(f"quick ResNet-18 ({QUICK_WIDTH}, 28x28x1): {gflop * 1e3 / 2 / FORWARDS_PER_STEP:.2f} M forward MACs, "
+        print(f"peak {name}: {value:.1f} GFLOP/s ({args.matmul_size}² matmul, best of {args.matmul_repeats})",
+              flush=True)
+    for precision, cl in (("fp32", False), ("bf16", True)):
+        rate = conv_rate(precision, cl, repeats=args.matmul_repeats, min_seconds=min_seconds)
+        print(f"one 3x3 conv 64->64 at 14x14, batch 128, {precision}{' channels-last' if cl else ''}, forward + "
+              f"backward: {rate:.1f} GFLOP/s ({rate / peak[precision]:.3f} of {precision} peak)", flush=True)
+    gflop = training_gflop_per_image(quick_resnet(args.width))
+    print(f"ResNet-18 ({args.width}, 28x28x1): {gflop * 1e3 / 2 / FORWARDS_PER_STEP:.2f} M forward MACs, "
           f"{gflop:.4f} GFLOP per training image (MACs x 2 x 3); batch {args.batch_size}", flush=True)
     best_name, best_gflops = None, 0.0
     for name, setting in SETTINGS.items():
@@ -144,7 +193,8 @@ def main(argv=None) -> int:
         if args.no_compile and setting.get("compile"):
             continue
         try:
-            out = train_throughput(setting, batch_size=args.batch_size, images=args.images, epochs=args.epochs)
+            out = train_throughput(setting, width=args.width, batch_size=args.batch_size, images=args.images,
+                                   epochs=args.epochs, warmup_epochs=args.warmup_epochs)
         except Exception as exc:  # torch.compile on CPU needs a C++ compiler; say why and go on
             print(f"{name:<28} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", flush=True)
             continue
@@ -154,8 +204,9 @@ def main(argv=None) -> int:
             continue
         gflops = out["img_s"] * gflop
         kind = setting["precision"]
-        print(f"{name:<28} {out['img_s']:8.0f} img/s {gflops:7.1f} GFLOP/s {gflops / peak[kind]:6.3f} of {kind} peak",
-              flush=True)
+        compiled = f" (first epoch, compiling: {out['warmup_seconds']:.0f} s)" if setting.get("compile") else ""
+        print(f"{name:<28} {out['img_s']:8.0f} img/s {gflops:7.1f} GFLOP/s {gflops / peak[kind]:6.3f} of {kind} peak"
+              f"{compiled}", flush=True)
         if gflops > best_gflops:
             best_name, best_gflops = name, gflops
     if best_name is None:
