@@ -126,7 +126,7 @@ def test_a_bf16_compile_cell_runs_on_cpu_and_says_how(fast_cell):
             ("bf16", False, "channels_last", False)
         assert "recipe.compile=true skipped on CPU" in env["execution_notes"][0]
         assert 0 <= r["metrics"]["top1"] <= 100
-    assert "bf16 autocast" in (results / "leaderboard.md").read_text()  # the board's caption says so
+    assert "bf16 autocast, channels-last" in (results / "leaderboard.md").read_text()  # the board's caption says so
 
 
 def test_verify_reevaluates_a_bf16_cell(fast_cell):

@@ -382,10 +382,13 @@ def _aggregate(row: Row) -> dict:
 
 
 def precision_label(env: dict) -> str:
-    """How a result computed, from its env (results made before env.precision existed ran in fp32)."""
-    if env.get("precision") == "bf16":
-        return "bf16 autocast"
-    return "fp32 (TF32 conv/matmul)" if env.get("tf32") else "fp32"
+    """How a result computed, from its env (results made before env.precision existed ran in fp32);
+    channels-last named where it is not the device's usual layout (a CPU's is contiguous)."""
+    label = "bf16 autocast" if env.get("precision") == "bf16" else (
+        "fp32 (TF32 conv/matmul)" if env.get("tf32") else "fp32")
+    if env.get("memory_format") == "channels_last" and env.get("device", "cpu") == "cpu":
+        label += ", channels-last"
+    return label
 
 
 def _caption(key: tuple, results: list[Result]) -> dict:
