@@ -195,7 +195,7 @@ def main(argv=None) -> int:
         try:
             out = train_throughput(setting, width=args.width, batch_size=args.batch_size, images=args.images,
                                    epochs=args.epochs, warmup_epochs=args.warmup_epochs)
-        except Exception as exc:  # torch.compile on CPU needs a C++ compiler; say why and go on
+        except Exception as exc:  # noqa: BLE001 -- torch.compile on CPU needs a C++ compiler; say why, go on
             print(f"{name:<28} failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}", flush=True)
             continue
         notes = out["execution"].get("execution_notes")
