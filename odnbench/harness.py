@@ -26,7 +26,7 @@ from odnbench.recipes import Recipe
 from odnbench.registry import Registry
 from odnbench.result import Facts, Result, normalise_reference, plain_file_name
 from odnbench.runtime import DATA_CACHE, backbone_builder, pick_device, seed_everything
-from odnbench.store import MODEL_FILE, RESULT_FILE, CellLock, CorruptResultError, ResultStore
+from odnbench.store import MODEL_FILE, RESULT_FILE, CellLock, CorruptResultError, ResultStore, refuse_link
 
 
 def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell] | None) -> dict[str, Dependency]:
@@ -80,6 +80,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result = _blank_result(registry, cell)
     threads = torch.get_num_threads()
     started = time.perf_counter()
+    refuse_link(out_dir)  # a linked cell folder would write outside --results (one line, nothing run)
     _tidy_cell_folder(store, out_dir, progress)
     before = {p.name: p.stat().st_mtime_ns for p in store.model_files(out_dir)}
     execution = None
@@ -108,8 +109,10 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             )
             output = method.run(ctx)
             if not isinstance(output, MethodOutput) or not isinstance(output.model, torch.nn.Module):
+                what = (f"a MethodOutput whose model is a {type(output.model).__name__}, not a torch.nn.Module"
+                        if isinstance(output, MethodOutput) else type(output).__name__)
                 raise PluginError(
-                    f"method {config['method']!r} (plugin {plugin!r}) returned {type(output).__name__}; "
+                    f"method {config['method']!r} (plugin {plugin!r}) returned {what}; "
                     "run() must return odnbench.MethodOutput(model=<torch.nn.Module>, info={...})"
                 )
             model = execution.model(output.model).eval()
