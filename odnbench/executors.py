@@ -529,8 +529,10 @@ def _ray_cell(job: dict, *dependencies) -> tuple:
     _set_threads(job["threads"])
     device = "cuda" if job["device"] != "cpu" and ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     cell: Cell = job["cell"]
-    with tempfile.TemporaryDirectory(prefix="odnbench-ray-") as tmp:
+    clean_dead_task_folders()
+    with tempfile.TemporaryDirectory(prefix=RAY_TMP_PREFIX) as tmp:
         root = Path(tmp)
+        (root / RAY_TMP_OWNER).write_text(str(os.getpid()))  # who uses it: a killed task's is swept later
         for dirname, files in dependencies:
             for rel, data in files.items():
                 atomic_write_bytes(root / dirname / rel, data)
@@ -538,6 +540,32 @@ def _ray_cell(job: dict, *dependencies) -> tuple:
                              download=job["download"], device=device, threads=job["threads"],
                              executor=job["executor"])
         return message, read_folder(root / cell.dirname, skip=(RESULT_FILE,))
+
+
+RAY_TMP_PREFIX = "odnbench-ray-"
+RAY_TMP_OWNER = ".odnbench-owner"
+
+
+def clean_dead_task_folders(tmp_root: Path | None = None) -> list[Path]:
+    """Remove the temporary folders of Ray tasks that were killed (their ``with`` never ran its
+    cleanup): those whose owner process is gone. Never one of a live task."""
+    import shutil
+
+    removed = []
+    for folder in sorted(Path(tmp_root or tempfile.gettempdir()).glob(f"{RAY_TMP_PREFIX}*")):
+        try:
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            pid = int((folder / RAY_TMP_OWNER).read_text().strip())
+            os.kill(pid, 0)
+            continue  # alive (or not ours to signal): keep
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue  # no owner file (yet) or not ours: keep
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def read_folder(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
