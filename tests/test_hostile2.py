@@ -89,12 +89,13 @@ def test_case1_backup_copy_under_another_name_is_not_a_dependency(world):
     import shutil
 
     shutil.copytree(w.cell, w.results / f"{w.cell.name}.bak")  # a plain backup copy: ignored too
-    renamed = w.results / f"a-{w.cell.name}"
+    renamed = w.results / f"a-{w.cell.name}"  # sorts before the real folder; its name ends with the key
     shutil.copytree(w.cell, renamed)
-    shutil.rmtree(w.cell)  # only the copy is left: no dependency may be read from it
+    (renamed / MODEL_FILE).write_bytes(b"not the model")  # a prune built from the copy would fail
+    shutil.rmtree(w.cell)  # only the copies are left: no dependency may be read from them
     out = w.compare("--method", "prune")
-    assert out.exit_code == 0 or "full" in "".join(w.folders())
-    # compare ran `full` again in its own folder rather than trusting the copy
+    assert out.exit_code == 0, out.stderr
+    # compare ran `full` again in its own folder rather than trusting a copy
     assert (w.results / w.cell.name / RESULT_FILE).is_file()
     prune = w.stored("prune")
     assert prune["status"] == "ok" and prune["requires"]["full"] == w.cell.name.rsplit("-", 1)[1]
@@ -166,13 +167,16 @@ def test_case2_rerun_catches_a_forged_record(world):
 def test_case3_links_and_fifos_are_refused_not_read(world, what):
     w = world
     target = w.cell / (RESULT_FILE if what == "record-link" else MODEL_FILE)
+    if what == "record-link":  # the record itself planted elsewhere and linked in: never followed
+        planted = w.root / "planted.json"
+        planted.write_bytes(target.read_bytes())
     target.unlink()
     if what == "fifo":
         os.mkfifo(target)
     elif what == "dev-zero-link":
         os.symlink("/dev/zero", target)
     else:
-        os.symlink("/dev/zero", target)
+        os.symlink(planted, target)
     started = time.monotonic()
     out = w.verify()
     assert time.monotonic() - started < 120
@@ -237,6 +241,18 @@ def test_case4_sizes_stated_by_the_architecture_are_bounded(world, how):
     want = "padding=(600, 600); allowed: 0..64" if how == "padding" else "scale_factor=300.0; allowed: 0..8"
     assert want in line and "refused before allocating" in line, line
     w.intact()
+
+
+def test_case4_the_rebuild_refuses_before_any_forward(world):
+    """The same bound at the format level: reloading the file refuses it (no forward pass needed)."""
+    from odnbench import modelio
+    from odnbench.errors import ModelFileError
+
+    model = world.cell / MODEL_FILE
+    _edit_architecture(model, lambda tree: _first(tree, "torch.nn.Conv2d")["attrs"].update(
+        padding={"__tuple__": [600, 600]}))
+    with pytest.raises(ModelFileError, match=r"padding=\(600, 600\); allowed: 0\.\.64"):
+        modelio.from_bytes(model.read_bytes(), MODEL_FILE)
 
 
 # --- case 5: writes outside --results -------------------------------------------------------------
