@@ -304,6 +304,10 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     board_path = Path(results) / "leaderboard.md"
     atomic_write_bytes(board_path, report.render(results, "md").encode())
     click.echo(summary(report.build_boards(report.load_results(results)), board_path))
+    from odnbench.report.boards import skipped_results
+
+    for folder, why in skipped_results(results):  # copies, planted folders, unreadable records
+        click.echo(f"note: not counted: {folder.name}: {why}", err=True)
     click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), {len(done.failed)} failed")
     for r in done.failed:
         click.echo(f"  FAILED {r.config['method']} {r.config['dataset']} seed {r.config['seed']}: {r.error}",

@@ -430,6 +430,7 @@ def test_case8_deeply_nested_and_truncated_records_are_findings(world):
     assert pub.exit_code == 0 and f"note: {trunc.name}: {RESULT_FILE} is unreadable" in pub.stderr
     cmp = w.compare("--method", "full")
     assert cmp.exit_code == 0 and "Traceback" not in cmp.stderr
+    assert f"note: not counted: {deep.name}: {RESULT_FILE} is unreadable" in cmp.stderr
     w.intact()
 
 
