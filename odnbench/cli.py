@@ -256,19 +256,17 @@ def _grid_options(f):
 @_grid_options
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Skip cells already finished.")
 @click.option("--fail-fast", is_flag=True, help="Start no cell after the first failed one.")
-@click.option("--jobs", "-j", type=click.IntRange(1, 1024), default=1, show_default=True,
+@click.option("--jobs", "-j", type=int, default=1, show_default=True,
               help="Cells run at once. Above 1: in that many worker processes (spread over the visible GPUs, "
                    "several may share one); with --executor ray: at most that many Ray tasks.")
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this machine (--jobs processes); ray: a Ray task per cell (pip install 'odnbench[ray]').")
-@click.option("--worker-threads", type=click.IntRange(1, 1024), default=None,
+@click.option("--worker-threads", type=int, default=None,
               help="Torch threads per worker [default: cores / --jobs; with Ray, --ray-cpus].")
 @click.option("--ray-address", default=None,
               help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray instance on this machine].")
-@click.option("--ray-gpus", type=float, default=None, callback=lambda c, p, v: _finite(c, p, v, 0, 64),
-              help="GPUs per cell on Ray (fractions share one, e.g. 0.25).")
-@click.option("--ray-cpus", type=float, default=None, callback=lambda c, p, v: _finite(c, p, v, 0, 1024),
-              help="CPUs per cell on Ray [default: 1].")
+@click.option("--ray-gpus", type=float, default=None, help="GPUs per cell on Ray (fractions share one, e.g. 0.25).")
+@click.option("--ray-cpus", type=float, default=None, help="CPUs per cell on Ray [default: 1].")
 def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet,
             resume, fail_fast, jobs, executor, worker_threads, ray_address, ray_gpus, ray_cpus):
     """Run the grid method x dataset x backbone x seed, write the leaderboard to
@@ -454,9 +452,11 @@ def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, sche
     of each model file (an ok result without its model fails); then reload each model (never
     unpickled) and re-measure top-1, params, size, MACs and FLOPs on the same data (fingerprint
     checked), re-time latency and throughput (the ratio to the stored value is a note unless absurd);
-    list stale temporary files; and say what cannot be re-measured (cost). One line per cell; exits 1
-    when anything does not match. --schema-only checks result.json files alone (for records published
-    without their models)."""
+    list stale temporary files; name strays (copied, renamed or planted folders, links: never counted);
+    with ODNBENCH_SIGNING_KEY set, check each record's HMAC signature; and say what cannot be checked
+    (a forged record's config and cost). One line per cell; exits 1 when anything does not match.
+    --schema-only checks result.json files alone (for records published without their models);
+    --rerun [CELL...] trains cells again from their recorded config and compares (see docs/security.md)."""
     from odnbench.runtime import pick_device
     from odnbench.verify import rerun as rerun_cells
     from odnbench.verify import verify

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -70,6 +71,10 @@ class RunSpec:
     record_failure: Callable[..., Result]
 
 
+#: The most cells (or torch threads per worker, or Ray CPUs/GPUs per cell) one option may ask for.
+MAX_PARALLEL = 1024
+
+
 def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | None = None,
                   ray_address: str | None = None, ray_gpus: float | None = None, ray_cpus: float | None = None):
     """The executor ``compare``'s options ask for; a bad combination is a one-line error before anything runs."""
@@ -77,8 +82,15 @@ def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | 
         raise OdnbenchError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise OdnbenchError(f"--jobs {jobs}: must be at least 1 (cells run at once)")
+    if jobs > MAX_PARALLEL:
+        raise OdnbenchError(f"--jobs {jobs}: at most {MAX_PARALLEL} cells run at once")
     if worker_threads is not None and worker_threads < 1:
         raise OdnbenchError(f"--worker-threads {worker_threads}: must be at least 1")
+    if worker_threads is not None and worker_threads > MAX_PARALLEL:
+        raise OdnbenchError(f"--worker-threads {worker_threads}: at most {MAX_PARALLEL}")
+    for name, value in (("--ray-gpus", ray_gpus), ("--ray-cpus", ray_cpus)):
+        if value is not None and not (math.isfinite(value) and value <= MAX_PARALLEL):
+            raise OdnbenchError(f"{name} {value}: must be a finite number, at most {MAX_PARALLEL}")
     ray_given = [name for name, value in (("--ray-address", ray_address), ("--ray-gpus", ray_gpus),
                                           ("--ray-cpus", ray_cpus)) if value is not None]
     if executor == "local":

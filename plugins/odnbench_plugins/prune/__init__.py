@@ -46,7 +46,7 @@ class Prune(Method):
               gt=0, lt=1),
         Param("round_to", int, None, nullable=True, help="Keep channel counts multiples of this (none: any).", ge=1, le=1_024),
         Param("grad_batches", int, 4, help="Training batches whose gradients feed the Taylor criterion.", ge=1, le=10_000),
-        Param("finetune_epochs", int, None, nullable=True, ge=1, le=100_000,
+        Param("finetune_epochs", int, None, nullable=True, ge=1,
               help="Fine-tuning epochs (none: the recipe's epochs); a pruned model is always fine-tuned."),
         Param("finetune_lr", float, None, nullable=True, gt=0, le=10, help="Fine-tuning learning rate (none: the recipe's)."),
         # Added after results were stored: left out of the cell key at their defaults (omit_default).
