@@ -130,9 +130,10 @@ def _sane(r: Result) -> Result:
              and num(p.get("val")) is not None] if isinstance(f.depth_curve, list) else []
     f.depth_curve = curve or None
     if isinstance(r.reference, dict):
-        ref = {k: num(r.reference.get(k)) for k in ("top1", "size_reduction", "size_mb", "full_size_mb")}
-        ref["depth"] = typed(r.reference.get("depth"), int)
-        ref["source"] = typed(r.reference.get("source"), str)
+        ref = dict(r.reference)  # other keys (e.g. preset) as stored; the ones formatted as numbers checked
+        ref.update({k: num(ref.get(k)) for k in ("top1", "size_reduction", "size_mb", "full_size_mb")})
+        ref["depth"] = typed(ref.get("depth"), int)
+        ref.update({k: typed(ref.get(k), str) for k in ("source", "preset") if k in ref})
         r.reference = ref if any(v is not None for v in ref.values()) else None
     elif r.reference is not None:
         r.reference = None
