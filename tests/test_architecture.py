@@ -30,18 +30,19 @@ SOURCES = {"odnbench": REPO / "odnbench", "odnbench_plugins": REPO / "plugins" /
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"odnbench.errors", "odnbench.result", "odnbench.progress", "odnbench.envinfo",
                     "odnbench.hookspecs", "odnbench.depthnet", "odnbench.data", "odnbench.metrics",
-                    "odnbench.execution", "odnbench.modelio", "odnbench.initialization"}),
+                    "odnbench.execution", "odnbench.modelio", "odnbench.safeio", "odnbench.initialization"}),
     ("contract and storage", {"odnbench", "odnbench.contract", "odnbench.store", "odnbench.recipes",
                               "odnbench.trainer"}),
     ("report", {"odnbench.report", "odnbench.report.boards", "odnbench.report.fmt", "odnbench.report.markdown",
                 "odnbench.report.records", "odnbench.report.plots", "odnbench.report.publish",
                 "odnbench.report.terminal", "odnbench.report.curves"}),
     ("plugins and planning", {"odnbench.registry", "odnbench.plan", "odnbench.runtime", "odnbench.gridfile"}),
-    ("running", {"odnbench.harness", "odnbench.executors", "odnbench.verify"}),
+    ("running", {"odnbench.harness", "odnbench.executors", "odnbench.scheduler", "odnbench.verify"}),
     ("entry points", {"odnbench.cli", "odnbench.testing", "odnbench.scaffold"}),
 ]
 REPORT_MAY_NOT_IMPORT = ("odnbench.harness", "odnbench.plan", "odnbench.runtime", "odnbench.registry")
-PLUGINS_MAY_NOT_IMPORT = ("odnbench.harness", "odnbench.plan", "odnbench.cli", "odnbench.testing")
+PLUGINS_MAY_NOT_IMPORT = ("odnbench.harness", "odnbench.scheduler", "odnbench.plan", "odnbench.cli",
+                          "odnbench.testing")
 HEAVY = ("torch", "timm", "torchvision", "torch_pruning")
 
 

@@ -391,20 +391,44 @@ def _(w):
 @case("security: a third-party entry point named 'odn' is refused, never silently replacing the built-in")
 def _(w):
     install_dist(w, "odnbench-evil", "odn", EVIL_ODN)
-    out = w.compare("--method", "odn")
+    out = w.cli("list", "methods")
+    assert out.exit_code == 0 and "Error" not in out.stderr
+    odn = [line for line in out.stdout.splitlines() if line.startswith("odn ")]
+    assert odn and "not ODN at all" not in odn[0]  # the built-in is the one loaded
+    [warning] = out.stderr.strip().splitlines()
+    assert "'odn'" in warning and "odnbench-evil" in warning and "built-in" in warning
+
+
+@case("security: two third-party entry points with one name are refused, naming both")
+def _(w):
+    install_dist(w, "odnbench-evil", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    install_dist(w, "odnbench-evil-two", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    w.monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench,odnbench-evil,odnbench-evil-two")
+    out = w.compare("--method", "evil")
     assert out.exit_code == 2 and w.folders() == {w.cell.name}
-    assert out.one_error() == ("Error: plugin name 'odn' is provided by 2 distributions: odnbench, odnbench-evil; "
-                               "neither is loaded. Uninstall one, or select one with "
-                               "ODNBENCH_LOAD_PLUGINS=<distribution name>")
+    error = out.one_error()
+    assert "plugin name 'evilplug'" in error and "odnbench-evil" in error and "odnbench-evil-two" in error
 
 
-@case("security: two plugins registering one method name are refused (naming both)")
+@case("security: two third-party plugins registering one method name are refused (naming both)")
+def _(w):
+    install_plugin(w.monkeypatch, w.root, "evil2", EVIL_ODN.replace('"odn"', '"evil"'))
+    install_plugin(w.monkeypatch, w.root, "evil3", EVIL_ODN.replace('"odn"', '"evil"'))
+    out = w.compare("--method", "evil")
+    assert out.exit_code == 2 and w.folders() == {w.cell.name}
+    error = out.one_error()
+    assert "method 'evil' is registered twice" in error and "'evil2'" in error and "'evil3'" in error
+
+
+@case("security: a third-party plugin registering a built-in name never replaces the built-in")
 def _(w):
     install_plugin(w.monkeypatch, w.root, "evil2", EVIL_ODN)
-    out = w.compare("--method", "odn")
-    assert out.exit_code == 2 and w.folders() == {w.cell.name}
-    assert out.one_error() == ("Error: method 'odn' is registered twice: by plugin 'odn' and by 'evil2'; uninstall "
-                               "one, or select plugins with ODNBENCH_LOAD_PLUGINS")
+    out = w.cli("list", "methods")
+    assert out.exit_code == 0 and "Error" not in out.stderr
+    odn = [line for line in out.stdout.splitlines() if line.startswith("odn ")]
+    assert odn and "not ODN at all" not in odn[0]
+    [warning] = out.stderr.strip().splitlines()
+    assert "'odn'" in warning and "'evil2'" in warning and "odnbench" in warning
 
 
 @case("security: a third-party model re-evaluates after its plugin is uninstalled (example oneshot-odn)")
@@ -565,14 +589,14 @@ case("integrity: a NaN loss ends training as 'diverged at epoch N'")(_failed_cel
                "rate (recipe.lr=0.05) or check the data"))
 
 
-@case("integrity: a learning rate that blows up training fails the cell as diverged (recipe.lr=1e6)")
+@case("integrity: a learning rate that would blow up training is refused at plan time (recipe.lr=1e6; issue 23)")
 def _(w):
+    # Issue 12 let it run and fail as diverged; issue 23 bounds recipe.lr (a diverging loss is still
+    # a failed cell: see the nanloss case).
     out = w.compare("--method", "full", "--set", "recipe.lr=1e6")
-    assert out.exit_code == 1
-    [f] = [p for p in w.results.glob(f"full-*/{RESULT_FILE}") if p.parent != w.cell]
-    assert json.loads(f.read_text())["error"] == ("DivergedError: training diverged at epoch 1 (full epoch 1/1): the "
-                                                  "loss is nan; lower the learning rate (recipe.lr=1e+06) or check the "
-                                                  "data")
+    assert out.exit_code == 2
+    assert out.one_error() == "Error: --set recipe.lr=1000000.0 is out of range; allowed: 0 < recipe.lr <= 10"
+    assert w.folders() == {w.cell.name}
 
 
 def _nonfinite_info_case(value: str):
@@ -649,12 +673,14 @@ def _plan_error_case(sets: list[str], error: str, methods=("full",)):
 
 
 for _sets, _error in [
-    (["recipe.epochs=0"], "Error: --set recipe.epochs=0 is out of range; allowed: recipe.epochs >= 1"),
-    (["recipe.epochs=-1"], "Error: --set recipe.epochs=-1 is out of range; allowed: recipe.epochs >= 1"),
-    (["recipe.lr=0"], "Error: --set recipe.lr=0.0 is out of range; allowed: recipe.lr > 0"),
-    (["recipe.lr=nan"], "Error: --set recipe.lr=nan is not a finite number; allowed: recipe.lr > 0"),
-    (["recipe.batch_size=-1"], "Error: --set recipe.batch_size=-1 is out of range; allowed: recipe.batch_size >= 1"),
-    (["recipe.batch_size=0"], "Error: --set recipe.batch_size=0 is out of range; allowed: recipe.batch_size >= 1"),
+    (["recipe.epochs=0"], "Error: --set recipe.epochs=0 is out of range; allowed: 1 <= recipe.epochs <= 100000"),
+    (["recipe.epochs=-1"], "Error: --set recipe.epochs=-1 is out of range; allowed: 1 <= recipe.epochs <= 100000"),
+    (["recipe.lr=0"], "Error: --set recipe.lr=0.0 is out of range; allowed: 0 < recipe.lr <= 10"),
+    (["recipe.lr=nan"], "Error: --set recipe.lr=nan is not a finite number; allowed: 0 < recipe.lr <= 10"),
+    (["recipe.batch_size=-1"], "Error: --set recipe.batch_size=-1 is out of range; allowed: 1 <= recipe.batch_size "
+                               "<= 65536"),
+    (["recipe.batch_size=0"], "Error: --set recipe.batch_size=0 is out of range; allowed: 1 <= recipe.batch_size "
+                              "<= 65536"),
 ]:
     case(f"bad input: --set {_sets[0]} is refused at plan time")(_plan_error_case(_sets, _error))
 case("bad input: odn.target=150 is refused at plan time")(_plan_error_case(
@@ -813,17 +839,19 @@ def _(w):
     assert "1 ok (0 resumed), 1 failed" in out.stdout
 
 
-@case("bad input: --help and list still work with a colliding plugin installed")
+@case("bad input: --help and list still work with colliding plugins installed")
 def _(w):
-    site = install_dist(w, "odnbench-evil", "odn", EVIL_ODN)
-    line = ("Error: plugin name 'odn' is provided by 2 distributions: odnbench, odnbench-evil; neither is loaded. "
-            "Uninstall one, or select one with ODNBENCH_LOAD_PLUGINS=<distribution name>")
+    install_dist(w, "odnbench-evil", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    site = install_dist(w, "odnbench-evil-two", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    w.monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench,odnbench-evil,odnbench-evil-two")
+    line = ("Error: plugin name 'evilplug' is provided by 2 distributions: odnbench-evil, odnbench-evil-two; neither "
+            "is loaded. Uninstall one, or select one with ODNBENCH_LOAD_PLUGINS=<distribution name>")
     helped = main_subprocess(w, "--help", site=site)
     assert helped.exit_code == 0 and "Usage: odnbench" in helped.stdout and helped.one_error() == line
     listed = main_subprocess(w, "list", "methods", site=site)
     assert listed.exit_code == 0 and listed.one_error() == line
-    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "oracle", "prune", "scratch",
-                                                                       "slim", "truncate"]
+    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "oracle",
+                                                                       "prune", "scratch", "slim", "truncate"]
 
 
 # --- representative cases that were already handled well ------------------------------------------

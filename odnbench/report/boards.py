@@ -45,7 +45,8 @@ from odnbench.report.fmt import fmt_value
 from odnbench.result import Result, latency_busy
 from odnbench.store import ResultStore, canonical_json
 
-BASELINE = "full"
+#: The role (Method.role, stored in each result) of the row Δ top-1 and size reductions compare with.
+BASELINE_ROLE = "baseline"
 DEFAULT_TOLERANCE = 1.75
 
 
@@ -106,8 +107,43 @@ def safe_slug(raw: str) -> str:
 
 
 def load_results(results_dir) -> list[Result]:
-    """Every readable stored result in a results folder, by folder name."""
-    return [result for _, result in ResultStore(Path(results_dir))]
+    """Every readable stored result in a results folder, by folder name (strays left out:
+    :func:`skipped_results`)."""
+    return [_sane(result) for _, result in ResultStore(Path(results_dir))]
+
+
+def _sane(r: Result) -> Result:
+    """Fields a board formats as numbers, kept only where they are (a schema-valid record may still
+    say ``facts.depth_curve = [{"depth": "deep"}]`` or ``reference.top1 = "ninety"``): dropped, never
+    a crash. The record on disk is untouched; ``leaderboard verify`` checks it."""
+    def num(v):
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    def typed(v, t):
+        return v if isinstance(v, t) and not (t is int and isinstance(v, bool)) else None
+
+    f = r.facts
+    f.depth, f.threshold = typed(f.depth, int), num(f.threshold)
+    f.reached_target, f.converged, f.cut_short = typed(f.reached_target, bool), typed(f.converged, bool), \
+        typed(f.cut_short, str)
+    curve = [p for p in f.depth_curve if isinstance(p, dict) and typed(p.get("depth"), int) is not None
+             and num(p.get("val")) is not None] if isinstance(f.depth_curve, list) else []
+    f.depth_curve = curve or None
+    if isinstance(r.reference, dict):
+        ref = dict(r.reference)  # other keys (e.g. preset) as stored; the ones formatted as numbers checked
+        ref.update({k: num(ref.get(k)) for k in ("top1", "size_reduction", "size_mb", "full_size_mb")})
+        ref["depth"] = typed(ref.get("depth"), int)
+        ref.update({k: typed(ref.get(k), str) for k in ("source", "preset") if k in ref})
+        r.reference = ref if any(v is not None for v in ref.values()) else None
+    elif r.reference is not None:
+        r.reference = None
+    return r
+
+
+def skipped_results(results_dir) -> list[tuple[Path, str]]:
+    """Folders that are not counted on any board, each with why (a copy or planted folder, a
+    symbolic link, an unreadable record): every command that shows a board names them."""
+    return ResultStore(Path(results_dir)).strays()
 
 
 def _num_or(v, default):
@@ -239,8 +275,8 @@ def failure_reason(r: Result) -> str:
 
 
 def _pick_baseline(rows: list[Row]) -> Row | None:
-    candidates = [r for r in rows if r.method == BASELINE]
-    candidates.sort(key=lambda r: (bool(r.params_config), r.label != BASELINE, -len(r.results), r.label))
+    candidates = [r for r in rows if any(res.role == BASELINE_ROLE for res in r.results)]
+    candidates.sort(key=lambda r: (bool(r.params_config), r.label != r.method, -len(r.results), r.label))
     return candidates[0] if candidates else None
 
 
@@ -430,11 +466,11 @@ def _add_references(board: Board) -> None:
         ref = next((r.reference for row in rows for r in row.results if r.reference), None)
         if not ref:
             continue
-        if board.preset != "paper":
+        if board.preset != ref.get("preset"):  # the preset that follows the paper's recipe (the plugin says)
             board.reference_notes.append(
                 f"{method}: the paper reports {_describe_reference(ref)} on {board.dataset}/{board.backbone}; "
-                f"those numbers come from the paper's recipe, so they are compared on `paper`-preset boards only "
-                f"(this board is preset `{board.preset}`).")
+                f"those numbers come from the paper's recipe, so they are compared on `{ref.get('preset')}`-preset "
+                f"boards only (this board is preset `{board.preset}`).")
             continue
         for row in rows:
             f = row.fields

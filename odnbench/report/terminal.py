@@ -10,7 +10,7 @@ import io
 import shutil
 
 from odnbench.report.boards import Board
-from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, fmt_x
+from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, fmt_x, terminal_text
 
 MAX_WIDTH = 100
 
@@ -48,7 +48,7 @@ def _row(f: dict) -> list[str]:
     macs_x = _span(f.get("macs_speedup_range"), fmt_x) if differ else fmt_x(f.get("macs_speedup"))
     measured_x = _span(f.get("measured_speedup_range"), fmt_x) if differ else fmt_x(f.get("measured_speedup"))
     cost = f"{_short_seconds(f.get('cost_own_seconds'))} / {_short_seconds(f.get('cost_seconds'))}"
-    return [str(f.get("rank", "")), f["method"], fmt_depths(f.get("depth")), top1,
+    return [str(f.get("rank", "")), terminal_text(f["method"]), fmt_depths(f.get("depth")), top1,
             net("size_mb", lambda v: f"{v:.3f}"), net("macs", lambda v: fmt_macs(v, ".3g")), macs_x, measured_x + busy, cost,
             fmt_converged(f.get("converged"))]
 
@@ -65,14 +65,14 @@ def summary(boards: list[Board], board_path, width: int | None = None) -> str:
     from rich.table import Table
 
     width = width or terminal_width()
-    console = Console(file=io.StringIO(), width=width, record=True, color_system=None, highlight=False,
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None, highlight=False, markup=False,
                       emoji=False, soft_wrap=False)
     if not boards:
         console.print("No results yet.")
     for board in boards:
         seeds = board.caption.get("seeds") or []
         tol = fmt_value(float(board.tolerance))
-        console.print(f"{board.title}: {len(seeds)} seed{'' if len(seeds) == 1 else 's'} (means), "
+        console.print(f"{terminal_text(board.title)}: {len(seeds)} seed{'' if len(seeds) == 1 else 's'} (means), "
                       f"tolerance {tol} points")
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), expand=False, show_edge=False)
         roomy = width >= MAX_WIDTH  # laid out for 100 columns; a narrower terminal wraps every cell instead

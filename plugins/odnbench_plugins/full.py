@@ -11,6 +11,7 @@ class FullDepth(Method):
     name = "full"
     description = "Full-depth baseline: the whole backbone trained with the recipe (model chosen on validation)"
     params = ()
+    role = "baseline"  # boards compare every other row with this one (stored in each result)
 
     def run(self, ctx):
         model = ctx.build_backbone().to(ctx.device)
