@@ -311,10 +311,10 @@ def test_the_summary_keeps_long_labels_inside_100_columns(smoke_grid):
 
     boards = lb.build_boards(lb.load_results(smoke_grid[0]))
     for row in boards[0].rows:
-        row.fields["method"] += " (match=odn:size, criterion=taylor, scope=global, recipe.width=16,32,64,128)"
-        row.fields["networks_differ"] = True  # ranges on two lines
-        row.fields["cost_own_seconds"], row.fields["cost_seconds"] = 5400.0, 9000.0  # hours: widest cost
-        row.fields["converged"] = {"yes": 1, "no": 1, "unknown": 0, "n": 2}
+        row.stats.method += " (match=odn:size, criterion=taylor, scope=global, recipe.width=16,32,64,128)"
+        row.stats.networks_differ = True  # ranges on two lines
+        row.stats.cost_own_seconds, row.stats.cost_seconds = 5400.0, 9000.0  # hours: widest cost
+        row.stats.converged = {"yes": 1, "no": 1, "unknown": 0, "n": 2}
     text = summary(boards, Path("/r") / "leaderboard.md")
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "recipe.width=16,32,64,128" in text.replace("\n", "").replace(" ", "")

@@ -90,30 +90,30 @@ def test_board_aggregates_the_stored_seeds(results_dir, stored):
     full = next(r for r in board.rows if r.method == "full")
     tops = [r["metrics"]["top1"] for r in sorted(stored, key=lambda r: r["config"]["seed"])
             if r["config"]["method"] == "full"]
-    f = full.fields
-    assert f["n"] == 2 and f["seeds"] == SEEDS
-    assert f["top1_mean"] == pytest.approx(statistics.fmean(tops))
-    assert f["top1_std"] == pytest.approx(statistics.stdev(tops))
-    assert f["delta_vs_full"] == 0 and f["macs_speedup"] == 1 and f["measured_speedup"] == 1
-    assert f["meets_target"] is None and f["iso_accuracy"] is True  # the baseline: "–", not a trivial "yes"
+    f = full.stats
+    assert f.n == 2 and f.seeds == SEEDS
+    assert f.top1_mean == pytest.approx(statistics.fmean(tops))
+    assert f.top1_std == pytest.approx(statistics.stdev(tops))
+    assert f.delta_vs_full == 0 and f.macs_speedup == 1 and f.measured_speedup == 1
+    assert f.meets_target is None and f.iso_accuracy is True  # the baseline: "–", not a trivial "yes"
     assert md.cells(f)["meets"] == "–"
-    assert f["networks_differ"] is False and md.cells(f)["params"] == f"{round(f['params']):,}"
-    assert f["converged"] == {"yes": 0, "no": 2, "unknown": 0, "n": 2}  # one smoke epoch: cut short
+    assert f.networks_differ is False and md.cells(f)["params"] == f"{round(f.params):,}"
+    assert f.converged == {"yes": 0, "no": 2, "unknown": 0, "n": 2}  # one smoke epoch: cut short
     assert board.baseline is full
-    assert [r.fields["rank"] for r in board.rows] == list(range(1, len(board.rows) + 1))
-    assert [r.fields["top1_mean"] for r in board.rows] == sorted((r.fields["top1_mean"] for r in board.rows),
+    assert [r.stats.rank for r in board.rows] == list(range(1, len(board.rows) + 1))
+    assert [r.stats.top1_mean for r in board.rows] == sorted((r.stats.top1_mean for r in board.rows),
                                                                  reverse=True)
     # smoke trains one epoch: every full cell stopped on the epoch cap, so it is listed as cut short
     assert {r.method for r in board.cut_short} >= {"full"}
     if any(r.method == "odn" for r in board.rows):
         odn = next(r for r in board.rows if r.method == "odn")
-        f = odn.fields
+        f = odn.stats
         assert odn.label.startswith("odn (") and "max_depth=2" in odn.label  # its key parameters
-        assert f["macs_speedup"] > 1 and f["size_reduction"] > 0 and f["depth"] == [2]
+        assert f.macs_speedup > 1 and f.size_reduction > 0 and f.depth == [2]
         # The board's one rule (Δ vs full) decides; ODN's own threshold (100 - 0.5, out of reach) is shown beside it
-        assert f["meets_target_basis"] == "Δ ≥ −1.75"
-        assert f["own_target"] == {"threshold": [99.5, 99.5], "reached": 0, "of": 1, "n": 1}
-        verdict = "yes" if f["delta_vs_full"] >= -1.75 else "no"
+        assert f.meets_target_basis == "Δ ≥ −1.75"
+        assert f.own_target == {"threshold": [99.5, 99.5], "reached": 0, "of": 1, "n": 1}
+        verdict = "yes" if f.delta_vs_full >= -1.75 else "no"
         assert f"| {verdict}; own target: val ≥ 99.50, reached 0/1 |" in md.render_markdown([board], "x")
         curves = plots.depth_curves(board)
         assert [[p["depth"] for p in c] for _, c in curves] == [[1, 2]]
@@ -229,15 +229,15 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
         _small(stored, "far", 0, full_top - 2.0, 0.005, 200_000, {}),
     ]
     boards = boards_of(results)
-    rows = {r.method: r.fields for r in boards[0].rows}
+    rows = {r.method: r.stats for r in boards[0].rows}
     # One rule on the whole board, Δ vs full ≥ −1.75; a method's own target is shown beside it.
-    assert rows["deep"]["meets_target"] is True and rows["deep"]["own_target"]["reached"] == 1
-    assert rows["deep"]["depth"] == [2, 3]
-    assert rows["thr"]["meets_target"] is False and rows["thr"]["own_target"]["threshold"] == [full_top - 6.0] * 2
-    assert rows["close"]["meets_target"] is True and rows["far"]["meets_target"] is False
-    assert {f["meets_target_basis"] for name, f in rows.items() if name != "full"} == {"Δ ≥ −1.75"}
-    assert rows["far"]["delta_vs_full"] == pytest.approx(-2.0)
-    assert rows["close"]["macs_speedup"] == pytest.approx(rows["full"]["macs"] / 2_000_000)
+    assert rows["deep"].meets_target is True and rows["deep"].own_target["reached"] == 1
+    assert rows["deep"].depth == [2, 3]
+    assert rows["thr"].meets_target is False and rows["thr"].own_target["threshold"] == [full_top - 6.0] * 2
+    assert rows["close"].meets_target is True and rows["far"].meets_target is False
+    assert {f.meets_target_basis for name, f in rows.items() if name != "full"} == {"Δ ≥ −1.75"}
+    assert rows["far"].delta_vs_full == pytest.approx(-2.0)
+    assert rows["close"].macs_speedup == pytest.approx(rows["full"].macs / 2_000_000)
     # iso-accuracy: within 1.75 of full, smallest first; "thr" (−5) and "far" (−2) are out
     assert [r.method for r in boards[0].iso_rows] == ["close", "deep", "full"]
     cells = md.cells(rows["deep"])
@@ -283,7 +283,7 @@ def test_no_baseline_and_recipe_variants(stored):
     board = boards_of([a, b])[0]
     assert board.baseline is None
     assert [r.label for r in board.rows] == ["other (recipe.epochs=5)", "other (recipe.epochs=1)"]
-    assert all(r.fields["delta_vs_full"] is None and r.fields["meets_target"] is None for r in board.rows)
+    assert all(r.stats.delta_vs_full is None and r.stats.meets_target is None for r in board.rows)
     text = md.render_markdown([board], "res")
     assert "No full-depth baseline" in text and _gfm(text).count("<table>") == 1
 
@@ -380,16 +380,16 @@ def test_seeds_with_different_networks_show_ranges_not_a_blend(stored):
     b["metrics"]["latency_ms"] = {**b["metrics"]["latency_ms"], "p50": 9.0, "p90": 30.0}  # a busy machine
     board = boards_of(full + [a, b])[0]
     row = next(r for r in board.rows if r.method == "cut")
-    f = row.fields
-    assert f["networks_differ"] is True and f["params_per_seed"] == [20_000, 40_000]
+    f = row.stats
+    assert f.networks_differ is True and f.params_per_seed == [20_000, 40_000]
     cells = md.cells(f)
     assert cells["params"] == "20,000–40,000" and cells["size_mb"] == "0.100–0.200"  # never 30,000 / 0.150
     assert cells["macs"] == "1.00 M–2.00 M" and cells["depth"] == "5–6"
-    base_macs = board.baseline.fields["macs"]
+    base_macs = board.baseline.stats.macs
     assert cells["macs_speedup"] == f"{base_macs / 2e6:.2f}×–{base_macs / 1e6:.2f}×"
     assert cells["latency"].endswith("_busy_") and cells["measured_speedup"].endswith("_busy_")
-    assert f["converged"] == {"yes": 1, "no": 1, "unknown": 0, "n": 2} and cells["converged"] == "1/2"
-    same = md.cells(board.baseline.fields)
+    assert f.converged == {"yes": 1, "no": 1, "unknown": 0, "n": 2} and cells["converged"] == "1/2"
+    same = md.cells(board.baseline.stats)
     assert "–" not in same["params"] and same["meets"] == "–"
     text = md.render_markdown([board], "res")
     assert "| Params ‡ |" in text and "Top-1 % (mean ± std, n)" in text and "mean over seeds" in text
@@ -409,12 +409,12 @@ def test_cost_shows_the_methods_own_part_and_the_total(stored):
                              "full-depth training (dependency)": {"epochs": 12, "sample_steps": 42000,
                                                                   "train_seconds": 55.9},
                              "pruning": {"epochs": 0, "sample_steps": 0, "train_seconds": 0.4}}}
-    rows = {r.method: r.fields for r in boards_of([full, new, old])[0].rows}
-    assert (rows["newcost"]["cost_own_epochs"], rows["newcost"]["cost_epochs"]) == (2, 7)
+    rows = {r.method: r.stats for r in boards_of([full, new, old])[0].rows}
+    assert (rows["newcost"].cost_own_epochs, rows["newcost"].cost_epochs) == (2, 7)
     assert md.cells(rows["newcost"])["cost_own"] == "2 / 20 s" and md.cells(rows["newcost"])["cost"] == \
         "7 / 700 / 70 s"
-    assert rows["oldcost"]["cost_own_epochs"] == 12 and rows["oldcost"]["cost_own_seconds"] == pytest.approx(23.0)
-    assert rows["oldcost"]["cost_epochs"] == 24
+    assert rows["oldcost"].cost_own_epochs == 12 and rows["oldcost"].cost_own_seconds == pytest.approx(23.0)
+    assert rows["oldcost"].cost_epochs == 24
 
 
 def test_the_header_names_hardware_versions_and_the_tolerance(results_dir):

@@ -55,8 +55,8 @@ def fmt_depths(depths) -> str:
 
 def fmt_meets(f) -> str:
     """The board's verdict (yes / no / –), then the method's own target when it has one."""
-    word = "–" if f.get("meets_target") is None else ("yes" if f["meets_target"] else "no")
-    own = f.get("own_target")
+    word = "–" if f.meets_target is None else ("yes" if f.meets_target else "no")
+    own = f.own_target
     if not own:
         return word
     parts = []

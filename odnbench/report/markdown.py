@@ -28,9 +28,9 @@ PAGE = "README.md"  # a board's page in its published folder
 
 
 def latency_header(rows: list[Row]) -> str:
-    batch = distinct([r.fields.get("latency_batch") for r in rows])
-    threads = distinct([t for r in rows for t in r.fields.get("latency_threads") or []])
-    devices = distinct([d for r in rows for d in r.fields.get("latency_device") or []])
+    batch = distinct([r.stats.latency_batch for r in rows])
+    threads = distinct([t for r in rows for t in r.stats.latency_threads or []])
+    devices = distinct([d for r in rows for d in r.stats.latency_device or []])
     return (f"Latency p50 / p90 ms (mean over seeds ‡; batch {fmt_list(batch)}, {_threads(threads)}, "
             f"{fmt_list(devices)})")
 
@@ -72,26 +72,26 @@ REPORTED_COLUMNS = [
 
 
 def cells(f: dict) -> dict[str, str]:
-    delta = f.get("delta_vs_full")
-    top1 = "–" if f["top1_mean"] is None else f"{f['top1_mean']:.2f} ± {f['top1_std']:.2f} (n={f['n']})"
-    differ = bool(f.get("networks_differ"))
+    delta = f.delta_vs_full
+    top1 = "–" if f.top1_mean is None else f"{f.top1_mean:.2f} ± {f.top1_std:.2f} (n={f.n})"
+    differ = bool(f.networks_differ)
 
     def net(key, fmt):  # one network's value, or min–max over seeds when the seeds' networks differ
-        return fmt_span(f.get(f"{key}_per_seed"), fmt) if differ else fmt(f.get(key))
+        return fmt_span(getattr(f, f"{key}_per_seed"), fmt) if differ else fmt(getattr(f, key))
 
-    busy = " _busy_" if f.get("latency_busy_seeds") else ""
+    busy = " _busy_" if f.latency_busy_seeds else ""
     if differ:
-        latency = (f"{fmt_span(f.get('latency_p50_per_seed'), fmt_f)} / "
-                   f"{fmt_span(f.get('latency_p90_per_seed'), fmt_f)}")
-        reduction = "–" if f.get("size_reduction") is None else _signed_span(_reductions(f))
+        latency = (f"{fmt_span(f.latency_p50_per_seed, fmt_f)} / "
+                   f"{fmt_span(f.latency_p90_per_seed, fmt_f)}")
+        reduction = "–" if f.size_reduction is None else _signed_span(_reductions(f))
     else:
-        latency = f"{fmt_f(f['latency_p50'])} / {fmt_f(f['latency_p90'])}"
-        red = f.get("size_reduction")
+        latency = f"{fmt_f(f.latency_p50)} / {fmt_f(f.latency_p90)}"
+        red = f.size_reduction
         reduction = "–" if red is None else f"{0.0 - round(red, 2):+.2f} %"
     return {
-        "rank": str(f.get("rank", "")),
-        "method": md_text(f["method"]),
-        "depth": fmt_depths(f.get("depth")),
+        "rank": str(f.rank),
+        "method": md_text(f.method),
+        "depth": fmt_depths(f.depth),
         "top1": top1,
         "delta": "–" if delta is None else f"{delta:+.2f}",
         "params": net("params", fmt_int),
@@ -99,13 +99,13 @@ def cells(f: dict) -> dict[str, str]:
         "size_mib": net("size_mib", fmt_f),
         "macs": net("macs", fmt_macs),
         "latency": latency + busy,
-        "macs_speedup": fmt_span(f.get("macs_speedup_range"), fmt_x) if differ else fmt_x(f.get("macs_speedup")),
-        "measured_speedup": (fmt_span(f.get("measured_speedup_range"), fmt_x) if differ
-                             else fmt_x(f.get("measured_speedup"))) + busy,
-        "cost_own": f"{fmt_epochs(f.get('cost_own_epochs'))} / {fmt_seconds(f.get('cost_own_seconds'))}",
-        "cost": f"{fmt_epochs(f['cost_epochs'])} / {fmt_int(f['cost_sample_steps'])} / "
-                f"{fmt_seconds(f['cost_seconds'])}",
-        "converged": fmt_converged(f.get("converged")),
+        "macs_speedup": fmt_span(f.macs_speedup_range, fmt_x) if differ else fmt_x(f.macs_speedup),
+        "measured_speedup": (fmt_span(f.measured_speedup_range, fmt_x) if differ
+                             else fmt_x(f.measured_speedup)) + busy,
+        "cost_own": f"{fmt_epochs(f.cost_own_epochs)} / {fmt_seconds(f.cost_own_seconds)}",
+        "cost": f"{fmt_epochs(f.cost_epochs)} / {fmt_int(f.cost_sample_steps)} / "
+                f"{fmt_seconds(f.cost_seconds)}",
+        "converged": fmt_converged(f.converged),
         "meets": md_text(fmt_meets(f)),
         "reduction": reduction,
     }
@@ -122,10 +122,10 @@ def _signed_span(values) -> str:
 
 def _reductions(f: dict) -> list:
     """Each seed's size against the baseline's, in % (negative = smaller)."""
-    full = f["size_mb"] / (1 - f["size_reduction"] / 100) if f.get("size_reduction") not in (None, 100) else None
+    full = f.size_mb / (1 - f.size_reduction / 100) if f.size_reduction not in (None, 100) else None
     if not full:
         return []
-    return [100 * (v / full - 1) for v in f.get("size_mb_per_seed") or [] if isinstance(v, (int, float))]
+    return [100 * (v / full - 1) for v in f.size_mb_per_seed or [] if isinstance(v, (int, float))]
 
 
 def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
@@ -191,8 +191,8 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
     h = "#" * level
     out: list[str] = []
     if board.rows:
-        out.append(markdown_table([cells(r.fields) for r in board.rows], _main_columns(board)))
-        busy = any(r.fields.get("latency_busy_seeds") for r in board.rows)
+        out.append(markdown_table([cells(r.stats) for r in board.rows], _main_columns(board)))
+        busy = any(r.stats.latency_busy_seeds for r in board.rows)
         out += ["", NETWORK_NOTE + (" " + BUSY_NOTE if busy else "")]
     else:
         out.append("_No finished results on this board._")
@@ -206,7 +206,7 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
         if iso:
             iso_cells = []
             for i, row in enumerate(iso, 1):
-                cl = cells(row.fields)
+                cl = cells(row.stats)
                 cl["iso_rank"] = str(i)
                 iso_cells.append(cl)
             out.append(markdown_table(iso_cells, ISO_COLUMNS))
@@ -313,19 +313,19 @@ def index_line(board: Board) -> str:
     seeds = board.caption["seeds"]
     parts = [_plural(len(board.rows), "configuration"), _plural(len(seeds), "seed")]
     if board.rows:
-        best = board.rows[0].fields
-        parts.append(f"best top-1 {best['top1_mean']:.2f} % ({md_text(best['method'])})")
+        best = board.rows[0].stats
+        parts.append(f"best top-1 {best.top1_mean:.2f} % ({md_text(best.method)})")
     iso = board.iso_rows
     if iso:
-        f = iso[0].fields
-        if f.get("networks_differ"):  # one size per seed's network, never their mean
-            size = fmt_span(f.get("size_mb_per_seed"), lambda v: f"{v:.3f}")
-            red = "" if f["size_reduction"] is None else f", {_signed_span(_reductions(f))} size"
+        f = iso[0].stats
+        if f.networks_differ:  # one size per seed's network, never their mean
+            size = fmt_span(f.size_mb_per_seed, lambda v: f"{v:.3f}")
+            red = "" if f.size_reduction is None else f", {_signed_span(_reductions(f))} size"
         else:
-            size = f"{f['size_mb']:.3f}"
-            red = "" if f["size_reduction"] is None else f", {0.0 - round(f['size_reduction'], 2):+.2f} % size"
+            size = f"{f.size_mb:.3f}"
+            red = "" if f.size_reduction is None else f", {0.0 - round(f.size_reduction, 2):+.2f} % size"
         parts.append(f"smallest within {fmt_value(float(board.tolerance))} points of full: "
-                     f"{md_text(f['method'])} ({size} MB{red})")
+                     f"{md_text(f.method)} ({size} MB{red})")
     if board.failed:
         parts.append(f"{len(board.failed)} failed")
     if board.cut_short:

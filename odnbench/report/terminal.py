@@ -38,19 +38,19 @@ def _span(values, fmt) -> str:
 
 
 def _row(f: dict) -> list[str]:
-    differ = bool(f.get("networks_differ"))
+    differ = bool(f.networks_differ)
 
     def net(key, fmt):
-        return _span(f.get(f"{key}_per_seed"), fmt) if differ else ("–" if f.get(key) is None else fmt(f[key]))
+        return _span(getattr(f, f"{key}_per_seed"), fmt) if differ else ("–" if getattr(f, key) is None else fmt(getattr(f, key)))
 
-    top1 = "–" if f["top1_mean"] is None else f"{f['top1_mean']:.2f} ± {f['top1_std']:.2f}"
-    busy = "*" if f.get("latency_busy_seeds") else ""
-    macs_x = _span(f.get("macs_speedup_range"), fmt_x) if differ else fmt_x(f.get("macs_speedup"))
-    measured_x = _span(f.get("measured_speedup_range"), fmt_x) if differ else fmt_x(f.get("measured_speedup"))
-    cost = f"{_short_seconds(f.get('cost_own_seconds'))} / {_short_seconds(f.get('cost_seconds'))}"
-    return [str(f.get("rank", "")), f["method"], fmt_depths(f.get("depth")), top1,
+    top1 = "–" if f.top1_mean is None else f"{f.top1_mean:.2f} ± {f.top1_std:.2f}"
+    busy = "*" if f.latency_busy_seeds else ""
+    macs_x = _span(f.macs_speedup_range, fmt_x) if differ else fmt_x(f.macs_speedup)
+    measured_x = _span(f.measured_speedup_range, fmt_x) if differ else fmt_x(f.measured_speedup)
+    cost = f"{_short_seconds(f.cost_own_seconds)} / {_short_seconds(f.cost_seconds)}"
+    return [str(f.rank), f.method, fmt_depths(f.depth), top1,
             net("size_mb", lambda v: f"{v:.3f}"), net("macs", lambda v: fmt_macs(v, ".3g")), macs_x, measured_x + busy, cost,
-            fmt_converged(f.get("converged"))]
+            fmt_converged(f.converged)]
 
 
 COLUMNS = (("#", "right"), ("Method", "left"), ("Depth", "right"), ("Top-1 %\n± std", "right"), ("MB", "right"),
@@ -81,14 +81,14 @@ def summary(boards: list[Board], board_path, width: int | None = None) -> str:
             table.add_column(name, justify=justify, overflow="fold", no_wrap=roomy and name != "Method",
                              min_width=16 if roomy and name == "Method" else None)
         for row in board.rows:
-            table.add_row(*_row(row.fields))
+            table.add_row(*_row(row.stats))
         console.print(table)
         notes = []
         if board.failed:
             notes.append(f"{len(board.failed)} failed")
-        if any(r.fields.get("latency_busy_seeds") for r in board.rows):
+        if any(r.stats.latency_busy_seeds for r in board.rows):
             notes.append("* latency measured while other processes held the CPU")
-        if any(r.fields.get("networks_differ") for r in board.rows):
+        if any(r.stats.networks_differ for r in board.rows):
             notes.append("a– over b: min–max over seeds that chose different networks")
         if notes:
             console.print("; ".join(notes) + ".")
