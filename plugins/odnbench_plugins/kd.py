@@ -60,7 +60,7 @@ class KnowledgeDistillation(Method):
             return weight * T * T * kl + (1.0 - weight) * F.cross_entropy(logits, y)
 
         fit = ctx.trainer.fit(student, label="distillation", loss_fn=distillation)
-        ctx.cost.add_forward("teacher forward", labelled[0])
+        ctx.cost.add_forward("teacher forward", labelled[0], macs=ctx.trainer.forward_macs(teacher))
         return MethodOutput(student, {
             "depth_source": source, "init": p["init"], "temperature": T, "weight": weight,
             "teacher_val": val_teacher, "teacher_forward_samples": labelled[0], **fit.summary(),
