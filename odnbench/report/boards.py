@@ -43,12 +43,16 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from odnbench.report import stats
 from odnbench.report.fmt import fmt_value
 from odnbench.result import Result, latency_busy
 from odnbench.store import ResultStore, canonical_json
 
 BASELINE = "full"
 DEFAULT_TOLERANCE = 1.75
+#: A latency whose slowest timed window took more than this many times its fastest was measured
+#: while something else ran: the measured speed-up is not shown (as is one marked busy).
+LATENCY_SPREAD_BOUND = 1.5
 
 
 @dataclass
@@ -114,6 +118,24 @@ class RowStats:
     meets_target_seeds: str | None = None
     meets_target_basis: str | None = None
     own_target: dict | None = None
+    # Paired statistics (report.stats): 95 % t-intervals over seeds, None without one (n < 2).
+    top1_ci: list | None = None  # [low, high] of the row's mean top-1
+    delta_n: int = 0  # seeds paired with the baseline
+    delta_ci: list | None = None  # [low, high] of the paired Δ vs full
+    verdict: str = "–"  # vs full: better / worse / not distinguishable / "n=1, no interval" / the reference
+    tie_rank: int = 0  # shared rank of the row's tie group (stats.tie_groups)
+    tied: bool = False  # its tie group has other rows
+    meets_target_verdict: str = "–"  # "yes", "no", "undecided" (interval straddles −tolerance or no interval)
+    # Training compute (cost.train_macs), mean over seeds; None when a seed's result lacks it.
+    cost_train_macs: float | None = None
+    cost_own_train_macs: float | None = None
+    # Latency: measured speed-up is withheld ("unreliable") when a row's or the baseline's latency was busy
+    # or its windows spread beyond LATENCY_SPREAD_BOUND; the MACs speed-up stays.
+    measured_speedup_reliable: bool = True
+    latency_unreliable_reason: str | None = None
+    latency_remeasured: bool = False
+    # The baseline's seeds that an epoch cap cut short: every Δ against it carries a warning.
+    reference_cut_short: str | None = None
 
 
 #: The row fields stored per row in board.json / board.csv, in this order.
@@ -126,7 +148,9 @@ RECORD_FIELDS = [
     "macs_speedup", "macs_speedup_range", "measured_speedup", "measured_speedup_range", "cost_epochs",
     "cost_sample_steps", "cost_seconds", "cost_own_epochs", "cost_own_sample_steps", "cost_own_seconds",
     "cost_device", "converged", "meets_target", "meets_target_seeds", "meets_target_basis", "own_target",
-    "iso_accuracy", "baseline", "keys",
+    "iso_accuracy", "baseline", "keys", "top1_ci", "delta_n", "delta_ci", "verdict", "tie_rank", "tied",
+    "meets_target_verdict", "cost_train_macs", "cost_own_train_macs", "measured_speedup_reliable",
+    "latency_unreliable_reason", "latency_remeasured", "reference_cut_short",
 ]
 
 
@@ -208,6 +232,11 @@ def _numbers(values) -> list:
 def _mean(values):
     values = _numbers(values)
     return statistics.fmean(values) if values else None
+
+
+def _mean_of_all(values):
+    """The mean when every value is a number (a seed without one makes it unknown, not smaller)."""
+    return _mean(values) if values and len(_numbers(values)) == len(values) else None
 
 
 def _std(values):
@@ -298,6 +327,11 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
         rows.sort(key=lambda row: (-(row.stats.top1_mean or 0), _num_or(row.stats.size_mb, math.inf), row.label))
         for rank, row in enumerate(rows, 1):
             row.stats.rank = rank
+        by_seed = {id(row): dict(zip(row.seeds, row.top1)) for row in rows}
+        shared = stats.tie_groups([id(row) for row in rows], by_seed)
+        for row, tie_rank in zip(rows, shared):
+            row.stats.tie_rank = tie_rank
+            row.stats.tied = shared.count(tie_rank) > 1
         cut = [r for r in ok if cut_short_reason(r)]
         board = Board(*key, rows=rows, failed=failed, caption=_caption(key, rs), cut_short=cut,
                       tolerance=tolerance, baseline=baseline)
@@ -334,22 +368,72 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
     for row in rows:
         row.stats = _aggregate(row)
     b = base.stats if base else None
+    base_seeds = dict(zip(base.seeds, base.top1)) if base else {}
+    reference_cut = _reference_cut_short(base) if base else None
     for row in rows:
         f = row.stats
         f.baseline = base.label if base else None
+        f.reference_cut_short = reference_cut
+        f.top1_ci = _bounds(stats.mean_interval(row.top1, row.seeds))
         if b and f.top1_mean is not None and b.top1_mean is not None:
-            f.delta_vs_full = f.top1_mean - b.top1_mean
+            diff = stats.paired(dict(zip(row.seeds, row.top1)), base_seeds)
+            f.delta_n = diff.n
+            # The paired mean over common seeds; the difference of the means when no seed is shared.
+            f.delta_vs_full = diff.mean if diff.n else f.top1_mean - b.top1_mean
+            f.delta_ci = _bounds(diff)
+            f.verdict = _verdict(row is base, diff)
         f.macs_speedup = _ratio(b and b.macs, f.macs)
         f.measured_speedup = _ratio(b and b.latency_p50, f.latency_p50)
         # Per seed, against the baseline's mean: the range a row of different networks shows.
         f.macs_speedup_range = _span([_ratio(b and b.macs, v) for v in f.macs_per_seed])
         f.measured_speedup_range = _span([_ratio(b and b.latency_p50, v) for v in f.latency_p50_per_seed])
+        why = _latency_unreliable(row) or (base and row is not base and _latency_unreliable(base, "the baseline's"))
+        f.measured_speedup_reliable, f.latency_unreliable_reason = not why, why or None
         f.size_reduction = (100 * (1 - f.size_mb / b.size_mb) if b and f.size_mb is not None and b.size_mb
                             else None)
         f.iso_accuracy = f.delta_vs_full is not None and round(f.delta_vs_full, 6) >= -tolerance
-        f.meets_target, f.meets_target_seeds, f.meets_target_basis = _meets_target(
-            row, row is base, f.delta_vs_full, tolerance)
+        f.meets_target, f.meets_target_verdict, f.meets_target_seeds, f.meets_target_basis = _meets_target(
+            row, row is base, f, base_seeds, tolerance)
         f.own_target = _own_target(row)
+
+
+def _bounds(interval: stats.Interval) -> list | None:
+    return [interval.low, interval.high] if interval.exists else None
+
+
+def _verdict(is_baseline: bool, diff: stats.Interval) -> str:
+    """Against full, by the paired interval: never "better" or "worse" when it includes 0."""
+    if is_baseline:
+        return "reference"
+    if not diff.exists:
+        return f"n={diff.n}, no interval"
+    if diff.low > 0:
+        return "better than full"
+    if diff.high < 0:
+        return "worse than full"
+    return "not distinguishable from full"
+
+
+def _reference_cut_short(base: Row) -> str | None:
+    cut = [r for r in base.results if r.facts.converged is False]
+    if not cut:
+        return None
+    return (f"the full-depth reference was cut short by an epoch cap on {len(cut)}/{len(base.results)} seeds "
+            f"({', '.join(str(r.seed) for r in cut)}): Δ is measured against an undertrained reference")
+
+
+def _latency_unreliable(row: Row, whose: str = "its") -> str | None:
+    """Why a row's measured latency cannot carry a speed-up: a busy measurement, or timed windows whose
+    slowest took more than LATENCY_SPREAD_BOUND × the fastest."""
+    for r in row.results:
+        lat = _get(r.metrics, "latency_ms")
+        if latency_busy(lat):
+            return f"{whose} latency was measured on a busy machine (seed {r.seed})"
+        windows = _numbers((lat or {}).get("windows_ms") or [])
+        if windows and min(windows) > 0 and max(windows) / min(windows) > LATENCY_SPREAD_BOUND:
+            return (f"{whose} latency windows spread {max(windows) / min(windows):.2f}× > "
+                    f"{LATENCY_SPREAD_BOUND:g}× (seed {r.seed})")
+    return None
 
 
 def _ratio(a, b):
@@ -362,17 +446,25 @@ def _span(values) -> list | None:
     return [min(values), max(values)] if values else None
 
 
-def _meets_target(row: Row, is_baseline: bool, delta, tolerance: float) -> tuple:
-    """The board's one rule: Δ vs full ≥ −tolerance ("–" for the baseline and without one):
-    (meets_target, meets_target_seeds, meets_target_basis)."""
-    basis = f"Δ ≥ −{fmt_value(float(tolerance))}"
+def _meets_target(row: Row, is_baseline: bool, f: RowStats, base_seeds: dict, tolerance: float) -> tuple:
+    """The board's one rule, Δ vs full ≥ −tolerance, decided on the paired interval: "yes" when its
+    lower bound is ≥ −tolerance, "no" when its upper bound is below, else "undecided" (also without an
+    interval). (meets_target: True/False/None, its word, seeds whose own Δ meets it "k/n", basis)."""
+    basis = f"95 % CI of Δ ≥ −{fmt_value(float(tolerance))}"
     if is_baseline:
-        return None, None, "the full-depth baseline"
-    if delta is None:
-        return None, None, "no full-depth baseline"
-    ok = round(delta, 6) >= -tolerance
-    n = len(row.results)
-    return ok, f"{n if ok else 0}/{n}", basis
+        return None, "–", None, "the full-depth baseline"
+    if f.delta_vs_full is None:
+        return None, "–", None, "no full-depth baseline"
+    per_seed = [t - base_seeds[s] for s, t in zip(row.seeds, row.top1) if s in base_seeds]
+    seeds = f"{sum(round(d, 6) >= -tolerance for d in per_seed)}/{len(per_seed)}" if per_seed else None
+    if f.delta_ci is None:
+        return None, "undecided", seeds, basis + f" (n={f.delta_n}, no interval)"
+    low, high = f.delta_ci
+    if round(low, 6) >= -tolerance:
+        return True, "yes", seeds, basis
+    if round(high, 6) < -tolerance:
+        return False, "no", seeds, basis
+    return None, "undecided", seeds, basis
 
 
 def _own_target(row: Row) -> dict | None:
@@ -461,6 +553,9 @@ def _aggregate(row: Row) -> RowStats:
         cost_own_epochs=_mean([c.get("epochs") for c in own]),
         cost_own_sample_steps=_mean([c.get("sample_steps") for c in own]),
         cost_own_seconds=_mean([c.get("train_seconds") for c in own]),
+        cost_train_macs=_mean_of_all([c.get("train_macs") for c in cs]),
+        cost_own_train_macs=_mean_of_all([c.get("train_macs") for c in own]),
+        latency_remeasured=any(isinstance(x.get("remeasured"), dict) for x in lat),
         cost_device=distinct([c.get("device") for c in cs]),
         converged=_count_converged(row.results),
         keys=[r.key for r in row.results],
@@ -483,6 +578,7 @@ def _caption(key: tuple, results: list[Result]) -> dict:
     return {
         # Only when cells ran side by side (compare --jobs / Ray): their timings shared the machine.
         **({"cells_at_once": together} if together > 1 else {}),
+        **_remeasured(results),
         "dataset": key[0], "backbone": key[1], "preset": key[2], "device": key[3],
         "device_name": distinct([e.get("device_name") for e in envs]),
         "cpu": distinct([e.get("cpu") for e in envs]),
@@ -499,6 +595,17 @@ def _caption(key: tuple, results: list[Result]) -> dict:
         "precision": ", ".join(distinct([precision_label(e) for e in envs])) or "fp32",
         "results": len(results),
     }
+
+
+def _remeasured(results: list[Result]) -> dict:
+    """A caption line when ``--remeasure-latency`` replaced stored latencies (report.remeasure)."""
+    n = sum(isinstance(_get(r.metrics, "latency_ms", "remeasured"), dict) for r in results)
+    if not n:
+        return {}
+    return {"latency_remeasured": f"Latency re-measured (`--remeasure-latency`): {n} of {len(results)} stored models "
+                                  "reloaded and timed again one at a time on the machine that built this page; "
+                                  "latency and measured speed-ups use those numbers, and the stored result.json "
+                                  "files keep their own."}
 
 
 def _add_references(board: Board) -> None:
