@@ -128,7 +128,7 @@ def test_an_unconverged_reference_marks_every_delta():
 
 
 def test_compute_cost_is_shown_and_missing_compute_says_so():
-    board, rows = board_of({"full": [90.0, 91.0], "a": [89.0, 90.5], "old": [88.0, 89.0]},
+    _, rows = board_of({"full": [90.0, 91.0], "a": [89.0, 90.5], "old": [88.0, 89.0]},
                            full={"train_macs": 6_000_000_000_000}, a={"train_macs": 2_500_000_000_000})
     assert rows["a"].cost_train_macs == 2.5e12 and rows["old"].cost_train_macs is None
     assert md.cells(rows["a"])["compute"] == "2.50 T" and md.cells(rows["old"])["compute"] == "not recorded"

@@ -11,7 +11,7 @@ import io
 import shutil
 
 from odnbench.report.boards import Board, RowStats
-from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, fmt_x
+from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value
 
 MAX_WIDTH = 100
 
@@ -19,17 +19,6 @@ MAX_WIDTH = 100
 def terminal_width(limit: int = MAX_WIDTH) -> int:
     """The terminal's width, at most ``limit`` (``limit`` when it cannot be told, e.g. piped)."""
     return min(limit, shutil.get_terminal_size((limit, 24)).columns)
-
-
-def _short_seconds(s) -> str:
-    """45s, 6.4m, 1.2h: wall time in at most 5 characters."""
-    if s is None:
-        return "–"
-    if s < 100:
-        return f"{s:.0f}s"
-    if s < 6000:
-        return f"{s / 60:.1f}m"
-    return f"{s / 3600:.1f}h"
 
 
 def _span(values, fmt) -> str:
