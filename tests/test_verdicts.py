@@ -149,3 +149,18 @@ def test_compact_tables_fit(width):
     head = md.markdown_table([md.cells(r.stats) for r in board.rows], md.MAIN_COLUMNS).splitlines()[0]
     assert head.count("|") - 1 <= 9  # the page's main table: at most 9 columns
     assert not math.isnan(board.rows[0].stats.top1_mean)
+
+
+def test_the_quick_reference_trains_past_the_shared_cap(reg):
+    """quick: full's epoch cap and patience are its own (so that patience can end it); smoke and paper
+    cells keep the recipe's, and their keys (the new parameters are left out at their defaults)."""
+    from odnbench import plan
+    from odnbench_plugins.full import QUICK
+
+    quick = plan.plan_grid(reg, ["prune"], ["mnist5k"], ["resnet18"], [0], "quick")
+    [full] = [c for c in quick.cells if c.config["method"] == "full"]
+    assert full.config["params"] == QUICK and QUICK["epochs"] > full.config["recipe"]["epochs"]
+    smoke = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke")
+    assert smoke.cells[0].config["params"] == {}
+    assert plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke",
+                          ["full.epochs=3"]).cells[0].config["params"] == {"epochs": 3}

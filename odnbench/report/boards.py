@@ -380,7 +380,7 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
             f.delta_n = diff.n
             # The paired mean over common seeds; the difference of the means when no seed is shared.
             f.delta_vs_full = diff.mean if diff.n else f.top1_mean - b.top1_mean
-            f.delta_ci = _bounds(diff)
+            f.delta_ci = None if row is base else _bounds(diff)  # the reference against itself: no interval
             f.verdict = _verdict(row is base, diff)
         f.macs_speedup = _ratio(b and b.macs, f.macs)
         f.measured_speedup = _ratio(b and b.latency_p50, f.latency_p50)
