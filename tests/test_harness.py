@@ -326,7 +326,7 @@ def test_a_failed_cell_is_recorded_and_the_grid_goes_on(reg, tmp_path):
     assert needs["metrics"]["top1"] == full["metrics"]["top1"]  # the very same model
     assert needs["cost"]["parts"]["full (dependency)"]["epochs"] == full["cost"]["epochs"] == 1
     assert needs["cost"]["dependencies"] == {full["key"]: {"method": "full", **{
-        k: full["cost"]["own"][k] for k in ("epochs", "sample_steps", "train_seconds")}}}
+        k: full["cost"]["own"][k] for k in ("epochs", "sample_steps", "train_seconds", "train_macs")}}}
     assert "| boom |" not in (results / "leaderboard.md").read_text()
 
     # A rerun retries the failed cell and resumes the finished ones.
