@@ -164,3 +164,13 @@ def test_the_quick_reference_trains_past_the_shared_cap(reg):
     assert smoke.cells[0].config["params"] == {}
     assert plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke",
                           ["full.epochs=3"]).cells[0].config["params"] == {"epochs": 3}
+
+
+def test_row_fields_is_a_deprecated_view_of_the_typed_row():
+    board, _ = board_of({"full": [90.0, 91.0], "a": [89.0, 90.5]})
+    row = board.rows[0]
+    with pytest.warns(DeprecationWarning, match="row.stats"):
+        old = row.fields
+    assert old["top1_mean"] == row.stats.top1_mean and old["rank"] == 1
+    with pytest.raises(AttributeError):
+        row.stats.top1_maen  # a misspelt name fails instead of rendering "–"
