@@ -189,7 +189,7 @@ def test_set_values_are_typed(reg):
     ("recipe.epochs=none", "recipe.epochs='none' is not a valid int"),
     ("needsfull.verbose=maybe", "needsfull.verbose='maybe' is not a valid bool"),
     ("needsfull.scale=big", "needsfull.scale='big' is not a valid float"),
-    ("full.scale=2", "--set full.scale=2: method 'full' has no parameters"),
+    ("full.scale=2", "--set full.scale=2: unknown parameter of method 'full' 'scale'"),
     ("needsfull.scal=2", "--set needsfull.scal=2: unknown parameter of method 'needsfull' 'scal'. Did you mean: scale"),
     ("recipe.eopchs=2", "Did you mean: epochs"),
     ("scale=2", "expected METHOD.PARAM=VALUE"),
