@@ -381,7 +381,9 @@ def index_line(board: Board) -> str:
     parts = [_plural(len(board.rows), "configuration"), _plural(len(seeds), "seed")]
     if board.rows:
         best = board.rows[0].stats
-        parts.append(f"best top-1 {best.top1_mean:.2f} % ({md_text(best.method)})")
+        ties = sum(r.stats.tie_rank == best.tie_rank for r in board.rows) - 1
+        tied = f", not separated from {_plural(ties, 'other row')}" if ties else ""
+        parts.append(f"highest mean top-1 {best.top1_mean:.2f} % ({md_text(best.method)}{tied})")
     iso = board.iso_rows
     if iso:
         f = iso[0].stats
@@ -391,7 +393,7 @@ def index_line(board: Board) -> str:
         else:
             size = f"{f.size_mb:.3f}"
             red = "" if f.size_reduction is None else f", {0.0 - round(f.size_reduction, 2):+.2f} % size"
-        parts.append(f"smallest within {fmt_value(float(board.tolerance))} points of full: "
+        parts.append(f"smallest with a mean within {fmt_value(float(board.tolerance))} points of full: "
                      f"{md_text(f.method)} ({size} MB{red})")
     if board.failed:
         parts.append(f"{len(board.failed)} failed")
