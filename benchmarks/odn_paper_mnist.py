@@ -4,13 +4,14 @@ Runs ``odnbench compare --method odn --dataset mnist --backbone resnet18 --prese
 seed, each seed in its own process (small models leave a GPU mostly idle, so seeds share one
 GPU side by side), then prints the optimal depth, test top-1, size and cost of every seed next
 to the paper's row (Tareen & Tareen, arXiv 2510.10764: depth 2, 99.31 %, 0.61 MB, 98.64 % size
-reduction, 162 search epochs plus warm-up). It is odnbench's own CLI that runs: results land in
+reduction; 165 training epochs: 3 warm-up + 105 search + 57 fine-tune). It is odnbench's own CLI that runs: results land in
 ``--results`` like any other cells (rerunning skips finished seeds), and each seed's full log is
 kept in ``<results>/logs/``. The console gets a few greppable lines per seed and a summary table.
 
     python benchmarks/odn_paper_mnist.py --seed 0 --seed 1 --seed 2 --data-dir DATA --device cuda
     python benchmarks/odn_paper_mnist.py --seed 0 --data-dir DATA --timeout 540   # fits a 10-min slot
     python benchmarks/odn_paper_mnist.py --smoke --seed 0 --data-dir DATA --device cpu   # seconds, CPU
+    python benchmarks/odn_paper_mnist.py --dry-run --seed 0   # the cells it would run and the paper's row
 
 ``--set`` passes odnbench overrides through (``--set odn.start_from=previous``); ``--smoke`` prepends a
 tiny recipe (a few hundred images, narrow widths, one epoch per phase, depths 1..2) for tests.
@@ -120,6 +121,19 @@ def full_size_mb(sets: list[str]) -> float:
     return saved_size_mb(net)
 
 
+def print_head() -> None:
+    """The table's header and the paper's row (its epochs: warm-up + search + fine-tune, each counted once)."""
+    from odnbench_plugins.odn import paper
+
+    ref = paper.PUBLISHED[(DATASET, BACKBONE)]
+    head = (f"| {'run':<8} | {'depth':>5} | {'test top-1 %':>12} | {'size MB':>7} | {'size red. %':>11} | "
+            f"{'epochs (warm+search+ft)':>23} | {'train s':>8} | {'wall s':>7} |")
+    print(head)
+    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
+    print(f"| {'paper':<8} | {ref['optimal_depth']:>5} | {ref['top1']:>12.2f} | {ref['size_mb']:>7.2f} | "
+          f"{ref['size_reduction_pct']:>11.2f} | {paper.reference_cost_text(DATASET):>23} | {'-':>8} | {'-':>7} |")
+
+
 def summary(args, sets: list[str], ran: dict[int, dict]) -> list[dict]:
     from odnbench.store import ResultStore
     from odnbench_plugins.odn import paper
@@ -156,13 +170,7 @@ def summary(args, sets: list[str], ran: dict[int, dict]) -> list[dict]:
                 print(f"[seed {row['seed']}] warm-up val % per head: {' '.join(f'{v:.1f}' for v in row['warm_heads'])}")
         elif row.get("error"):
             print(f"[seed {row['seed']}] failed: {row['error']}")
-    head = (f"| {'run':<8} | {'depth':>5} | {'test top-1 %':>12} | {'size MB':>7} | {'size red. %':>11} | "
-            f"{'epochs (warm+search+ft)':>23} | {'train s':>8} | {'wall s':>7} |")
-    print(head)
-    print("|" + "|".join("-" * (len(c)) for c in head.split("|")[1:-1]) + "|")
-    print(f"| {'paper':<8} | {ref['optimal_depth']:>5} | {ref['top1']:>12.2f} | {ref['size_mb']:>7.2f} | "
-          f"{ref['size_reduction_pct']:>11.2f} | {'3+' + str(paper.SEARCH_EPOCHS[DATASET]) + '+ft':>23} | "
-          f"{'-':>8} | {'-':>7} |")
+    print_head()
     for row in rows:
         if row["status"] != "ok":
             seconds = (ran.get(row["seed"]) or {}).get("seconds")
@@ -200,6 +208,8 @@ def main(argv=None) -> int:
     parser.add_argument("--parallel", type=int, default=0, help="Seeds at a time (0 = all of them).")
     parser.add_argument("--threads", type=int, default=0, help="OMP/MKL threads per seed process (0 = default).")
     parser.add_argument("--timeout", type=float, default=0, help="Stop a seed after this many seconds (0 = never).")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="Plan the cells, print them and the paper's row; train nothing.")
     args = parser.parse_args(argv)
     args.seed = args.seed or [0]
     args.parallel = args.parallel or len(args.seed)
@@ -208,10 +218,15 @@ def main(argv=None) -> int:
     from odnbench.errors import OdnbenchError
 
     try:
-        odn_cells(sets, args.seed)  # bad --set values fail here, once, before any process starts
+        cells = odn_cells(sets, args.seed)  # bad --set values fail here, once, before any process starts
     except OdnbenchError as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        for seed, dirname in cells.items():
+            print(f"[seed {seed}] would run {Path(args.results) / dirname}")
+        print_head()
+        return 0
     print(f"odn paper reproduction: seeds {' '.join(map(str, args.seed))}, device {args.device}, "
           f"{args.parallel} at a time, results {args.results}", flush=True)
     ran = run_seeds(args, sets)

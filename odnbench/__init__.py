@@ -21,6 +21,7 @@ hookimpl = pluggy.HookimplMarker("odnbench")
 
 from odnbench.contract import (  # noqa: E402  (re-exported for plugin authors)
     Backbone,
+    CurvePoint,
     Dataset,
     Dependency,
     Method,
@@ -66,6 +67,7 @@ __all__ = [
     "PROTOCOL_VERSION",
     "RESULT_SCHEMA_VERSION",
     "Backbone",
+    "CurvePoint",
     "Dataset",
     "Dependency",
     "Facts",

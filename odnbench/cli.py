@@ -91,20 +91,29 @@ def list_cmd(kind):
 @click.option("--dataset", "-d", default="mnist5k", show_default=True)
 def params(method, preset, dataset):
     """A method's parameters (set them with --set METHOD.PARAM=VALUE), their values for a preset/dataset
-    and what is allowed (choices, or the range checked before anything runs)."""
+    and what is allowed (choices, or the range checked before anything runs). [sweep] marks the
+    trade-off knobs worth sweeping (--set METHOD.PARAM=V1,V2,V3: one cell per value); `params recipe`
+    lists the recipe fields (--set recipe.FIELD=...)."""
     from odnbench.plan import resolve_params
     from odnbench.recipes import make_recipe
 
     reg = registry()
-    make_recipe(preset)  # an unknown preset is an error here too
+    recipe = make_recipe(preset)  # an unknown preset is an error here too
     reg.dataset(dataset)
-    values = resolve_params(reg, method, preset, dataset, {})
-    declared = {p.name: p for p in reg.method(method).params}
+    if method == "recipe":
+        from odnbench.recipes import recipe_params
+
+        declared = recipe_params()
+        values = {name: getattr(recipe, name) for name in declared}
+    else:
+        values = resolve_params(reg, method, preset, dataset, {})
+        declared = {p.name: p for p in reg.method(method).params}
     if not declared:
         click.echo(f"{method} has no parameters")
     for name, p in declared.items():
         allowed = f" [{'|'.join(map(str, p.choices))}]" if p.choices else ""
         allowed += f" [{p.range_text()}{' or none' if p.nullable else ''}]" if p.range_text() else ""
+        allowed += " [sweep]" if p.sweep else ""
         click.echo(f"{method}.{name:<22} {p.type.__name__:<5} = {values[name]!s:<10}{allowed}  {p.help}")
 
 
@@ -206,14 +215,16 @@ DATA_DIR_HELP = "Where datasets live (must exist) [default: $ODNBENCH_DATA or ~/
 
 def _grid_options(f):
     options = [
-        click.option("--method", "-m", "methods", multiple=True, required=True, help="Method (repeatable)."),
+        click.option("--method", "-m", "methods", multiple=True, help="Method (repeatable)."),
         click.option("--dataset", "-d", "datasets", multiple=True, help="Dataset (repeatable) [default: mnist5k]."),
         click.option("--backbone", "-b", "backbones", multiple=True, help="Backbone (repeatable) [default: resnet18]."),
         click.option("--seed", "-s", "seeds", multiple=True, type=int, help="Seed (repeatable) [default: 0]."),
         click.option("--preset", "-p", default="quick", show_default=True,
                      help="Recipe: smoke (seconds, tests), quick (CPU), paper (the authors' recipe, GPU)."),
         click.option("--set", "sets", multiple=True, metavar="OWNER.PARAM=VALUE",
-                     help="A method parameter (odn.target=99) or recipe field (recipe.epochs=5); repeatable."),
+                     help="A method parameter (odn.target=99) or recipe field (recipe.epochs=5); repeatable. "
+                          "Several values sweep it, one cell each: prune.ratio=0.3,0.5,0.7 (';' separates values "
+                          "of recipe.width and other comma-valued text: recipe.width=16,32,64,128;8,16,32,64)."),
         click.option("--results", "-r", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path),
                      help="Results folder (one sub-folder per cell)."),
         click.option("--data-dir", type=click.Path(path_type=Path), default=None, callback=_existing_dir,
@@ -243,8 +254,12 @@ def _grid_options(f):
               help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray instance on this machine].")
 @click.option("--ray-gpus", type=float, default=None, help="GPUs per cell on Ray (fractions share one, e.g. 0.25).")
 @click.option("--ray-cpus", type=float, default=None, help="CPUs per cell on Ray [default: 1].")
+@click.option("--grid", "grid_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A grid file (TOML, docs/grids.md) declaring methods with their parameters and sweeps, datasets, "
+                   "backbones, seeds, preset, recipe. Options given here win: --dataset/--backbone/--seed replace "
+                   "its lists, --preset/--data-dir/--jobs its values; --set adds to it; --method adds methods.")
 def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet,
-            resume, fail_fast, jobs, executor, worker_threads, ray_address, ray_gpus, ray_cpus):
+            resume, fail_fast, jobs, executor, worker_threads, ray_address, ray_gpus, ray_cpus, grid_file):
     """Run the grid method x dataset x backbone x seed, write the leaderboard to
     RESULTS/leaderboard.md and print a summary of it that fits 100 columns.
 
@@ -262,8 +277,26 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     from odnbench.store import atomic_write_bytes, check_results_root
 
     reg = registry()
+    entries, provenance = [], None
+    if grid_file is not None:
+        from odnbench.gridfile import load_grid, merge_cli
+
+        source = click.get_current_context().get_parameter_source
+        given = {name for name in ("datasets", "backbones", "seeds", "preset", "data_dir", "download", "jobs")
+                 if source(name) is not None and source(name).name not in ("DEFAULT", "DEFAULT_MAP")}
+        loaded = load_grid(grid_file, reg)
+        merged = merge_cli(loaded, methods=methods, datasets=datasets, backbones=backbones, seeds=seeds,
+                           preset=preset, sets=sets, data_dir=data_dir, download=download, jobs=jobs, given=given)
+        if merged.data_dir is not None and "data_dir" not in given:
+            _existing_dir(None, None, merged.data_dir)
+        entries, provenance = merged.entries, loaded.provenance
+        methods, datasets, backbones, seeds = merged.methods, merged.datasets, merged.backbones, merged.seeds
+        preset, sets, data_dir, download, jobs = merged.preset, merged.sets, merged.data_dir, merged.download, merged.jobs
+    elif not methods:
+        raise OdnbenchError("compare needs --method (repeatable) or --grid FILE")
     grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
-                          list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets))
+                          list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets),
+                          entries=entries, provenance=provenance)
     runner = make_executor(executor, jobs, worker_threads, ray_address, ray_gpus, ray_cpus)
     check_results_root(results, [c.dirname for c in grid.cells])  # before any training: one line, exit 2
     device = pick_device(device)

@@ -53,6 +53,7 @@ class Param:
     le: float | None = None
     lt: float | None = None
     omit_default: bool = False
+    sweep: bool = False
 
     def __post_init__(self):
         if self.type not in _PARAM_TYPES:
@@ -80,6 +81,22 @@ class Param:
             return True
         return ((self.ge is not None and not value >= self.ge) or (self.gt is not None and not value > self.gt)
                 or (self.le is not None and not value <= self.le) or (self.lt is not None and not value < self.lt))
+
+    @property
+    def comma_lists(self) -> bool:
+        """Whether a comma in ``--set`` text separates several values (a sweep). Numbers, booleans and
+        str parameters with ``choices`` or ``sweep`` never contain a comma; any other str parameter
+        (``recipe.width=16,32,64,128``, a plugin's free text) keeps its commas, and is swept with ``;``."""
+        return self.type is not str or self.choices is not None or self.sweep
+
+    def split_values(self, text: str) -> list[str]:
+        """The values one ``--set`` text names: ``;`` always separates values, ``,`` does where
+        :attr:`comma_lists` (one value otherwise, the common case)."""
+        if ";" in text:
+            return [v.strip() for v in text.split(";")]
+        if self.comma_lists and "," in text:
+            return [v.strip() for v in text.split(",")]
+        return [text]
 
     def parse(self, text: str, owner: str = "") -> Any:
         """Turn command-line text into a typed, validated value (one-line error otherwise)."""
@@ -303,6 +320,21 @@ class Dependency:
 
 
 @dataclass
+class CurvePoint:
+    """A further model a method obtained on its way (ODN's best model at each depth it tried, the
+    oracle's model at every depth), handed to the harness to be measured like the main model: test
+    and validation top-1, params, size MB and MACs (no latency). The method never measures the test
+    split itself. ``depth``: the model's residual blocks (None when depth is not what varies);
+    ``label``: what the point is, in a few words; ``info``: the method's own JSON numbers for it
+    (its validation top-1 as the method read it, epochs, cost)."""
+
+    model: "nn.Module"
+    depth: int | None = None
+    label: str = ""
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class MethodOutput:
     """What a method hands back: the exported model (an ordinary ``nn.Module``), what it learned
     (``info``: JSON-serialisable, stored as ``method_info``) and typed facts a leaderboard shows.
@@ -312,6 +344,9 @@ class MethodOutput:
     ``converged`` and ``cut_short`` (False plus a reason when an epoch cap ended training; filled
     from the shared trainer when left None), ``depth_curve`` (``[{"depth", "val"}]``, validation
     top-1 per depth tried). The harness measures the model itself.
+
+    ``curve``: further models to measure (:class:`CurvePoint`), stored as ``Result.curve``, one
+    record per point; a board draws them as the method's trade-off curve.
     """
 
     model: "nn.Module"
@@ -322,6 +357,7 @@ class MethodOutput:
     converged: bool | None = None
     cut_short: str | None = None
     depth_curve: list[dict] | None = None
+    curve: list[CurvePoint] | None = None
 
 
 class Method:

@@ -117,6 +117,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             result.metrics = metrics.measure(model, splits, recipe, execution=execution)
             result.method_info = _jsonable(output.info or {}, config["method"], plugin, progress)
             result.facts = _facts(output, model, trainer, config["method"], plugin, progress)
+            result.curve = _curve(output, splits, recipe, execution, config["method"], plugin, progress)
             # Stored without pickling, and checked to reload into the same outputs (odnbench.modelio).
             store.save_model(model, out_dir, example=example)
             result.model_file = store.model_path(out_dir).name
@@ -137,7 +138,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             result.traceback = traceback.format_exc(limit=8)
             result.error = f"method {config['method']!r} (plugin {plugin!r}) raised {result.error}"
     if not result.ok:
-        result.metrics, result.files, result.model_file = None, None, None
+        result.metrics, result.files, result.model_file, result.curve = None, None, None, None
     result.cost = cost.as_dict(device.type)
     result.wall_seconds = round(time.perf_counter() - started, 3)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -160,7 +161,7 @@ def _blank_result(registry: Registry, cell: Cell) -> Result:
     config = cell.config
     return Result(status="failed", key=cell.key, config=config,
                   plugin=registry.owner.get(("method", config["method"]), "?"), requires=dict(cell.requires),
-                  defaults=dict(cell.defaults))
+                  defaults=dict(cell.defaults), provenance=dict(getattr(cell, "provenance", None) or {}) or None)
 
 
 def record_failure(registry: Registry, cell: Cell, results_dir: Path, error: str, *, device=None,
@@ -246,6 +247,32 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
     elif facts.converged is None and getattr(trainer, "converged", None):
         facts.converged = True  # every fit the shared trainer ran ended on patience
     return facts
+
+
+def _curve(output: MethodOutput, splits, recipe, execution, method: str, plugin: str,
+           progress: Progress) -> list[dict] | None:
+    """The method's further models (``MethodOutput.curve``), each measured as the main model is
+    (test and validation top-1, params, size, MACs; no latency), stored as one record per point."""
+    import torch
+
+    from odnbench import metrics
+    from odnbench.contract import CurvePoint
+
+    if not output.curve:
+        return None
+    points = []
+    for i, point in enumerate(output.curve):
+        if not isinstance(point, CurvePoint) or not isinstance(point.model, torch.nn.Module):
+            raise PluginError(f"method {method!r} (plugin {plugin!r}): MethodOutput.curve[{i}] must be an "
+                              f"odnbench.CurvePoint(model=<torch.nn.Module>, ...), got {type(point).__name__}")
+        if point.depth is not None and (not isinstance(point.depth, int) or isinstance(point.depth, bool)):
+            raise PluginError(f"method {method!r} (plugin {plugin!r}): CurvePoint.depth must be int or None, "
+                              f"got {point.depth!r}")
+        model = execution.model(point.model).eval()
+        measured = metrics.measure_point(model, splits, recipe, execution=execution)
+        points.append({"depth": point.depth, "label": str(point.label or ""), **measured,
+                       "info": _jsonable(point.info or {}, method, plugin, progress)})
+    return points
 
 
 def _jsonable(info, method: str, plugin: str, progress: Progress | None = None):

@@ -215,6 +215,24 @@ def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windo
     }
 
 
+def measure_point(model: nn.Module, splits, recipe, *, execution=None) -> dict:
+    """What the harness measures on a method's further models (``MethodOutput.curve``): the accuracy
+    and footprint parts of :func:`measure`, exactly as it measures them, without latency."""
+    info = splits.info
+    shape = (info.channels, info.image_size, info.image_size)
+    flops = count_flops(model, shape)
+    ex = {"execution": execution}
+    return {
+        "top1": round(top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size, **ex), 4),
+        "val_top1": round(top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size, **ex), 4),
+        "params": count_params(model),
+        "size_mb": round(saved_size_mb(model), 6),
+        "size_mib": round(tensor_size_mib(model), 6),
+        "flops": flops,
+        "macs": flops // 2,
+    }
+
+
 def measure(model: nn.Module, splits, recipe, *, execution=None) -> dict:
     """All metrics of one exported model, as stored under ``metrics`` in result.json. ``execution``:
     top-1, latency and throughput in the precision and memory format the model was trained in."""

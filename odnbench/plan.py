@@ -58,10 +58,12 @@ def check_overrides(registry: Registry, overrides: dict[str, dict[str, str]]) ->
             if name not in declared:
                 raise OdnbenchError(f"{where}: {UnknownNameError(f'parameter of method {owner!r}', name, declared)} "
                                     f"(`odnbench params {owner}` lists them)")
-            try:
-                declared[name].parse(text, owner)
-            except OdnbenchError as exc:
-                raise OdnbenchError(f"--set {exc}") from None
+            for value in declared[name].split_values(text):
+                try:
+                    declared[name].parse(value, owner)
+                except OdnbenchError as exc:
+                    several = f" (one of the values of {where})" if value != text else ""
+                    raise OdnbenchError(f"--set {exc}{several}") from None
 
 
 def check_recipe_use(registry: Registry, methods: list[str], recipe_overrides: dict[str, str]) -> None:
@@ -158,6 +160,7 @@ class Cell:
     added_as_dependency: bool = False
     error: str | None = None  # a plugin's contract error found while planning: run_cell records it as failed
     defaults: dict = field(default_factory=dict)  # the parameters had nobody set any (stored for board labels)
+    provenance: dict = field(default_factory=dict)  # what asked for it (a grid file): stored, not in the key
 
     @property
     def key(self) -> str:
@@ -180,45 +183,137 @@ class Grid:
         return {c.key: c for c in self.cells}
 
 
+@dataclass
+class Entry:
+    """One method of a grid with parameters of its own (a grid file's ``[[method]]``): ``params``
+    maps a parameter to its values as text, several values being a sweep. The grid-wide ``--set``
+    values apply first, these on top, to this entry's cells only (not to cells added as dependencies)."""
+
+    method: str
+    params: dict[str, list[str]] = field(default_factory=dict)
+    where: str = ""  # how errors name the entry, e.g. "grid.toml line 12"
+
+
+def expand_values(registry: Registry, overrides: dict[str, dict[str, str]]) -> dict[str, dict[str, list[str]]]:
+    """Each ``--set`` text as its list of values (several = a sweep; see :meth:`Param.split_values` for
+    when a comma separates values), every value validated now, before anything trains."""
+    check_overrides(registry, {o: v for o, v in overrides.items() if o != "recipe"})
+    declared_recipe = recipe_params()
+    out: dict[str, dict[str, list[str]]] = {}
+    for owner, values in overrides.items():
+        declared = declared_recipe if owner == "recipe" else {p.name: p for p in registry.method(owner).params}
+        for name, text in values.items():
+            param = declared.get(name)
+            out.setdefault(owner, {})[name] = param.split_values(text) if param is not None else [text]
+    return out
+
+
+def _check_value(param, text: str, owner: str, whole: str) -> None:
+    """One value of a sweep, checked like a single one; the error names the value and the sweep."""
+    try:
+        param.parse(text, owner)
+    except OdnbenchError as exc:
+        raise OdnbenchError(f"--set {exc} (one of the values of --set {owner}.{param.name}={whole})") from None
+
+
+def _variants(values: dict[str, dict[str, list[str]]]) -> list[dict[str, dict[str, str]]]:
+    """The cartesian product of every swept parameter: one single-valued override set per variant."""
+    keys = [(owner, name) for owner, names in values.items() for name in names]
+    out = []
+    for combo in itertools.product(*(values[o][n] for o, n in keys)):
+        variant: dict[str, dict[str, str]] = {}
+        for (owner, name), text in zip(keys, combo):
+            variant.setdefault(owner, {})[name] = text
+        out.append(variant)
+    return out or [{}]
+
+
 def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backbones: list[str],
               seeds: list[int], preset: str, sets: list[str] | None = None,
-              add_dependencies: bool = True) -> Grid:
-    """Cartesian grid method x dataset x backbone x seed, plus (when asked) the cells they need,
-    ordered so that each cell runs after its dependencies."""
+              add_dependencies: bool = True, entries: list[Entry] | None = None,
+              provenance: dict | None = None) -> Grid:
+    """Cartesian grid method x dataset x backbone x seed x swept values, plus (when asked) the cells
+    they need, ordered so that each cell runs after its dependencies.
+
+    ``sets`` (``--set``) apply to every cell of their method, dependencies included; a value list
+    (``prune.ratio=0.3,0.5``) is a sweep, and several sweeps make their cartesian product. ``entries``
+    (a grid file's methods) add methods with parameters of their own, on top of ``sets``.
+    ``provenance`` (e.g. the grid file that asked for the cells) is stored with each result."""
     overrides = split_overrides(sets or [])
-    recipe_overrides = overrides.get("recipe", {})
-    try:
-        recipe = make_recipe(preset, recipe_overrides)
-    except UnknownNameError as exc:
-        if exc.kind == "preset":
-            raise
-        raise OdnbenchError(f"{_set_text('recipe', exc.name, overrides)}: {exc}") from None
-    except OdnbenchError as exc:
-        raise OdnbenchError(f"--set {exc}") from None
-    overrides.pop("recipe", None)
     for name in datasets:
         registry.dataset(name)
-    for name in backbones:
-        check_width(registry, name, recipe,
-                    _set_text("recipe", "width", {"recipe": recipe_overrides}) if "width" in recipe_overrides else None)
-    for name in methods:
-        registry.method(name)
-    check_overrides(registry, overrides)
-    check_recipe_use(registry, methods, recipe_overrides)
-    involved: set[str] = set(methods)  # the grid's methods and the ones added as dependencies
-
+    entries = [Entry(m) for m in methods] + list(entries or [])
+    for entry in entries:
+        registry.method(entry.method)
+    values = expand_values(registry, overrides)
+    declared_recipe = recipe_params()  # (method values were checked by expand_values)
+    for name, texts in values.get("recipe", {}).items():
+        if len(texts) > 1 and name in declared_recipe:
+            for text in texts:
+                _check_value(declared_recipe[name], text, "recipe", overrides["recipe"][name])
+    for entry in entries:
+        declared = {p.name: p for p in registry.method(entry.method).params}
+        for name, texts in entry.params.items():
+            where = f"{entry.where}: " if entry.where else ""
+            if name not in declared:
+                raise OdnbenchError(f"{where}{UnknownNameError(f'parameter of method {entry.method!r}', name, declared)}")
+            for text in texts:
+                try:
+                    declared[name].parse(text, entry.method)
+                except OdnbenchError as exc:
+                    raise OdnbenchError(f"{where}{exc}") from None
     ordered: dict[str, Cell] = {}
-
-    def add(method: str, dataset: str, backbone: str, seed: int, fixed: dict | None, as_dep: bool,
-            stack: tuple[str, ...]) -> Cell:
+    involved: set[str] = {e.method for e in entries}
+    grid_methods = [e.method for e in entries]
+    recipes = []
+    for variant in _variants(values):
+        recipe_overrides = variant.pop("recipe", {})
         try:
-            params = resolve_params(registry, method, preset, dataset, overrides.get(method, {}), fixed)
+            recipe = make_recipe(preset, recipe_overrides)
+        except UnknownNameError as exc:
+            if exc.kind == "preset":
+                raise
+            raise OdnbenchError(f"{_set_text('recipe', exc.name, {'recipe': recipe_overrides})}: {exc}") from None
+        except OdnbenchError as exc:
+            raise OdnbenchError(f"--set {exc}") from None
+        for name in backbones:
+            check_width(registry, name, recipe, _set_text("recipe", "width", {"recipe": recipe_overrides})
+                        if "width" in recipe_overrides else None)
+        check_recipe_use(registry, grid_methods, recipe_overrides)
+        recipes.append((recipe, variant))
+    for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
+        for recipe, variant in recipes:
+            for entry in entries:
+                own = _variants({"m": entry.params}) if entry.params else [{}]
+                for one in own:
+                    mine = {**variant, entry.method: {**variant.get(entry.method, {}), **one.get("m", {})}}
+                    _plan_cells(registry, ordered, involved, entry.method, dataset, backbone, seed, preset, recipe,
+                                variant, mine, add_dependencies, provenance)
+    for owner in overrides:
+        if owner != "recipe" and owner not in involved:
+            raise OdnbenchError(
+                f"{_set_text(owner, next(iter(overrides[owner])), overrides)}: method {owner!r} is not in this grid "
+                f"(its methods: {', '.join(sorted(involved))}); add --method {owner} or drop the --set")
+    return Grid(list(ordered.values()))
+
+
+def _plan_cells(registry: Registry, ordered: dict[str, "Cell"], involved: set[str], method: str, dataset: str,
+                backbone: str, seed: int, preset: str, recipe: Recipe, overrides: dict[str, dict[str, str]],
+                own: dict[str, dict[str, str]], add_dependencies: bool, provenance: dict | None) -> None:
+    """Add one asked-for cell (parameters ``own``) and, recursively, the cells it requires (the
+    grid-wide ``overrides``) to ``ordered``, each after what it needs."""
+
+    def add(method: str, fixed: dict | None, as_dep: bool, stack: tuple[str, ...],
+            sets: dict[str, dict[str, str]]) -> Cell:
+        try:
+            params = resolve_params(registry, method, preset, dataset, sets.get(method, {}), fixed)
         except PluginError as exc:  # the plugin's fault, not the user's: fail its cells, not the whole grid
             cell = Cell(make_config(method, {}, dataset, backbone, seed, recipe), added_as_dependency=as_dep,
-                        error=str(exc))
+                        error=str(exc), provenance=dict(provenance or {}))
             return ordered.setdefault(cell.key, cell)
         config = make_config(method, stored_params(registry.method(method), params), dataset, backbone, seed, recipe)
-        cell = Cell(config, added_as_dependency=as_dep, defaults=resolve_params(registry, method, preset, dataset, {}))
+        cell = Cell(config, added_as_dependency=as_dep, defaults=resolve_params(registry, method, preset, dataset, {}),
+                    provenance=dict(provenance or {}))
         if cell.key in ordered:
             return ordered[cell.key]
         if method in stack:
@@ -244,7 +339,7 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
         for req in reqs:
             involved.add(req.method)
             if add_dependencies:
-                dep = add(req.method, dataset, backbone, seed, dict(req.params), True, stack + (method,))
+                dep = add(req.method, dict(req.params), True, stack + (method,), overrides)
             else:
                 dep_params = resolve_params(registry, req.method, preset, dataset,
                                             overrides.get(req.method, {}), dict(req.params))
@@ -254,15 +349,7 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
         ordered[cell.key] = cell
         return cell
 
-    # Methods vary fastest so that one loaded dataset split (per dataset and seed) serves all of them.
-    for dataset, backbone, seed, method in itertools.product(datasets, backbones, seeds, methods):
-        key_before = set(ordered)
-        cell = add(method, dataset, backbone, seed, None, False, ())
-        if cell.key in key_before:
-            cell.added_as_dependency = False  # asked for explicitly too
-    for owner in overrides:
-        if owner not in involved:
-            raise OdnbenchError(
-                f"{_set_text(owner, next(iter(overrides[owner])), overrides)}: method {owner!r} is not in this grid "
-                f"(its methods: {', '.join(sorted(involved))}); add --method {owner} or drop the --set")
-    return Grid(list(ordered.values()))
+    key_before = set(ordered)
+    cell = add(method, None, False, (), own)
+    if cell.key in key_before:
+        cell.added_as_dependency = False  # asked for explicitly too

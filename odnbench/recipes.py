@@ -134,9 +134,13 @@ def recipe_params() -> dict[str, Param]:
         typename = str(f.type).replace(" | None", "")
         out[f.name] = Param(
             f.name, _FIELD_TYPES[typename], f.default, nullable="None" in str(f.type), choices=_CHOICES.get(f.name),
-            **_LIMITS.get(f.name, {}),
+            **_LIMITS.get(f.name, {}), sweep=f.name in _SWEEP,
         )
     return out
+
+
+#: Recipe fields worth sweeping (``odnbench params recipe`` marks them); any field takes several values.
+_SWEEP = ("epochs", "train_limit", "lr")
 
 
 def make_recipe(preset: str, overrides: dict[str, str] | None = None) -> Recipe:

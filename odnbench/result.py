@@ -20,7 +20,9 @@ from typing import Any
 #: 2 = facts, defaults and reference stored as fields of their own;
 #: 3 = models stored as model.safetensors (never pickled), with ``files`` (sha256 of each model file),
 #: ``digest`` (of the result itself) and ``data.fingerprint`` (of the data actually used).
-SCHEMA_VERSION = 3
+#: 4 = ``curve`` (further models of the method measured by the harness: ODN's depths, the oracle's) and
+#: ``provenance`` (the grid file that asked for the cell); older records read with both None.
+SCHEMA_VERSION = 4
 STATUSES = ("ok", "failed")
 
 
@@ -64,6 +66,8 @@ class Result:
     env: dict | None = None  # environment fingerprint (odnbench.envinfo)
     model_file: str | None = None
     files: dict | None = None  # {file name: {"sha256", "bytes"}}: every model file of the cell, at write time
+    curve: list[dict] | None = None  # further models measured by the harness (CURVE_POINT_FIELDS), e.g. per depth
+    provenance: dict | None = None  # what asked for the cell: {"grid": file name, "grid_sha256"}; not in the key
     wall_seconds: float | None = None
     finished_at: str | None = None
     schema: int = SCHEMA_VERSION
@@ -239,6 +243,16 @@ OPTIONAL_OK_FIELDS: list[tuple[str, tuple, Any]] = [
     ("cost.own.train_macs", (int,), _non_negative),
 ]
 
+#: One point of ``curve`` (schema 4): what the harness measured on a further model of the method.
+CURVE_POINT_FIELDS: list[tuple[str, tuple, Any]] = [
+    ("top1", _NUMBER, _percentage),
+    ("val_top1", _NUMBER, _percentage),
+    ("params", (int,), _positive),
+    ("size_mb", _NUMBER, _positive),
+    ("macs", (int,), _non_negative),
+    ("flops", (int,), _non_negative),
+]
+
 #: What schema 3 added: every result has a digest; an ok one names its model file, the checksum of
 #: each model file and the fingerprint of the data it was trained and measured on.
 V3_COMMON_FIELDS: list[tuple[str, tuple, Any]] = [("digest", (str,), None)]
@@ -295,12 +309,33 @@ def schema_problems(d) -> list[str]:
                 problems.append(f"{path}={value!r} {verdict}")
     if status == "ok" and not problems and d.get("schema", 1) >= 3:
         problems += _files_problems(d["files"], d["model_file"])
+    if status == "ok" and d.get("curve") is not None:
+        problems += _curve_problems(d["curve"])
     if status == "ok" and not problems:
         m = d["metrics"]
         if m["macs"] != m["flops"] // 2:
             problems.append(f"metrics.macs {m['macs']} is not flops // 2 = {m['flops'] // 2}")
         if m["latency_ms"]["p90"] < m["latency_ms"]["p50"]:
             problems.append(f"metrics.latency_ms.p90 {m['latency_ms']['p90']} < p50 {m['latency_ms']['p50']}")
+    return problems
+
+
+def _curve_problems(curve) -> list[str]:
+    if not isinstance(curve, list):
+        return [f"curve is {type(curve).__name__}, expected a list of points or null"]
+    problems = []
+    for i, point in enumerate(curve):
+        for path, types, extra in CURVE_POINT_FIELDS:
+            value = lookup(point, path, _MISSING)
+            if value is _MISSING or value is None or not isinstance(value, types) or isinstance(value, bool):
+                problems.append(f"curve[{i}].{path} is {value if value is not _MISSING else 'missing'!r:.60}")
+            elif isinstance(value, float) and not math.isfinite(value):
+                problems.append(f"curve[{i}].{path} is {value}")
+            elif extra is not None and extra(value) is not True:
+                problems.append(f"curve[{i}].{path}={value!r} {extra(value)}")
+        depth = point.get("depth") if isinstance(point, dict) else None
+        if depth is not None and (not isinstance(depth, int) or isinstance(depth, bool)):
+            problems.append(f"curve[{i}].depth is {depth!r}, expected an integer or null")
     return problems
 
 

@@ -35,8 +35,9 @@ LAYERS: list[tuple[str, set[str]]] = [
                               "odnbench.trainer"}),
     ("report", {"odnbench.report", "odnbench.report.boards", "odnbench.report.fmt", "odnbench.report.markdown",
                 "odnbench.report.records", "odnbench.report.plots", "odnbench.report.publish",
-                "odnbench.report.terminal", "odnbench.report.stats", "odnbench.report.remeasure"}),
-    ("plugins and planning", {"odnbench.registry", "odnbench.plan", "odnbench.runtime"}),
+                "odnbench.report.terminal", "odnbench.report.curves", "odnbench.report.stats",
+                "odnbench.report.remeasure"}),
+    ("plugins and planning", {"odnbench.registry", "odnbench.plan", "odnbench.runtime", "odnbench.gridfile"}),
     ("running", {"odnbench.harness", "odnbench.executors", "odnbench.verify"}),
     ("entry points", {"odnbench.cli", "odnbench.testing", "odnbench.scaffold"}),
 ]

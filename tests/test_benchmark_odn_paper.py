@@ -50,3 +50,11 @@ def test_smoke_reproduction_on_the_real_mnist(shared_data, tmp_path):
 def test_bad_overrides_fail_before_any_run(tmp_path):
     out = run("--smoke", "--set", "odn.start_from=middle", "--results", str(tmp_path / "r"))
     assert out.returncode == 2 and "warmup, previous" in out.stderr and "started" not in out.stdout
+
+
+def test_dry_run_prints_the_cells_and_the_papers_cost_counted_once(tmp_path):
+    out = run("--dry-run", "--seed", "0", "--seed", "1", "--results", str(tmp_path / "r"), timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("would run") == 2 and not (tmp_path / "r").exists()  # nothing trained, nothing written
+    paper_row = next(ln for ln in out.stdout.splitlines() if ln.startswith("| paper"))
+    assert "165 (3+105+57)" in paper_row and "+ft" not in paper_row and "162" not in paper_row

@@ -822,14 +822,14 @@ def _(w):
     assert helped.exit_code == 0 and "Usage: odnbench" in helped.stdout and helped.one_error() == line
     listed = main_subprocess(w, "list", "methods", site=site)
     assert listed.exit_code == 0 and listed.one_error() == line
-    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "prune", "scratch",
+    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "oracle", "prune", "scratch",
                                                                        "slim", "truncate"]
 
 
 # --- representative cases that were already handled well ------------------------------------------
 
 for _args, _error in [
-    (["--method", "odm"], "Error: unknown method 'odm'. Did you mean: odn? Available: blockdrop, full, kd, odn, prune, "
+    (["--method", "odm"], "Error: unknown method 'odm'. Did you mean: odn? Available: blockdrop, full, kd, odn, oracle, prune, "
                           "scratch, slim, truncate."),
     (["--method", "full", "--dataset", "mnist6k"], "Error: unknown dataset 'mnist6k'. Did you mean: mnist5k, "
                                                    "mnist, emnist? Available: cifar10, emnist, fashion-mnist, mnist, mnist5k, "
@@ -868,7 +868,7 @@ def _(w):
     assert out.exit_code == 0
     assert out.stderr.strip() == ("odnbench: warning: plugin 'broken' (?) failed to load: ImportError: no module named "
                                   "torch_magic (skipped; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
-    assert [row.split()[0] for row in out.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "prune", "scratch",
+    assert [row.split()[0] for row in out.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "oracle", "prune", "scratch",
                                                                     "slim", "truncate"]
 
 

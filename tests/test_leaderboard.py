@@ -182,7 +182,10 @@ def test_publish_is_byte_identical_and_complete(results_dir, tmp_path):
     assert "torch-pruning" in page and f"protocol v{PROTOCOL_VERSION}" in page and "2 seeds (0, 1)" in page
     assert f"]({pub.SIZE_PLOT})" in page and f"]({pub.MACS_PLOT})" in page
     html = _gfm(page)
-    assert html.count("<table>") == 3
+    # the main table, its details, the iso-accuracy view, and (ODN's per-depth points make a curve)
+    # the curve families and the accuracy at matched size
+    assert "## Trade-off curves" in page and f"]({pub.CURVES_SIZE_PLOT})" in page
+    assert html.count("<table>") == 5
     index = (a / "README.md").read_text()
     assert f"]({slug}/README.md)" in index
     assert len([line for line in index.splitlines() if line.startswith("- [")]) == 1

@@ -34,7 +34,7 @@ def feed(sched: OdnSchedule, values):
 
 def schedule(**kw):
     base = dict(first_depth=1, last_depth=4, threshold=95.0, base_lr=0.1, next_depth_lr_factor=0.5, patience=3,
-                decay_factor=0.5, decay_patience=2, best_reading="carry", finetune=False)
+                decay_factor=0.5, decay_patience=2, best_reading="carry", finetune=False, stop_rule="patience")
     base.update(kw)
     return OdnSchedule(**base)
 
@@ -43,8 +43,12 @@ def schedule(**kw):
 # Decisions on scripted curves
 
 
-def test_stops_at_first_depth_reaching_threshold_with_patience():
-    s = schedule()
+RULES = ["first", "patience"]
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_stops_at_first_depth_reaching_threshold(rule):
+    s = schedule(stop_rule=rule)
     assert s.fresh and s.depth == 1
     steps = feed(s, [80, 85, 84, 85, 85, 99])  # best 85 at epoch 2, then 3 flat epochs
     assert [st.finished for st in steps] == [None, None, None, None, "depth"]
@@ -55,20 +59,25 @@ def test_stops_at_first_depth_reaching_threshold_with_patience():
     steps = feed(s, [96.0, 95.5, 95.5, 95.5])
     assert steps[-1].finished == "search" and s.done
     assert s.optimal_depth == 3 and s.reached_target is True
+    # first: depth 3 ends in its first epoch (96.0 >= 95.0); patience: 3 flat epochs later
+    assert (len(steps), s.depths[-1]["stopped"]) == ((1, "threshold") if rule == "first" else (4, "patience"))
     assert [d["depth"] for d in s.depths] == [1, 2, 3]  # depth 4 never tried
 
 
-def test_threshold_uses_rounded_value_and_rounding_defines_improvement():
-    s = schedule(threshold=99.0, patience=2)
+@pytest.mark.parametrize("rule", RULES)
+def test_threshold_uses_rounded_value_and_rounding_defines_improvement(rule):
+    s = schedule(threshold=99.0, patience=2, stop_rule=rule)
     steps = feed(s, [98.01, 98.04, 98.03])  # all round to 98.0: only the first improves
     assert [st.improved for st in steps] == [True, False, False]
     assert s.depth == 2
-    feed(s, [98.96, 98.0, 98.0])  # 98.96 rounds to 99.0 >= 99.0
+    steps = feed(s, [98.96, 98.0, 98.0])  # 98.96 rounds to 99.0 >= 99.0
+    assert len(steps) == (1 if rule == "first" else 3)
     assert s.optimal_depth == 2 and s.depths[-1]["best_val"] == 99.0 and s.depths[-1]["best_val_raw"] == 98.96
 
 
-def test_lr_decay_and_half_lr_for_deeper_depths():
-    s = schedule(patience=6, decay_patience=2, decay_factor=0.5, base_lr=0.1, next_depth_lr_factor=0.5)
+@pytest.mark.parametrize("rule", RULES)  # the curve stays below the threshold: both rules alike
+def test_lr_decay_and_half_lr_for_deeper_depths(rule):
+    s = schedule(stop_rule=rule, patience=6, decay_patience=2, decay_factor=0.5, base_lr=0.1, next_depth_lr_factor=0.5)
     assert s.lr == pytest.approx(0.1)
     steps = feed(s, [50, 50, 50])  # 2 flat epochs -> decay
     assert [st.decayed for st in steps] == [False, False, True] and s.lr == pytest.approx(0.05)
@@ -80,16 +89,18 @@ def test_lr_decay_and_half_lr_for_deeper_depths():
     assert s.depth == 2 and s.lr == pytest.approx(0.05)  # fresh LR for depth 2: base x 0.5, not decayed
 
 
-def test_max_epochs_per_depth_caps_a_depth():
-    s = schedule(max_epochs_per_depth=3, patience=10)
+@pytest.mark.parametrize("rule", RULES)
+def test_max_epochs_per_depth_caps_a_depth(rule):
+    s = schedule(max_epochs_per_depth=3, patience=10, stop_rule=rule)
     steps = feed(s, [10, 20, 30, 40])
     assert len(steps) == 3 and steps[-1].finished == "depth" and s.depths[0]["stopped"] == "max_epochs"
 
 
-def test_carry_reading_needs_deeper_depths_to_beat_shallower_ones():
+@pytest.mark.parametrize("rule", RULES)
+def test_carry_reading_needs_deeper_depths_to_beat_shallower_ones(rule):
     curve_d1 = [90, 90, 90, 90]
     curve_d2 = [85, 88, 89, 91, 92, 92, 92, 92]
-    carry = schedule(best_reading="carry")
+    carry = schedule(best_reading="carry", stop_rule=rule)
     feed(carry, curve_d1)
     steps = feed(carry, curve_d2)
     # 85, 88, 89 do not beat the carried 90: patience runs out after 3 epochs
@@ -99,7 +110,7 @@ def test_carry_reading_needs_deeper_depths_to_beat_shallower_ones():
     assert d2["best_val"] == 89 and d2["epochs"] == 3 and d2["carried_best"] == 90  # own best is kept
     assert [st.checkpoint for st in steps] == [True, True, True]  # own-best weights still checkpointed
 
-    reset = schedule(best_reading="reset")
+    reset = schedule(best_reading="reset", stop_rule=rule)
     feed(reset, curve_d1)
     steps = feed(reset, curve_d2)
     assert [st.improved for st in steps[:5]] == [True, True, True, True, True]
@@ -120,8 +131,9 @@ def test_cosine_finetune_anneals_the_decayed_lr():
     assert s.finetune_record["schedule"] == "cosine" and s.finetune_record["best_val"] == 96.4
 
 
-def test_last_depth_without_reaching_the_threshold():
-    s = schedule(last_depth=2, patience=1)
+@pytest.mark.parametrize("rule", RULES)
+def test_last_depth_without_reaching_the_threshold(rule):
+    s = schedule(last_depth=2, patience=1, stop_rule=rule)
     feed(s, [50, 40])
     feed(s, [60, 50])
     assert s.done and s.optimal_depth == 2 and s.reached_target is False
@@ -144,6 +156,70 @@ def test_finetune_continues_with_decayed_lr_and_finer_rounding():
     assert ft["lr_start"] == pytest.approx(lr_after_search)
     with pytest.raises(RuntimeError):
         s.observe(99.0)
+
+
+# Depth 1 converges below the threshold; depth 2 (LR 0.05) decays twice, then reaches 95.0 in its 7th
+# epoch, 2 flat epochs into a 6-epoch patience; the patience rule keeps training it until 6 flat epochs.
+D1 = [90, 90, 90, 90, 90, 90, 90]
+D2 = [92, 92, 92, 94, 94, 94, 95.0, 95.0, 95.0, 95.0, 95.0, 95.0, 95.0]
+
+
+def crossing_schedule(rule, **kw):
+    return schedule(stop_rule=rule, patience=6, decay_patience=2, decay_factor=0.5, last_depth=3, finetune=True,
+                    finetune_max_epochs=50, **kw)
+
+
+@pytest.mark.parametrize("reading", ["carry", "reset"])
+def test_first_rule_fine_tunes_in_the_epoch_the_threshold_is_reached(reading):
+    s = crossing_schedule("first", best_reading=reading)
+    feed(s, D1)
+    assert s.depth == 2 and s.lr == pytest.approx(0.05)
+    lrs, steps = [], []
+    for v in D2:
+        lrs.append(s.lr)  # the LR this epoch trains with
+        steps.append(s.observe(v))
+        if steps[-1].finished:
+            break
+    e = 7
+    assert len(steps) == e and steps[-1].finished == "search" and steps[-1].improved
+    assert [st.decayed for st in steps] == [False, False, True, False, False, True, False]
+    assert lrs[e - 1] == pytest.approx(0.05 / 4)  # two decays happened before e
+    rec = s.depths[-1]
+    assert (rec["depth"], rec["epochs"], rec["best_epoch"], rec["stopped"]) == (2, e, e, "threshold")
+    assert rec["lr_decays"] == 2 and rec["lr_end"] == pytest.approx(lrs[e - 1])
+    # fine-tuning starts now, at the LR epoch e trained with, from epoch e's reading
+    assert s.phase == "fine-tune" and s.optimal_depth == 2 and s.reached_target is True
+    assert s.lr == pytest.approx(lrs[e - 1])
+    ft = feed(s, [95.1] + [95.1] * 6)
+    assert ft[-1].finished == "fine-tune"
+    assert s.finetune_record["lr_start"] == pytest.approx(0.05 / 4) and s.finetune_record["start_val"] == 95.0
+
+
+def test_patience_rule_fine_tunes_a_patience_window_later_at_a_decayed_lr():
+    s = crossing_schedule("patience")
+    feed(s, D1)
+    steps = feed(s, D2)
+    rec = s.depths[-1]
+    assert len(steps) == 7 + 6 and rec["stopped"] == "patience" and rec["best_epoch"] == 7
+    assert rec["lr_decays"] == 2 + 3  # three more decays while waiting out the patience
+    assert s.phase == "fine-tune" and s.lr == pytest.approx(0.05 / 32)
+
+
+def test_first_rule_at_the_epoch_cap_counts_as_reaching_not_as_cut_short():
+    s = schedule(stop_rule="first", max_epochs_per_depth=3, patience=10)
+    steps = feed(s, [90, 93, 95.2])
+    assert steps[-1].finished == "search" and s.depths[0]["stopped"] == "threshold"
+
+
+def test_first_rule_still_waits_out_patience_at_depths_below_the_threshold():
+    s = schedule(stop_rule="first", patience=2)
+    steps = feed(s, [94, 94.9, 94.9, 94.9])  # 94.9 < 95.0 never reaches it
+    assert len(steps) == 4 and s.depths[0]["stopped"] == "patience" and s.depth == 2
+
+
+def test_schedule_refuses_an_unknown_stop_rule():
+    with pytest.raises(ValueError, match="stop_rule must be first or patience, got 'early'"):
+        schedule(stop_rule="early")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -243,6 +319,51 @@ def test_presets_and_target_modes(reg):
     assert [c.config["method"] for c in grid.cells] == ["odn"]
 
 
+@pytest.mark.parametrize("preset", ["smoke", "quick", "paper"])
+def test_every_preset_stops_the_authors_way_and_the_rule_is_in_the_cell_key(reg, preset):
+    from odnbench.plan import plan_grid
+
+    def odn_cell(*sets):
+        grid = plan_grid(reg, ["odn"], ["mnist"], ["resnet18"], [0], preset, list(sets))
+        return next(c for c in grid.cells if c.config["method"] == "odn")
+
+    first, patience = odn_cell(), odn_cell("odn.stop_rule=patience")
+    assert first.config["params"]["stop_rule"] == "first" and odn_cell("odn.stop_rule=first").key == first.key
+    assert patience.key != first.key
+    # patience is the declared default, left out of the config: the key such a cell had before the rule existed
+    assert "stop_rule" not in patience.config["params"]
+    assert resolve_default("stop_rule") == "patience"
+
+
+def test_a_stored_config_without_stop_rule_ran_under_patience(reg):
+    from conftest import REPO
+
+    from odnbench.plan import method_params, plan_grid
+
+    grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0, 1, 2], "quick", ["odn.stop_rule=patience"])
+    planned = {c.dirname for c in grid.cells if c.config["method"] == "odn"}
+    committed = REPO / "leaderboards" / "results"
+    if committed.is_dir():  # the committed quick cells (made before the rule existed) keep their folders
+        stored = {p.name for p in committed.glob("odn-mnist5k-resnet18-s*")}
+        assert stored and stored == planned
+        for folder in committed.glob("odn-mnist5k-resnet18-s*"):
+            params = json.loads((folder / "result.json").read_text())["config"]["params"]
+            assert "stop_rule" not in params
+            assert method_params(ODN(), params)["stop_rule"] == "patience"  # what the method would receive
+    assert method_params(ODN(), {"best_reading": "reset"})["stop_rule"] == "patience"
+    assert method_params(ODN(), {"stop_rule": "first"})["stop_rule"] == "first"
+
+
+def test_reference_cost_counts_each_epoch_once():
+    assert paper.reference_cost("mnist") == {"warmup": 3, "search": 105, "finetune": 57, "after_warmup": 162,
+                                             "total": 165}
+    assert paper.reference_cost_text("mnist") == "165 (3+105+57)"
+    fm, svhn = paper.reference_cost("fashion-mnist"), paper.reference_cost("svhn")
+    assert (fm["total"], fm["finetune"], svhn["total"]) == (383, None, 498)  # fine-tune split not stated
+    assert paper.reference_cost_text("fashion-mnist") == "383 (3+380 search and fine-tune)"
+    assert paper.reference_cost("cifar10") is None and paper.reference_cost_text("cifar10") == "-"
+
+
 @pytest.mark.parametrize("sets, needle", [
     (["odn.target_mode=fixed"], "needs odn.target"),
     (["odn.patience=0"], "odn.patience=0 is out of range; allowed: odn.patience >= 1"),
@@ -252,6 +373,7 @@ def test_presets_and_target_modes(reg):
     (["odn.tolerance=-1", "odn.target=99"], "allowed: odn.tolerance >= 0"),
     (["odn.targt=99"], "Did you mean: target"),
     (["odn.start_from=best"], "choose one of: warmup, previous"),
+    (["odn.stop_rule=early"], "choose one of: first, patience"),
 ])
 def test_bad_parameters_fail_at_plan_time_with_one_line(reg, sets, needle):
     from odnbench.plan import plan_grid
@@ -363,6 +485,25 @@ def test_start_from_decides_where_deeper_depths_start(reg, tmp_path, monkeypatch
     # depth 2 starts from depth 1's best, depth 3 from depth 2's; with warmup all start from the warm-up
     assert loaded == ([1, 2] if start_from == "previous" else [])
     assert len(info["warmup"]["val_per_depth"]) == 8  # the warm-up's accuracy of every head is kept
+
+
+@pytest.mark.parametrize("rule", ["first", "patience"])
+def test_stop_rule_end_to_end(reg, tmp_path, rule):
+    # threshold 0.5 %: depth 1 reaches it in its first epoch; patience 2 keeps it 3 epochs (its cap)
+    sets = ["odn.target=1", "odn.max_epochs_per_depth=3", "odn.patience=2", "odn.lr_decay_patience=1",
+            "odn.max_depth=2"] + (["odn.stop_rule=patience"] if rule == "patience" else [])
+    grid, (result,) = run_smoke(reg, tmp_path, sets)
+    info = result["method_info"]
+    assert info["stop_rule"] == rule and ("stop_rule" in result["config"]["params"]) == (rule == "first")
+    (d1,) = info["depth_curve"]
+    assert info["optimal_depth"] == 1 and d1["reached_threshold"]
+    if rule == "first":
+        assert (d1["epochs"], d1["stopped"], d1["lr_decays"]) == (1, "threshold", 0)
+        assert info["finetune"]["lr_start"] == pytest.approx(info["base_lr"])  # the LR depth 1 trained with
+        assert "max_epochs_per_depth" not in (info["cut_short"] or "")  # a threshold stop is not cut short
+    else:
+        assert d1["epochs"] == 3 and d1["stopped"] in ("patience", "max_epochs")
+    assert info["search_epochs"] == d1["epochs"]
 
 
 def resolve_default(name):

@@ -573,6 +573,8 @@ def _caption(key: tuple, results: list[Result]) -> dict:
     envs = [r.env or {} for r in results]
     seeds = distinct([r.config.get("seed") for r in results])
     lat = [_get(r.metrics, "latency_ms") or {} for r in results]
+    grids = distinct([f"{p['grid']} (sha256 {str(p.get('grid_sha256'))[:12]})" for r in results
+                      for p in [r.provenance] if isinstance(p, dict) and isinstance(p.get("grid"), str)])
     together = max([n for e in envs if isinstance(e.get("executor"), dict)
                     for n in [e["executor"].get("cells_at_once")] if isinstance(n, int)], default=1)
     return {
@@ -594,6 +596,9 @@ def _caption(key: tuple, results: list[Result]) -> dict:
         "seeds": seeds,
         "precision": ", ".join(distinct([precision_label(e) for e in envs])) or "fp32",
         "results": len(results),
+        # The grid files that produced the results (compare --grid), each with its sha256; only when any did.
+        **({"grids": grids, "cells_wall_seconds": round(sum(r.wall_seconds or 0 for r in results), 1)}
+           if grids else {}),
     }
 
 

@@ -207,7 +207,11 @@ def caption_line(board: Board) -> str:
         f"{c['precision']}; preset `{c['preset']}`; protocol v{protocols}{mixed}; {n_seeds} "
         f"({fmt_list(seeds)}); python {fmt_list(c.get('python'))}, torch {fmt_list(c['torch'])}, "
         f"torchvision {fmt_list(c.get('torchvision'))}, timm {fmt_list(c['timm'])}, "
-        f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}.{shared} {REPRODUCIBLE}")
+        f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
+        + (f" Produced by grid file {fmt_list(c['grids'])} (`odnbench compare --grid`); its cells ran "
+           f"{c['cells_wall_seconds'] / 60:.{0 if c['cells_wall_seconds'] >= 600 else 1}f} minutes of wall time in all (summed over cells"
+           + (f", up to {c['cells_at_once']} at once" if c.get("cells_at_once") else "") + ")."
+           if c.get("grids") else ""))
 
 
 def tolerance_line(board: Board) -> str:
@@ -344,12 +348,14 @@ def render_markdown(boards: list[Board], source: str) -> str:
     return "\n".join(out)
 
 
-def render_page(board: Board, command: str, plots: dict[str, str]) -> str:
+def render_page(board: Board, command: str, plots: dict[str, str], extra: list[str] | None = None) -> str:
     c = board.caption
     out = [f"{GENERATED_MARKER} `{command}` from {c['results']} result.json files; "
            f"do not edit by hand. -->", "", f"# {board.title}", "", caption_line(board), "", tolerance_line(board),
            ""]
     out += board_sections(board, level=2, plots=plots)
+    if extra:  # more sections (the trade-off curves, odnbench.report.curves)
+        out += [""] + extra
     out += ["", "---", "",
             f"Regenerate this page, `board.json`, `board.csv` and the plots with `{command}` "
             f"(from the repository root). Built from {c['results']} stored result.json files "

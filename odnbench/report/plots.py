@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Sequence
 
 from odnbench.report.boards import Board
+from odnbench.report.curves import all_families, pareto_front, pareto_points
 from odnbench.report.fmt import fmt_value
 from odnbench.store import atomic_write_bytes
 
@@ -29,18 +30,6 @@ RC = {
 COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf"]
 PNG_METADATA = {"Software": None}  # matplotlib would otherwise write its version into every file
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats: smaller-or-equal x and higher-or-equal y,
-    one of them strictly. Returned in increasing x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
-    front, best = [], -float("inf")
-    for i in order:
-        if points[i][1] > best:
-            front.append(i)
-            best = points[i][1]
-    return front
 
 
 def _style():
@@ -308,5 +297,64 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict]]], title: str = "", 
         if ax.get_legend_handles_labels()[0]:
             # below the axes: a legend inside them would cover the curves
             ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize="small", frameon=False)
+        fig.tight_layout()
+        return fig
+
+
+CURVES_FIGSIZE = (7.6, 6.4)
+
+
+def curves_png(board: Board, x_field: str, x_label: str) -> bytes:
+    """:func:`curves_figure` as PNG bytes."""
+    with _style():
+        return _png_bytes(curves_figure(board, x_field, x_label))
+
+
+def curves_figure(board: Board, x_field: str, x_label: str):
+    """Top-1 against ``x_field`` (size_mb or macs) for every family of :mod:`odnbench.report.curves`:
+    a line per family (a marker alone for a one-point family), bars ± std over seeds, the full-depth
+    reference and the Pareto front over every point (black step line)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+
+    families = all_families(board)
+    attr = "size_mb" if x_field == "size_mb" else "macs"
+    scale = 1e6 if attr == "macs" else 1.0
+    with _style():
+        fig = Figure(figsize=CURVES_FIGSIZE, dpi=DPI)
+        FigureCanvasAgg(fig)
+        ax = fig.add_subplot(1, 1, 1)
+        for i, fam in enumerate(families):
+            pts = sorted(fam.points, key=lambda p: getattr(p, attr))
+            xs = [getattr(p, attr) / scale for p in pts]
+            ys = [p.top1 for p in pts]
+            ax.errorbar(xs, ys, yerr=[p.std or 0.0 for p in pts], fmt=MARKERS[i % len(MARKERS)],
+                        ls="--" if fam.kind == "depth" else "-", color=COLORS[i % len(COLORS)], ms=6, capsize=3,
+                        lw=1.2, elinewidth=0.9,
+                        label=(fam.name if len(fam.name) < 70 else fam.name[:67] + "...").replace("$", r"\$"),
+                        zorder=3)
+        front = pareto_points(families, attr)
+        if front:
+            ax.step([getattr(p, attr) / scale for _, p in front], [p.top1 for _, p in front], where="post",
+                    color="black", lw=1.0, alpha=0.6, label="Pareto front over all points", zorder=2)
+        base = board.baseline.stats if board.baseline else None
+        if base and base.top1_mean is not None:
+            ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label="full depth")
+        xs_all = [getattr(p, attr) for f in families for p in f.points if getattr(p, attr) > 0]
+        if xs_all and max(xs_all) / min(xs_all) > 5:
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
+        ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
+        ax.set_title(f"{board.title}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
+        ax.grid(True, lw=0.4, alpha=0.5)
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
+                  title="dashed: one result's models per depth (ODN below its chosen depth: intermediate models)",
+                  title_fontsize=7.5)
         fig.tight_layout()
         return fig

@@ -7,7 +7,10 @@ For each (dataset, backbone, preset, device) board, ``<out>/<slug>/`` gets
 - ``board.json`` and ``board.csv``: the same table as data;
 - ``accuracy-vs-size.png`` and ``accuracy-vs-macs.png``: every row, Pareto front marked;
 - ``depth-curve.png``: validation accuracy against depth for every result whose
-  facts carry a ``depth_curve`` (drawn by :mod:`odnbench.report.plots`).
+  facts carry a ``depth_curve`` (drawn by :mod:`odnbench.report.plots`);
+- ``curves-vs-size.png`` and ``curves-vs-macs.png`` with a "Trade-off curves" section, when a
+  family has several points (sweeps, ODN's and the oracle's per-depth models;
+  :mod:`odnbench.report.curves`): accuracy at matched size, oracle vs ODN.
 
 ``<out>/README.md`` links every board with one line. Publishing the same results twice gives
 byte-identical files: rows and numbers are ordered and formatted stably, nothing carries a
@@ -23,7 +26,7 @@ from pathlib import Path
 
 from odnbench.errors import OdnbenchError
 from odnbench.report import boards as lb
-from odnbench.report import plots, records
+from odnbench.report import curves, plots, records
 from odnbench.report.markdown import GENERATED_MARKER, PAGE, render_index, render_page
 from odnbench.store import atomic_write_bytes
 
@@ -31,7 +34,10 @@ INDEX = "README.md"
 SIZE_PLOT = "accuracy-vs-size.png"
 MACS_PLOT = "accuracy-vs-macs.png"
 DEPTH_PLOT = "depth-curve.png"
-GENERATED_FILES = (PAGE, "board.json", "board.csv", SIZE_PLOT, MACS_PLOT, DEPTH_PLOT)
+CURVES_SIZE_PLOT = "curves-vs-size.png"
+CURVES_MACS_PLOT = "curves-vs-macs.png"
+GENERATED_FILES = (PAGE, "board.json", "board.csv", SIZE_PLOT, MACS_PLOT, DEPTH_PLOT, CURVES_SIZE_PLOT,
+                   CURVES_MACS_PLOT)
 
 
 @dataclass
@@ -115,7 +121,16 @@ def _publish_board(board: lb.Board, folder: Path, command: str, report: PublishR
         shown["Validation top-1 against depth"] = DEPTH_PLOT
     else:
         _unlink(folder / DEPTH_PLOT, report)
-    _write(folder / PAGE, render_page(board, command, shown), report)
+    curve_plots = {}
+    if curves.curve_sections(board):
+        _write(folder / CURVES_SIZE_PLOT, plots.curves_png(board, "size_mb", "Size (MB, saved state_dict)"), report)
+        _write(folder / CURVES_MACS_PLOT, plots.curves_png(board, "macs", "MACs per image"), report)
+        curve_plots = {"Trade-off curves: top-1 against size": CURVES_SIZE_PLOT,
+                       "Trade-off curves: top-1 against MACs": CURVES_MACS_PLOT}
+    else:
+        _unlink(folder / CURVES_SIZE_PLOT, report)
+        _unlink(folder / CURVES_MACS_PLOT, report)
+    _write(folder / PAGE, render_page(board, command, shown, curves.curve_sections(board, curve_plots)), report)
     doc = records.board_document(board)
     _write(folder / "board.json", json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n", report)
     _write(folder / "board.csv", records.render_csv([board]), report)

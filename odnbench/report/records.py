@@ -9,6 +9,7 @@ import math
 from typing import Any
 
 from odnbench.report.boards import RECORD_FIELDS, Board, Row, cut_short_reason, failure_reason
+from odnbench.report.curves import curves_document
 
 
 def _clean(v: Any) -> Any:
@@ -37,7 +38,9 @@ def board_records(boards: list[Board]) -> list[dict]:
 
 
 def board_document(board: Board) -> dict:
-    """One board as JSON: caption, ranked rows, the iso-accuracy order, reported numbers, problems."""
+    """One board as JSON: caption, ranked rows, the iso-accuracy order, reported numbers, problems,
+    and the trade-off curves when the board has any (:mod:`odnbench.report.curves`)."""
+    curves = curves_document(board)
     return _clean({
         "board": {"dataset": board.dataset, "backbone": board.backbone, "preset": board.preset,
                   "device": board.device, "slug": board.slug},
@@ -52,6 +55,7 @@ def board_document(board: Board) -> dict:
                     "reason": failure_reason(r)} for r in board.failed],
         "cut_short": [{"key": r.key, "method": r.config.get("method"), "seed": r.config.get("seed"),
                        "reason": cut_short_reason(r)} for r in board.cut_short],
+        **({"curves": curves} if curves else {}),
     })
 
 

@@ -126,7 +126,7 @@ class BlockDrop(Method):
     name = "blockdrop"
     description = "Trained full model with the least useful shape-keeping blocks removed (from anywhere), fine-tuned"
     params = (
-        Param("keep", int, None, nullable=True, ge=1,
+        Param("keep", int, None, nullable=True, ge=1, sweep=True,
               help="Residual blocks to keep, the shape-changing ones included. none: as many as ODN's model "
                    "(at least the shape-changing ones), unless match is set."),
         *match_rule.match_params("blockdrop", "Remove blocks until the model is at most"),

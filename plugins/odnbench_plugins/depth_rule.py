@@ -8,7 +8,7 @@ from odnbench import Param, Requirement
 from odnbench.errors import OdnbenchError
 
 DEPTH_PARAM = Param(
-    "depth", int, None, nullable=True, ge=1,
+    "depth", int, None, nullable=True, ge=1, sweep=True,
     help="Keep the stem and residual blocks 1..depth. none: the optimal depth of the matching odn result.",
 )
 

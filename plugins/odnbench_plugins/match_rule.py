@@ -33,7 +33,7 @@ class MatchSpec:
 def match_params(owner: str, what: str) -> tuple[Param, Param]:
     """The ``match`` and ``target`` parameters, declared alike by every method that matches."""
     return (
-        Param("match", str, None, nullable=True,
+        Param("match", str, None, nullable=True, sweep=True,
               help=f"{what} another method's model on one axis: METHOD:AXIS (odn:size, odn:macs, odn:params), "
                    f"or AXIS (size, macs, params) with {owner}.target."),
         Param("target", float, None, nullable=True, gt=0,

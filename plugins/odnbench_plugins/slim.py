@@ -88,7 +88,7 @@ class Slim(Method):
     name = "slim"
     description = "Every block kept, every stage's width x one multiplier, trained from scratch (width baseline)"
     params = (
-        Param("width", float, 0.5, gt=0, le=MAX_MULTIPLIER,
+        Param("width", float, 0.5, gt=0, le=MAX_MULTIPLIER, sweep=True,
               help="Multiplier of every stage's width when no match is set (whole channels, at least 1 per stage)."),
         *match_rule.match_params("slim", "Choose the multiplier that equals"),
         Param("tolerance", float, match_rule.TOLERANCE, gt=0, lt=1,

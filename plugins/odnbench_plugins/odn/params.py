@@ -10,17 +10,23 @@ from odnbench_plugins.odn import paper
 
 PARAMS = (
     Param("target", float, None, "Fixed target top-1 % on validation; the stop threshold is target - tolerance "
-          "(paper preset: the paper's target for its five datasets)", nullable=True, gt=0, le=100),
+          "(paper preset: the paper's target for its five datasets)", nullable=True, gt=0, le=100, sweep=True),
     Param("tolerance", float, paper.TOLERANCE, "Fixed mode: stop at the first depth whose best validation top-1 is "
-          ">= target - tolerance", ge=0),
+          ">= target - tolerance", ge=0, sweep=True),
     Param("target_mode", str, "auto", "fixed: target - tolerance; relative: validation top-1 of the 'full' result "
           "- relative_tolerance (runs 'full' first); auto: fixed when target is set, else relative",
           choices=("auto", "fixed", "relative")),
-    Param("relative_tolerance", float, 1.75, "Relative mode: points below the full-depth validation top-1", ge=0),
+    Param("relative_tolerance", float, 1.75, "Relative mode: points below the full-depth validation top-1", ge=0, sweep=True),
     Param("best_reading", str, "carry", "carry: the best validation accuracy is carried across depths, so a deeper "
           "depth must beat every shallower one to count as improving (the published logs); reset: each depth "
           "starts afresh (the released code). The stop check always uses each depth's own best",
           choices=("carry", "reset")),
+    # Added after results were stored under the patience rule: a config without it ran under patience.
+    Param("stop_rule", str, "patience", "When the search stops at a depth that reaches the threshold. first: in the "
+          "epoch in which the depth's rounded validation reading first reaches it, fine-tuning at the LR in force then "
+          "(the authors' code; every preset sets it); patience: only once the depth has converged (patience epochs "
+          "without improvement), a patience window later and at a decayed LR. A stored config without stop_rule "
+          "ran under patience", choices=("first", "patience"), omit_default=True),
     Param("start_from", str, "warmup", "Weights each deeper depth starts from. warmup: the warm-up weights, "
           "every depth alike (the authors' released code); previous: the stem and blocks 1..k-1 of depth k-1's "
           "best checkpoint, block k and head k as warmed up (mnist5k quick: shallower and cheaper, 0.6 points less "

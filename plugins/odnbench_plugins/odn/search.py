@@ -146,7 +146,11 @@ class OdnSchedule:
     ``max_epochs_per_depth``). With ``best_reading="carry"`` the best so far starts at the best of
     all shallower depths (a deeper depth must beat them to improve); with ``"reset"`` it starts
     afresh. The stop check compares the depth's *own* best (rounded) with ``threshold``: stop at
-    the first depth that reaches it, or at ``last_depth``. Each new depth starts at
+    the first depth that reaches it, or at ``last_depth``. When: ``stop_rule="first"`` (the authors'
+    code) checks every epoch and ends the depth in the epoch its reading first reaches the threshold
+    (``stopped="threshold"``; no LR decay after that epoch, so fine-tuning starts at the LR that
+    epoch trained with); ``"patience"`` checks only once the depth has converged, so the chosen depth
+    runs a further patience window (and its LR decays) first. Each new depth starts at
     ``base_lr * next_depth_lr_factor`` (the first at ``base_lr``); the caller reloads the warm-up
     weights and makes a fresh optimiser whenever :attr:`fresh` is true.
 
@@ -160,11 +164,14 @@ class OdnSchedule:
     def __init__(self, *, first_depth: int, last_depth: int, threshold: float, base_lr: float,
                  next_depth_lr_factor: float = 0.5, patience: int = 23, decay_factor: float = 0.6,
                  decay_patience: int = 5, max_epochs_per_depth: int | None = None, best_reading: str = "carry",
+                 stop_rule: str = "first",
                  finetune: bool = True, finetune_patience: int | None = None,
                  finetune_max_epochs: int | None = None, finetune_schedule: str = "plateau",
                  search_digits: int = 1, finetune_digits: int = 2):
         if best_reading not in ("carry", "reset"):
             raise ValueError(f"best_reading must be carry or reset, got {best_reading!r}")
+        if stop_rule not in ("first", "patience"):
+            raise ValueError(f"stop_rule must be first or patience, got {stop_rule!r}")
         if finetune_schedule not in ("plateau", "cosine"):
             raise ValueError(f"finetune_schedule must be plateau or cosine, got {finetune_schedule!r}")
         if finetune and finetune_schedule == "cosine" and finetune_max_epochs is None:
@@ -174,7 +181,7 @@ class OdnSchedule:
         self.first_depth, self.last_depth, self.threshold = first_depth, last_depth, threshold
         self.base_lr, self.next_depth_lr_factor = base_lr, next_depth_lr_factor
         self.patience, self.decay_factor, self.decay_patience = patience, decay_factor, decay_patience
-        self.max_epochs_per_depth, self.best_reading = max_epochs_per_depth, best_reading
+        self.max_epochs_per_depth, self.best_reading, self.stop_rule = max_epochs_per_depth, best_reading, stop_rule
         self.finetune = finetune and (finetune_max_epochs is None or finetune_max_epochs > 0)
         self.finetune_patience = patience if finetune_patience is None else finetune_patience
         self.finetune_max_epochs, self.finetune_schedule = finetune_max_epochs, finetune_schedule
@@ -239,7 +246,11 @@ class OdnSchedule:
             if improved:
                 self._ft_best, self._ft_epoch = self._tracker.best, self.epoch
             patience, cap = self.finetune_patience, self.finetune_max_epochs
-        if phase == "fine-tune" and self.finetune_schedule == "cosine":
+        # The authors' rule: the depth ends in this epoch, at the LR this epoch trained with (no decay after it).
+        reached_now = phase == "search" and self.stop_rule == "first" and self._own >= self.threshold
+        if reached_now:
+            decayed = False
+        elif phase == "fine-tune" and self.finetune_schedule == "cosine":
             # anneal from the search's (decayed) LR towards 0 over finetune_max_epochs, as the trainer's cosine
             self._plateau.lr = cosine_lr(self._lr_start, epoch, self.finetune_max_epochs)
             decayed = False
@@ -247,7 +258,9 @@ class OdnSchedule:
             decayed = self._plateau.step(improved)
             self.decays += decayed
         finished = None
-        if self._tracker.stale >= patience:
+        if reached_now:
+            finished = self._finish("threshold")
+        elif self._tracker.stale >= patience:
             finished = self._finish("patience")
         elif cap is not None and self.epoch >= cap:
             finished = self._finish("max_epochs")
@@ -316,6 +329,7 @@ def run_odn(ctx):
 
     say(f"ODN: threshold {target['threshold']:.2f}% ({target['target_mode']}: {target['target']:.2f} - "
         f"{target['tolerance']}), depths {p['start_depth']}..{last} of {net.depth}, best reading {p['best_reading']}, "
+        f"stop rule {p['stop_rule']}, "
         f"deeper depths start from {'the warm-up' if p['start_from'] == 'warmup' else 'the previous depth'}")
     warm = warm_up(net, ctx.trainer, p["warmup_epochs"], p["warmup_lr"])
     warm_state = copy.deepcopy(net.state_dict())  # every depth restarts from these (start_from=previous: in part)
@@ -324,13 +338,14 @@ def run_odn(ctx):
         first_depth=p["start_depth"], last_depth=last, threshold=target["threshold"], base_lr=base_lr,
         next_depth_lr_factor=p["next_depth_lr_factor"], patience=p["patience"],
         decay_factor=p["lr_decay_factor"], decay_patience=p["lr_decay_patience"],
-        max_epochs_per_depth=p["max_epochs_per_depth"], best_reading=p["best_reading"], finetune=p["finetune"],
-        finetune_patience=p["finetune_patience"], finetune_max_epochs=p["finetune_max_epochs"],
+        max_epochs_per_depth=p["max_epochs_per_depth"], best_reading=p["best_reading"], stop_rule=p["stop_rule"],
+        finetune=p["finetune"], finetune_patience=p["finetune_patience"], finetune_max_epochs=p["finetune_max_epochs"],
         finetune_schedule=p["finetune_schedule"], search_digits=p["search_digits"],
         finetune_digits=p["finetune_digits"],
     )
     trainer = ctx.trainer
     history, curve, spent = [], [], {}
+    searched: list[tuple[int, DepthNet]] = []  # each depth's best search checkpoint, for the harness to measure
     best_cut, opt = None, None
     while not sched.done:
         phase, depth = sched.phase, sched.depth
@@ -366,10 +381,13 @@ def run_odn(ctx):
                 rec["model_file"] = f"depth-{depth}.safetensors"
                 save_model(best_cut, ctx.workdir / rec["model_file"])
             curve.append(rec)
+            searched.append((depth, best_cut))
             verdict = ">=" if rec["reached_threshold"] else "<"
             nxt = (f"depth {sched.depth}" if step.finished == "depth"
                    else f"optimal depth {depth}" + (", fine-tuning" if sched.phase == "fine-tune" else ""))
-            say(f"depth {depth} {'converged' if rec['stopped'] == 'patience' else 'hit max_epochs_per_depth'} after "
+            how = {"threshold": "reached the threshold", "patience": "converged"}.get(rec["stopped"],
+                                                                                 "hit max_epochs_per_depth")
+            say(f"depth {depth} {how} after "
                 f"{rec['epochs']} epochs: best val {rec['best_val']} {verdict} threshold {target['threshold']:.2f}"
                 f" -> {nxt}")
         elif step.finished == "fine-tune":
@@ -393,6 +411,7 @@ def run_odn(ctx):
         "start_depth": p["start_depth"],
         **target,
         "best_reading": p["best_reading"],
+        "stop_rule": p["stop_rule"],
         "start_from": p["start_from"],
         "reached_target": sched.reached_target,
         "base_lr": base_lr,
@@ -416,4 +435,25 @@ def run_odn(ctx):
         f"threshold {target['threshold']:.2f}), {ctx.cost.epochs} epochs in all")
     return MethodOutput(model, info, depth=k, reached_target=sched.reached_target, threshold=target["threshold"],
                         converged=cut_short is None, cut_short=cut_short,
-                        depth_curve=[{"depth": r["depth"], "val": r["best_val"]} for r in curve])
+                        depth_curve=[{"depth": r["depth"], "val": r["best_val"]} for r in curve],
+                        curve=depth_points(searched, curve, k))
+
+
+def depth_points(searched: list, curve: list[dict], chosen: int) -> list:
+    """Every depth the search tried, as a model for the harness to measure (test top-1, size, MACs):
+    the depth's best search checkpoint, before any fine-tune. Depths below the chosen one are the
+    search's intermediate models, not models ODN would export."""
+    from odnbench import CurvePoint
+
+    records = {r["depth"]: r for r in curve}
+    points = []
+    for depth, model in searched:
+        r = records[depth]
+        role = "chosen depth (before fine-tune)" if depth == chosen else (
+            "intermediate depth of the search" if depth < chosen else "deeper than chosen")
+        points.append(CurvePoint(model, depth=depth, label=f"odn search, depth {depth}: {role}", info={
+            "best_val": r["best_val"], "best_val_raw": r["best_val_raw"], "epochs": r["epochs"],
+            "sample_steps": r["sample_steps"], "seconds": r["seconds"], "stopped": r["stopped"],
+            "reached_threshold": r["reached_threshold"], "chosen": depth == chosen,
+            "intermediate": depth < chosen}))
+    return points

@@ -36,7 +36,7 @@ class Prune(Method):
         Param("scope", str, "local", choices=("local", "global"),
               help="Rank channels within each layer group (local) or across the whole network (global)."),
         Param("ratio", float, 0.5, help="Channel share to remove when no match is set (params fall ~1-(1-r)^2).",
-              gt=0, lt=1),
+              gt=0, lt=1, sweep=True),
         *match_rule.match_params("prune", "Prune to"),
         Param("tolerance", float, 0.05, help="Matching lands within this fraction below the target.", gt=0, lt=1),
         Param("steps", int, 5, ge=1,

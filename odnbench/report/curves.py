@@ -1,0 +1,351 @@
+"""Trade-off curves on a board, from stored results alone (no plugin is consulted).
+
+- **Families**: a method's rows that differ only in numeric parameters (a sweep: ``prune.ratio``,
+  ``slim.width``) form one curve, one point per row: top-1 mean and std over seeds against the
+  mean size (or MACs). A row alone is a one-point family.
+- **Depth curves**: a result's ``curve`` (ODN's best search checkpoint at every depth it tried,
+  the oracle's model at every depth) forms a curve of its own, points grouped by depth over seeds.
+  ODN's points below the chosen depth are the search's intermediate models, not models ODN exports.
+- **Pareto front** over every plotted point of every family.
+- **Accuracy at matched size**: at ODN's size, ½, ¼ and 2× of it, each family's top-1 interpolated
+  linearly in log size between its two neighbouring points; no extrapolation outside a family's
+  range (a one-point family counts only at its own size, within :data:`SAME_SIZE`).
+- **Oracle vs ODN**, per seed: the depth each chose and the ratio of their own costs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from dataclasses import dataclass, field
+
+from odnbench.report.boards import Board, Row, own_cost
+from odnbench.report.fmt import fmt_value, md_text
+from odnbench.store import canonical_json
+
+#: A one-point family "is at" a matched size when within this relative distance of it.
+SAME_SIZE = 0.02
+MATCHED = ((0.25, "¼ × ODN"), (0.5, "½ × ODN"), (1.0, "ODN's size"), (2.0, "2 × ODN"))
+
+
+@dataclass
+class Point:
+    size_mb: float
+    macs: float
+    top1: float
+    std: float | None  # sample std over seeds (None with one seed)
+    n: int
+    label: str  # the swept value(s) or the depth, e.g. "ratio=0.5", "depth 3"
+    keys: list[str] = field(default_factory=list)  # the cells it comes from
+
+
+@dataclass
+class Family:
+    name: str
+    method: str
+    kind: str  # "sweep" (rows), "depth" (a result's curve points)
+    swept: list[str]
+    points: list[Point]  # by increasing size
+
+    def at(self, size: float, x: str = "size_mb") -> float | None:
+        """Top-1 interpolated at ``size`` (linear in log x), None outside the family's range."""
+        return interpolate([(getattr(p, x), p.top1) for p in self.points], size)
+
+
+def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
+    """y at ``x``, linear in log x between the two neighbouring points; None outside their range
+    (no extrapolation). One point: its y when ``x`` is within :data:`SAME_SIZE` of it."""
+    pts = sorted((px, py) for px, py in points if px > 0)
+    if not pts or x <= 0:
+        return None
+    if len(pts) == 1 or any(abs(px - x) <= SAME_SIZE * x for px, _ in pts):
+        near = [py for px, py in pts if abs(px - x) <= SAME_SIZE * x]
+        return statistics.fmean(near) if near else None
+    if x < pts[0][0] or x > pts[-1][0]:
+        return None
+    for (x0, y0), (x1, y1) in itertools.pairwise(pts):
+        if x0 <= x <= x1:
+            if x1 == x0:
+                return (y0 + y1) / 2
+            t = (math.log(x) - math.log(x0)) / (math.log(x1) - math.log(x0))
+            return y0 + t * (y1 - y0)
+    return None
+
+
+def _mean(values):
+    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return statistics.fmean(values) if values else None
+
+
+def _std(values):
+    return statistics.stdev(values) if len(values) > 1 else None
+
+
+def _row_point(row: Row, label: str) -> Point | None:
+    ms = [r.metrics or {} for r in row.results]
+    size, macs = _mean([m.get("size_mb") for m in ms]), _mean([m.get("macs") for m in ms])
+    if size is None or macs is None:
+        return None
+    return Point(size, macs, statistics.fmean(row.top1), _std(row.top1), len(row.top1), label,
+                 [r.key for r in row.results])
+
+
+def _numeric(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def sweep_families(board: Board) -> list[Family]:
+    """The board's rows grouped into families: same method, recipe and input, same parameters but
+    for those that take numeric values varying between the method's rows (the swept ones)."""
+    by_method: dict[str, list[Row]] = {}
+    for row in board.rows:
+        by_method.setdefault(row.method, []).append(row)
+    families = []
+    for method, rows in sorted(by_method.items()):
+        keys = sorted({k for row in rows for k in row.params_config})
+        swept = [k for k in keys if len({canonical_json(row.params_config.get(k)) for row in rows}) > 1
+                 and all(_numeric(row.params_config.get(k)) for row in rows)]
+        groups: dict[str, list[Row]] = {}
+        for row in rows:
+            c = row.results[0].config
+            ident = canonical_json({"params": {k: v for k, v in row.params_config.items() if k not in swept},
+                                    "recipe": c.get("recipe"), "input": c.get("input")})
+            groups.setdefault(ident, []).append(row)
+        for members in groups.values():
+            mine = [k for k in swept if len({canonical_json(r.params_config.get(k)) for r in members}) > 1]
+            points = []
+            for row in members:
+                label = ", ".join(f"{k}={fmt_value(row.params_config.get(k))}" for k in mine) or row.label
+                point = _row_point(row, label)
+                if point is not None:
+                    points.append(point)
+            if not points:
+                continue
+            points.sort(key=lambda p: (p.size_mb, p.top1))
+            name = members[0].label if len(members) == 1 else _family_name(members[0], mine)
+            families.append(Family(name, method, "sweep", mine, points))
+    return families
+
+
+def _family_name(row: Row, swept: list[str]) -> str:
+    """The row's label without the swept parameters, then "over" them: ``prune over ratio``."""
+    label = row.label
+    inside = label[label.find("(") + 1:-1] if label.endswith(")") and "(" in label else ""
+    kept = [part for part in inside.split(", ") if part and part.split("=", 1)[0] not in swept]
+    base = f"{row.method} ({', '.join(kept)})" if kept else row.method
+    return f"{base} over {', '.join(swept)}"
+
+
+def depth_families(board: Board) -> list[Family]:
+    """One family per row whose results carry ``curve`` points: grouped by depth over seeds."""
+    families = []
+    for row in board.rows:
+        by_depth: dict = {}
+        for r in row.results:
+            for p in r.curve or []:
+                if isinstance(p, dict) and _numeric(p.get("top1")) and _numeric(p.get("size_mb")):
+                    by_depth.setdefault(p.get("depth"), []).append((r, p))
+        if not by_depth:
+            continue
+        points = []
+        for depth, members in sorted(by_depth.items(), key=lambda kv: (kv[0] is None, kv[0] or 0)):
+            tops = [p["top1"] for _, p in members]
+            points.append(Point(statistics.fmean(p["size_mb"] for _, p in members),
+                                statistics.fmean(p.get("macs") or 0 for _, p in members),
+                                statistics.fmean(tops), _std(tops), len(tops),
+                                f"depth {depth}" if depth is not None else "point", [r.key for r, _ in members]))
+        points.sort(key=lambda p: (p.size_mb, p.top1))
+        what = "search checkpoint per depth" if row.method == "odn" else "model per depth"
+        families.append(Family(f"{row.label}: {what}", row.method, "depth", ["depth"], points))
+    return families
+
+
+def all_families(board: Board) -> list[Family]:
+    return sweep_families(board) + depth_families(board)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats: smaller-or-equal x and higher-or-equal y,
+    one of them strictly. Returned in increasing x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1], i))
+    front, best = [], -float("inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def pareto_points(families: list[Family], x: str = "size_mb") -> list[tuple[str, Point]]:
+    """The points no other point beats (smaller-or-equal x and higher-or-equal top-1), by x."""
+    flat = [(f.name, p) for f in families for p in f.points]
+    front = pareto_front([(getattr(p, x), p.top1) for _, p in flat])
+    return [flat[i] for i in front]
+
+
+def odn_row(board: Board) -> Row | None:
+    """ODN's row for matched sizes: the one with the method's defaults (shortest label) first."""
+    rows = [r for r in board.rows if r.method == "odn"]
+    rows.sort(key=lambda r: (bool(r.params_config) and r.label != "odn", len(r.label), r.label))
+    return rows[0] if rows else None
+
+
+@dataclass
+class MatchedTable:
+    sizes: list[tuple[str, float]]  # (caption, MB)
+    rows: list[tuple[str, list[float | None]]]  # (family, top-1 at each size)
+    best: list[str | None]  # per size: the family with the highest top-1 there
+    lead: list[float | None] = field(default_factory=list)  # its lead over the next family there (points)
+
+
+def matched_size_table(board: Board, families: list[Family] | None = None) -> MatchedTable | None:
+    """Each family's top-1 at ODN's size, ½, ¼ and 2× of it (interpolated; None: outside its range)."""
+    odn = odn_row(board)
+    point = _row_point(odn, odn.label) if odn else None
+    if point is None:
+        return None
+    families = families if families is not None else all_families(board)
+    sizes = [(caption, factor * point.size_mb) for factor, caption in MATCHED]
+    rows = [(f.name, [f.at(s) for _, s in sizes]) for f in families]
+    rows = [r for r in rows if any(v is not None for v in r[1])]
+    best, lead = [], []
+    for i in range(len(sizes)):
+        present = sorted(((vals[i], name) for name, vals in rows if vals[i] is not None), reverse=True)
+        best.append(present[0][1] if present else None)
+        lead.append(present[0][0] - present[1][0] if len(present) > 1 else None)
+    return MatchedTable(sizes, rows, best, lead)
+
+
+@dataclass
+class OracleVsOdn:
+    seed: int
+    odn_depth: int | None
+    oracle_depth: int | None
+    odn_cost: dict
+    oracle_cost: dict
+
+    oracle_to_depth: dict | None = None  # its cost up to its depth, when it trained deeper ones too
+
+    def ratio(self, key: str, to_depth: bool = False) -> float | None:
+        a, b = self.odn_cost.get(key), ((self.oracle_to_depth if to_depth else self.oracle_cost) or {}).get(key)
+        return a / b if _numeric(a) and _numeric(b) and b else None
+
+
+def oracle_vs_odn(board: Board) -> list[OracleVsOdn]:
+    """Per seed with both an ``odn`` (its default row) and an ``oracle`` result: the depths they
+    chose and their own costs (the full-depth training both needed is left out of both)."""
+    odn = odn_row(board)
+    oracles = sorted((r for r in board.rows if r.method == "oracle"), key=lambda r: (len(r.label), r.label))
+    if odn is None or not oracles:
+        return []
+    by_seed = {r.seed: r for r in oracles[0].results}
+    out = []
+    for r in odn.results:
+        o = by_seed.get(r.seed)
+        if o is not None:
+            out.append(OracleVsOdn(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost or {}), own_cost(o.cost or {}),
+                                   _cost_to_depth(o)))
+    return out
+
+
+def _cost_to_depth(r) -> dict | None:
+    """The oracle's own cost up to the depth it chose (a sequential search's), from its per-depth
+    records; None when it trained no deeper depth (its whole cost is that already)."""
+    depths = (r.method_info or {}).get("depths")
+    if not isinstance(depths, list) or not isinstance(r.facts.depth, int):
+        return None
+    rows = [d for d in depths if isinstance(d, dict) and isinstance(d.get("cost"), dict)]
+    if not any(_numeric(d.get("depth")) and d["depth"] > r.facts.depth for d in rows):
+        return None
+    mine = [d["cost"] for d in rows if _numeric(d.get("depth")) and d["depth"] <= r.facts.depth]
+    return {k: sum(c.get(k) or 0 for c in mine) for k in ("epochs", "sample_steps", "train_seconds")}
+
+
+def _f(v, digits=2) -> str:
+    return "–" if v is None else f"{v:.{digits}f}"
+
+
+def curves_document(board: Board) -> dict | None:
+    """The curves part of a board as data (board.json): every family's points with the cell keys
+    they come from, the accuracy at matched size and oracle vs ODN; None when no family has two
+    points (the page then has no curves section either)."""
+    families = all_families(board)
+    if not any(len(f.points) > 1 for f in families):
+        return None
+    table = matched_size_table(board, families)
+    return {
+        "families": [{"name": f.name, "method": f.method, "kind": f.kind, "swept": f.swept,
+                      "points": [{"label": p.label, "size_mb": p.size_mb, "macs": p.macs, "top1": p.top1,
+                                  "top1_std": p.std, "n": p.n, "keys": p.keys} for p in f.points]}
+                     for f in families],
+        "pareto_front": [{"family": name, "label": p.label, "size_mb": p.size_mb, "top1": p.top1}
+                         for name, p in pareto_points(families)],
+        "matched_size": None if table is None else {
+            "interpolated": "linear in log size between neighbouring points; null outside a family's range",
+            "sizes_mb": [{"caption": c, "size_mb": s} for c, s in table.sizes],
+            "families": [{"name": name, "top1": vals} for name, vals in table.rows],
+            "best": table.best, "lead": table.lead},
+        "oracle_vs_odn": [{"seed": v.seed, "odn_depth": v.odn_depth, "oracle_depth": v.oracle_depth,
+                           "odn_own_cost": v.odn_cost, "oracle_own_cost": v.oracle_cost,
+                           "oracle_cost_to_its_depth": v.oracle_to_depth,
+                           "ratio_sample_steps": v.ratio("sample_steps"),
+                           "ratio_train_seconds": v.ratio("train_seconds")} for v in oracle_vs_odn(board)],
+    }
+
+
+CURVES_INTRO = (
+    "Each line is a family: one method's rows that differ only in a swept parameter, or one result's models at "
+    "every depth it trained (ODN: its best search checkpoint per depth, before fine-tuning; points below the chosen "
+    "depth are the search's intermediate models, not models ODN exports; oracle: each depth trained from scratch). "
+    "Points are means over seeds, bars ± std over seeds; the black step line is the Pareto front over every point "
+    "of every family.")
+MATCHED_INTRO = (
+    "Top-1 % of each family at ODN's size and at ¼, ½ and 2× of it, **interpolated** linearly in log size between "
+    f"the family's two neighbouring points (a one-point family only at its own size, within {SAME_SIZE:.0%}); – "
+    "where the size lies outside the family's range (no extrapolation). Best: the family with the highest top-1 "
+    "at that size.")
+ORACLE_INTRO = (
+    "Per seed: the depth ODN's search chose and the depth the brute-force oracle chose (each depth trained from "
+    "scratch, the same threshold rule), and ODN's own cost over the oracle's (the full-depth training both needed "
+    "is left out of both).")
+
+
+def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int = 2) -> list[str]:
+    """The markdown of the curves part of a board page (empty when the board has nothing to show)."""
+    families = all_families(board)
+    if not any(len(f.points) > 1 for f in families):
+        return []
+    h = "#" * level
+    out = [f"{h} Trade-off curves", "", CURVES_INTRO, ""]
+    for alt, path in (plots or {}).items():
+        out += [f"![{alt}]({path})", ""]
+    out += ["| Family | Points (size MB → top-1 %) |", "|---|---|"]
+    for f in families:
+        if len(f.points) > 1:
+            pts = "; ".join(f"{p.label}: {p.size_mb:.3f} → {_f(p.top1)}" + (f" ± {p.std:.2f}" if p.std else "")
+                            for p in f.points)
+            out.append(f"| {md_text(f.name)} | {md_text(pts)} |")
+    table = matched_size_table(board, families)
+    if table is not None:
+        out += ["", f"{h} Accuracy at matched size", "", MATCHED_INTRO, ""]
+        out.append("| Family | " + " | ".join(f"{c} ({s:.3f} MB)" for c, s in table.sizes) + " |")
+        out.append("|---|" + "---|" * len(table.sizes))
+        for name, vals in table.rows:
+            out.append(f"| {md_text(name)} | " + " | ".join(_f(v) for v in vals) + " |")
+        out.append("| **Best** (lead over the next) | " + " | ".join(
+            f"{md_text(b)} (+{lead:.2f})" if b and lead is not None else md_text(b) if b else "–"
+            for b, lead in zip(table.best, table.lead)) + " |")
+    versus = oracle_vs_odn(board)
+    if versus:
+        out += ["", f"{h} Oracle vs ODN", "", ORACLE_INTRO, ""]
+        for v in versus:
+            same = ("the same depth" if v.odn_depth == v.oracle_depth else
+                    "a deeper depth" if (v.odn_depth or 0) > (v.oracle_depth or 0) else "a shallower depth")
+            out.append(f"- seed {v.seed}: ODN depth {v.odn_depth}, oracle depth {v.oracle_depth} (ODN found {same}); "
+                       f"own epochs {fmt_value(v.odn_cost.get('epochs'))} vs {fmt_value(v.oracle_cost.get('epochs'))}, "
+                       f"cost ratio ODN/oracle {_f(v.ratio('sample_steps'))} by sample-steps, "
+                       f"{_f(v.ratio('train_seconds'))} by training time"
+                       + (f"; against the oracle's cost up to its depth (a sequential search): "
+                          f"{_f(v.ratio('sample_steps', True))} by sample-steps" if v.oracle_to_depth else ""))
+    return out

@@ -1,0 +1,129 @@
+"""The ``oracle`` method: brute-force depth. Train every depth ``min_depth..max_depth`` from scratch
+(stem + blocks 1..k + a new head, as ``scratch`` builds it) with the same recipe, and return the
+shallowest whose validation top-1 reaches the threshold, by ODN's own rule and defaults: the
+threshold is full depth's validation top-1 minus ``relative_tolerance`` (``target - tolerance`` when
+a target is set; the same per-preset defaults as ``odn``), and a depth's validation top-1 is read
+to ``search_digits`` decimals before the comparison. So the two answer the same question, and the
+board can say whether ODN's search found the oracle's depth and what each spent.
+``train_all=false`` stops after the first depth that reaches the threshold: the same depth, for
+the cost of a sequential search from scratch (the curve then ends at that depth).
+
+Every depth's model goes to the harness as a curve point (test top-1, size, MACs measured there),
+with its validation top-1, epochs and cost in the point's info; the total cost is the cell's cost.
+No torch at import (only in :meth:`Oracle.run`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from odnbench import Method, OdnbenchError, Param, Requirement, hookimpl
+from odnbench_plugins.odn.params import PARAMS as ODN_PARAMS
+from odnbench_plugins.odn.params import resolve_target_mode
+
+#: ODN's parameters the oracle shares, so that both stop on the same threshold.
+SHARED = ("target", "tolerance", "target_mode", "relative_tolerance", "search_digits")
+
+
+def pick_depth(vals: list[tuple[int, float]], threshold: float, digits: int = 1) -> tuple[int, bool]:
+    """(depth, reached): the shallowest depth whose validation top-1, rounded to ``digits`` decimals
+    as ODN reads it, is at least ``threshold``. When none is, the deepest one tried, not reached
+    (ODN too stops at its last depth then)."""
+    if not vals:
+        raise ValueError("pick_depth needs at least one (depth, val) pair")
+    for depth, val in sorted(vals):
+        if round(val, digits) >= threshold:
+            return depth, True
+    return max(d for d, _ in vals), False
+
+
+def _odn_param(name: str) -> Param:
+    found = {p.name: p for p in ODN_PARAMS}[name]
+    return found
+
+
+def _mode(params: Mapping[str, Any]) -> str:
+    try:
+        return resolve_target_mode(params)
+    except OdnbenchError as exc:  # its text names odn.*: say oracle.*
+        raise OdnbenchError(str(exc).replace("odn.", "oracle.")) from None
+
+
+class Oracle(Method):
+    name = "oracle"
+    description = ("Brute-force depth: every depth trained from scratch with the recipe; the shallowest within "
+                   "ODN's threshold of full depth")
+    params = (
+        Param("min_depth", int, 1, ge=1, sweep=True, help="First depth to train."),
+        Param("max_depth", int, None, nullable=True, ge=1, sweep=True,
+              help="Last depth to train (none: every residual block)."),
+        Param("train_all", bool, True,
+              help="true: train every depth min..max (the whole curve); false: stop after the first depth that "
+                   "reaches the threshold (a sequential search from scratch: the same answer, for less)."),
+        *(_odn_param(name) for name in SHARED),
+    )
+
+    def preset_defaults(self, preset: str, dataset: str) -> dict[str, Any]:
+        from odnbench_plugins.odn import ODN
+
+        return {k: v for k, v in ODN().preset_defaults(preset, dataset).items() if k in SHARED}
+
+    def requires(self, params: Mapping[str, Any]) -> list[Requirement]:
+        if params["max_depth"] is not None and params["max_depth"] < params["min_depth"]:
+            raise OdnbenchError(f"oracle.max_depth={params['max_depth']} is below oracle.min_depth="
+                                f"{params['min_depth']}")
+        return [Requirement("full")] if _mode(params) == "relative" else []
+
+    def run(self, ctx):
+        import torch
+
+        from odnbench import CurvePoint, MethodOutput
+
+        p = ctx.params
+        if _mode(p) == "fixed":
+            target = {"target_mode": "fixed", "target": p["target"], "tolerance": p["tolerance"],
+                      "threshold": round(p["target"] - p["tolerance"], 6), "full_val_top1": None}
+        else:
+            full_val = float(ctx.dependency("full").metrics["val_top1"])
+            target = {"target_mode": "relative", "target": full_val, "tolerance": p["relative_tolerance"],
+                      "threshold": round(full_val - p["relative_tolerance"], 6), "full_val_top1": full_val}
+        blocks = ctx.build_backbone().depth
+        last = blocks if p["max_depth"] is None else p["max_depth"]
+        if not 1 <= p["min_depth"] <= last <= blocks:
+            raise OdnbenchError(f"oracle.min_depth={p['min_depth']} / oracle.max_depth={p['max_depth']}: backbone "
+                                f"{ctx.config.get('backbone', '?')} has depths 1..{blocks}")
+        depths, models = [], {}
+        for k in range(p["min_depth"], last + 1):
+            torch.manual_seed(ctx.seed)  # each depth's init independent of the depths trained before it
+            model = ctx.build_backbone().truncated(k).to(ctx.device)
+            before = (ctx.cost.epochs, ctx.cost.sample_steps, ctx.cost.train_seconds)
+            fit = ctx.trainer.fit(model, label=f"oracle depth {k}")
+            depths.append({"depth": k, "val": fit.best_val, "best_epoch": fit.best_epoch, "epochs": fit.epochs,
+                           "stopped": fit.stopped,
+                           "cost": {"epochs": ctx.cost.epochs - before[0],
+                                    "sample_steps": ctx.cost.sample_steps - before[1],
+                                    "train_seconds": round(ctx.cost.train_seconds - before[2], 3)}})
+            models[k] = model
+            if not p["train_all"] and round(fit.best_val, p["search_digits"]) >= target["threshold"]:
+                break  # the shallowest depth that reaches it: deeper ones cannot change the answer
+        chosen, reached = pick_depth([(d["depth"], d["val"]) for d in depths], target["threshold"],
+                                     p["search_digits"])
+        ctx.progress.line(f"oracle: depth {chosen} of {p['min_depth']}..{last} "
+                          f"({'reached' if reached else 'none reached'} threshold {target['threshold']:.2f})")
+        curve = [CurvePoint(models[d["depth"]], depth=d["depth"],
+                            label=f"oracle, depth {d['depth']} trained from scratch",
+                            info={**d, "chosen": d["depth"] == chosen}) for d in depths]
+        info = {"optimal_depth": chosen, "min_depth": p["min_depth"], "max_depth": last, "blocks": blocks, **target,
+                "reached_target": reached, "train_all": p["train_all"], "depths": depths,
+                "total": {"epochs": sum(d["cost"]["epochs"] for d in depths),
+                          "sample_steps": sum(d["cost"]["sample_steps"] for d in depths),
+                          "train_seconds": round(sum(d["cost"]["train_seconds"] for d in depths), 3)}}
+        return MethodOutput(models[chosen], info, depth=chosen, reached_target=reached, threshold=target["threshold"],
+                            depth_curve=[{"depth": d["depth"], "val": round(d["val"], p["search_digits"])}
+                                         for d in depths], curve=curve)
+
+
+@hookimpl
+def register_methods(register):
+    register(Oracle())

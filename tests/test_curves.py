@@ -1,0 +1,227 @@
+"""Trade-off curves: the oracle's selection rule, ODN's and the oracle's per-depth points measured by
+the harness, the stored record (schema 4), and what a board derives from them (families, Pareto
+front, accuracy at matched size, oracle vs ODN)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from odnbench_plugins.oracle import pick_depth
+
+from odnbench import PROTOCOL_VERSION, Facts, Result
+from odnbench.report import boards as lb
+from odnbench.report import curves
+from odnbench.result import SCHEMA_VERSION, schema_problems
+
+# ------------------------------------------------------------------------------ oracle rule
+
+
+@pytest.mark.parametrize("vals, threshold, expected", [
+    ([(1, 90.0), (2, 96.0), (3, 97.5), (4, 98.0)], 97.45, (3, True)),  # the shallowest that reaches it
+    ([(1, 90.0), (2, 97.46), (3, 97.1), (4, 98.0)], 97.45, (2, True)),  # not the best one, the shallowest
+    ([(1, 90.0), (2, 97.44), (3, 97.0)], 97.45, (3, False)),  # 97.44 reads 97.4 < 97.45; none: the deepest
+    ([(1, 97.449), (2, 99.0)], 97.4, (1, True)),  # rounded to 0.1 as ODN reads it: 97.4 >= 97.4
+    ([(3, 99.0), (1, 50.0), (2, 98.0)], 97.0, (2, True)),  # order of the list does not matter
+])
+def test_the_oracle_picks_the_shallowest_depth_within_the_threshold(vals, threshold, expected):
+    assert pick_depth(vals, threshold) == expected
+
+
+def test_the_oracle_rule_reads_values_to_the_given_digits():
+    assert pick_depth([(1, 97.449), (2, 99.0)], 97.45, digits=1) == (2, True)
+    assert pick_depth([(1, 97.449), (2, 99.0)], 97.45, digits=2) == (1, True)
+    with pytest.raises(ValueError):
+        pick_depth([], 90.0)
+
+
+def test_the_oracle_shares_odns_threshold_defaults(reg):
+    from odnbench.plan import resolve_params
+
+    for preset in ("quick", "smoke", "paper"):
+        odn = resolve_params(reg, "odn", preset, "mnist", {})
+        oracle = resolve_params(reg, "oracle", preset, "mnist", {})
+        for name in ("target", "tolerance", "target_mode", "relative_tolerance", "search_digits"):
+            assert oracle[name] == odn[name], (preset, name)
+
+
+def test_oracle_range_is_checked_at_plan_time(reg):
+    from odnbench import plan
+    from odnbench.errors import OdnbenchError
+
+    with pytest.raises(OdnbenchError, match="oracle.max_depth=2 is below oracle.min_depth=3"):
+        plan.plan_grid(reg, ["oracle"], ["mnist5k"], ["resnet18"], [0], "smoke",
+                       ["oracle.min_depth=3", "oracle.max_depth=2"])
+
+
+# ------------------------------------------------------------------------------ smoke runs
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    """odn and oracle (depths 1-3; 4 with train_all=false stopping early) on the smoke preset."""
+    from odnbench import harness, plan
+    from odnbench.progress import Progress
+    from odnbench.registry import get_registry
+
+    root = tmp_path_factory.mktemp("curves")
+    reg = get_registry(reload=True)
+    grid = plan.plan_grid(reg, ["odn", "oracle"], ["mnist5k"], ["resnet18"], [0], "smoke",
+                          ["oracle.max_depth=3", "recipe.epochs=1"],
+                          provenance={"grid": "g.toml", "grid_sha256": "ab" * 32})
+    done = harness.run_grid(reg, grid, root, data_dir=root / "data", progress=Progress(quiet=True))
+    assert not done.failed, [r.error for r in done.failed]
+    return root, {r.method: r for r in done.results}
+
+
+@pytest.mark.slow
+def test_oracle_stores_every_depth_measured_by_the_harness(smoke_results):
+    root, by_method = smoke_results
+    r = by_method["oracle"]
+    assert [p["depth"] for p in r.curve] == [1, 2, 3]
+    info = r.method_info
+    assert [d["depth"] for d in info["depths"]] == [1, 2, 3]
+    # the pick follows the rule on the stored numbers
+    assert (r.facts.depth, r.facts.reached_target) == pick_depth(
+        [(d["depth"], d["val"]) for d in info["depths"]], r.facts.threshold)
+    assert r.facts.threshold == pytest.approx(by_method["full"].metrics["val_top1"] - info["tolerance"])
+    # its own cost is the sum of its depths'; each point has test top-1 and the footprint
+    assert info["total"]["epochs"] == sum(d["cost"]["epochs"] for d in info["depths"]) == r.cost["own"]["epochs"]
+    sizes = [p["size_mb"] for p in r.curve]
+    assert sizes == sorted(sizes) and len(set(sizes)) == 3
+    chosen = [p for p in r.curve if p["info"]["chosen"]]
+    assert len(chosen) == 1 and chosen[0]["depth"] == r.facts.depth
+    assert chosen[0]["size_mb"] == r.metrics["size_mb"] and chosen[0]["top1"] == r.metrics["top1"]
+    raw = json.loads((root / r.folder / "result.json").read_text()) if r.folder else r.to_dict()
+    assert not schema_problems(raw)
+
+
+@pytest.mark.slow
+def test_odn_stores_a_test_point_for_every_depth_it_tried(smoke_results):
+    _, by_method = smoke_results
+    r = by_method["odn"]
+    tried = [c["depth"] for c in r.method_info["depth_curve"]]
+    assert [p["depth"] for p in r.curve] == tried
+    for point, searched in zip(r.curve, r.method_info["depth_curve"]):
+        assert 0 <= point["top1"] <= 100 and point["macs"] > 0 and point["params"] == searched["params"]
+        assert point["info"]["best_val"] == searched["best_val"]
+        assert point["info"]["intermediate"] == (point["depth"] < r.facts.depth)
+    assert r.provenance == {"grid": "g.toml", "grid_sha256": "ab" * 32}
+    assert r.schema == SCHEMA_VERSION == 4
+
+
+@pytest.mark.slow
+def test_a_published_board_shows_the_curves_and_names_the_grid_file(smoke_results, tmp_path):
+    from odnbench.report.publish import publish
+
+    root, _ = smoke_results
+    done = publish(root, tmp_path / "out")
+    page = next((tmp_path / "out").glob("*/README.md")).read_text()
+    assert "## Trade-off curves" in page and "## Oracle vs ODN" in page and "interpolated" in page
+    assert "intermediate models" in page
+    assert "grid file g.toml (sha256 abababababab)" in page and "minutes of wall time in all" in page
+    assert any(p.name == "curves-vs-size.png" for p in done.written)
+    doc = json.loads(next((tmp_path / "out").glob("*/board.json")).read_text())
+    families = {f["method"]: f for f in doc["curves"]["families"] if f["kind"] == "depth"}
+    oracle = families["oracle"]
+    assert [p["label"] for p in oracle["points"]] == ["depth 1", "depth 2", "depth 3"]
+    assert all(p["keys"] for p in oracle["points"])  # every point names the cells it comes from
+    assert doc["curves"]["oracle_vs_odn"][0]["seed"] == 0
+
+
+# ------------------------------------------------------------------------------ stored record
+
+
+def test_curve_points_are_checked_by_the_schema():
+    good = {"top1": 97.0, "val_top1": 97.5, "params": 100, "size_mb": 0.1, "macs": 10, "flops": 20, "depth": 2}
+    base = {"status": "ok", "config": {}, "curve": [good]}
+    assert not [p for p in schema_problems(base) if p.startswith("curve")]
+    bad = dict(base, curve=[dict(good, top1=120.0), dict(good, depth="two"), {"top1": 1.0}])
+    problems = [p for p in schema_problems(bad) if p.startswith("curve")]
+    assert any("curve[0].top1" in p for p in problems) and any("curve[1].depth" in p for p in problems)
+    assert any("curve[2].params" in p for p in problems)
+
+
+def test_older_records_read_with_no_curve_and_no_provenance():
+    old = {"status": "ok", "key": "k", "config": {"method": "odn"}, "schema": 3}
+    r = Result.from_dict(old)
+    assert r.curve is None and r.provenance is None and r.schema == 3
+
+
+# ------------------------------------------------------------------------------ board derivations
+
+
+def result(method, seed, top1, size, params=None, curve=None, depth=None, cost=None, info=None):
+    config = {"protocol": PROTOCOL_VERSION, "method": method, "params": params or {}, "dataset": "d",
+              "backbone": "b", "input": {}, "seed": seed, "preset": "quick", "recipe": {"epochs": 1}}
+    return Result(status="ok", key=f"{method}{json.dumps(params)}{seed}", config=config,
+                  metrics={"top1": top1, "size_mb": size, "macs": int(size * 1e6), "params": int(size * 1e5)},
+                  facts=Facts(depth=depth), curve=curve, cost=cost or {"own": {"epochs": 10, "sample_steps": 1000,
+                                                                             "train_seconds": 10.0}},
+                  env={"device": "cpu"}, method_info=info or {})
+
+
+def board(results):
+    return lb.build_boards(results)[0]
+
+
+def test_interpolation_is_linear_in_log_size_and_never_extrapolates():
+    pts = [(0.1, 90.0), (1.0, 98.0)]
+    assert curves.interpolate(pts, 0.1 * 10 ** 0.5) == pytest.approx(94.0)
+    assert curves.interpolate(pts, 0.05) is None and curves.interpolate(pts, 2.0) is None
+    assert curves.interpolate([(0.5, 95.0)], 0.505) == 95.0  # one point: only at its own size
+    assert curves.interpolate([(0.5, 95.0)], 0.6) is None
+
+
+def test_swept_rows_form_one_family_and_matched_rows_stay_apart():
+    rs = []
+    for seed, jitter in ((0, 0.0), (1, 0.4)):
+        rs += [result("full", seed, 98.0 + jitter, 3.0)]
+        rs += [result("odn", seed, 97.0 + jitter, 0.4, depth=4)]
+        for ratio, top1, size in ((0.3, 97.5, 1.6), (0.5, 97.0, 0.8), (0.7, 95.0, 0.3), (0.9, 90.0, 0.05)):
+            rs.append(result("prune", seed, top1 + jitter, size, {"ratio": ratio, "match": None}))
+        rs.append(result("prune", seed, 96.5 + jitter, 0.39, {"ratio": 0.5, "match": "odn:size"}))
+    b = board(rs)
+    fams = {f.name: f for f in curves.sweep_families(b)}
+    sweep = [f for f in fams.values() if f.method == "prune" and len(f.points) == 4]
+    assert len(sweep) == 1 and sweep[0].swept == ["ratio"]
+    assert [p.size_mb for p in sweep[0].points] == [0.05, 0.3, 0.8, 1.6]
+    assert sweep[0].points[0].std == pytest.approx(0.4 / 2 ** 0.5) and sweep[0].points[0].n == 2
+    assert any(f.method == "prune" and len(f.points) == 1 for f in fams.values())  # the matched row
+    table = curves.matched_size_table(b)
+    sizes = [s for _, s in table.sizes]
+    assert sizes == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    values = dict(table.rows)[sweep[0].name]
+    # at 0.4 MB: between 0.3 MB (95.2) and 0.8 MB (97.2), linear in log size
+    t = (pytest.importorskip("math").log(0.4 / 0.3)) / __import__("math").log(0.8 / 0.3)
+    assert values[2] == pytest.approx(95.2 + t * 2.0)
+    assert table.best[2] == "odn"  # ODN's own point (97.2) beats the interpolated prune (~95.6) at its size
+    second = max(v[2] for name, v in table.rows if name != "odn" and v[2] is not None)
+    assert table.lead[2] == pytest.approx(97.2 - second)
+    front = curves.pareto_points(curves.all_families(b))
+    assert [p.size_mb for _, p in front] == sorted(p.size_mb for _, p in front)
+
+
+def test_depth_points_make_a_curve_and_oracle_vs_odn_compares_depths_and_costs():
+    def pts(tops):
+        return [{"depth": d, "top1": t, "size_mb": 0.1 * d, "macs": 1000 * d, "params": 10 * d,
+                 "val_top1": t, "flops": 2000 * d} for d, t in enumerate(tops, 1)]
+
+    depths = [{"depth": d, "val": 0, "cost": {"epochs": 10, "sample_steps": 100, "train_seconds": 1.0}}
+              for d in (1, 2, 3, 4)]
+    rs = [result("full", 0, 98.0, 1.0),
+          result("odn", 0, 97.0, 0.4, depth=4, curve=pts([90, 95, 96, 97]),
+                 cost={"own": {"epochs": 45, "sample_steps": 450, "train_seconds": 45.0}}),
+          result("oracle", 0, 96.8, 0.3, depth=3, curve=pts([91, 95.5, 96.8, 97.2]), info={"depths": depths},
+                 cost={"own": {"epochs": 40, "sample_steps": 400, "train_seconds": 40.0}})]
+    b = board(rs)
+    fams = curves.depth_families(b)
+    assert {f.method for f in fams} == {"odn", "oracle"}
+    assert [p.label for p in fams[0].points] == ["depth 1", "depth 2", "depth 3", "depth 4"]
+    (v,) = curves.oracle_vs_odn(b)
+    assert (v.odn_depth, v.oracle_depth) == (4, 3)
+    assert v.ratio("sample_steps") == pytest.approx(450 / 400)
+    assert v.ratio("sample_steps", to_depth=True) == pytest.approx(450 / 300)  # depths 1-3 of the oracle
+    text = "\n".join(curves.curve_sections(b))
+    assert "seed 0: ODN depth 4, oracle depth 3 (ODN found a deeper depth)" in text
+    assert "1.12 by sample-steps" in text and "intermediate models" in text
