@@ -9,8 +9,9 @@ from typing import Any
 from odnbench import Method, MethodOutput, Param, hookimpl
 
 #: The quick preset's reference trains longer than the other methods' 12-epoch cap, so that patience,
-#: not the cap, ends it: with the cap at 12 every MNIST seed and 2 of 3 mnist5k seeds stopped on the cap
-#: (measured; see CHANGELOG 0.2.0), and every Δ vs full leaned on an undertrained reference.
+#: not the cap, ends it: with the cap at 12 every MNIST seed and 2 of 3 mnist5k seeds stopped on the cap,
+#: and every Δ vs full leaned on an undertrained reference. Patience 8, not the recipe's 4: under the
+#: 30-epoch cosine schedule 4 stopped one mnist5k seed on noise after 7 epochs (docs/boards.md).
 QUICK = {"epochs": 30, "patience": 8}
 
 
