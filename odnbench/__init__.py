@@ -6,10 +6,11 @@ The names that need torch are loaded on first use, so that ``odnbench --help`` a
 """
 
 import importlib
+import warnings
 
 import pluggy
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 #: Bumped whenever a change makes stored results incomparable with earlier ones
 #: (split rules, metric definitions, recipe semantics). It is part of every cell key.
@@ -30,7 +31,10 @@ from odnbench.contract import (  # noqa: E402  (re-exported for plugin authors)
     Param,
     Requirement,
 )
-from odnbench.errors import OdnbenchError  # noqa: E402
+from odnbench.errors import OdnbenchDeprecationWarning, OdnbenchError  # noqa: E402
+
+# Plugin code is not __main__, where Python shows DeprecationWarnings: show odnbench's own (once per line).
+warnings.filterwarnings("default", category=OdnbenchDeprecationWarning)
 from odnbench.result import SCHEMA_VERSION as RESULT_SCHEMA_VERSION  # noqa: E402
 from odnbench.result import Facts, Result  # noqa: E402
 
@@ -74,6 +78,7 @@ __all__ = [
     "Method",
     "MethodContext",
     "MethodOutput",
+    "OdnbenchDeprecationWarning",
     "OdnbenchError",
     "Param",
     "Requirement",

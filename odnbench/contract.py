@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from odnbench.errors import OdnbenchError
+from odnbench.result import Facts
 
 if TYPE_CHECKING:  # pragma: no cover
     import torch
@@ -237,6 +238,32 @@ class MethodContext:
     workdir: Path
     dependencies: dict[str, "Dependency"] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
+    #: What :meth:`save_model` stored, by name; the harness records it as the result's ``artifacts``.
+    artifacts: dict[str, dict] = field(default_factory=dict)
+
+    def save_model(self, name: str, model: "nn.Module") -> Path:
+        """Keep ``model`` as this cell's artifact ``name``: stored as ``<name>.safetensors`` in the cell
+        folder (odnbench's model format, never pickled) and recorded in the result's ``artifacts`` with
+        its checksum, size, parameter count and saved size. ``leaderboard verify`` reloads it, the Ray
+        executor ships it back, and a method that requires this one loads it with
+        ``ctx.dependency(...).load_artifact(name)``. Returns the file's path."""
+        import re
+
+        from odnbench.errors import PluginError
+        from odnbench.metrics import count_params, saved_size_mb
+        from odnbench.result import artifact_entry
+        from odnbench.store import MODEL_FILE, MODEL_SUFFIX, save_model
+
+        file = f"{name}{MODEL_SUFFIX}" if isinstance(name, str) else ""
+        if not (isinstance(name, str) and re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}", name)) or file == MODEL_FILE:
+            raise PluginError(f"method {self.method!r}: ctx.save_model({name!r}, ...): a name is 1-100 letters, "
+                              f"digits, '-', '_' or '.', starting with a letter or digit, and not "
+                              f"{MODEL_FILE.split('.')[0]!r} (the exported model's file)")
+        path = self.workdir / file
+        save_model(model, path)
+        self.artifacts[name] = artifact_entry(file, path.read_bytes(), "model", params=count_params(model),
+                                              size_mb=round(saved_size_mb(model), 6))
+        return path
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -265,10 +292,21 @@ class MethodContext:
                                          f"(its requires() must return Requirement({name!r})); it has: {have}")
         return self.dependencies[name]
 
-    def start_from(self, name: str = "full") -> "DepthNet":
-        """The trained model of dependency ``name`` (default ``full``) as a trainable DepthNet on
-        ``device``: for methods that cut, prune or fine-tune another method's model. Its cost is
-        already in ``cost``."""
+    def start_from(self, name: str | None = None) -> "DepthNet":
+        """The trained model of dependency ``name`` as a trainable DepthNet on ``device``: for methods
+        that cut, prune or fine-tune another method's model. Default: the dependency whose method is
+        the baseline (``Method.role``; ``full`` among the built-ins). Its cost is already in ``cost``."""
+        if name is None:
+            from odnbench.errors import MissingDependencyError
+
+            baselines = [k for k, dep in self.dependencies.items() if dep.result.role == "baseline"]
+            if len(baselines) != 1:
+                have = ", ".join(sorted(self.dependencies)) or "none"
+                raise MissingDependencyError(
+                    f"{self.method}: ctx.start_from() without a name starts from the baseline dependency (a "
+                    f"Requirement of the method whose role is 'baseline', e.g. full); it has {len(baselines)} among: "
+                    f"{have}. Name the dependency: ctx.start_from(name)")
+            name = baselines[0]
         return self.dependency(name).load_depthnet(self.device)
 
 
@@ -291,6 +329,30 @@ class Dependency:
     @property
     def facts(self):
         return self.result.facts
+
+    @property
+    def artifacts(self) -> dict[str, dict]:
+        """The dependency's extra files by name (what its method stored with ``ctx.save_model``)."""
+        return self.result.artifacts
+
+    def load_artifact(self, name: str, device=None) -> "nn.Module":
+        """A model the dependency's method stored with ``ctx.save_model(name, ...)``, checked against
+        its recorded checksum (one-line error naming the artifacts it has when ``name`` is not one)."""
+        from odnbench.errors import MissingDependencyError, ModelFileError
+        from odnbench.result import plain_file_name
+        from odnbench.store import load_model
+
+        entry = self.result.artifacts.get(name)
+        if not isinstance(entry, dict) or not plain_file_name(entry.get("file")):
+            have = ", ".join(sorted(self.result.artifacts)) or "none"
+            raise MissingDependencyError(f"the {self.result.method!r} result ({self.key}) has no artifact {name!r}; "
+                                         f"it has: {have}")
+        try:
+            return load_model(self.model_path.parent / entry["file"], device=device,
+                              expected_sha256=entry.get("sha256"))
+        except ModelFileError as exc:
+            raise ModelFileError(f"cannot use the {self.result.method!r} artifact {name!r} in "
+                                 f"{self.model_path.parent.name}: {exc}") from None
 
     def load_model(self, device=None) -> "nn.Module":
         """The exported model, checked against the checksum its result recorded and rebuilt without
@@ -335,15 +397,13 @@ class CurvePoint:
 
 
 @dataclass
-class MethodOutput:
+class MethodOutput(Facts):
     """What a method hands back: the exported model (an ordinary ``nn.Module``), what it learned
-    (``info``: JSON-serialisable, stored as ``method_info``) and typed facts a leaderboard shows.
-
-    The facts: ``depth`` (residual blocks kept; filled from a DepthNet when left None),
-    ``reached_target`` and ``threshold`` (the method's own target, validation top-1 %),
-    ``converged`` and ``cut_short`` (False plus a reason when an epoch cap ended training; filled
-    from the shared trainer when left None), ``depth_curve`` (``[{"depth", "val"}]``, validation
-    top-1 per depth tried). The harness measures the model itself.
+    (``info``: JSON-serialisable, stored as ``method_info``) and, as keyword arguments, the typed
+    facts a leaderboard shows: the fields of :class:`odnbench.result.Facts` (declared once, there),
+    e.g. ``MethodOutput(model, info, depth=k, reached_target=True, threshold=97.5)``. The harness
+    fills ``depth`` from a DepthNet and ``converged``/``cut_short`` from the shared trainer when left
+    None, and measures the model itself.
 
     ``curve``: further models to measure (:class:`CurvePoint`), stored as ``Result.curve``, one
     record per point; a board draws them as the method's trade-off curve.
@@ -351,13 +411,7 @@ class MethodOutput:
 
     model: "nn.Module"
     info: dict[str, Any] = field(default_factory=dict)
-    depth: int | None = None
-    reached_target: bool | None = None
-    threshold: float | None = None
-    converged: bool | None = None
-    cut_short: str | None = None
-    depth_curve: list[dict] | None = None
-    curve: list[CurvePoint] | None = None
+    curve: list[CurvePoint] | None = field(default=None, kw_only=True)
 
 
 class Method:
@@ -369,6 +423,12 @@ class Method:
     name: str = ""
     description: str = ""
     params: tuple[Param, ...] = ()
+    #: Its part on a board, stored in each result: ``"baseline"`` is the method Δ top-1 and size
+    #: reductions compare with (``full`` among the built-ins); None for every other method.
+    role: str | None = None
+    #: Distributions (pip names) whose versions its results depend on, stored in the result's ``env``
+    #: under the name with ``-`` as ``_`` (e.g. ``("torch-pruning",)`` -> ``env["torch_pruning"]``).
+    env_packages: tuple[str, ...] = ()
     #: Recipe fields this method never reads, each with what governs that instead (optional; the
     #: default, empty, means "uses every field"). ``--set recipe.FIELD`` is refused when no method
     #: in the grid uses FIELD, since it would only make separate cells that train the same way.
@@ -384,7 +444,9 @@ class Method:
 
     def reference_results(self, dataset: str, backbone: str) -> dict[str, Any] | None:
         """Numbers a paper published for this method on (dataset, backbone), shown as "reported"
-        beside the measured ones on leaderboards; None when there are none."""
+        beside the measured ones on leaderboards; None when there are none. Its ``preset`` key names
+        the odnbench preset that follows the paper's recipe: the numbers are compared on that
+        preset's boards only (and only noted on others)."""
         return None
 
     def run(self, ctx: MethodContext) -> MethodOutput:

@@ -15,6 +15,12 @@ def _version(dist: str) -> str | None:
         return None
 
 
+def versions(dists) -> dict[str, str | None]:
+    """``{"torch_pruning": "1.5.2"}`` for ``("torch-pruning",)``: the versions of the distributions a
+    method declares (``Method.env_packages``), keyed as env keys are (``-`` and ``.`` as ``_``)."""
+    return {dist.replace("-", "_").replace(".", "_"): _version(dist) for dist in dists}
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -51,7 +57,6 @@ def fingerprint(device) -> dict:
         "torch": torch.__version__,
         "torchvision": _version("torchvision"),
         "timm": _version("timm"),
-        "torch_pruning": _version("torch-pruning"),
         "odnbench": _version("odnbench"),
         "device": device.type,
         "device_name": device_name(device),

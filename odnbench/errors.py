@@ -19,6 +19,12 @@ class UnknownNameError(OdnbenchError, KeyError):
         return self.args[0]
 
 
+class OdnbenchDeprecationWarning(DeprecationWarning):
+    """Plugin API that still works but goes away in the next minor version (docs/plugins.md,
+    "Deprecation policy"). Shown by default (``import odnbench`` adds the filter), unlike
+    Python's DeprecationWarning, since the code that triggers it is a plugin, not ``__main__``."""
+
+
 class PluginError(OdnbenchError):
     """A plugin failed to load or broke the contract."""
 

@@ -1,7 +1,7 @@
 """Where a grid's cells run: one after another in this process, in worker processes on this
 machine (``compare --jobs N``), or as tasks on a Ray cluster (``compare --executor ray``).
 
-:func:`odnbench.harness.run_grid` decides which cell runs when (dependencies, resume, locks,
+:class:`odnbench.scheduler.Scheduler` decides which cell runs when (dependencies, resume, locks,
 ``--fail-fast``); an executor only runs the cells it is given, each through
 :func:`odnbench.harness.run_cell`, and hands back each finished cell's stored
 :class:`~odnbench.result.Result`. Every executor has the same five methods:
@@ -68,6 +68,13 @@ class RunSpec:
     grid_cells: dict[str, Cell]
     run_cell: Callable[..., Result]
     record_failure: Callable[..., Result]
+    #: ``on_epoch(cell key, done, cap, seconds)``: a running cell's trainer finished an epoch (the
+    #: scheduler's ETA). The serial and process executors report them; Ray tasks do not (yet).
+    on_epoch: Callable[[str, int, int, float], None] | None = None
+
+    def epoch_listener(self, cell: Cell):
+        on_epoch = self.on_epoch
+        return None if on_epoch is None else (lambda done, cap, seconds: on_epoch(cell.key, done, cap, seconds))
 
 
 def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | None = None,
@@ -122,9 +129,9 @@ class SerialExecutor:
 
     def submit(self, cell: Cell) -> None:
         r = self._run
+        progress = r.progress.child(f"  [{cell.config['method']}] ").listening(r.epoch_listener(cell))
         result = r.run_cell(r.registry, cell, r.results_dir, data_dir=r.data_dir, download=r.download, device=r.device,
-                          progress=r.progress.child(f"  [{cell.config['method']}] "), grid_cells=r.grid_cells,
-                          executor=self.info())
+                            progress=progress, grid_cells=r.grid_cells, executor=self.info())
         self._done.append((cell, result))
 
     def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
@@ -245,10 +252,16 @@ class ProcessExecutor:
                 continue
             message = None
             try:
-                if w.conn.poll():
+                while message is None and w.conn.poll():
                     message = w.conn.recv()
+                    if message[0] == "epoch":  # the cell goes on: its epochs feed the ETA
+                        if self._run.on_epoch is not None:
+                            self._run.on_epoch(w.cell.key, *message[1:])
+                        message = None
             except (EOFError, OSError):
                 pass
+            if message is None and w.process.is_alive() and w.process.sentinel not in ready:
+                continue  # only epochs arrived (or the pipe closed as it exits: the sentinel says so next)
             cell, w.cell = w.cell, None
             if message is not None:
                 done.append((cell, self._stored(cell, w, message)))
@@ -314,7 +327,8 @@ def _process_worker(conn, setup: _WorkerSetup) -> None:
             continue
         conn.send(run_logged(setup.run_cell, registry, cell, Path(setup.results_dir), data_dir=Path(setup.data_dir),
                              download=setup.download, device=setup.device, threads=setup.threads,
-                             executor=setup.executor))
+                             executor=setup.executor,
+                             on_epoch=lambda done, cap, seconds: conn.send(("epoch", done, cap, seconds))))
 
 
 def _exit_with_parent(parent_pid: int) -> None:
@@ -337,7 +351,8 @@ def _set_threads(threads: int) -> None:
 
 
 def run_logged(run_cell: Callable[..., Result], registry: Registry, cell: Cell, results_dir: Path, *,
-               data_dir: Path, download: bool, device: str, threads: int, executor: dict) -> tuple:
+               data_dir: Path, download: bool, device: str, threads: int, executor: dict,
+               on_epoch=None) -> tuple:
     """Run one cell in a worker with its output going to ``<cell folder>/log.txt``. Returns
     ``("result", result_dict)``, or ``("error", message, traceback)`` when something outside the
     method failed (run_cell itself records a method's failure as a failed result)."""
@@ -350,7 +365,7 @@ def run_logged(run_cell: Callable[..., Result], registry: Registry, cell: Cell, 
         torch.cuda.set_device(device)
     with open(folder / LOG_FILE, "w", buffering=1) as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        progress = Progress(stream=log)
+        progress = Progress(stream=log, on_epoch=on_epoch)
         progress.line(f"odnbench worker (pid {os.getpid()}, {executor['name']}): {cell.label()} on {device}, "
                       f"{threads} torch thread{'s' if threads > 1 else ''}, key {cell.key}")
         try:
@@ -372,7 +387,7 @@ class RayExecutor:
     ``$RAY_ADDRESS``), else on a Ray instance started here (this machine only, loopback).
 
     The task gets the cell and the files of the cells it requires, runs it in a private temporary
-    folder and returns the result and every file it wrote (model, per-depth models, log); this
+    folder and returns the result and the files its record names (model, artifacts) and its log; this
     process writes them into the results folder, so the workers need no shared filesystem, only
     odnbench and the same plugins installed. A task whose process dies is retried
     (``RAY_MAX_RETRIES``); a cell whose method raised is a failed cell, as everywhere.
@@ -453,8 +468,10 @@ class RayExecutor:
         import ray
 
         if key not in self._dep_refs:
-            folder = ResultStore(self._run.results_dir).find(key)
-            self._dep_refs[key] = ray.put((folder.name, read_folder(folder, skip=(LOG_FILE,))))
+            store = ResultStore(self._run.results_dir)
+            folder = store.find(key)
+            files = (RESULT_FILE, *store.read(folder).stored_files())  # by its record: model and artifacts
+            self._dep_refs[key] = ray.put((folder.name, read_folder(folder, only=files)))
         return self._dep_refs[key]
 
     def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
@@ -537,16 +554,15 @@ def _ray_cell(job: dict, *dependencies) -> tuple:
         message = run_logged(job["run_cell"], _RAY_REGISTRY[selection], cell, root, data_dir=Path(job["data_dir"]),
                              download=job["download"], device=device, threads=job["threads"],
                              executor=job["executor"])
-        return message, read_folder(root / cell.dirname, skip=(RESULT_FILE,))
+        # result.json goes back in the message; the files its record names (model, artifacts) and the log here.
+        stored = Result.from_dict(message[1]).stored_files() if message[0] == "result" else []
+        return message, read_folder(root / cell.dirname, only=(LOG_FILE, *stored))
 
 
-def read_folder(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
-    """Every file under ``folder`` (relative path -> bytes), leaving out ``skip`` and temporary files."""
+def read_folder(folder: Path, only: tuple[str, ...]) -> dict[str, bytes]:
+    """The files ``only`` names in ``folder`` that exist (name -> bytes)."""
     folder = Path(folder)
-    if not folder.is_dir():
-        return {}
-    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name not in skip and not p.name.endswith(".tmp")}
+    return {name: (folder / name).read_bytes() for name in only if (folder / name).is_file()}
 
 
 def _signal_name(number: int) -> str:

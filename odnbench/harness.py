@@ -13,20 +13,38 @@ import json
 import math
 import time
 import traceback
-from dataclasses import dataclass
+import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 from odnbench.contract import Dependency, MethodContext, MethodOutput
-from odnbench.errors import DivergedError, MissingDependencyError, OdnbenchError, PluginError
+from odnbench.errors import (
+    DivergedError,
+    MissingDependencyError,
+    OdnbenchDeprecationWarning,
+    OdnbenchError,
+    PluginError,
+)
 from odnbench.executors import SERIAL, RunSpec, SerialExecutor
 from odnbench.plan import Cell, Grid, method_params
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
 from odnbench.registry import Registry
-from odnbench.result import Facts, Result, normalise_reference, plain_file_name
+from odnbench.result import (
+    Facts,
+    Result,
+    artifact_entry,
+    data_record,
+    env_record,
+    file_entry,
+    files_record,
+    normalise_reference,
+    plain_file_name,
+)
 from odnbench.runtime import DATA_CACHE, backbone_builder, pick_device, seed_everything
-from odnbench.store import MODEL_FILE, RESULT_FILE, CellLock, CorruptResultError, ResultStore
+from odnbench.scheduler import GridReport, Scheduler
+from odnbench.store import MODEL_FILE, MODEL_SUFFIX, CorruptResultError, ResultStore
+from odnbench.store import load_model as store_load_model
 
 
 def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell] | None) -> dict[str, Dependency]:
@@ -94,10 +112,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
                 cost.add_dependency(dep.key, dep.result.method, dep.result.cost or {})
             seed_everything(config["seed"])
             splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
-            result.data = {"sizes": splits.sizes(), "split_rule": splits.info.split_rule,
-                           "augment": splits.info.augment, "normalisation": [splits.info.mean, splits.info.std],
-                           "fingerprint": splits.fingerprint,
-                           "data_dir": str(Path(data_dir).resolve())}  # where verify reloads it from
+            result.data = data_record(splits, data_dir)
             out_dir.mkdir(parents=True, exist_ok=True)
             trainer = Trainer(splits, recipe, device, progress, cost, config["seed"], execution=execution)
             ctx = MethodContext(
@@ -119,12 +134,10 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             result.facts = _facts(output, model, trainer, config["method"], plugin, progress)
             result.curve = _curve(output, splits, recipe, execution, config["method"], plugin, progress)
             # Stored without pickling, and checked to reload into the same outputs (odnbench.modelio).
-            store.save_model(model, out_dir, example=example)
-            result.model_file = store.model_path(out_dir).name
-            # Checksums of the model files this run wrote (model.safetensors, ODN's depth-K files), not
-            # of files an earlier, unfinished attempt left behind.
-            result.files = {name: entry for name, entry in store.checksums(out_dir).items()
-                            if name == result.model_file or before.get(name) != (out_dir / name).stat().st_mtime_ns}
+            model_path = store.save_model(model, out_dir, example=example)
+            result.model_file = model_path.name
+            result.artifacts = {**ctx.artifacts, **_unrecorded_models(store, out_dir, before, ctx, plugin)}
+            result.files = files_record(result.model_file, file_entry(model_path.read_bytes()), result.artifacts)
             result.status = "ok"
     except KeyboardInterrupt:
         raise
@@ -138,20 +151,21 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             result.traceback = traceback.format_exc(limit=8)
             result.error = f"method {config['method']!r} (plugin {plugin!r}) raised {result.error}"
     if not result.ok:
-        result.metrics, result.files, result.model_file, result.curve = None, None, None, None
+        result.metrics, result.files, result.model_file = None, None, None
+        result.artifacts, result.curve = {}, None
     result.cost = cost.as_dict(device.type)
     result.wall_seconds = round(time.perf_counter() - started, 3)
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    result.env = envinfo.fingerprint(device)
-    result.env["threads"] = threads  # what the cell ran with (recipe.threads, else this process's count)
-    result.env["executor"] = dict(executor or SERIAL)
-    if execution is not None:
-        result.env.update(execution.env())
+    # threads: what the cell ran with (recipe.threads, else this process's count)
+    result.env = env_record(envinfo.fingerprint(device), threads=threads, executor=executor or SERIAL,
+                            execution=execution.env() if execution is not None else None,
+                            packages=envinfo.versions(method.env_packages))
     try:
         store.write(result)
     except ValueError as exc:  # a non-finite number slipped through: store the cell as failed, never invalid JSON
         result.status, result.metrics, result.files, result.model_file = "failed", None, None, None
         result.method_info, result.facts, result.reference = {}, Facts(), None
+        result.artifacts, result.curve = {}, None
         result.error = f"the result could not be stored as strict JSON ({exc})"
         store.write(result)
     return result
@@ -159,9 +173,12 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
 
 def _blank_result(registry: Registry, cell: Cell) -> Result:
     config = cell.config
+    role = getattr(registry.method(config["method"]), "role", None) if config["method"] in \
+        registry.items["method"] else None
     return Result(status="failed", key=cell.key, config=config,
                   plugin=registry.owner.get(("method", config["method"]), "?"), requires=dict(cell.requires),
-                  defaults=dict(cell.defaults), provenance=dict(getattr(cell, "provenance", None) or {}) or None)
+                  defaults=dict(cell.defaults), role=role,
+                  provenance=dict(getattr(cell, "provenance", None) or {}) or None)
 
 
 def record_failure(registry: Registry, cell: Cell, results_dir: Path, error: str, *, device=None,
@@ -172,7 +189,8 @@ def record_failure(registry: Registry, cell: Cell, results_dir: Path, error: str
     result = _blank_result(registry, cell)
     result.error, result.traceback = error, traceback_text
     result.finished_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    result.env = {**envinfo.fingerprint(device or pick_device("cpu")), "executor": dict(executor or SERIAL)}
+    result.env = env_record(envinfo.fingerprint(device or pick_device("cpu")), threads=None,
+                            executor=executor or SERIAL)
     ResultStore(results_dir).write(result)
     return result
 
@@ -226,16 +244,15 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
     """The method's typed facts, checked, with what the harness can tell for itself filled in."""
     from odnbench.depthnet import DepthNet
 
-    facts = Facts(depth=output.depth, reached_target=output.reached_target, threshold=output.threshold,
-                  converged=output.converged, cut_short=output.cut_short,
-                  depth_curve=_jsonable(output.depth_curve, method, plugin, progress) if output.depth_curve else None)
-    for name, types in (("depth", (int,)), ("reached_target", (bool,)), ("threshold", (int, float)),
-                        ("converged", (bool,)), ("cut_short", (str,)), ("depth_curve", (list,))):
+    facts = Facts.of(output)
+    for name, types in Facts.types().items():
         value = getattr(facts, name)
         if value is not None and (not isinstance(value, types) or (name == "depth" and isinstance(value, bool))
                                   or (name == "threshold" and not math.isfinite(value))):
             raise PluginError(f"method {method!r} (plugin {plugin!r}): MethodOutput.{name} must be "
                               f"{' or '.join(t.__name__ for t in types)} or None, got {value!r}")
+    if facts.depth_curve:
+        facts.depth_curve = _jsonable(facts.depth_curve, method, plugin, progress)
     if facts.depth is None and isinstance(model, DepthNet):
         facts.depth = model.depth
     if facts.converged is None and trainer.unconverged:
@@ -247,6 +264,34 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
     elif facts.converged is None and getattr(trainer, "converged", None):
         facts.converged = True  # every fit the shared trainer ran ended on patience
     return facts
+
+
+def _unrecorded_models(store: ResultStore, out_dir: Path, before: dict[str, int], ctx: MethodContext,
+                       plugin: str) -> dict[str, dict]:
+    """Model files the method wrote into ``ctx.workdir`` itself (odnbench 0.1's way, by the
+    ``*.safetensors`` name) rather than through ``ctx.save_model``: still recorded as artifacts,
+    with a deprecation warning, until odnbench 0.3.0. Files an earlier, unfinished attempt left
+    behind (unchanged since this run started) are not this run's."""
+    from odnbench.metrics import count_params, saved_size_mb
+    from odnbench.modelio import ModelFileError
+
+    recorded = {entry.get("file") for entry in ctx.artifacts.values()}
+    found = {}
+    for path in store.model_files(out_dir):
+        if path.name == MODEL_FILE or path.name in recorded or before.get(path.name) == path.stat().st_mtime_ns:
+            continue
+        name = path.name[: -len(MODEL_SUFFIX)]
+        warnings.warn(f"method {ctx.method!r} (plugin {plugin!r}) wrote {path.name} into ctx.workdir itself; use "
+                      f"ctx.save_model({name!r}, model) (a file found by its name is recorded until odnbench 0.3.0)",
+                      OdnbenchDeprecationWarning, stacklevel=2)
+        data = path.read_bytes()
+        try:
+            model = store_load_model(path, expected_sha256=file_entry(data)["sha256"])
+            measured = {"params": count_params(model), "size_mb": round(saved_size_mb(model), 6)}
+        except ModelFileError:
+            measured = {}  # not a model odnbench can load: recorded, and verify says what is wrong with it
+        found[name] = artifact_entry(path.name, data, "model", **measured)
+    return found
 
 
 def _curve(output: MethodOutput, splits, recipe, execution, method: str, plugin: str,
@@ -302,183 +347,16 @@ def _finite_or_null(value, path: str, nulled: list[str]):
     return value
 
 
-@dataclass
-class GridReport:
-    results: list[Result]  # in grid order
-    skipped: int  # finished before (resume) or by another run on the same folder
-    failed: list[Result]
-
-
-#: How often a run waiting for a cell that another run holds looks again.
-LOCK_POLL_SECONDS = 0.5
-
-
 def run_grid(registry: Registry, grid: Grid, results_dir: Path, *, data_dir: Path, download: bool = True,
              device=None, resume: bool = True, fail_fast: bool = False, progress: Progress | None = None,
              executor=None) -> GridReport:
     """Run the grid's cells on ``executor`` (default: one after another in this process), each
     as soon as the cells it requires have finished, and return what happened to every cell.
-
-    Each cell runs under its lock in the results folder (:meth:`ResultStore.lock`): a cell that
-    another run on the same folder holds is waited for, and a result that another run stored
-    while this one was running is used, not redone. A cell whose dependency failed is stored as
-    failed without a worker (``run_cell`` names the dependency). ``fail_fast`` starts no cell
-    after the first failure; cells already running finish and are stored.
-    """
+    Which cell runs when (dependency order, resume, cell locks, ``fail_fast``, the ETA) is the
+    :class:`odnbench.scheduler.Scheduler`'s; each cell runs through :func:`run_cell`."""
     progress = progress or Progress()
-    store = ResultStore(results_dir)
-    for p in store.clean_stale_temp_files():
-        progress.line(f"removed {p.name}, left in {store.root} by an interrupted write")
     executor = executor or SerialExecutor()
     run = RunSpec(registry=registry, results_dir=Path(results_dir), data_dir=Path(data_dir), download=download,
                   device=device or pick_device(), progress=progress, grid_cells=grid.by_key(),
                   run_cell=run_cell, record_failure=record_failure)
-    total = len(grid.cells)
-    index = {c.key: i for i, c in enumerate(grid.cells, 1)}
-    stamps = {c.key: _stamp(store, c) for c in grid.cells}  # each result.json as this run found it
-    done: dict[str, Result] = {}
-    pending = list(grid.cells)
-    running: dict[str, CellLock] = {}
-    waiting: set[str] = set()
-    skipped = executed = 0
-    stop = False
-    started = time.perf_counter()
-
-    def tag(cell: Cell) -> str:
-        return f"[{index[cell.key]}/{total}]"
-
-    def eta() -> str:
-        left = len(pending) + len(running)
-        if not executed or not left:
-            return f"{len(done)}/{total} finished"
-        return f"{len(done)}/{total} finished, ETA {(time.perf_counter() - started) / executed * left / 60:.1f} min"
-
-    def finished(cell: Cell, result: Result, timed: bool = True) -> None:
-        nonlocal executed, stop
-        lock = running.pop(cell.key, None)
-        if lock is not None:
-            lock.release()
-        done[cell.key] = result
-        executed += timed  # the ETA's rate counts the cells that did run
-        if result.ok:
-            m = result.metrics
-            progress.line(f"{tag(cell)} done {cell.label()}: top-1 {m['top1']:.2f}%, {m['params']:,} params, "
-                          f"{m['size_mb']:.3f} MB, {result.cost['train_seconds']:.0f}s training; {eta()}")
-        else:
-            progress.line(f"{tag(cell)} FAILED {cell.label()}: {result.error}; {eta()}")
-            stop = stop or fail_fast
-
-    def used(cell: Cell, result: Result, how: str) -> None:
-        nonlocal skipped
-        for p in store.clean_stale_temp_files(store.cell_dir(cell.config)):
-            progress.line(f"removed {p.name}, left in {cell.dirname} by an interrupted write")
-        pending.remove(cell)
-        waiting.discard(cell.key)
-        done[cell.key] = result
-        skipped += 1
-        progress.line(f"{tag(cell)} {cell.label()}: {how}")
-
-    def stored_elsewhere(cell: Cell) -> Result | None:
-        """A result to use instead of running the cell: finished before (resume) or meanwhile by another run."""
-        prior = _readable(store.stored, cell.config)
-        if prior is None:
-            return None  # an unreadable result.json is no result: run_cell sets it aside and reruns
-        if _stamp(store, cell) != stamps[cell.key]:
-            return prior  # written since this run started, by another run: its outcome stands
-        return prior if resume and prior.ok else None
-
-    def dispatch() -> bool:
-        """Start every cell that can start now, in grid order; True when anything happened."""
-        acted = False
-        for cell in list(pending):
-            if stop:
-                break
-            if any(k in run.grid_cells and k not in done for k in cell.requires.values()):
-                continue  # a dependency is still to finish
-            blocked = bool(cell.error) or any(not (done.get(k) or _readable(store.get, k) or _NONE).ok
-                                              for k in cell.requires.values())
-            if not blocked and not executor.free() and stored_elsewhere(cell) is None:
-                break  # keep grid order: later cells wait for a free worker too
-            lock = store.lock(cell.key)
-            if not lock.acquire():
-                if cell.key not in waiting:
-                    waiting.add(cell.key)
-                    progress.line(f"{tag(cell)} {cell.label()}: another odnbench run ({_who(lock.holder())}) "
-                                  "is running it; waiting")
-                continue
-            prior = stored_elsewhere(cell)  # looked at under the lock: no run is writing it now
-            if prior is not None:
-                lock.release()  # (also clears a lock file left by a run killed after storing it)
-                fresh = _stamp(store, cell) != stamps[cell.key]
-                used(cell, prior, "done by another run meanwhile, used" if fresh else "done already (resume), skipped")
-                acted = True
-                continue
-            if lock.taken_over:
-                progress.line(f"{tag(cell)} {cell.label()}: took over the lock left by a run that ended "
-                              f"({_who(lock.taken_over)})")
-            pending.remove(cell)
-            waiting.discard(cell.key)
-            running[cell.key] = lock
-            acted = True
-            note = " (needed by another cell)" if cell.added_as_dependency else ""
-            if blocked:  # it fails at once (run_cell says which dependency): no worker needed
-                progress.line(f"{tag(cell)} {cell.label()}{note}")
-                finished(cell, run_cell(registry, cell, run.results_dir, data_dir=run.data_dir, download=download,
-                                        device=run.device, progress=progress.child(f"  [{cell.config['method']}] "),
-                                        grid_cells=run.grid_cells, executor=executor.info()), timed=False)
-                continue
-            progress.line(f"{tag(cell)} {cell.label()}{note}" + (f"; {eta()}" if executed else ""))
-            executor.submit(cell)
-        return acted
-
-    try:
-        description = executor.start(run)
-        if description:
-            progress.line(description)
-        while pending or running:
-            acted = dispatch() if not stop else False
-            if running:
-                for cell, result in executor.wait(LOCK_POLL_SECONDS if waiting else None):
-                    finished(cell, result)
-            elif stop or not pending:
-                break
-            elif not acted:
-                if not waiting:
-                    raise RuntimeError(f"no cell can start: {[c.label() for c in pending]}")  # a planning bug
-                time.sleep(LOCK_POLL_SECONDS)
-    finally:
-        for lock in running.values():
-            lock.release()
-        executor.close()
-    results = [done[c.key] for c in grid.cells if c.key in done]
-    return GridReport(results, skipped, [r for r in results if not r.ok])
-
-
-class _NoResult:
-    ok = False
-
-
-def _readable(read, what) -> Result | None:
-    try:
-        return read(what)
-    except CorruptResultError:
-        return None
-
-
-_NONE = _NoResult()
-
-
-def _stamp(store: ResultStore, cell: Cell):
-    """Identity of a cell's stored result.json (inode and mtime), None when there is none."""
-    try:
-        st = (store.cell_dir(cell.config) / RESULT_FILE).stat()
-    except OSError:
-        return None
-    return (st.st_ino, st.st_mtime_ns)
-
-
-def _who(holder: dict | None) -> str:
-    """``pid 123 on host, since 12:00:05`` from what a lock file says."""
-    holder = holder or {}
-    since = time.strftime("%H:%M:%S", time.localtime(holder["started"])) if holder.get("started") else "?"
-    return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {since}"
+    return Scheduler(grid, executor, run, resume=resume, fail_fast=fail_fast).run()

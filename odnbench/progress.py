@@ -3,17 +3,32 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from contextlib import contextmanager
+
+#: ``on_epoch(done, cap, seconds)``: the trainer finished an epoch in ``seconds``, epoch ``done`` of at
+#: most ``cap`` in its loop (0, 0 when the loop is the method's own and its length unknown).
+EpochListener = Callable[[int, int, float], None]
 
 
 class Progress:
-    def __init__(self, prefix: str = "", quiet: bool = False, stream=None):
+    def __init__(self, prefix: str = "", quiet: bool = False, stream=None, on_epoch: EpochListener | None = None):
         self.prefix = prefix
         self.quiet = quiet
         self.stream = stream or sys.stderr
+        self.on_epoch = on_epoch  # the grid's ETA listens (odnbench.scheduler), whatever the quietness
 
     def child(self, prefix: str) -> "Progress":
-        return Progress(f"{self.prefix}{prefix}", self.quiet, self.stream)
+        return Progress(f"{self.prefix}{prefix}", self.quiet, self.stream, self.on_epoch)
+
+    def listening(self, on_epoch: EpochListener | None) -> "Progress":
+        """The same progress, with epochs reported to ``on_epoch``."""
+        return Progress(self.prefix, self.quiet, self.stream, on_epoch)
+
+    def epoch(self, done: int, cap: int, seconds: float) -> None:
+        """The shared trainer finished an epoch (what the ETA of a running cell is measured from)."""
+        if self.on_epoch is not None:
+            self.on_epoch(done, cap, seconds)
 
     def line(self, message: str) -> None:
         if not self.quiet:

@@ -6,7 +6,9 @@ ones: nothing here imports a plugin by name.
 Environment:
   ODNBENCH_LOAD_PLUGINS    unset: load every installed plugin; empty: none; ``a,b``: only those
                            (entry-point names or distribution names, as in simonw/llm).
-  ODNBENCH_STRICT_PLUGINS  ``1``: a plugin that fails to import is fatal instead of skipped.
+  ODNBENCH_STRICT_PLUGINS  ``1``: a plugin that fails to import is fatal instead of skipped, and a
+                           third-party plugin registering a built-in name makes commands that run or
+                           rank anything refuse (otherwise the built-in is kept, with a warning).
 """
 
 from __future__ import annotations
@@ -23,8 +25,11 @@ import pluggy
 from odnbench import hookspecs
 from odnbench.contract import Backbone, Dataset, Method
 from odnbench.errors import PluginError, UnknownNameError
+from odnbench.result import ROLES
 
 ENTRY_POINT_GROUP = "odnbench"
+#: The distribution whose plugins are the built-ins: on a name clash with a third party they win.
+BUILTIN_DISTRIBUTION = "odnbench"
 KINDS = {"dataset": Dataset, "backbone": Backbone, "method": Method}
 
 
@@ -72,6 +77,10 @@ class Registry:
                     return found
         raise UnknownNameError(kind, name, table)
 
+    def baseline(self) -> str | None:
+        """The method whose ``role`` is ``baseline`` (the first by name when several; None when none)."""
+        return next((name for name in self.names("method") if self.items["method"][name].role == "baseline"), None)
+
     def names(self, kind: str) -> list[str]:
         return sorted(self.items[kind])
 
@@ -96,7 +105,12 @@ class Registry:
         name = getattr(obj, "name", "")
         if not name:
             raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
+        if kind == "method":
+            _check_method_attributes(obj, plugin)
         previous = self.owner.get((kind, name))
+        if previous is not None and self.is_builtin(previous) != self.is_builtin(plugin):
+            self._keep_builtin(kind, name, obj, plugin, previous)
+            return
         if previous is not None:
             message = (f"{kind} {name!r} is registered twice: by plugin {previous!r} and by {plugin!r}; "
                        "uninstall one, or select plugins with ODNBENCH_LOAD_PLUGINS")
@@ -109,6 +123,35 @@ class Registry:
             return
         self.items[kind][name] = obj
         self.owner[(kind, name)] = plugin
+
+    def is_builtin(self, plugin: str) -> bool:
+        info = self.plugins.get(plugin)
+        return bool(info and info.distribution and _normal(info.distribution) == BUILTIN_DISTRIBUTION)
+
+    def distribution(self, plugin: str) -> str:
+        """``odnbench-mykd 1.0`` (or ``?``): how a clash names the package to uninstall or fix."""
+        info = self.plugins.get(plugin)
+        if info is None or not info.distribution:
+            return "?"
+        return f"{info.distribution} {info.version}" if info.version else info.distribution
+
+    def _keep_builtin(self, kind: str, name: str, obj: Any, plugin: str, previous: str) -> None:
+        """A third-party plugin registered a built-in name: the built-in is kept (whichever came
+        first), the third party's registration of that one name is refused with one warning naming
+        both distributions, and its other names load. Fatal for running under strict mode."""
+        builtin, other = (previous, plugin) if self.is_builtin(previous) else (plugin, previous)
+        if builtin == plugin:
+            self.items[kind][name] = obj
+            self.owner[(kind, name)] = plugin
+        message = (f"{kind} {name!r} of plugin {other!r} ({self.distribution(other)}) is refused: {name!r} is "
+                   f"the built-in {kind} of plugin {builtin!r} ({self.distribution(builtin)}), which is kept; "
+                   f"rename it in {other!r}")
+        if self.strict:
+            self.conflicts.append(message + " (fatal under ODNBENCH_STRICT_PLUGINS=1)")
+            if not self.collecting:
+                raise PluginError(self.conflicts[-1])
+            return
+        _warn(message + " (its other names still load; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
 
     def add_plugin(self, plugin: Any, name: str, info: "PluginInfo | None" = None) -> None:
         """Register a plugin object (a module with hook functions) under ``name`` and collect what
@@ -165,6 +208,17 @@ class Registry:
         return out
 
 
+def _check_method_attributes(method: Method, plugin: str) -> None:
+    """What the harness stores from a method's class attributes must have the declared shape."""
+    if method.role is not None and method.role not in ROLES:
+        raise PluginError(f"plugin {plugin!r}: method {method.name!r} has role {method.role!r}; allowed: None, "
+                          f"{', '.join(map(repr, ROLES))}")
+    packages = method.env_packages
+    if not isinstance(packages, (tuple, list)) or not all(isinstance(p, str) and p for p in packages):
+        raise PluginError(f"plugin {plugin!r}: method {method.name!r}: env_packages must be a tuple of distribution "
+                          f"names, e.g. (\"torch-pruning\",), got {packages!r}")
+
+
 def _selected(ep: importlib.metadata.EntryPoint, allowed: set[str] | None) -> bool:
     if allowed is None:
         return True
@@ -204,7 +258,18 @@ def load_registry() -> Registry:
         if ep.name in seen:
             continue  # the same distribution can be visible twice (e.g. editable + site)
         seen.add(ep.name)
-        if len(providers[ep.name]) > 1:  # never a silent replacement (e.g. a third party's "odn")
+        others = sorted(providers[ep.name] - {BUILTIN_DISTRIBUTION})
+        if len(providers[ep.name]) > 1 and BUILTIN_DISTRIBUTION in providers[ep.name]:
+            # A third party's entry point named like a built-in one (e.g. "odn"): the built-in is loaded.
+            ep = next(e for e in selected
+                      if e.name == ep.name and e.dist and _normal(e.dist.name) == BUILTIN_DISTRIBUTION)
+            message = (f"plugin name {ep.name!r} of {', '.join(others)} is refused: {ep.name!r} is a built-in plugin "
+                       f"of {BUILTIN_DISTRIBUTION}, which is kept; rename its entry point")
+            if strict:
+                registry.conflicts.append(message + " (fatal under ODNBENCH_STRICT_PLUGINS=1)")
+            else:
+                _warn(message + " (ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
+        elif len(providers[ep.name]) > 1:  # never a silent replacement between third parties
             registry.conflicts.append(
                 f"plugin name {ep.name!r} is provided by {len(providers[ep.name])} distributions: "
                 f"{', '.join(sorted(providers[ep.name]))}; neither is loaded. Uninstall one, or select one with "

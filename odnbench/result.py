@@ -13,20 +13,34 @@ no torch.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Iterator
+
+from odnbench.errors import OdnbenchDeprecationWarning
 
 #: Version of the result.json layout. 1 = odnbench 0.1 (typed facts lived in method_info);
 #: 2 = facts, defaults and reference stored as fields of their own;
 #: 3 = models stored as model.safetensors (never pickled), with ``files`` (sha256 of each model file),
-#: ``digest`` (of the result itself) and ``data.fingerprint`` (of the data actually used).
+#: ``digest`` (of the result itself) and ``data.fingerprint`` (of the data actually used);
 #: 4 = ``curve`` (further models of the method measured by the harness: ODN's depths, the oracle's) and
-#: ``provenance`` (the grid file that asked for the cell); older records read with both None.
-SCHEMA_VERSION = 4
+#: ``provenance`` (the grid file that asked for the cell); older records read with both None;
+#: 5 = ``artifacts`` (a method's extra files by name, from ``ctx.save_model``), ``role`` (the method's
+#: part on a board, e.g. ``baseline``) and ``reference.preset`` stored, not inferred from names.
+SCHEMA_VERSION = 5
 STATUSES = ("ok", "failed")
+#: What an artifact is (``artifacts.NAME.kind``); a ``model`` is a stored model (odnbench.modelio).
+ARTIFACT_KINDS = ("model",)
+#: What a method may say it is on a board (``Method.role``): ``baseline`` is what Δ top-1 and the size
+#: reduction compare with (at most one method per board).
+ROLES = ("baseline",)
+#: Records written before schema 5 carry no role nor reference preset: these were the built-in
+#: baseline method and the preset published numbers were compared on (read by the upgrade only).
+LEGACY_BASELINE_METHOD = "full"
+LEGACY_REFERENCE_PRESET = "paper"
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Facts:
     """What a method states about the model it returns, in typed fields a board can show.
 
@@ -44,7 +58,25 @@ class Facts:
     @classmethod
     def from_dict(cls, d: dict | None) -> "Facts":
         d = d if isinstance(d, dict) else {}
-        return cls(**{f.name: d.get(f.name) for f in fields(cls)})
+        return cls(**{f.name: d.get(f.name) for f in fields(Facts)})
+
+    @classmethod
+    def of(cls, source) -> "Facts":
+        """The facts of ``source`` (a MethodOutput, which subclasses Facts), as Facts alone."""
+        return cls(**{f.name: getattr(source, f.name) for f in fields(Facts)})
+
+    @staticmethod
+    def types() -> dict[str, tuple[type, ...]]:
+        """Each fact's allowed types besides None, read from the annotations above (``float`` takes
+        an int too), so that checking a method's facts needs no second list of them."""
+        import typing
+
+        hints = typing.get_type_hints(Facts)
+        out = {}
+        for f in fields(Facts):
+            allowed = tuple(typing.get_origin(a) or a for a in typing.get_args(hints[f.name]) if a is not type(None))
+            out[f.name] = allowed + ((int,) if float in allowed else ())
+        return out
 
 
 @dataclass
@@ -65,7 +97,9 @@ class Result:
     data: dict | None = None  # split sizes, split rule, augmentation, normalisation
     env: dict | None = None  # environment fingerprint (odnbench.envinfo)
     model_file: str | None = None
-    files: dict | None = None  # {file name: {"sha256", "bytes"}}: every model file of the cell, at write time
+    files: dict | None = None  # {file name: {"sha256", "bytes"}}: model_file and every artifact's file, at write time
+    artifacts: dict = field(default_factory=dict)  # {name: {"file", "sha256", "bytes", "kind", ...}}: ctx.save_model
+    role: str | None = None  # the method's part on a board (Method.role), e.g. "baseline"
     curve: list[dict] | None = None  # further models measured by the harness (CURVE_POINT_FIELDS), e.g. per depth
     provenance: dict | None = None  # what asked for the cell: {"grid": file name, "grid_sha256"}; not in the key
     wall_seconds: float | None = None
@@ -86,6 +120,56 @@ class Result:
     def seed(self):
         return self.config.get("seed")
 
+    def stored_files(self) -> list[str]:
+        """The files of the cell folder this result vouches for (``files``: its model and each
+        artifact's file), by their record, never by a file-name pattern; plain names only."""
+        return [name for name in (self.files or {}) if plain_file_name(name)]
+
+    # -- odnbench 0.1 handed methods their dependencies' results as plain dicts (the result.json).
+    # The mapping access below keeps such plugins working through 0.2 with a DeprecationWarning that
+    # names the attribute to use; it is removed in 0.3.0 (docs/plugins.md, "Deprecation policy").
+
+    def _mapping_value(self, key: str, how: str):
+        if key not in self._stored_fields():
+            raise KeyError(key)
+        _deprecated_mapping(how, f"result.{key}", stacklevel=4)
+        value = getattr(self, key)
+        return asdict(value) if isinstance(value, Facts) else value
+
+    @classmethod
+    def _stored_fields(cls) -> tuple[str, ...]:
+        return tuple(f.name for f in fields(cls) if f.name != "folder")
+
+    def __getitem__(self, key: str):
+        return self._mapping_value(key, f"result[{key!r}]")
+
+    def get(self, key: str, default=None):
+        try:
+            return self._mapping_value(key, f"result.get({key!r})")
+        except KeyError:
+            _deprecated_mapping(f"result.get({key!r})", "the Result's attributes", stacklevel=3)
+            return default
+
+    def __contains__(self, key: object) -> bool:
+        _deprecated_mapping(f"{key!r} in result", "the Result's attributes (hasattr)")
+        return key in self.to_dict()
+
+    def keys(self) -> list[str]:
+        _deprecated_mapping("result.keys()", "the Result's attributes (Result.to_dict() for a plain dict)")
+        return list(self.to_dict())
+
+    def items(self) -> list[tuple[str, Any]]:
+        _deprecated_mapping("result.items()", "Result.to_dict().items()")
+        return list(self.to_dict().items())
+
+    def values(self) -> list[Any]:
+        _deprecated_mapping("result.values()", "Result.to_dict().values()")
+        return list(self.to_dict().values())
+
+    def __iter__(self) -> Iterator[str]:
+        _deprecated_mapping("iterating over a result", "Result.to_dict()")
+        return iter(self.to_dict())
+
     def to_dict(self) -> dict:
         out = asdict(self)
         del out["folder"]
@@ -100,6 +184,8 @@ class Result:
             raise ValueError("a result must be a JSON object with a config object")
         if d.get("schema", 1) == 1:
             d = upgrade_v1(d)
+        if not isinstance(d.get("schema"), int) or d["schema"] < 5:
+            d = upgrade_v4(d)
         known = {f.name for f in fields(cls)} - {"folder"}
         kwargs = {k: v for k, v in d.items() if k in known}
         kwargs["facts"] = Facts.from_dict(d.get("facts"))
@@ -107,9 +193,16 @@ class Result:
         kwargs["method_info"] = kwargs["method_info"] or {}
         kwargs["defaults"] = kwargs.get("defaults") or {}
         kwargs["requires"] = kwargs.get("requires") or {}
+        kwargs["artifacts"] = kwargs.get("artifacts") if isinstance(kwargs.get("artifacts"), dict) else {}
         kwargs.setdefault("status", None)  # anything but "ok" is treated as failed; verify names it
         kwargs.setdefault("key", "")
         return cls(**kwargs)
+
+
+def _deprecated_mapping(used: str, instead: str, stacklevel: int = 3) -> None:
+    """Warn, from the plugin's line, that 0.1's dict access to a Result is deprecated."""
+    warnings.warn(f"{used}: a Result is no longer a dict (odnbench 0.2); use {instead} instead. "
+                  "Dict access is removed in odnbench 0.3.0.", OdnbenchDeprecationWarning, stacklevel=stacklevel)
 
 
 def upgrade_v1(d: dict) -> dict:
@@ -132,6 +225,86 @@ def upgrade_v1(d: dict) -> dict:
         if isinstance(curve, list) else None,
     }
     return {**d, "facts": facts, "schema": 1}
+
+
+def upgrade_v4(d: dict) -> dict:
+    """Before schema 5 a method's extra model files were only names in ``files`` (and a ``model_file``
+    in its method_info, which described them); the baseline and the reference's preset were known by
+    name. Read them as schema 5 states them (in memory: the stored file is not rewritten)."""
+    files: dict = d["files"] if isinstance(d.get("files"), dict) else {}
+    described: dict[str, dict] = {}
+    _walk_model_files(d.get("method_info"), described)
+    artifacts = {}
+    for name, entry in files.items():
+        if name == d.get("model_file") or not isinstance(name, str) or not isinstance(entry, dict):
+            continue
+        said = {k: v for k, v in described.get(name, {}).items() if k in ("params", "size_mb")}
+        artifacts[name.rsplit(".", 1)[0]] = {"file": name, "sha256": entry.get("sha256"),
+                                             "bytes": entry.get("bytes"), "kind": "model", **said}
+    config: dict = d["config"] if isinstance(d.get("config"), dict) else {}
+    reference = d.get("reference")
+    if isinstance(reference, dict) and "preset" not in reference:
+        reference = {**reference, "preset": LEGACY_REFERENCE_PRESET}
+    role = d.get("role") or ("baseline" if config.get("method") == LEGACY_BASELINE_METHOD else None)
+    return {**d, "artifacts": d.get("artifacts") or artifacts, "role": role, "reference": reference}
+
+
+def _walk_model_files(value, found: dict) -> None:
+    """``{file: the dict that named it}`` for every ``model_file`` key in a 0.1-0.2 method_info."""
+    if isinstance(value, dict):
+        if isinstance(value.get("model_file"), str):
+            found[value["model_file"]] = value
+        for v in value.values():
+            _walk_model_files(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            _walk_model_files(v, found)
+
+
+# ------------------------------------------------------------------- the records the harness stores
+
+
+def file_entry(data: bytes) -> dict:
+    """``{"sha256", "bytes"}`` of a stored file's content (an entry of ``files``)."""
+    import hashlib
+
+    return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+
+
+def artifact_entry(file: str, data: bytes, kind: str = "model", **described) -> dict:
+    """An entry of ``artifacts``: the file in the cell folder, its checksum and size, its kind, and
+    what the harness measured of it (a model: ``params``, ``size_mb``)."""
+    if kind not in ARTIFACT_KINDS:
+        raise ValueError(f"artifact kind {kind!r}; allowed: {', '.join(ARTIFACT_KINDS)}")
+    return {"file": file, **file_entry(data), "kind": kind, **described}
+
+
+def files_record(model_file: str, model_entry: dict, artifacts: dict) -> dict:
+    """``files``: the checksum of every file an ok result vouches for, the model and each artifact."""
+    return {model_file: model_entry, **{a["file"]: {"sha256": a["sha256"], "bytes": a["bytes"]}
+                                        for a in artifacts.values()}}
+
+
+def data_record(splits, data_dir) -> dict:
+    """``data``: what a cell was trained and measured on (``splits``: odnbench.data.Splits)."""
+    from pathlib import Path
+
+    return {"sizes": splits.sizes(), "split_rule": splits.info.split_rule, "augment": splits.info.augment,
+            "normalisation": [splits.info.mean, splits.info.std], "fingerprint": splits.fingerprint,
+            "data_dir": str(Path(data_dir).resolve())}  # where verify reloads it from
+
+
+def env_record(fingerprint: dict, *, threads: int | None, executor: dict, execution: dict | None = None,
+               packages: dict | None = None) -> dict:
+    """``env``: the environment fingerprint (odnbench.envinfo), the torch threads the cell ran with,
+    where it ran (``executor``), its execution settings and the versions of the packages its method
+    declared (``Method.env_packages``, e.g. ``torch_pruning``)."""
+    env = {**fingerprint, **(packages or {})}
+    if threads is not None:
+        env["threads"] = threads
+    env["executor"] = dict(executor)
+    env.update(execution or {})
+    return env
 
 
 def _number(v) -> bool:
@@ -169,6 +342,7 @@ REFERENCE_ALIASES = {
     "size_mb": ("size_mb",),
     "full_size_mb": ("full_size_mb", "size_mb_full"),
     "source": ("source", "reference", "citation"),
+    "preset": ("preset",),  # the odnbench preset that follows the paper's recipe: compared on its boards only
 }
 
 
@@ -311,6 +485,8 @@ def schema_problems(d) -> list[str]:
         problems += _files_problems(d["files"], d["model_file"])
     if status == "ok" and d.get("curve") is not None:
         problems += _curve_problems(d["curve"])
+    if d.get("schema", 1) >= 5:
+        problems += _v5_problems(d, status)
     if status == "ok" and not problems:
         m = d["metrics"]
         if m["macs"] != m["flops"] // 2:
@@ -343,6 +519,28 @@ def plain_file_name(name) -> bool:
     """A bare file name inside the cell folder (no folders, no parent references, not hidden)."""
     return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
             and not name.startswith(".") and "\x00" not in name)
+
+
+def _v5_problems(d: dict, status: str) -> list[str]:
+    """Schema 5's fields: ``role`` one of ROLES or null; each artifact a named file of the cell that
+    ``files`` vouches for, with the same checksum."""
+    problems = []
+    if d.get("role") is not None and d.get("role") not in ROLES:
+        problems.append(f"role is {d.get('role')!r:.60}; allowed: null, {', '.join(ROLES)}")
+    artifacts = d.get("artifacts", {})
+    if not isinstance(artifacts, dict):
+        return problems + [f"artifacts is {type(artifacts).__name__}, expected object"]
+    if status != "ok" and artifacts:
+        problems.append("artifacts recorded for a failed result (only an ok result keeps files)")
+    files: dict = d["files"] if isinstance(d.get("files"), dict) else {}
+    for name, a in artifacts.items():
+        if not (isinstance(a, dict) and plain_file_name(a.get("file")) and isinstance(a.get("sha256"), str)
+                and len(a["sha256"]) == 64 and isinstance(a.get("bytes"), int) and a.get("kind") in ARTIFACT_KINDS):
+            problems.append(f"artifacts.{name} must be {{\"file\": <file name>, \"sha256\", \"bytes\", \"kind\": "
+                            f"{' or '.join(ARTIFACT_KINDS)}}}")
+        elif status == "ok" and (files.get(a["file"]) or {}).get("sha256") != a["sha256"]:
+            problems.append(f"artifacts.{name}: files has no matching checksum for {a['file']}")
+    return problems
 
 
 def _files_problems(files: dict, model_file: str) -> list[str]:

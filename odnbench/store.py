@@ -126,7 +126,8 @@ class ResultStore:
         return removed
 
     def model_files(self, folder: Path) -> list[Path]:
-        """The stored model files of a cell folder (model.safetensors, ODN's depth-K.safetensors)."""
+        """The ``*.safetensors`` files in a cell folder. What a result vouches for is its record's
+        ``files`` (:meth:`Result.stored_files`); this finds files written by name (before 0.2)."""
         folder = Path(folder)
         return sorted(p for p in folder.glob(f"*{MODEL_SUFFIX}") if p.is_file()) if folder.is_dir() else []
 

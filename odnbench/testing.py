@@ -286,9 +286,19 @@ def run_dataset_check(name: str, workdir: Path, *, plugins: Iterable = (), data_
     again = dataset.load(data_dir, download=False, seed=seed)
     if not torch.equal(again.val.y, splits.val.y) or not torch.equal(again.test.y, splits.test.y):
         _fail(f"{where}: two loads with the same seed gave different splits; carve validation with the seed")
-    full = run_method_check("full", workdir, dataset=name, backbone=backbone, seed=seed, data_dir=data_dir,
+    full = run_method_check(_baseline(reg), workdir, dataset=name, backbone=backbone, seed=seed, data_dir=data_dir,
                             download=download, registry=reg)
     return DatasetCheck(name, splits.sizes(), info, full)
+
+
+def _baseline(reg: Registry) -> str:
+    """The installed baseline method (``role = "baseline"``: ``full`` among the built-ins), which a
+    dataset or backbone check trains on it."""
+    name = reg.baseline()
+    if name is None:
+        _fail("no installed method declares role = 'baseline' (the built-in full does): install odnbench's "
+              "built-in plugins, or select them with ODNBENCH_LOAD_PLUGINS=odnbench,<your plugin>")
+    return name
 
 
 # ----------------------------------------------------------------------------------- backbones
@@ -345,7 +355,7 @@ def run_backbone_check(name: str, workdir: Path, *, plugins: Iterable = (), data
             sizes.append(sum(p.numel() for p in cut.parameters()))
     if any(a > b for a, b in itertools.pairwise(sizes)):
         _fail(f"{where}: cutting deeper must not make the network smaller: {sizes}")
-    full = run_method_check("full", workdir, dataset=dataset, backbone=name, data_dir=data_dir, registry=reg,
+    full = run_method_check(_baseline(reg), workdir, dataset=dataset, backbone=name, data_dir=data_dir, registry=reg,
                             sets=sets)
     return BackboneCheck(name, net.depth, list(net.widths), full, list(net.stages))
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import time
 import types
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odnbench.data import Splits, batches
-from odnbench.errors import DivergedError
+from odnbench.errors import DivergedError, OdnbenchDeprecationWarning
 from odnbench.execution import Execution
 from odnbench.metrics import count_macs, top1
 from odnbench.progress import Progress
@@ -82,6 +83,14 @@ class CostMeter:
         else:
             self.train_macs += int(train_macs)
             entry["train_macs"] += int(train_macs)
+
+    def add_result_cost(self, part: str, cost: dict) -> None:
+        """Deprecated (odnbench 0.1's way to count a dependency's cost): the harness counts every
+        dependency's cost, once, before ``run`` starts, so this only warns (counting it again would
+        count it twice). Removed in odnbench 0.3.0."""
+        warnings.warn("ctx.cost.add_result_cost(...): the harness already counts each dependency's cost (once); "
+                      "remove the call (it does nothing). It is removed in odnbench 0.3.0.",
+                      OdnbenchDeprecationWarning, stacklevel=2)
 
     def add_forward(self, part: str, samples: int, train_seconds: float = 0.0, macs: int | None = None) -> None:
         """Count forward-only passes over ``samples`` images (a teacher's logits, features for a probe).
@@ -291,9 +300,11 @@ class Trainer:
         return self._macs[key]
 
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss_fn: LossFn = None,
-                    label: str = "train", cost_part: str | None = None) -> EpochStats:
+                    label: str = "train", cost_part: str | None = None,
+                    position: tuple[int, int] | None = None) -> EpochStats:
         """One shuffled pass over the training split with ``optimizer``; counted as one epoch of cost
-        under ``cost_part`` (default ``label``)."""
+        under ``cost_part`` (default ``label``). ``position``: (this epoch, the most epochs of the loop
+        it is in), when known, for the grid's ETA (``fit`` passes it)."""
         r = self.recipe
         ex = self.execution
         loss_fn = loss_fn or cross_entropy
@@ -323,6 +334,7 @@ class Trainer:
         self.cost.add(cost_part or label, epochs=1, sample_steps=seen, train_seconds=seconds,
                       train_macs=seen * FORWARDS_PER_STEP * self.forward_macs(model))
         self.epochs_trained += 1
+        self.progress.epoch(*(position or (0, 0)), seconds)
         mean = float(total) / max(1, seen)
         if not math.isfinite(mean):  # one NaN/inf step poisons the sum, so one check per epoch sees it
             raise DivergedError(f"training diverged at epoch {self.epochs_trained} ({label}): the loss is {mean}; "
@@ -369,7 +381,7 @@ class Trainer:
         for epoch in range(1, epochs + 1):
             lr_now = opt.param_groups[0]["lr"]
             stats = self.train_epoch(model, opt, loss_fn=loss_fn, label=f"{label} epoch {epoch}/{epochs}",
-                                     cost_part=cost_part or label)
+                                     cost_part=cost_part or label, position=(epoch, epochs))
             steps += stats.samples
             seconds += stats.seconds
             val = eval_fn(model)

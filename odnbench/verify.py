@@ -12,9 +12,8 @@ For every cell folder, each finding is one line:
   the data folder recorded in the result unless ``data_dir`` is given; the data's fingerprint
   must match the stored one): top-1 and validation top-1 within ``tolerance``
   points; parameters, MACs, FLOPs and the test-split size exactly; saved size (MB) and fp32 size
-  (MiB) within a few bytes; the depth a DepthNet states. Each other stored model file (ODN's
-  ``depth-K.safetensors``) is reloaded and its parameters and size compared with the entry of
-  ``method_info`` that names it.
+  (MiB) within a few bytes; the depth a DepthNet states. Each artifact model (``artifacts``, e.g.
+  ODN's ``depth-K``) is reloaded and its parameters and size compared with those recorded for it.
 - re-timed: latency p50 and throughput (the fastest of several windows), reported as the ratio
   re-measured / stored. Timings depend on the machine and its load, so a ratio is a note; it is a
   problem only when absurd: the stored value claims more than ``TIMING_FACTOR`` times better than
@@ -23,7 +22,7 @@ For every cell folder, each finding is one line:
   files set aside by a run, are listed as notes.
 
 What cannot be checked is said in the summary: the cost of obtaining a model (epochs, sample-steps,
-training seconds), ``method_info`` beyond the model files it names, ``env`` and the run's times were
+training seconds), ``method_info``, ``env`` and the run's times were
 observed once, when the cell ran; only the digest shows whether they were edited since.
 """
 
@@ -56,8 +55,8 @@ SIZE_TOLERANCE_MIB = 1e-6
 TIMING_FACTOR = 20.0
 TIMING_ATTEMPTS = 3
 
-NOT_CHECKABLE = ("not re-measurable: cost (epochs, sample-steps, training seconds), method_info (beyond the "
-                 "model files it names), env, wall_seconds and finished_at were observed once, when the cell ran; "
+NOT_CHECKABLE = ("not re-measurable: cost (epochs, sample-steps, training seconds), method_info, env, "
+                 "wall_seconds and finished_at were observed once, when the cell ran; "
                  "each result's digest (schema 3) shows whether they were edited since")
 
 
@@ -351,35 +350,24 @@ def _check_timings(model, shape, recipe, result: Result, device, notes: list[str
 
 
 def _check_other_files(folder: Path, result: Result, device, notes: list[str]) -> list[str]:
-    """Every other stored model file reloads (without any plugin) and matches what method_info says of it."""
+    """Every artifact of the result (``ctx.save_model``) reloads, without any plugin, and has the
+    parameters and saved size recorded for it when it was stored."""
     from odnbench import metrics
     from odnbench.store import load_model
 
-    described = {}
-
-    def walk(value):
-        if isinstance(value, dict):
-            if isinstance(value.get("model_file"), str):
-                described[value["model_file"]] = value
-            for v in value.values():
-                walk(v)
-        elif isinstance(value, list):
-            for v in value:
-                walk(v)
-
-    walk(result.method_info)
     problems, checked = [], 0
-    for name, entry in sorted((result.files or {}).items()):
-        if name == result.model_file:
+    for name, entry in sorted(result.artifacts.items()):
+        if entry.get("kind") != "model" or not plain_file_name(entry.get("file")):
             continue
-        model = load_model(folder / name, device=device, expected_sha256=entry["sha256"])
+        model = load_model(folder / entry["file"], device=device, expected_sha256=entry.get("sha256"))
         checked += 1
-        said = described.get(name, {})
         params, size_mb = metrics.count_params(model), metrics.saved_size_mb(model)
-        if isinstance(said.get("params"), int) and said["params"] != params:
-            problems.append(f"{name}: method_info says {said['params']:,} params but the file has {params:,}")
-        if isinstance(said.get("size_mb"), (int, float)) and abs(said["size_mb"] - size_mb) > SIZE_TOLERANCE_MB:
-            problems.append(f"{name}: method_info says {said['size_mb']} MB but re-measured {size_mb:.6f}")
+        if isinstance(entry.get("params"), int) and entry["params"] != params:
+            problems.append(f"artifact {name} ({entry['file']}): recorded {entry['params']:,} params but the file has "
+                            f"{params:,}")
+        if isinstance(entry.get("size_mb"), (int, float)) and abs(entry["size_mb"] - size_mb) > SIZE_TOLERANCE_MB:
+            problems.append(f"artifact {name} ({entry['file']}): recorded {entry['size_mb']} MB but re-measured "
+                            f"{size_mb:.6f}")
     if checked:
         notes.append(f"{checked} other model file(s) reloaded and match")
     return problems

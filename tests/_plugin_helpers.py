@@ -37,3 +37,17 @@ def install_plugin(monkeypatch, tmp_path: Path, ep_name: str, source: str) -> st
 
     monkeypatch.setattr(registry, "_cached", None)
     return module
+
+
+def make_dist(site: Path, dist: str, version: str, entry_points: dict[str, tuple[str, str]]) -> Path:
+    """An installed distribution: modules plus ``<dist>-<version>.dist-info`` with its metadata and its
+    entry points in the ``odnbench`` group, exactly what ``pip install`` leaves in site-packages."""
+    site.mkdir(parents=True, exist_ok=True)
+    for module, source in entry_points.values():
+        (site / f"{module}.py").write_text(textwrap.dedent(source))
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = "".join(f"{name} = {module}\n" for name, (module, _) in entry_points.items())
+    (info / "entry_points.txt").write_text(f"[odnbench]\n{lines}")
+    return site

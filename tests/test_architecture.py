@@ -38,11 +38,12 @@ LAYERS: list[tuple[str, set[str]]] = [
                 "odnbench.report.terminal", "odnbench.report.curves", "odnbench.report.stats",
                 "odnbench.report.remeasure"}),
     ("plugins and planning", {"odnbench.registry", "odnbench.plan", "odnbench.runtime", "odnbench.gridfile"}),
-    ("running", {"odnbench.harness", "odnbench.executors", "odnbench.verify"}),
+    ("running", {"odnbench.harness", "odnbench.executors", "odnbench.scheduler", "odnbench.verify"}),
     ("entry points", {"odnbench.cli", "odnbench.testing", "odnbench.scaffold"}),
 ]
 REPORT_MAY_NOT_IMPORT = ("odnbench.harness", "odnbench.plan", "odnbench.runtime", "odnbench.registry")
-PLUGINS_MAY_NOT_IMPORT = ("odnbench.harness", "odnbench.plan", "odnbench.cli", "odnbench.testing")
+PLUGINS_MAY_NOT_IMPORT = ("odnbench.harness", "odnbench.scheduler", "odnbench.plan", "odnbench.cli",
+                          "odnbench.testing")
 HEAVY = ("torch", "timm", "torchvision", "torch_pruning")
 
 

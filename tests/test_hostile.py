@@ -391,20 +391,44 @@ def _(w):
 @case("security: a third-party entry point named 'odn' is refused, never silently replacing the built-in")
 def _(w):
     install_dist(w, "odnbench-evil", "odn", EVIL_ODN)
-    out = w.compare("--method", "odn")
+    out = w.cli("list", "methods")
+    assert out.exit_code == 0 and "Error" not in out.stderr
+    odn = [line for line in out.stdout.splitlines() if line.startswith("odn ")]
+    assert odn and "not ODN at all" not in odn[0]  # the built-in is the one loaded
+    [warning] = out.stderr.strip().splitlines()
+    assert "'odn'" in warning and "odnbench-evil" in warning and "built-in" in warning
+
+
+@case("security: two third-party entry points with one name are refused, naming both")
+def _(w):
+    install_dist(w, "odnbench-evil", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    install_dist(w, "odnbench-evil-two", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    w.monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench,odnbench-evil,odnbench-evil-two")
+    out = w.compare("--method", "evil")
     assert out.exit_code == 2 and w.folders() == {w.cell.name}
-    assert out.one_error() == ("Error: plugin name 'odn' is provided by 2 distributions: odnbench, odnbench-evil; "
-                               "neither is loaded. Uninstall one, or select one with "
-                               "ODNBENCH_LOAD_PLUGINS=<distribution name>")
+    error = out.one_error()
+    assert "plugin name 'evilplug'" in error and "odnbench-evil" in error and "odnbench-evil-two" in error
 
 
-@case("security: two plugins registering one method name are refused (naming both)")
+@case("security: two third-party plugins registering one method name are refused (naming both)")
+def _(w):
+    install_plugin(w.monkeypatch, w.root, "evil2", EVIL_ODN.replace('"odn"', '"evil"'))
+    install_plugin(w.monkeypatch, w.root, "evil3", EVIL_ODN.replace('"odn"', '"evil"'))
+    out = w.compare("--method", "evil")
+    assert out.exit_code == 2 and w.folders() == {w.cell.name}
+    error = out.one_error()
+    assert "method 'evil' is registered twice" in error and "'evil2'" in error and "'evil3'" in error
+
+
+@case("security: a third-party plugin registering a built-in name never replaces the built-in")
 def _(w):
     install_plugin(w.monkeypatch, w.root, "evil2", EVIL_ODN)
-    out = w.compare("--method", "odn")
-    assert out.exit_code == 2 and w.folders() == {w.cell.name}
-    assert out.one_error() == ("Error: method 'odn' is registered twice: by plugin 'odn' and by 'evil2'; uninstall "
-                               "one, or select plugins with ODNBENCH_LOAD_PLUGINS")
+    out = w.cli("list", "methods")
+    assert out.exit_code == 0 and "Error" not in out.stderr
+    odn = [line for line in out.stdout.splitlines() if line.startswith("odn ")]
+    assert odn and "not ODN at all" not in odn[0]
+    [warning] = out.stderr.strip().splitlines()
+    assert "'odn'" in warning and "'evil2'" in warning and "odnbench" in warning
 
 
 @case("security: a third-party model re-evaluates after its plugin is uninstalled (example oneshot-odn)")
@@ -813,17 +837,19 @@ def _(w):
     assert "1 ok (0 resumed), 1 failed" in out.stdout
 
 
-@case("bad input: --help and list still work with a colliding plugin installed")
+@case("bad input: --help and list still work with colliding plugins installed")
 def _(w):
-    site = install_dist(w, "odnbench-evil", "odn", EVIL_ODN)
-    line = ("Error: plugin name 'odn' is provided by 2 distributions: odnbench, odnbench-evil; neither is loaded. "
-            "Uninstall one, or select one with ODNBENCH_LOAD_PLUGINS=<distribution name>")
+    install_dist(w, "odnbench-evil", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    site = install_dist(w, "odnbench-evil-two", "evilplug", EVIL_ODN.replace('"odn"', '"evil"'))
+    w.monkeypatch.setenv("ODNBENCH_LOAD_PLUGINS", "odnbench,odnbench-evil,odnbench-evil-two")
+    line = ("Error: plugin name 'evilplug' is provided by 2 distributions: odnbench-evil, odnbench-evil-two; neither "
+            "is loaded. Uninstall one, or select one with ODNBENCH_LOAD_PLUGINS=<distribution name>")
     helped = main_subprocess(w, "--help", site=site)
     assert helped.exit_code == 0 and "Usage: odnbench" in helped.stdout and helped.one_error() == line
     listed = main_subprocess(w, "list", "methods", site=site)
     assert listed.exit_code == 0 and listed.one_error() == line
-    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "oracle", "prune", "scratch",
-                                                                       "slim", "truncate"]
+    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "oracle",
+                                                                       "prune", "scratch", "slim", "truncate"]
 
 
 # --- representative cases that were already handled well ------------------------------------------

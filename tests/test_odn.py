@@ -398,6 +398,7 @@ def test_reference_results_are_the_published_numbers():
     assert {k: ref[k] for k in ("optimal_depth", "top1", "size_reduction_pct", "size_mb_full", "size_mb")} == {
         "optimal_depth": 2, "top1": 99.31, "size_reduction_pct": 98.64, "size_mb_full": 44.78, "size_mb": 0.61}
     assert m.reference_results("cifar10", "resnet50")["optimal_depth"] == 11
+    assert ref["preset"] == "paper"  # compared on paper-preset boards only
     assert m.reference_results("emnist", "resnet18")["size_mb"] is None
     assert m.reference_results("mnist5k", "resnet18") is None
     assert m.reference_results("mnist", "resnet50") is None
@@ -455,6 +456,10 @@ def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
     # every stored file has its checksum in result.json; verify reloads each (never unpickled) and re-measures
     assert set(result["files"]) == {"model.safetensors", "depth-1.safetensors", "depth-2.safetensors",
                                     "depth-3.safetensors"}
+    # ... each depth model an artifact of the record (ctx.save_model), with what was measured of it
+    assert {name: a["file"] for name, a in result["artifacts"].items()} == {
+        f"depth-{k}": f"depth-{k}.safetensors" for k in (1, 2, 3)}
+    assert [result["artifacts"][f"depth-{r['depth']}"]["params"] for r in info["depth_curve"]] == sizes
     from odnbench.verify import verify
 
     [check] = verify(tmp_path / "results", data_dir=tmp_path / "data", download=False).cells

@@ -9,10 +9,10 @@ import os
 import shutil
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
+from _plugin_helpers import make_dist
 from click.testing import CliRunner
 
 from odnbench.errors import PluginError
@@ -83,19 +83,6 @@ from odnbench import hookimpl
 def register_commands(cli):
     raise ValueError("no command for you")
 '''
-
-
-def make_dist(site: Path, dist: str, version: str, entry_points: dict[str, tuple[str, str]]) -> Path:
-    """An installed distribution: modules plus ``<dist>-<version>.dist-info`` with its metadata."""
-    site.mkdir(parents=True, exist_ok=True)
-    for module, source in entry_points.values():
-        (site / f"{module}.py").write_text(textwrap.dedent(source))
-    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
-    lines = "".join(f"{name} = {module}\n" for name, (module, _) in entry_points.items())
-    (info / "entry_points.txt").write_text(f"[odnbench]\n{lines}")
-    return site
 
 
 @pytest.fixture

@@ -48,7 +48,8 @@ from odnbench.report.fmt import fmt_value
 from odnbench.result import Result, latency_busy
 from odnbench.store import ResultStore, canonical_json
 
-BASELINE = "full"
+#: The role (Method.role, stored in each result) of the row Δ top-1 and size reductions compare with.
+BASELINE_ROLE = "baseline"
 DEFAULT_TOLERANCE = 1.75
 #: A latency whose slowest timed window took more than this many times its fastest was measured
 #: while something else ran: the measured speed-up is not shown (as is one marked busy).
@@ -359,8 +360,8 @@ def failure_reason(r: Result) -> str:
 
 
 def _pick_baseline(rows: list[Row]) -> Row | None:
-    candidates = [r for r in rows if r.method == BASELINE]
-    candidates.sort(key=lambda r: (bool(r.params_config), r.label != BASELINE, -len(r.results), r.label))
+    candidates = [r for r in rows if any(res.role == BASELINE_ROLE for res in r.results)]
+    candidates.sort(key=lambda r: (bool(r.params_config), r.label != r.method, -len(r.results), r.label))
     return candidates[0] if candidates else None
 
 
@@ -620,11 +621,11 @@ def _add_references(board: Board) -> None:
         ref = next((r.reference for row in rows for r in row.results if r.reference), None)
         if not ref:
             continue
-        if board.preset != "paper":
+        if board.preset != ref.get("preset"):  # the preset that follows the paper's recipe (the plugin says)
             board.reference_notes.append(
                 f"{method}: the paper reports {_describe_reference(ref)} on {board.dataset}/{board.backbone}; "
-                f"those numbers come from the paper's recipe, so they are compared on `paper`-preset boards only "
-                f"(this board is preset `{board.preset}`).")
+                f"those numbers come from the paper's recipe, so they are compared on `{ref.get('preset')}`-preset "
+                f"boards only (this board is preset `{board.preset}`).")
             continue
         for row in rows:
             f = row.stats

@@ -18,6 +18,7 @@ QUICK = {"epochs": 30, "patience": 8}
 class FullDepth(Method):
     name = "full"
     description = "Full-depth baseline: the whole backbone trained with the recipe (model chosen on validation)"
+    role = "baseline"  # boards compare every other row with this one (stored in each result)
     # Left out of the cell key at their defaults (the recipe's), so smoke and paper cells keep their keys.
     params = (
         Param("epochs", int, None, nullable=True, ge=1, omit_default=True,

@@ -118,7 +118,8 @@ class ODN(Method):
 
     def reference_results(self, dataset: str, backbone: str) -> dict[str, Any] | None:
         found = paper.PUBLISHED.get((dataset, backbone))
-        return {**found, "source": paper.SOURCE} if found else None
+        # Compared on `paper`-preset boards only: that preset follows the authors' recipe.
+        return {**found, "source": paper.SOURCE, "preset": "paper"} if found else None
 
     def run(self, ctx):
         from odnbench_plugins.odn.search import run_odn

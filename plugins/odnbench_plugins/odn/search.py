@@ -315,7 +315,6 @@ def resolve_threshold(ctx, p: dict) -> dict:
 def run_odn(ctx):
     from odnbench import MethodOutput
     from odnbench.metrics import count_params, saved_size_mb
-    from odnbench.store import save_model
 
     p = ctx.params
     target = resolve_threshold(ctx, p)
@@ -377,9 +376,8 @@ def run_odn(ctx):
             rec = dict(sched.depths[-1])
             rec.update(sample_steps=cost["sample_steps"], seconds=round(cost["seconds"], 3),
                        params=count_params(best_cut), size_mb=round(saved_size_mb(best_cut), 6), model_file=None)
-            if p["save_depth_models"]:
-                rec["model_file"] = f"depth-{depth}.safetensors"
-                save_model(best_cut, ctx.workdir / rec["model_file"])
+            if p["save_depth_models"]:  # recorded in the result's artifacts as depth-K
+                rec["model_file"] = ctx.save_model(f"depth-{depth}", best_cut).name
             curve.append(rec)
             searched.append((depth, best_cut))
             verdict = ">=" if rec["reached_threshold"] else "<"

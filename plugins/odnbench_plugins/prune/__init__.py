@@ -30,6 +30,7 @@ from odnbench_plugins.prune.spec import CRITERIA, PRUNERS, check_pruner, parse_t
 class Prune(Method):
     name = "prune"
     description = "torch-pruning structured channel pruning of the trained full-depth model, then fine-tuning"
+    env_packages = ("torch-pruning",)  # its results depend on torch-pruning's version: stored in env
     params = (
         Param("criterion", str, "l2", choices=CRITERIA,
               help="Channel importance: group L1/L2 magnitude, first-order Taylor, LAMP, BN scale, FPGM, or random."),
