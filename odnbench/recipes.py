@@ -114,14 +114,19 @@ _CHOICES = {
     "memory_format": ("auto", "channels_last", "contiguous"),
 }
 #: Each numeric field's allowed range (Param's ge/gt/le/lt): checked at plan time, one line naming it.
-#: Zero epochs or a zero learning rate would store an untrained model as "ok" (and rank it).
+#: Zero epochs or a zero learning rate would store an untrained model as "ok" (and rank it); the upper
+#: bounds keep an absurd value (recipe.lr=1e300, a million threads, a throughput batch that cannot be
+#: allocated) from failing mid-run, blamed on the plugin. Each is far above any sensible recipe.
 _LIMITS = {
-    "train_limit": {"ge": 1}, "val_limit": {"ge": 1}, "test_limit": {"ge": 1},
-    "lr": {"gt": 0}, "momentum": {"ge": 0, "lt": 1}, "weight_decay": {"ge": 0},
-    "batch_size": {"ge": 1}, "epochs": {"ge": 1},
-    "plateau_factor": {"gt": 0, "le": 1}, "plateau_patience": {"ge": 1}, "patience": {"ge": 1},
-    "eval_batch_size": {"ge": 1}, "latency_warmup": {"ge": 0}, "latency_windows": {"ge": 1},
-    "latency_iters": {"ge": 1}, "throughput_batch": {"ge": 1}, "threads": {"ge": 0},
+    "train_limit": {"ge": 1, "le": 100_000_000}, "val_limit": {"ge": 1, "le": 100_000_000},
+    "test_limit": {"ge": 1, "le": 100_000_000},
+    "lr": {"gt": 0, "le": 10}, "momentum": {"ge": 0, "lt": 1}, "weight_decay": {"ge": 0, "le": 1},
+    "batch_size": {"ge": 1, "le": 65_536}, "epochs": {"ge": 1, "le": 100_000},
+    "plateau_factor": {"gt": 0, "le": 1}, "plateau_patience": {"ge": 1, "le": 100_000},
+    "patience": {"ge": 1, "le": 100_000},
+    "eval_batch_size": {"ge": 1, "le": 65_536}, "latency_warmup": {"ge": 0, "le": 10_000},
+    "latency_windows": {"ge": 1, "le": 1_000}, "latency_iters": {"ge": 1, "le": 100_000},
+    "throughput_batch": {"ge": 1, "le": 4_096}, "threads": {"ge": 0, "le": 1_024},
 }
 
 

@@ -30,7 +30,7 @@ SOURCES = {"odnbench": REPO / "odnbench", "odnbench_plugins": REPO / "plugins" /
 LAYERS: list[tuple[str, set[str]]] = [
     ("foundation", {"odnbench.errors", "odnbench.result", "odnbench.progress", "odnbench.envinfo",
                     "odnbench.hookspecs", "odnbench.depthnet", "odnbench.data", "odnbench.metrics",
-                    "odnbench.execution", "odnbench.modelio", "odnbench.initialization"}),
+                    "odnbench.execution", "odnbench.modelio", "odnbench.safeio", "odnbench.initialization"}),
     ("contract and storage", {"odnbench", "odnbench.contract", "odnbench.store", "odnbench.recipes",
                               "odnbench.trainer"}),
     ("report", {"odnbench.report", "odnbench.report.boards", "odnbench.report.fmt", "odnbench.report.markdown",

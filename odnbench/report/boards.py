@@ -218,8 +218,43 @@ def safe_slug(raw: str) -> str:
 
 
 def load_results(results_dir) -> list[Result]:
-    """Every readable stored result in a results folder, by folder name."""
-    return [result for _, result in ResultStore(Path(results_dir))]
+    """Every readable stored result in a results folder, by folder name (strays left out:
+    :func:`skipped_results`)."""
+    return [_sane(result) for _, result in ResultStore(Path(results_dir))]
+
+
+def _sane(r: Result) -> Result:
+    """Fields a board formats as numbers, kept only where they are (a schema-valid record may still
+    say ``facts.depth_curve = [{"depth": "deep"}]`` or ``reference.top1 = "ninety"``): dropped, never
+    a crash. The record on disk is untouched; ``leaderboard verify`` checks it."""
+    def num(v):
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    def typed(v, t):
+        return v if isinstance(v, t) and not (t is int and isinstance(v, bool)) else None
+
+    f = r.facts
+    f.depth, f.threshold = typed(f.depth, int), num(f.threshold)
+    f.reached_target, f.converged, f.cut_short = typed(f.reached_target, bool), typed(f.converged, bool), \
+        typed(f.cut_short, str)
+    curve = [p for p in f.depth_curve if isinstance(p, dict) and typed(p.get("depth"), int) is not None
+             and num(p.get("val")) is not None] if isinstance(f.depth_curve, list) else []
+    f.depth_curve = curve or None
+    if isinstance(r.reference, dict):
+        ref = dict(r.reference)  # other keys (e.g. preset) as stored; the ones formatted as numbers checked
+        ref.update({k: num(ref.get(k)) for k in ("top1", "size_reduction", "size_mb", "full_size_mb")})
+        ref["depth"] = typed(ref.get("depth"), int)
+        ref.update({k: typed(ref.get(k), str) for k in ("source", "preset") if k in ref})
+        r.reference = ref if any(v is not None for v in ref.values()) else None
+    elif r.reference is not None:
+        r.reference = None
+    return r
+
+
+def skipped_results(results_dir) -> list[tuple[Path, str]]:
+    """Folders that are not counted on any board, each with why (a copy or planted folder, a
+    symbolic link, an unreadable record): every command that shows a board names them."""
+    return ResultStore(Path(results_dir)).strays()
 
 
 def _num_or(v, default):

@@ -19,6 +19,8 @@ from odnbench.report.fmt import (
     fmt_span,
     fmt_value,
     fmt_x,
+    md_inline,
+    md_list,
     md_text,
     md_text_light,
 )
@@ -194,7 +196,7 @@ REPRODUCIBLE = ("Numbers reproduce only on the same hardware and library version
 
 def caption_line(board: Board) -> str:
     c = board.caption
-    gpu = f", host CPU {fmt_list(c['cpu'])}" if board.device.startswith("cuda") else ""
+    gpu = f", host CPU {md_list(c['cpu'])}" if board.device.startswith("cuda") else ""
     protocols = fmt_list(c["protocol"])
     mixed = " (**mixed protocol versions: rows may not be comparable**)" if len(c["protocol"]) > 1 else ""
     seeds = c["seeds"]
@@ -202,13 +204,15 @@ def caption_line(board: Board) -> str:
     shared = (f" Latency, throughput and training time were measured while up to {c['cells_at_once']} cells ran "
               "at once (compare --jobs / Ray): compare them only with the same setting, or rerun serially."
               if c.get("cells_at_once") else "")
-    return md_text_light(
-        f"Device: {c['device']} ({fmt_list(c['device_name'])}{gpu}), {_threads(c['threads'])}, "
-        f"{c['precision']}; preset `{c['preset']}`; protocol v{protocols}{mixed}; {n_seeds} "
-        f"({fmt_list(seeds)}); python {fmt_list(c.get('python'))}, torch {fmt_list(c['torch'])}, "
-        f"torchvision {fmt_list(c.get('torchvision'))}, timm {fmt_list(c['timm'])}, "
-        f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
-        + (f" Produced by grid file {fmt_list(c['grids'])} (`odnbench compare --grid`); its cells ran "
+    # Every stored value escaped on its own (env strings are data: no newline, markup or HTML).
+    return (
+        f"Device: {md_inline(c['device'])} ({md_list(c['device_name'])}{gpu}), {md_inline(_threads(c['threads']))}, "
+        f"{md_inline(c['precision'])}; preset `{md_inline(c['preset']).replace('`', '')}`; protocol "
+        f"v{md_inline(protocols)}{mixed}; {n_seeds} "
+        f"({md_list(seeds)}); python {md_list(c.get('python'))}, torch {md_list(c['torch'])}, "
+        f"torchvision {md_list(c.get('torchvision'))}, timm {md_list(c['timm'])}, "
+        f"torch-pruning {md_list(c['torch_pruning'])}; odnbench {md_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
+        + (f" Produced by grid file {md_list(c['grids'])} (`odnbench compare --grid`); its cells ran "
            f"{c['cells_wall_seconds'] / 60:.{0 if c['cells_wall_seconds'] >= 600 else 1}f} minutes of wall time in all (summed over cells"
            + (f", up to {c['cells_at_once']} at once" if c.get("cells_at_once") else "") + ")."
            if c.get("grids") else ""))
@@ -342,7 +346,7 @@ def render_markdown(boards: list[Board], source: str) -> str:
     if not boards:
         out.append("_No results yet._")
     for board in boards:
-        out += [f"## {board.title}", "", caption_line(board), "", tolerance_line(board), ""]
+        out += [f"## {md_inline(board.title)}", "", caption_line(board), "", tolerance_line(board), ""]
         out += board_sections(board, level=3)
         out.append("")
     return "\n".join(out)
@@ -351,7 +355,7 @@ def render_markdown(boards: list[Board], source: str) -> str:
 def render_page(board: Board, command: str, plots: dict[str, str], extra: list[str] | None = None) -> str:
     c = board.caption
     out = [f"{GENERATED_MARKER} `{command}` from {c['results']} result.json files; "
-           f"do not edit by hand. -->", "", f"# {board.title}", "", caption_line(board), "", tolerance_line(board),
+           f"do not edit by hand. -->", "", f"# {md_inline(board.title)}", "", caption_line(board), "", tolerance_line(board),
            ""]
     out += board_sections(board, level=2, plots=plots)
     if extra:  # more sections (the trade-off curves, odnbench.report.curves)

@@ -10,6 +10,7 @@ from typing import Any
 
 from odnbench.report.boards import RECORD_FIELDS, Board, Row, cut_short_reason, failure_reason
 from odnbench.report.curves import curves_document
+from odnbench.report.fmt import csv_cell
 
 
 def _clean(v: Any) -> Any:
@@ -71,6 +72,6 @@ def render_csv(boards: list[Board]) -> str:
         writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: (json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
+            writer.writerow({k: csv_cell(json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
                              for k, v in rec.items()})
     return buffer.getvalue()

@@ -11,7 +11,7 @@ import io
 import shutil
 
 from odnbench.report.boards import Board, RowStats
-from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value
+from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, terminal_text
 
 MAX_WIDTH = 100
 
@@ -53,7 +53,7 @@ def _row(f: RowStats) -> list[str]:
     if f.reference_cut_short and f.delta_vs_full is not None:
         delta += "!"
     compute = "n/r" if f.cost_train_macs is None else fmt_macs(f.cost_train_macs, ".3g")
-    return [f"{f.tie_rank}{'=' if f.tied else ''}", f.method, fmt_depths(f.depth),
+    return [f"{f.tie_rank}{'=' if f.tied else ''}", terminal_text(f.method), fmt_depths(f.depth),
             _interval(f.top1_mean, f.top1_ci), delta, net("size_mb", lambda v: f"{v:.3f}"),
             net("macs", lambda v: fmt_macs(v, ".3g")), compute, verdict, fmt_converged(f.converged)]
 
@@ -70,14 +70,14 @@ def summary(boards: list[Board], board_path, width: int | None = None) -> str:
     from rich.table import Table
 
     width = width or terminal_width()
-    console = Console(file=io.StringIO(), width=width, record=True, color_system=None, highlight=False,
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None, highlight=False, markup=False,
                       emoji=False, soft_wrap=False)
     if not boards:
         console.print("No results yet.")
     for board in boards:
         seeds = board.caption.get("seeds") or []
         tol = fmt_value(float(board.tolerance))
-        console.print(f"{board.title}: {len(seeds)} seed{'' if len(seeds) == 1 else 's'} (means), "
+        console.print(f"{terminal_text(board.title)}: {len(seeds)} seed{'' if len(seeds) == 1 else 's'} (means), "
                       f"tolerance {tol} points")
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), expand=False, show_edge=False)
         roomy = width >= MAX_WIDTH  # laid out for 100 columns; from 80 on, only the method's label narrows
