@@ -404,8 +404,11 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
 @click.option("--results", "-r", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md", show_default=True)
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write to a file.")
+@click.option("--remeasure-latency", is_flag=True,
+              help="Reload every stored model and time its latency again, one at a time, for this board "
+                   "(result.json files are not changed).")
 @click.pass_context
-def leaderboard(ctx, results, fmt, output):
+def leaderboard(ctx, results, fmt, output, remeasure_latency):
     """Rebuild leaderboard tables from stored results alone."""
     if ctx.invoked_subcommand is not None:
         return
@@ -416,7 +419,8 @@ def leaderboard(ctx, results, fmt, output):
     from odnbench.report.boards import skipped_results
     from odnbench.store import atomic_write_bytes
 
-    text = report.render(results, fmt)
+    text = report.render(results, fmt, remeasure_latency=remeasure_latency,
+                         say=lambda line: click.echo(line, err=True))
     for folder, why in skipped_results(results):
         click.echo(f"note: not counted: {folder.name}: {why}", err=True)
     if output:
@@ -447,8 +451,11 @@ def _results_option(ctx, results):
                    "and swapped in whole.")
 @click.option("--tolerance", type=float, default=1.75, show_default=True, callback=lambda c, p, v: _finite(c, p, v, 0, 100),
               help="Points of top-1 below full depth that still count as iso-accuracy / meeting the target.")
+@click.option("--remeasure-latency", is_flag=True,
+              help="Reload every stored model and time its latency again, one at a time; the pages use and "
+                   "say so (result.json files are not changed).")
 @click.pass_context
-def leaderboard_publish(ctx, results, out, tolerance):
+def leaderboard_publish(ctx, results, out, tolerance, remeasure_latency):
     """Write, per dataset/backbone/preset/device, a markdown page, the table as JSON and CSV, and
     Pareto plots (top-1 against size and MACs) plus ODN's depth curve; and an index. Publishing
     the same results again gives byte-identical files."""
@@ -456,7 +463,8 @@ def leaderboard_publish(ctx, results, out, tolerance):
 
     results = _results_option(ctx, results)
     out = out if out is not None else Path(results) / "boards"
-    done = publish(results, out, tolerance=tolerance)
+    done = publish(results, out, tolerance=tolerance, remeasure_latency=remeasure_latency,
+                   say=lambda line: click.echo(line, err=True))
     for note in done.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{len(done.boards)} boards, {len(done.written)} files written to {out}"

@@ -49,10 +49,10 @@ def fmt_int(v):
 
 
 def fmt_macs(v, spec: str = ".2f"):
-    """4.46 M, 960.00 K; ``spec`` formats the number before the unit (``.3g`` in the terminal)."""
+    """4.46 M, 960.00 K, 6.17 T (training compute); ``spec`` formats the number before the unit (``.3g`` in the terminal)."""
     if v is None:
         return "–"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, div in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if v >= div:
             return f"{v / div:{spec}} {unit}"
     return f"{v:.0f}"
@@ -87,9 +87,10 @@ def fmt_depths(depths) -> str:
 
 
 def fmt_meets(f) -> str:
-    """The board's verdict (yes / no / –), then the method's own target when it has one."""
-    word = "–" if f.get("meets_target") is None else ("yes" if f["meets_target"] else "no")
-    own = f.get("own_target")
+    """The board's verdict (yes / no / undecided / –) and on how many seeds Δ alone meets it, then the
+    method's own target when it has one."""
+    word = f.meets_target_verdict + (f" ({f.meets_target_seeds} seeds)" if f.meets_target_seeds else "")
+    own = f.own_target
     if not own:
         return word
     parts = []

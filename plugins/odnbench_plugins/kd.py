@@ -68,7 +68,7 @@ class KnowledgeDistillation(Method):
                                 f"divided by it (a small T overflows them) and the T² × KL term scales the gradient "
                                 f"by T (a large T acts like a larger learning rate); try 1 <= kd.temperature <= 10, "
                                 f"or a lower kd.weight={weight:g}") from None
-        ctx.cost.add_forward("teacher forward", labelled[0])
+        ctx.cost.add_forward("teacher forward", labelled[0], macs=ctx.trainer.forward_macs(teacher))
         return MethodOutput(student, {
             "depth_source": source, "init": p["init"], "temperature": T, "weight": weight,
             "teacher_val": val_teacher, "teacher_forward_samples": labelled[0], **fit.summary(),
