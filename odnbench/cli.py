@@ -25,10 +25,22 @@ class OdnbenchGroup(click.Group):
         except OdnbenchError as exc:
             click.echo(f"Error: {exc}", err=True)
             sys.exit(2)
+        except OSError as exc:  # disk full, a folder that cannot be written: one line naming the path
+            click.echo(f"Error: {os_error_line(exc)}", err=True)
+            sys.exit(1)
 
     def format_help(self, ctx, formatter):
         _echo_conflicts()  # a clashing plugin is named, but --help still works
         super().format_help(ctx, formatter)
+
+
+def os_error_line(exc: OSError) -> str:
+    """``PATH: cause`` for a filesystem error (finished results are written atomically, so none is lost)."""
+    where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+    cause = exc.strerror or type(exc).__name__
+    return (f"{where}: {cause}" if where else cause) + (
+        "; nothing finished was lost (each file is written whole or not at all): free space or fix permissions, "
+        "then rerun" if exc.errno is not None else "")
 
 
 def registry(sound: bool = True):
@@ -153,15 +165,16 @@ def new_plugin(name, kind, directory):
 @cli.command()
 @click.option("--backbone", "-b", required=True, help="Backbone name, e.g. resnet18.")
 @click.option("--depth", "-k", type=int, default=None, help="Cut after this many residual blocks (default: full).")
-@click.option("--input-size", type=int, default=28, show_default=True, help="Image height = width in pixels.")
-@click.option("--in-chans", type=int, default=1, show_default=True)
-@click.option("--num-classes", type=int, default=10, show_default=True)
+@click.option("--input-size", type=click.IntRange(1, 1024), default=28, show_default=True,
+              help="Image height = width in pixels (1..1024).")
+@click.option("--in-chans", type=click.IntRange(1, 64), default=1, show_default=True)
+@click.option("--num-classes", type=click.IntRange(1, 100_000), default=10, show_default=True)
 @click.option("--stem", type=click.Choice(["cifar", "imagenet"]), default="cifar", show_default=True,
               help="cifar: 3x3 stride-1 stem, no max-pool (small images); imagenet: timm's own stem.")
 @click.option("--width", default="full", show_default=True, help="Stage widths, e.g. 16,32,64,128, or 'full'.")
-@click.option("--threads", type=int, default=0, show_default=True,
-              help="Torch threads for the latency measure; 0 = torch's default, as the harness measures "
-                   "(recipe.threads=0).")
+@click.option("--threads", type=click.IntRange(0, 1024), default=1, show_default=True,
+              help="Torch threads for the latency measure, as the harness measures (recipe.threads, default 1); "
+                   "0 = torch's default.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, threads, as_json):
     """Parameters, size, MACs, FLOPs and batch-1 CPU latency of a backbone, full or cut to --depth."""
@@ -204,6 +217,17 @@ def profile(backbone, depth, input_size, in_chans, num_classes, stem, width, thr
             f"{share}{', measured twice' if lat['attempts'] > 1 else ''}): read with care" if lat["busy"] else "")
     click.echo(f"  latency    p50 {lat['p50']:.3f} ms, p90 {lat['p90']:.3f} ms (batch 1, {lat['threads']} threads"
                f"{busy})")
+
+
+def _finite(ctx, param, value, low: float, high: float):
+    """A float option must be a finite number in [low, high]: nan or inf would silently disable what it
+    bounds (``--tolerance nan`` passed every top-1)."""
+    import math
+
+    if value is not None and not (math.isfinite(value) and low <= value <= high):
+        raise click.BadParameter(f"{value} is not allowed; allowed: a finite number, {low:g} <= {param.name} <= "
+                                 f"{high:g}", ctx=ctx, param=param)
+    return value
 
 
 def _existing_dir(ctx, param, value):
@@ -255,7 +279,8 @@ def _grid_options(f):
 @click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local: this machine (--jobs processes); ray: a Ray task per cell (pip install 'odnbench[ray]').")
 @click.option("--worker-threads", type=int, default=None,
-              help="Torch threads per worker [default: cores / --jobs; with Ray, --ray-cpus].")
+              help="Torch threads per worker process, for cells with recipe.threads=0 (each cell runs with "
+                   "recipe.threads, default 1) [default: cores / --jobs; with Ray, --ray-cpus].")
 @click.option("--ray-address", default=None,
               help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray instance on this machine].")
 @click.option("--ray-gpus", type=float, default=None, help="GPUs per cell on Ray (fractions share one, e.g. 0.25).")
@@ -316,6 +341,10 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     board_path = Path(results) / "leaderboard.md"
     atomic_write_bytes(board_path, report.render(results, "md").encode())
     click.echo(summary(report.build_boards(report.load_results(results)), board_path))
+    from odnbench.report.boards import skipped_results
+
+    for folder, why in skipped_results(results):  # copies, planted folders, unreadable records
+        click.echo(f"note: not counted: {folder.name}: {why}", err=True)
     click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), {len(done.failed)} failed")
     for r in done.failed:
         click.echo(f"  FAILED {r.config['method']} {r.config['dataset']} seed {r.config['seed']}: {r.error}",
@@ -356,8 +385,18 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
         click.echo(f"{cell.label()}: finished already ({prior.finished_at or 'time unknown'}), not run again: "
                    f"top-1 {m.get('top1', float('nan')):.2f}% -> {where} (--force runs it again and replaces it)")
         return
-    result = harness.run_cell(reg, cell, results, data_dir=data_dir or default_data_dir(), download=download,
-                              device=pick_device(device), progress=Progress(quiet=quiet))
+    # Held as compare holds it: a cell another run is working on is refused, one line naming who; a
+    # lock left by a killed run is free and taken over.
+    with ResultStore(results).lock(cell.key) as lock:
+        if lock.taken_over:
+            click.echo(f"{cell.label()}: took over the lock left by a run that ended "
+                       f"(pid {lock.taken_over.get('pid', '?')})", err=True)
+        prior = ResultStore(results).stored(cell.config) if not force else None
+        if prior is not None and prior.ok:
+            click.echo(f"{cell.label()}: finished meanwhile by another run, not run again -> {where}")
+            return
+        result = harness.run_cell(reg, cell, results, data_dir=data_dir or default_data_dir(), download=download,
+                                  device=pick_device(device), progress=Progress(quiet=quiet))
     if not result.ok:
         click.echo(f"FAILED ({where}): {result.error}", err=True)
         sys.exit(1)
@@ -370,8 +409,11 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
 @click.option("--results", "-r", default=DEFAULT_RESULTS, show_default=True, type=click.Path(path_type=Path))
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md", show_default=True)
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write to a file.")
+@click.option("--remeasure-latency", is_flag=True,
+              help="Reload every stored model and time its latency again, one at a time, for this board "
+                   "(result.json files are not changed).")
 @click.pass_context
-def leaderboard(ctx, results, fmt, output):
+def leaderboard(ctx, results, fmt, output, remeasure_latency):
     """Rebuild leaderboard tables from stored results alone."""
     if ctx.invoked_subcommand is not None:
         return
@@ -379,12 +421,25 @@ def leaderboard(ctx, results, fmt, output):
 
     if not Path(results).is_dir():
         raise OdnbenchError(f"results folder {results} does not exist")
-    text = report.render(results, fmt)
+    from odnbench.report.boards import skipped_results
+    from odnbench.store import atomic_write_bytes
+
+    text = report.render(results, fmt, remeasure_latency=remeasure_latency,
+                         say=lambda line: click.echo(line, err=True))
+    for folder, why in skipped_results(results):
+        click.echo(f"note: not counted: {folder.name}: {why}", err=True)
     if output:
-        Path(output).write_text(text)
+        output = Path(output)
+        if not output.parent.is_dir():
+            raise OdnbenchError(f"-o {output}: the folder {output.parent} does not exist; create it or choose another path")
+        if output.is_dir():
+            raise OdnbenchError(f"-o {output} is a folder; name a file")
+        atomic_write_bytes(output, text.encode())
         click.echo(f"wrote {output}")
     else:
-        click.echo(text, nl=False)
+        from odnbench.report.fmt import terminal_text
+
+        click.echo(terminal_text(text) if fmt == "md" else text, nl=False)
 
 
 def _results_option(ctx, results):
@@ -395,19 +450,26 @@ def _results_option(ctx, results):
 @leaderboard.command("publish")
 @click.option("--results", "-r", type=click.Path(path_type=Path), default=None,
               help=f"Results folder [default: the group's --results, {DEFAULT_RESULTS}].")
-@click.option("--out", type=click.Path(path_type=Path), default=Path("leaderboards"), show_default=True,
-              help="Where the pages go: one folder per board and an index README.md.")
-@click.option("--tolerance", type=float, default=1.75, show_default=True,
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="Where the pages go: one folder per board and an index README.md [default: RESULTS/boards, "
+                   "inside the results folder, never the repository's committed leaderboards/]. Built aside "
+                   "and swapped in whole.")
+@click.option("--tolerance", type=float, default=1.75, show_default=True, callback=lambda c, p, v: _finite(c, p, v, 0, 100),
               help="Points of top-1 below full depth that still count as iso-accuracy / meeting the target.")
+@click.option("--remeasure-latency", is_flag=True,
+              help="Reload every stored model and time its latency again, one at a time; the pages use and "
+                   "say so (result.json files are not changed).")
 @click.pass_context
-def leaderboard_publish(ctx, results, out, tolerance):
+def leaderboard_publish(ctx, results, out, tolerance, remeasure_latency):
     """Write, per dataset/backbone/preset/device, a markdown page, the table as JSON and CSV, and
     Pareto plots (top-1 against size and MACs) plus ODN's depth curve; and an index. Publishing
     the same results again gives byte-identical files."""
     from odnbench.report.publish import publish
 
     results = _results_option(ctx, results)
-    done = publish(results, out, tolerance=tolerance)
+    out = out if out is not None else Path(results) / "boards"
+    done = publish(results, out, tolerance=tolerance, remeasure_latency=remeasure_latency,
+                   say=lambda line: click.echo(line, err=True))
     for note in done.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"{len(done.boards)} boards, {len(done.written)} files written to {out}"
@@ -423,29 +485,45 @@ def leaderboard_publish(ctx, results, out, tolerance):
 @click.option("--download/--no-download", default=True, show_default=True,
               help="Download missing torchvision datasets for re-evaluation.")
 @click.option("--device", default="cpu", show_default=True, help="Re-evaluate on cpu, cuda[:N] or auto.")
-@click.option("--tolerance", type=float, default=0.01, show_default=True,
-              help="Allowed |stored - re-measured| top-1, in points.")
+@click.option("--tolerance", type=float, default=0.01, show_default=True, callback=lambda c, p, v: _finite(c, p, v, 0, 100),
+              help="Allowed |stored - re-measured| top-1, in points (a finite number, 0..100).")
 @click.option("--schema-only", is_flag=True, help="Check result.json files only; do not reload models.")
+@click.option("--rerun", is_flag=True,
+              help="Train each CELL (folder name or key; default: every finished cell) again from its recorded "
+                   "config, in a temporary folder, and compare top-1 (within --tolerance) and params, MACs and "
+                   "size (exactly): what a forged record cannot survive. Takes as long as the cells took.")
+@click.argument("cells", nargs=-1)
 @click.pass_context
-def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, schema_only):
+def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, schema_only, rerun, cells):
     """Check every stored result: schema, folder key and digest (edited since written?); the sha256
     of each model file (an ok result without its model fails); then reload each model (never
     unpickled) and re-measure top-1, params, size, MACs and FLOPs on the same data (fingerprint
     checked), re-time latency and throughput (the ratio to the stored value is a note unless absurd);
-    list stale temporary files; and say what cannot be re-measured (cost). One line per cell; exits 1
-    when anything does not match. --schema-only checks result.json files alone (for records published
-    without their models)."""
+    list stale temporary files; name strays (copied, renamed or planted folders, links: never counted);
+    with ODNBENCH_SIGNING_KEY set, check each record's HMAC signature; and say what cannot be checked
+    (a forged record's config and cost). One line per cell; exits 1 when anything does not match.
+    --schema-only checks result.json files alone (for records published without their models);
+    --rerun [CELL...] trains cells again from their recorded config and compares (see docs/security.md)."""
     from odnbench.runtime import pick_device
+    from odnbench.verify import rerun as rerun_cells
     from odnbench.verify import verify
 
     results = _results_option(ctx, results)
+    if cells and not rerun:
+        raise OdnbenchError(f"verify takes cell names only with --rerun (got {cells[0]!r})")
     if not schema_only:
         registry()  # re-evaluating loads datasets through the plugins: clashing names refuse here, one line
-    checked = verify(results, data_dir=data_dir, download=download,
-                     device=None if schema_only else pick_device(device), tolerance=tolerance,
-                     schema_only=schema_only)
+    if rerun:
+        checked = rerun_cells(results, list(cells), data_dir=data_dir, download=download, device=pick_device(device),
+                              tolerance=tolerance)
+    else:
+        checked = verify(results, data_dir=data_dir, download=download,
+                         device=None if schema_only else pick_device(device), tolerance=tolerance,
+                         schema_only=schema_only)
+    from odnbench.report.fmt import terminal_text
+
     for check in checked.cells:
-        click.echo(check.line())
+        click.echo(terminal_text(check.line()))
     for note in checked.notes:
         click.echo(f"note: {note}")
     click.echo(checked.summary())

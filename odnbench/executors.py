@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import logging
+import math
 import multiprocessing
 import os
 import signal
@@ -78,6 +79,10 @@ class RunSpec:
         return None if on_epoch is None else (lambda done, cap, seconds: on_epoch(cell.key, done, cap, seconds))
 
 
+#: The most cells (or torch threads per worker, or Ray CPUs/GPUs per cell) one option may ask for.
+MAX_PARALLEL = 1024
+
+
 def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | None = None,
                   ray_address: str | None = None, ray_gpus: float | None = None, ray_cpus: float | None = None):
     """The executor ``compare``'s options ask for; a bad combination is a one-line error before anything runs."""
@@ -85,8 +90,15 @@ def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | 
         raise OdnbenchError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     if jobs < 1:
         raise OdnbenchError(f"--jobs {jobs}: must be at least 1 (cells run at once)")
+    if jobs > MAX_PARALLEL:
+        raise OdnbenchError(f"--jobs {jobs}: at most {MAX_PARALLEL} cells run at once")
     if worker_threads is not None and worker_threads < 1:
         raise OdnbenchError(f"--worker-threads {worker_threads}: must be at least 1")
+    if worker_threads is not None and worker_threads > MAX_PARALLEL:
+        raise OdnbenchError(f"--worker-threads {worker_threads}: at most {MAX_PARALLEL}")
+    for name, value in (("--ray-gpus", ray_gpus), ("--ray-cpus", ray_cpus)):
+        if value is not None and not (math.isfinite(value) and value <= MAX_PARALLEL):
+            raise OdnbenchError(f"{name} {value}: must be a finite number, at most {MAX_PARALLEL}")
     ray_given = [name for name, value in (("--ray-address", ray_address), ("--ray-gpus", ray_gpus),
                                           ("--ray-cpus", ray_cpus)) if value is not None]
     if executor == "local":
@@ -154,7 +166,8 @@ def usable_cores() -> int:
 
 
 def default_threads(cells_at_once: int) -> int:
-    """Torch threads per worker so that the workers together use each core once."""
+    """Torch threads per worker so that the workers together use each core once: the count a cell
+    with ``recipe.threads=0`` runs with (a cell runs with ``recipe.threads``, 1 by default)."""
     return max(1, usable_cores() // cells_at_once)
 
 
@@ -212,8 +225,8 @@ class ProcessExecutor:
         self._ctx = multiprocessing.get_context("spawn")
         self._workers = []
         shared = ", ".join(f"{d} x{self._devices.count(d)}" for d in dict.fromkeys(self._devices))
-        return (f"odnbench: {self.jobs} worker processes ({shared}), {self.threads} torch "
-                f"thread{'s' if self.threads > 1 else ''} each; each cell's log goes to <cell folder>/{LOG_FILE}")
+        return (f"odnbench: {self.jobs} worker processes ({shared}), each cell with recipe.threads torch threads "
+                f"(default 1; 0 = the worker's {self.threads}); each cell's log goes to <cell folder>/{LOG_FILE}")
 
     def _spawn(self, index: int) -> _Worker:
         r = self._run
@@ -448,7 +461,7 @@ class RayExecutor:
         self._run.progress.line(
             f"odnbench: up to {self.slots} cells at once on {where} ({have.get('CPU', 0):g} CPUs, "
             f"{have.get('GPU', 0):g} GPUs; {self.cpus_per_cell:g} CPU and {self.gpus_per_cell:g} GPU per cell, "
-            f"{self.threads} torch thread{'s' if self.threads > 1 else ''}); each cell's log goes to "
+            f"recipe.threads torch threads per cell, default 1; 0 = the worker's {self.threads}); each cell's log goes to "
             f"<cell folder>/{LOG_FILE}")
 
     def free(self) -> int:
@@ -547,8 +560,10 @@ def _ray_cell(job: dict, *dependencies) -> tuple:
     _set_threads(job["threads"])
     device = "cuda" if job["device"] != "cpu" and ray.get_gpu_ids() and torch.cuda.is_available() else "cpu"
     cell: Cell = job["cell"]
-    with tempfile.TemporaryDirectory(prefix="odnbench-ray-") as tmp:
+    clean_dead_task_folders()
+    with tempfile.TemporaryDirectory(prefix=RAY_TMP_PREFIX) as tmp:
         root = Path(tmp)
+        (root / RAY_TMP_OWNER).write_text(str(os.getpid()))  # who uses it: a killed task's is swept later
         for dirname, files in dependencies:
             for rel, data in files.items():
                 atomic_write_bytes(root / dirname / rel, data)
@@ -558,6 +573,32 @@ def _ray_cell(job: dict, *dependencies) -> tuple:
         # result.json goes back in the message; the files its record names (model, artifacts) and the log here.
         stored = Result.from_dict(message[1]).stored_files() if message[0] == "result" else []
         return message, read_folder(root / cell.dirname, only=(LOG_FILE, *stored))
+
+
+RAY_TMP_PREFIX = "odnbench-ray-"
+RAY_TMP_OWNER = ".odnbench-owner"
+
+
+def clean_dead_task_folders(tmp_root: Path | None = None) -> list[Path]:
+    """Remove the temporary folders of Ray tasks that were killed (their ``with`` never ran its
+    cleanup): those whose owner process is gone. Never one of a live task."""
+    import shutil
+
+    removed = []
+    for folder in sorted(Path(tmp_root or tempfile.gettempdir()).glob(f"{RAY_TMP_PREFIX}*")):
+        try:
+            if folder.is_symlink() or not folder.is_dir():
+                continue
+            pid = int((folder / RAY_TMP_OWNER).read_text().strip())
+            os.kill(pid, 0)
+            continue  # alive (or not ours to signal): keep
+        except ProcessLookupError:
+            pass
+        except (OSError, ValueError):
+            continue  # no owner file (yet) or not ours: keep
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
 
 
 def read_folder(folder: Path, only: tuple[str, ...]) -> dict[str, bytes]:

@@ -43,7 +43,7 @@ from odnbench.result import (
 )
 from odnbench.runtime import DATA_CACHE, backbone_builder, pick_device, seed_everything
 from odnbench.scheduler import GridReport, Scheduler
-from odnbench.store import MODEL_FILE, MODEL_SUFFIX, CorruptResultError, ResultStore
+from odnbench.store import MODEL_FILE, MODEL_SUFFIX, CorruptResultError, ResultStore, refuse_link
 from odnbench.store import load_model as store_load_model
 
 
@@ -98,6 +98,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result = _blank_result(registry, cell)
     threads = torch.get_num_threads()
     started = time.perf_counter()
+    refuse_link(out_dir)  # a linked cell folder would write outside --results (one line, nothing run)
     _tidy_cell_folder(store, out_dir, progress)
     before = {p.name: p.stat().st_mtime_ns for p in store.model_files(out_dir)}
     execution = None
@@ -123,8 +124,10 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             )
             output = method.run(ctx)
             if not isinstance(output, MethodOutput) or not isinstance(output.model, torch.nn.Module):
+                what = (f"a MethodOutput whose model is a {type(output.model).__name__}, not a torch.nn.Module"
+                        if isinstance(output, MethodOutput) else type(output).__name__)
                 raise PluginError(
-                    f"method {config['method']!r} (plugin {plugin!r}) returned {type(output).__name__}; "
+                    f"method {config['method']!r} (plugin {plugin!r}) returned {what}; "
                     "run() must return odnbench.MethodOutput(model=<torch.nn.Module>, info={...})"
                 )
             model = execution.model(output.model).eval()

@@ -17,7 +17,7 @@
   = CPU seconds per wall second the process got, ``busy``);
   :func:`measured_latency` measures once more when the spread says the machine was busy
   (:func:`odnbench.result.latency_busy`). Thread policy, the same for the harness and
-  ``odnbench profile``: ``recipe.threads`` / ``--threads``, 0 = torch's default.
+  ``odnbench profile``: ``recipe.threads`` / ``--threads`` (default 1), 0 = torch's default.
 - ``throughput``: images per second at batch ``throughput_batch``, median over windows.
 
 Top-1, latency and throughput run in the precision and memory format the cell trained in (an

@@ -51,6 +51,24 @@ ALLOWED = "torch.nn layers, timm's layers and model blocks, and odnbench.DepthNe
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_HEADER = 100_000_000  # bytes; a larger header is not a model this code wrote
 
+#: Bounds on the sizes a stored architecture may state, checked before anything runs: a forged file
+#: must not make a reload ask for gigabytes (a Conv2d padding of 600 asked verify for 12.3 GB, an
+#: inserted Upsample(300) as much). Generous for image classifiers: the largest torchvision/timm
+#: layers stay far below them.
+MAX_DIMENSION = 1 << 16  # channels, features, embeddings, groups
+MAX_SPATIAL = 64  # kernel size, stride, dilation, padding (per side)
+MAX_SCALE = 8.0  # an upsampling factor
+MAX_OUTPUT_SIZE = 4096  # an explicit output size (Upsample size, adaptive pooling)
+MAX_PARAMETERS = 2_000_000_000  # elements over all tensors
+_SIZE_BOUNDS = {
+    **dict.fromkeys(("in_channels", "out_channels", "in_features", "out_features", "num_features", "groups",
+                     "num_embeddings", "embedding_dim", "num_channels", "num_groups", "in1_features",
+                     "in2_features", "hidden_size", "input_size", "embed_dim", "num_heads"), MAX_DIMENSION),
+    **dict.fromkeys(("kernel_size", "stride", "dilation", "padding", "output_padding"), MAX_SPATIAL),
+    **dict.fromkeys(("size", "output_size"), MAX_OUTPUT_SIZE),
+    "scale_factor": MAX_SCALE,
+}
+
 
 # ------------------------------------------------------------------------------------- classes
 
@@ -190,6 +208,7 @@ def build(tree: dict, tensors: dict):
             if not _NAME.match(str(key)) or key.startswith("__") or key in internals:
                 raise ModelFileError(f"the architecture sets attribute {str(key)[:40]!r} on {path or 'root'}")
             module.__dict__[key] = _decode(value)
+            _check_size(key, module.__dict__[key], spec["class"], path)
         for kind in ("params", "buffers"):
             for key, info in _pairs(spec.get(kind), path):
                 if not _NAME.match(str(key)):
@@ -218,6 +237,21 @@ def build(tree: dict, tensors: dict):
     if extra:
         raise ModelFileError(f"the file holds tensors the architecture does not use ({', '.join(extra[:3])})")
     return model
+
+
+def _check_size(key: str, value, cls: str, path: str) -> None:
+    """ModelFileError when a size attribute states more than :data:`_SIZE_BOUNDS` allows (or a
+    negative or non-finite size), before the module could allocate for it."""
+    bound = _SIZE_BOUNDS.get(key)
+    if bound is None or value is None or isinstance(value, (str, bool)):
+        return
+    values = value if isinstance(value, (list, tuple)) else (value,)
+    for v in values:
+        if isinstance(v, (list, tuple, dict)) or isinstance(v, bool):
+            continue
+        if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or v > bound:
+            raise ModelFileError(f"the architecture gives {path or 'root'} ({cls.rsplit('.', 1)[-1]}) {key}={value!r:.60}; "
+                                 f"allowed: 0..{bound:g} (a stored model never needs more; refused before allocating)")
 
 
 def _pairs(value, path: str) -> list:
@@ -265,11 +299,15 @@ def sha256(data: bytes) -> str:
 
 def read_bytes(path: Path, expected_sha256: str | None = None) -> bytes:
     """A stored model file's bytes, checked against the checksum its result recorded."""
+    from odnbench.safeio import MAX_MODEL_BYTES, UnsafePathError, read_regular
+
     path = Path(path)
-    try:
-        data = path.read_bytes()
+    try:  # never through a link, never a FIFO or device, never more than MAX_MODEL_BYTES
+        data = read_regular(path, MAX_MODEL_BYTES)
     except FileNotFoundError:
         raise ModelFileError(f"{path.name} is missing from {path.parent}") from None
+    except UnsafePathError as exc:
+        raise ModelFileError(str(exc)) from None
     except OSError as exc:
         raise ModelFileError(f"{path} cannot be read ({exc.strerror or exc})") from None
     if expected_sha256 is not None and sha256(data) != expected_sha256:
@@ -330,6 +368,20 @@ def from_bytes(data: bytes, name: str = "model"):
     if meta.get("version") != FORMAT_VERSION:
         raise ModelFileError(f"{name} is odnbench model format {meta.get('version')!r}; this odnbench reads "
                              f"{FORMAT_VERSION!r} (upgrade odnbench)")
+    from odnbench.safeio import json_depth_problem
+
+    total = 0
+    for entry in header(data, name).values():
+        if isinstance(entry, dict) and isinstance(entry.get("shape"), list):
+            n = 1
+            for d in entry["shape"]:
+                n *= d if isinstance(d, int) and d >= 0 else 0
+            total += n
+    if total > MAX_PARAMETERS:
+        raise ModelFileError(f"{name} states {total:,} tensor elements; at most {MAX_PARAMETERS:,} are read")
+    deep = json_depth_problem(str(meta.get("architecture", "")), limit=400)
+    if deep:
+        raise ModelFileError(f"{name}: its architecture is not readable JSON ({deep})")
     try:
         tree = json.loads(meta.get("architecture", ""))
         tensors = load(data)

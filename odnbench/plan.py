@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odnbench import PROTOCOL_VERSION
-from odnbench.contract import Requirement
+from odnbench.contract import Param, Requirement
 from odnbench.errors import OdnbenchError, PluginError, UnknownNameError
 from odnbench.recipes import Recipe, make_recipe, recipe_params
 from odnbench.registry import Registry
@@ -89,6 +89,9 @@ def resolve_params(registry: Registry, method_name: str, preset: str, dataset: s
     """Declared defaults, then preset/dataset defaults, then ``--set`` text, then a requirement's values."""
     method = registry.method(method_name)
     plugin = registry.owner.get(("method", method_name), "?")
+    if not isinstance(method.params, (tuple, list)) or not all(isinstance(p, Param) for p in method.params):
+        raise PluginError(f"plugin {plugin!r}: method {method_name!r} declares params {method.params!r:.80}; it "
+                          "must be a tuple of odnbench.Param")
     declared = {}
     for p in method.params:
         if p.name in declared:

@@ -4,7 +4,8 @@
 - ``tiny``: seconds per cell too, but a model that learns (well above chance on mnist5k): for
   plugin tests whose choices depend on accuracy. About 1,000 images, narrow widths, 4 epochs.
 - ``quick``: a meaningful CPU run: narrow widths (16, 32, 64, 128), a few thousand training
-  images, short patience and epoch caps.
+  images, short patience and epoch caps; bf16 autocast in channels-last (the fastest CPU setting,
+  same top-1 as fp32 within the seed spread).
 - ``paper``: the ODN authors' recipe (../shared/odn-method.md): full width and data, SGD
   momentum 0.9, weight decay 5e-4, batch 128, LR x0.6 after 5 epochs without improvement,
   early stop after 23. Meant for GPUs. In fp32 with TF32 by default; the fast path on a GPU is
@@ -54,7 +55,10 @@ class Recipe:
     latency_windows: int = 5
     latency_iters: int = 20
     throughput_batch: int = 256
-    threads: int = 0  # torch threads; 0 = leave torch's default
+    # Torch intra-op threads of the cell. 1 by default: results do not depend on the machine's core
+    # count, and --jobs uses the cores by running cells side by side. 0 = leave the process's count
+    # (torch's default, or the worker's --worker-threads): what every record before 0.2 ran with.
+    threads: int = 1
     # execution (odnbench.execution): how tensors run; training, evaluation and timing alike
     precision: str = "fp32"  # "fp32" or "bf16" (autocast; weights and optimiser stay fp32)
     tf32: bool = True  # TF32 tensor-core math for fp32 matmul/conv on GPUs that have it (no effect on CPU)
@@ -74,8 +78,9 @@ class Recipe:
     def from_dict(cls, stored: dict[str, Any]) -> Recipe:
         """The recipe a stored config ran with: its preset, then the stored field values (each
         validated as ``--set recipe.FIELD`` would be). Fields it lacks keep the preset's value, except
-        ``init``: a config without it (protocol 1) ran with timm's init, whatever today's default."""
-        stored = {"init": "timm", **stored}
+        ``init``: a config without it (protocol 1) ran with timm's init, whatever today's default, and
+        ``threads``: one without it ran with the process's thread count (0), before the default was 1."""
+        stored = {"init": "timm", "threads": 0, **stored}
         preset = stored.get("preset")
         if preset not in PRESETS:
             raise UnknownNameError("preset", str(preset), PRESETS)
@@ -102,10 +107,13 @@ PRESETS: dict[str, Recipe] = {
         lr=0.05, batch_size=64, epochs=4, schedule="cosine", patience=4,
         eval_batch_size=256, latency_warmup=2, latency_windows=3, latency_iters=3, throughput_batch=32,
     ),
+    # bf16 autocast + channels-last: 1.6-1.9x the fp32 training rate on a CPU with bf16 instructions
+    # (benchmarks/cpu_roofline.py), with top-1 inside the seed spread of fp32 (docs/speed.md).
     "quick": Recipe(
         preset="quick", train_limit=6000, val_limit=1000, width="16,32,64,128",
         lr=0.05, batch_size=64, epochs=12, schedule="cosine", patience=4,
         latency_windows=5, latency_iters=20, throughput_batch=128,
+        precision="bf16", memory_format="channels_last",
     ),
     # 2048-image evaluation batches: 5 forward passes over the 10k validation images each epoch
     # instead of 20 (top-1 does not depend on the batch size; BN is in eval mode).
@@ -122,14 +130,19 @@ _CHOICES = {
     "memory_format": ("auto", "channels_last", "contiguous"),
 }
 #: Each numeric field's allowed range (Param's ge/gt/le/lt): checked at plan time, one line naming it.
-#: Zero epochs or a zero learning rate would store an untrained model as "ok" (and rank it).
+#: Zero epochs or a zero learning rate would store an untrained model as "ok" (and rank it); the upper
+#: bounds keep an absurd value (recipe.lr=1e300, a million threads, a throughput batch that cannot be
+#: allocated) from failing mid-run, blamed on the plugin. Each is far above any sensible recipe.
 _LIMITS = {
-    "train_limit": {"ge": 1}, "val_limit": {"ge": 1}, "test_limit": {"ge": 1},
-    "lr": {"gt": 0}, "momentum": {"ge": 0, "lt": 1}, "weight_decay": {"ge": 0},
-    "batch_size": {"ge": 1}, "epochs": {"ge": 1},
-    "plateau_factor": {"gt": 0, "le": 1}, "plateau_patience": {"ge": 1}, "patience": {"ge": 1},
-    "eval_batch_size": {"ge": 1}, "latency_warmup": {"ge": 0}, "latency_windows": {"ge": 1},
-    "latency_iters": {"ge": 1}, "throughput_batch": {"ge": 1}, "threads": {"ge": 0},
+    "train_limit": {"ge": 1, "le": 100_000_000}, "val_limit": {"ge": 1, "le": 100_000_000},
+    "test_limit": {"ge": 1, "le": 100_000_000},
+    "lr": {"gt": 0, "le": 10}, "momentum": {"ge": 0, "lt": 1}, "weight_decay": {"ge": 0, "le": 1},
+    "batch_size": {"ge": 1, "le": 65_536}, "epochs": {"ge": 1, "le": 100_000},
+    "plateau_factor": {"gt": 0, "le": 1}, "plateau_patience": {"ge": 1, "le": 100_000},
+    "patience": {"ge": 1, "le": 100_000},
+    "eval_batch_size": {"ge": 1, "le": 65_536}, "latency_warmup": {"ge": 0, "le": 10_000},
+    "latency_windows": {"ge": 1, "le": 1_000}, "latency_iters": {"ge": 1, "le": 100_000},
+    "throughput_batch": {"ge": 1, "le": 4_096}, "threads": {"ge": 0, "le": 1_024},
 }
 
 #: One line per field for `odnbench params recipe`.
@@ -148,7 +161,7 @@ _HELP = {
     "eval_batch_size": "evaluation batch size (top-1 does not depend on it)",
     "latency_warmup": "untimed batch-1 passes before latency", "latency_windows": "latency windows (median taken)",
     "latency_iters": "batch-1 passes per latency window", "throughput_batch": "batch size of the throughput timing",
-    "threads": "torch threads (0: torch's default)",
+    "threads": "torch threads per cell (0: torch's default)",
     "precision": "fp32, or bf16 autocast (weights and optimiser stay fp32)",
     "tf32": "TF32 math for fp32 matmul/conv on GPUs that have it (no effect on CPU)",
     "memory_format": "auto: channels-last on CUDA, contiguous on CPU",

@@ -105,6 +105,7 @@ class Registry:
         name = getattr(obj, "name", "")
         if not name:
             raise PluginError(f"plugin {plugin!r} registered a {kind} without a name")
+        check_registered(kind, obj, plugin)
         if kind == "method":
             assert isinstance(obj, Method)  # checked against base above
             _check_method_attributes(obj, plugin)
@@ -299,3 +300,19 @@ def get_registry(reload: bool = False) -> Registry:
     if _cached is None or reload:
         _cached = load_registry()
     return _cached
+
+
+#: What a registered name may be: it becomes part of folder names (``<method>-<dataset>-...``) and
+#: file names under --results and --out, so a safe character set, like user input: no path
+#: separators, no leading dot, no spaces, at most 64 characters.
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]{0,63}$")
+
+
+def check_registered(kind: str, obj: Any, plugin: str) -> None:
+    """PluginError (one line naming the plugin and the rule) for a registered name outside
+    :data:`SAFE_NAME` (``../../x``, ``/abs``, ``.hidden``, ``name ``)."""
+    name = obj.name
+    if not isinstance(name, str) or not SAFE_NAME.match(name):
+        raise PluginError(f"plugin {plugin!r} registered a {kind} named {str(name)[:80]!r}; names may use letters, "
+                          "digits and _ . + - only (no path separators or spaces, not starting with a dot or dash, "
+                          "at most 64 characters)")

@@ -411,6 +411,13 @@ OK_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [
 
 FAILED_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [("error", (str,), None)]
 
+#: Fields an ``ok`` result may lack or hold as null (results stored before they were recorded), checked
+#: like the others when present. ``cost.train_macs``: training compute, null when a dependency predates it.
+OPTIONAL_OK_FIELDS: list[tuple[str, tuple, Any]] = [
+    ("cost.train_macs", (int,), _non_negative),
+    ("cost.own.train_macs", (int,), _non_negative),
+]
+
 #: One point of ``curve`` (schema 4): what the harness measured on a further model of the method.
 CURVE_POINT_FIELDS: list[tuple[str, tuple, Any]] = [
     ("top1", _NUMBER, _percentage),
@@ -452,10 +459,15 @@ def schema_problems(d) -> list[str]:
     expected = OK_FIELDS if status == "ok" else FAILED_FIELDS
     if d.get("schema", 1) >= 3:
         expected = expected + V3_COMMON_FIELDS + (V3_OK_FIELDS if status == "ok" else [])
+    optional = {path for path, _, _ in OPTIONAL_OK_FIELDS}
+    if status == "ok":
+        expected = expected + OPTIONAL_OK_FIELDS
     for path, types, extra in expected:
         if path == "key" and "key" not in d:
             continue  # 0.1 results may lack it; the folder name still carries it
         value = lookup(d, path, _MISSING)
+        if path in optional and (value is _MISSING or value is None):
+            continue
         if value is _MISSING or value is None:
             problems.append(f"{path} is missing")
             continue

@@ -13,17 +13,33 @@ own content (``digest``), so that a changed model or a hand-edited result is not
 ``result.json`` that cannot be read (e.g. truncated) is not a finished cell: a run moves it aside
 to ``result.json.corrupt-N`` and runs the cell again.
 
-``<root>/.locks/<key>.lock`` marks a cell that a running ``compare`` is working on
+``<root>/.locks/<key>.lock`` marks a cell that a running ``compare`` or ``run`` is working on
 (:meth:`ResultStore.lock`), so that two runs on one folder never run the same cell twice.
+
+A cell is its key: a folder counts as a cell only when its name is exactly the one its record's
+config gives (:func:`cell_dirname`: method, dataset, backbone, seed and key agree) and the record's
+``key`` is its config's. A copied, renamed or planted folder (``backup-full-…-KEY``, a second copy
+of a record) is a *stray*: never read as a cell, never counted on a board, never used as a
+dependency, and listed by :meth:`ResultStore.strays` (``leaderboard verify`` and the boards name them).
+
+Nothing in a results folder is trusted to be what its name says: symbolic links and non-regular
+files (FIFOs, devices) are never followed or read, every file is read with a size bound
+(:data:`MAX_RECORD_BYTES`, :data:`MAX_MODEL_BYTES`) and JSON nesting is bounded
+(:data:`MAX_JSON_DEPTH`), so that a planted ``/dev/zero`` link, a FIFO or a record nested
+100,000 deep is one finding, not a hang or a crash. With ``ODNBENCH_SIGNING_KEY`` set, each record
+written is signed (HMAC-SHA256 over its canonical JSON, ``signature`` beside ``digest``), so that a
+publisher holding the key can tell a record it wrote from an edited or forged one.
 """
 
 from __future__ import annotations
 
 import errno
 import hashlib
+import hmac
 import json
 import os
 import socket
+import stat
 import sys
 import tempfile
 import time
@@ -33,6 +49,21 @@ from typing import Any
 
 from odnbench.errors import CorruptResultError, OdnbenchError
 from odnbench.result import Result
+from odnbench.safeio import (  # noqa: F401  (re-exported: the store is where callers look for them)
+    MAX_JSON_DEPTH,
+    MAX_LOCK_BYTES,
+    MAX_MODEL_BYTES,
+    MAX_RECORD_BYTES,
+    UnsafePathError,
+    file_kind,
+    is_real_dir,
+    is_real_file,
+    json_depth_problem,
+    lstat_or_none,
+    parse_json,
+    read_regular,
+    refuse_link,
+)
 
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.safetensors"
@@ -42,8 +73,6 @@ TMP_SUFFIX = ".tmp"
 LOCK_DIR = ".locks"
 #: A temporary file older than this is left over from a killed write (a live write takes seconds).
 STALE_TMP_SECONDS = 300
-
-
 def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
@@ -55,6 +84,10 @@ def cell_key(config: dict) -> str:
 
 def cell_dirname(config: dict) -> str:
     return f"{config['method']}-{config['dataset']}-{config['backbone']}-s{config['seed']}-{cell_key(config)}"
+
+
+SIGNING_KEY_ENV = "ODNBENCH_SIGNING_KEY"
+SIGNATURE_ALG = "hmac-sha256"
 
 
 class ResultStore:
@@ -70,23 +103,50 @@ class ResultStore:
         return self.root / cell_dirname(config)
 
     def find(self, key: str) -> Path | None:
-        """The folder of the cell with this key, wherever its name came from (None when absent)."""
-        matches = sorted(self.root.glob(f"*-{key}")) if self.root.is_dir() else []
-        return matches[0] if matches else None
+        """The folder of the cell with this key: the one folder whose name, record key, method and
+        seed agree (:func:`cell_problem`); None when there is none. A copy or a planted folder whose
+        name merely ends with the key is a stray and never found."""
+        if not is_real_dir(self.root):
+            return None
+        for folder in sorted(self.root.glob(f"*-{key}")):
+            if not is_real_dir(folder):
+                continue
+            try:
+                raw = read_json(folder / RESULT_FILE)
+            except (OSError, ValueError, UnicodeDecodeError, UnsafePathError):
+                continue
+            if cell_problem(folder.name, raw) is None and raw["config"] and cell_key(raw["config"]) == key:
+                return folder
+        return None
 
     def read(self, folder: Path) -> Result | None:
         """The result stored in ``folder`` (None when there is none; CorruptResultError when it
-        cannot be read)."""
-        f = Path(folder) / RESULT_FILE
-        if not f.is_file():
+        cannot be read, or when it is not this folder's cell: a record copied or planted here)."""
+        folder = Path(folder)
+        f = folder / RESULT_FILE
+        if lstat_or_none(f) is None:
             return None
         try:
-            result = Result.from_dict(read_json(f))
-        except (OSError, UnicodeDecodeError, ValueError, TypeError) as exc:  # JSONDecodeError is a ValueError
+            refuse_link(folder)
+            raw = read_json(f)
+            result = Result.from_dict(raw)
+        except (OSError, UnicodeDecodeError, ValueError, TypeError, UnsafePathError) as exc:
             raise CorruptResultError(f"{f} is not a readable result ({type(exc).__name__}: "
                                      f"{' '.join(str(exc).split())[:120]})") from None
-        result.folder = Path(folder).name
+        wrong = cell_problem(folder.name, raw)
+        if wrong:
+            raise CorruptResultError(f"{f} is not this folder's cell: {wrong}")
+        result.folder = folder.name
         return result
+
+    def strays(self) -> list[tuple[Path, str]]:
+        """Folders that look like cells but are not read as any (a copy, a renamed or planted folder,
+        a symbolic link, an unreadable record), each with why: what verify and the boards report."""
+        out = []
+        for folder, _raw, problem in self._scan():
+            if problem:
+                out.append((folder, problem))
+        return out
 
     def set_aside(self, folder: Path) -> Path:
         """Move an unreadable result.json out of the way (kept for inspection, never deleted):
@@ -101,12 +161,12 @@ class ResultStore:
     def stale_temp_files(self, folder: Path | None = None, older_than: float = 0.0) -> list[Path]:
         """Temporary files of interrupted writes in ``folder`` (default: the root), oldest first."""
         folder = Path(folder) if folder is not None else self.root
-        if not folder.is_dir():
+        if not is_real_dir(folder):
             return []
         now = time.time()
         found = []
         for p in folder.iterdir():
-            if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and p.is_file():
+            if p.name.startswith(".") and p.name.endswith(TMP_SUFFIX) and is_real_file(p):
                 try:
                     if now - p.stat().st_mtime >= older_than:
                         found.append(p)
@@ -130,13 +190,13 @@ class ResultStore:
         """The ``*.safetensors`` files in a cell folder. What a result vouches for is its record's
         ``files`` (:meth:`Result.stored_files`); this finds files written by name (before 0.2)."""
         folder = Path(folder)
-        return sorted(p for p in folder.glob(f"*{MODEL_SUFFIX}") if p.is_file()) if folder.is_dir() else []
+        return sorted(p for p in folder.glob(f"*{MODEL_SUFFIX}") if is_real_file(p)) if is_real_dir(folder) else []
 
     def checksums(self, folder: Path) -> dict[str, dict]:
         """``{file name: {"sha256", "bytes"}}`` of every model file in a cell folder (stored in result.json)."""
         out = {}
         for p in self.model_files(folder):
-            data = p.read_bytes()
+            data = read_regular(p, MAX_MODEL_BYTES)
             out[p.name] = {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         return out
 
@@ -149,11 +209,17 @@ class ResultStore:
         return self.read(self.cell_dir(config))
 
     def write(self, result: Result) -> Path:
-        """Store a result (strict JSON: no NaN or Infinity), with its digest."""
+        """Store a result (strict JSON: no NaN or Infinity), with its digest, and its signature when
+        ``ODNBENCH_SIGNING_KEY`` is set. Never through a symbolic link."""
         folder = self.cell_dir(result.config)
+        refuse_link(folder)
         result.digest = None
-        result.digest = result_digest(result.to_dict())
-        write_json(folder / RESULT_FILE, result.to_dict())
+        record = result.to_dict()
+        key = signing_key()
+        if key is not None:
+            record["signature"] = {"alg": SIGNATURE_ALG, "value": record_signature(record, key)}
+        result.digest = record["digest"] = result_digest(record)
+        write_json(folder / RESULT_FILE, record)
         return folder
 
     def lock(self, key: str) -> CellLock:
@@ -164,6 +230,7 @@ class ResultStore:
         return Path(folder) / MODEL_FILE
 
     def save_model(self, model, folder: Path, example=None) -> Path:
+        refuse_link(folder)
         path = self.model_path(folder)
         save_model(model, path, example=example)
         return path
@@ -179,30 +246,99 @@ class ResultStore:
             yield folder, result
 
     def raw(self) -> Iterator[tuple[Path, Any]]:
-        """Every result.json as parsed JSON, unchecked (for verify)."""
-        if not self.root.is_dir():
-            return
-        for folder in sorted(p for p in self.root.iterdir() if p.is_dir()):
-            f = folder / RESULT_FILE
-            if f.is_file():
-                try:
-                    yield folder, read_json(f)
-                except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-                    continue  # an unreadable file is reported by `leaderboard verify`, not fatal here
+        """Every cell's result.json as parsed JSON (strays left out: see :meth:`strays`)."""
+        for folder, raw, problem in self._scan():
+            if not problem:
+                yield folder, raw
 
-    def folders(self) -> list[Path]:
-        """Cell folders: those holding a result or a model file."""
-        if not self.root.is_dir():
+    def _scan(self) -> Iterator[tuple[Path, Any, str | None]]:
+        """Every folder that looks like a cell, its parsed record (None when unreadable) and why it is
+        not a cell (None when it is one)."""
+        for folder in self.folders(links=True):
+            if not is_real_dir(folder):
+                yield folder, None, "a symbolic link (never followed inside a results folder)"
+                continue
+            f = folder / RESULT_FILE
+            if lstat_or_none(f) is None:
+                continue  # a model without its record: verify reports it
+            try:
+                raw = read_json(f)
+            except (OSError, UnicodeDecodeError, ValueError, UnsafePathError) as exc:
+                yield folder, None, f"{RESULT_FILE} is unreadable ({' '.join(str(exc).split())[:120]})"
+                continue
+            yield folder, raw, cell_problem(folder.name, raw)
+
+    def folders(self, links: bool = False) -> list[Path]:
+        """Cell folders: those holding a result or a model file (``links``: symbolic links to folders
+        too, which are never followed but reported)."""
+        if not is_real_dir(self.root):
             return []
-        return sorted(p for p in self.root.iterdir()
-                      if p.is_dir() and ((p / RESULT_FILE).exists() or (p / MODEL_FILE).exists()
-                                         or (p / LEGACY_MODEL_FILE).exists()))
+        out = []
+        for p in sorted(self.root.iterdir()):
+            if p.name == LOCK_DIR:
+                continue
+            if not is_real_dir(p):
+                if links and os.path.islink(p) and _link_looks_like_cell(p):
+                    out.append(p)
+                continue
+            if any(lstat_or_none(p / name) is not None for name in (RESULT_FILE, MODEL_FILE, LEGACY_MODEL_FILE)):
+                out.append(p)
+        return out
+
+
+def _link_looks_like_cell(p: Path) -> bool:
+    return bool(p.name.rsplit("-", 1)[-1:]) and len(p.name.rsplit("-", 1)[-1]) == 12
+
+
+def cell_problem(folder_name: str, raw: Any) -> str | None:
+    """Why a folder is not the cell its record describes (None when name, key, method and seed
+    agree): a copy, a renamed or a planted folder is never read as a cell."""
+    if not isinstance(raw, dict) or not isinstance(raw.get("config"), dict):
+        return f"{RESULT_FILE} holds no config; not a cell"
+    config = raw["config"]
+    try:
+        expected = cell_dirname(config)
+    except (KeyError, TypeError, ValueError):
+        return "its record's config lacks method, dataset, backbone or seed; not a cell"
+    key = cell_key(config)
+    if raw.get("key") not in (None, key):
+        return f"its record's key {str(raw.get('key'))[:16]!r} is not its config's key {key}; not counted"
+    if folder_name != expected:
+        return (f"not its record's cell folder {expected[:120]} (a copy, a renamed or planted folder, or an edited "
+                "config); not counted")
+    return None
 
 
 def result_digest(d: dict) -> str:
     """sha256 of a stored result's canonical JSON, its own ``digest`` field left out. It shows that a
-    result was edited after it was written; it is not a signature (whoever edits can recompute it)."""
+    result was edited after it was written; it is not a signature (whoever edits can recompute it:
+    see :func:`record_signature`)."""
     return hashlib.sha256(canonical_json({k: v for k, v in d.items() if k != "digest"}).encode()).hexdigest()
+
+
+def signing_key() -> bytes | None:
+    """The publisher's key from ``ODNBENCH_SIGNING_KEY`` (None when unset or empty)."""
+    key = os.environ.get(SIGNING_KEY_ENV, "")
+    return key.encode() if key else None
+
+
+def record_signature(d: dict, key: bytes) -> str:
+    """HMAC-SHA256, under ``key``, of a record's canonical JSON without ``digest`` and ``signature``:
+    unlike the digest, nobody without the key can recompute it after an edit."""
+    body = canonical_json({k: v for k, v in d.items() if k not in ("digest", "signature")})
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def signature_status(d: dict, key: bytes | None) -> str:
+    """``unsigned``, ``good signature``, ``bad signature`` or ``signed (no key to check)``."""
+    sig = d.get("signature")
+    if sig is None:
+        return "unsigned"
+    if key is None:
+        return "signed (no key to check)"
+    if not (isinstance(sig, dict) and sig.get("alg") == SIGNATURE_ALG and isinstance(sig.get("value"), str)):
+        return "bad signature"
+    return "good signature" if hmac.compare_digest(sig["value"], record_signature(d, key)) else "bad signature"
 
 
 def check_results_root(path, cell_names: list[str] = (), what: str = "--results") -> Path:
@@ -264,9 +400,14 @@ _FILE_MODE = 0o666 & ~_umask()  # what open() would give; mkstemp alone makes fi
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all (a temporary file, then a rename). An OSError always names
+    ``path`` (a full disk's ENOSPC from write or fsync names no file by itself)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise _naming(exc, path) from None
     try:
         if hasattr(os, "fchmod"):  # POSIX
             os.fchmod(fd, _FILE_MODE)
@@ -275,10 +416,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise _naming(exc, path) from None
         raise
+
+
+def _naming(exc: OSError, path: Path) -> OSError:
+    """``exc`` with ``path`` as its file name when it names none."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror or os.strerror(exc.errno), str(path))
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -288,9 +438,10 @@ def write_json(path: Path, obj: Any) -> None:
                               + "\n").encode())
 
 
-def read_json(path: Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+def read_json(path: Path, strict: bool = False) -> Any:
+    """A record from a results folder: a regular file (never a link, FIFO or device), at most
+    :data:`MAX_RECORD_BYTES`, nested at most :data:`MAX_JSON_DEPTH` deep."""
+    return parse_json(read_regular(path, MAX_RECORD_BYTES), strict=strict)
 
 
 def save_model(model, path: Path, example=None) -> None:
@@ -331,27 +482,45 @@ class CellLock:
         return self._fd is not None
 
     def acquire(self) -> bool:
-        """Take the lock if nobody holds it (True), else return False at once."""
+        """Take the lock if nobody holds it (True), else return False at once. UnsafePathError (one
+        line) when ``.locks`` or the lock file is a symbolic link or not what it should be."""
         import fcntl
 
         if self._fd is not None:
             return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        folder = self.path.parent
+        refuse_link(folder, f"a real {LOCK_DIR} folder")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            refuse_link(folder, f"a real {LOCK_DIR} folder")  # raced: names what is there
+            raise
         while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, _FILE_MODE)
+            flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+            try:
+                fd = os.open(self.path, flags, _FILE_MODE)
+            except OSError:
+                st = lstat_or_none(self.path)
+                if st is not None and not stat.S_ISREG(st.st_mode):
+                    raise UnsafePathError(f"the lock {self.path} is {file_kind(st.st_mode)}, not a lock file; "
+                                          "move it away (no odnbench run made it)") from None
+                raise
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise UnsafePathError(f"the lock {self.path} is not a regular file; move it away")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
                 return False
             try:  # its last holder may have removed the file between our open and our flock
-                same = os.fstat(fd).st_ino == os.stat(self.path).st_ino
+                same = os.fstat(fd).st_ino == os.stat(self.path, follow_symlinks=False).st_ino
             except FileNotFoundError:
                 same = False
             if same:
                 break
             os.close(fd)
-        left = os.read(fd, 4096)
+        left = os.read(fd, MAX_LOCK_BYTES)
         self.taken_over = _parse_holder(left) if left else None
         me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(),
                          "command": " ".join(sys.argv)[:300]}).encode()
@@ -374,20 +543,36 @@ class CellLock:
     def holder(self) -> dict | None:
         """Who holds (or last held) the lock, as its file says: pid, host, started, command."""
         try:
-            return _parse_holder(self.path.read_bytes())
-        except OSError:
+            return _parse_holder(read_regular(self.path, MAX_LOCK_BYTES))
+        except (OSError, UnsafePathError):
             return None
 
     def __enter__(self) -> CellLock:
+        """Hold the lock for the block; CellBusyError (one line naming the holder) when another
+        live process holds it. A lock left by a killed run is free and taken over."""
+        if not self.acquire():
+            raise CellBusyError(self.path.stem, self.holder())
         return self
 
     def __exit__(self, *exc) -> None:
         self.release()
 
 
+class CellBusyError(OdnbenchError):
+    """Another live odnbench process holds the cell's lock."""
+
+    def __init__(self, key: str, holder: dict | None):
+        self.key, self.holder = key, holder or {}
+        h = self.holder
+        since = time.strftime("%H:%M:%S", time.localtime(h["started"])) if isinstance(h.get("started"), (int, float)) else "?"
+        super().__init__(f"cell {key} is being run by another odnbench process (pid {h.get('pid', '?')} on "
+                         f"{h.get('host', '?')}, since {since}); wait for it to finish, then rerun (its result is "
+                         "then used, not redone)")
+
+
 def _parse_holder(data: bytes) -> dict | None:
     try:
-        found = json.loads(data.decode())
-    except (UnicodeDecodeError, json.JSONDecodeError):
+        found = parse_json(data)
+    except (UnicodeDecodeError, ValueError):
         return None
     return found if isinstance(found, dict) else None

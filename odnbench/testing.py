@@ -32,6 +32,7 @@ installed (handy before the first ``pip install``).
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import math
@@ -232,7 +233,8 @@ def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), data
               "return the exact model you trained (in eval mode it must be deterministic)")
 
     boards = build_boards(load_results(results_dir))
-    rows = [row.fields for board in boards for row in board.rows if row.method == name]
+    rows = [dataclasses.asdict(row.stats) for board in boards for row in board.rows
+            if row.method == name and row.stats is not None]
     if not rows:
         _fail(f"method {name!r} has no row on the leaderboard built from {results_dir}")
 

@@ -24,7 +24,7 @@ from torch import nn
 from odnbench.data import Splits, batches
 from odnbench.errors import DivergedError, OdnbenchDeprecationWarning
 from odnbench.execution import Execution
-from odnbench.metrics import top1
+from odnbench.metrics import count_macs, top1
 from odnbench.progress import Progress
 
 #: Forward-only passes that cost as much as one training sample-step (forward 1 + backward ~2).
@@ -33,37 +33,55 @@ FORWARDS_PER_STEP = 3
 
 @dataclass
 class CostMeter:
-    """Cost to obtain a model: epochs and sample-steps trained and training wall seconds.
+    """Cost to obtain a model: epochs and sample-steps trained, training compute and wall seconds.
 
     ``parts`` breaks the total down: the method's own parts (e.g. "warm-up", "search",
     "fine-tune") and one part per dependency it used (e.g. the full-depth training a pruned model
     started from). The harness adds every dependency's cost before the method runs, each stored
     result once (by its key), so that two dependencies sharing a third count it once. Totals
     include every part; ``own`` is the method's own share.
+
+    ``train_macs`` is the training compute: for every training step, the forward MACs of the network
+    being trained (as it stood at that step: ODN's network at its active depth, a pruned network
+    at its current width) × samples × :data:`FORWARDS_PER_STEP` (forward + backward), plus
+    ``samples × macs`` for forward-only passes that declare their MACs (:meth:`add_forward`). A
+    dependency stored before it was recorded (odnbench 0.1) has none: the total is then None
+    (unknown) and ``train_macs_unknown`` names those dependencies; ``own`` is still exact.
     """
 
     epochs: int = 0
     sample_steps: int = 0
     train_seconds: float = 0.0
+    train_macs: int = 0
     parts: dict[str, dict] = field(default_factory=dict)
     dependencies: dict[str, dict] = field(default_factory=dict)  # result key -> {method, epochs, ...}
-    own: dict = field(default_factory=lambda: {"epochs": 0, "sample_steps": 0, "train_seconds": 0.0})
+    own: dict = field(default_factory=lambda: {"epochs": 0, "sample_steps": 0, "train_seconds": 0.0,
+                                               "train_macs": 0})
+    train_macs_unknown: list[str] = field(default_factory=list)  # dependency keys without a train_macs
 
-    def add(self, part: str, epochs: int = 0, sample_steps: int = 0, train_seconds: float = 0.0) -> None:
-        """Count work the method itself did."""
-        self._count(part, epochs, sample_steps, train_seconds)
+    def add(self, part: str, epochs: int = 0, sample_steps: int = 0, train_seconds: float = 0.0,
+            train_macs: int = 0) -> None:
+        """Count work the method itself did (``train_macs``: its compute, see the class doc)."""
+        self._count(part, epochs, sample_steps, train_seconds, train_macs)
         self.own["epochs"] += epochs
         self.own["sample_steps"] += sample_steps
         self.own["train_seconds"] += train_seconds
+        self.own["train_macs"] += int(train_macs)
 
-    def _count(self, part: str, epochs: int, sample_steps: int, train_seconds: float) -> None:
+    def _count(self, part: str, epochs: int, sample_steps: int, train_seconds: float, train_macs: int | None) -> None:
         self.epochs += epochs
         self.sample_steps += sample_steps
         self.train_seconds += train_seconds
-        entry = self.parts.setdefault(part, {"epochs": 0, "sample_steps": 0, "train_seconds": 0.0})
+        entry = self.parts.setdefault(part, {"epochs": 0, "sample_steps": 0, "train_seconds": 0.0,
+                                             "train_macs": 0})
         entry["epochs"] += epochs
         entry["sample_steps"] += sample_steps
         entry["train_seconds"] += train_seconds
+        if train_macs is None or entry["train_macs"] is None:
+            entry["train_macs"] = None
+        else:
+            self.train_macs += int(train_macs)
+            entry["train_macs"] += int(train_macs)
 
     def add_result_cost(self, part: str, cost: dict) -> None:
         """Deprecated (odnbench 0.1's way to count a dependency's cost): the harness counts every
@@ -73,14 +91,16 @@ class CostMeter:
                       "remove the call (it does nothing). It is removed in odnbench 0.3.0.",
                       OdnbenchDeprecationWarning, stacklevel=2)
 
-    def add_forward(self, part: str, samples: int, train_seconds: float = 0.0) -> None:
+    def add_forward(self, part: str, samples: int, train_seconds: float = 0.0, macs: int | None = None) -> None:
         """Count forward-only passes over ``samples`` images (a teacher's logits, features for a probe).
 
         One training sample-step is a forward and a backward pass, and the backward costs about twice
         the forward, so :data:`FORWARDS_PER_STEP` (3) forward-only passes count as one sample-step
-        (rounded up); no epochs. ``train_seconds``: its wall time when not already inside a timed epoch.
-        Validation passes (model selection) are not counted, for any method."""
-        self.add(part, sample_steps=-(-int(samples) // FORWARDS_PER_STEP), train_seconds=train_seconds)
+        (rounded up); no epochs. ``macs``: forward MACs per image of the network run, when known
+        (adds ``samples × macs`` to ``train_macs``). ``train_seconds``: its wall time when not already
+        inside a timed epoch. Validation passes (model selection) are not counted, for any method."""
+        self.add(part, sample_steps=-(-int(samples) // FORWARDS_PER_STEP), train_seconds=train_seconds,
+                 train_macs=int(samples) * int(macs or 0))
 
     def add_dependency(self, key: str, method: str, cost: dict) -> None:
         """Count a stored result this cell needed, and everything it needed, each key once."""
@@ -94,21 +114,27 @@ class CostMeter:
             if dep_key in self.dependencies:
                 continue
             self.dependencies[dep_key] = entry
+            if entry["train_macs"] is None:
+                self.train_macs_unknown.append(dep_key)
             self._count(f"{entry['method']} (dependency)", entry["epochs"], entry["sample_steps"],
-                        entry["train_seconds"])
+                        entry["train_seconds"], entry["train_macs"])
 
     def as_dict(self, device: str) -> dict:
         rounded = {k: {**v, "train_seconds": round(v["train_seconds"], 3)} for k, v in self.parts.items()}
         return {"epochs": self.epochs, "sample_steps": self.sample_steps,
-                "train_seconds": round(self.train_seconds, 3), "device": device, "parts": rounded,
+                "train_seconds": round(self.train_seconds, 3),
+                "train_macs": None if self.train_macs_unknown else self.train_macs,
+                "device": device, "parts": rounded,
                 "own": {**self.own, "train_seconds": round(self.own["train_seconds"], 3)},
                 "dependencies": {k: {**v, "train_seconds": round(v["train_seconds"], 3)}
                                  for k, v in self.dependencies.items()}}
 
 
 def _cost_numbers(cost: dict) -> dict:
+    macs = cost.get("train_macs")
     return {"epochs": cost.get("epochs", 0), "sample_steps": cost.get("sample_steps", 0),
-            "train_seconds": float(cost.get("train_seconds", 0.0))}
+            "train_seconds": float(cost.get("train_seconds", 0.0)),
+            "train_macs": macs if isinstance(macs, int) and not isinstance(macs, bool) else None}
 
 
 class Improvement:
@@ -223,6 +249,7 @@ class Trainer:
         self.converged: list[str] = []  # labels of fits that patience ended
         self._compiled: dict[tuple, tuple] = {}  # (model id, loss id, plain attributes) -> compiled step
         self.epochs_trained = 0  # every epoch of this cell, for "diverged at epoch N"
+        self._macs: dict[tuple, int] = {}  # (model id, plain attributes, parameter shapes) -> forward MACs
 
     def make_optimizer(self, parameters, lr: float | None = None,
                        weight_decay: float | None = None) -> torch.optim.Optimizer:
@@ -259,6 +286,18 @@ class Trainer:
             self._compiled[key] = (model, loss_fn, compiled)  # holding model and loss_fn keeps their ids unique
         return self._compiled[key][2]
 
+    def forward_macs(self, model: nn.Module) -> int:
+        """Forward MACs per image of ``model`` as it is now (metrics.count_macs), counted once per
+        model, plain attributes (ODN's active depth: stem + blocks 1..k + head k) and parameter
+        shapes (a pruned network is counted again)."""
+        plain = tuple(sorted((k, v) for k, v in vars(model).items()
+                             if not k.startswith("_") and isinstance(v, (bool, int, float, str))))
+        key = (id(model), plain, tuple(tuple(p.shape) for p in model.parameters()))
+        if key not in self._macs:
+            info = self.splits.info
+            self._macs[key] = count_macs(model, (info.channels, info.image_size, info.image_size))
+        return self._macs[key]
+
     def train_epoch(self, model: nn.Module, optimizer: torch.optim.Optimizer, *, loss_fn: LossFn | None = None,
                     label: str = "train", cost_part: str | None = None,
                     position: tuple[int, int] | None = None) -> EpochStats:
@@ -291,7 +330,8 @@ class Trainer:
                 seen += len(y)
                 advance()
         seconds = time.perf_counter() - started
-        self.cost.add(cost_part or label, epochs=1, sample_steps=seen, train_seconds=seconds)
+        self.cost.add(cost_part or label, epochs=1, sample_steps=seen, train_seconds=seconds,
+                      train_macs=seen * FORWARDS_PER_STEP * self.forward_macs(model))
         self.epochs_trained += 1
         self.progress.epoch(*(position or (0, 0)), seconds)
         mean = float(total) / max(1, seen)

@@ -21,15 +21,25 @@ For every cell folder, each finding is one line:
 - stale temporary files (``.NAME.XXXX.tmp``) from interrupted writes, and ``result.json.corrupt-N``
   files set aside by a run, are listed as notes.
 
-What cannot be checked is said in the summary: the cost of obtaining a model (epochs, sample-steps,
-training seconds), ``method_info``, ``env`` and the run's times were
-observed once, when the cell ran; only the digest shows whether they were edited since.
+- strays: a folder that looks like a cell but is not the one its record names (a copy, a backup,
+  a renamed or planted folder, a symbolic link) is a problem: it is never read as a cell, counted
+  on a board or used as a dependency (:func:`odnbench.store.cell_problem`).
+- signature: with ``ODNBENCH_SIGNING_KEY`` set, each record must carry a good HMAC signature made
+  with that key (``unsigned`` and ``bad signature`` are problems; ``good signature`` a note).
+
+What cannot be checked is said in the summary: the recorded config and the cost of obtaining a
+model (epochs, sample-steps, training seconds), ``method_info``,
+``env`` and the run's times were observed once, when the cell ran. The digest is unkeyed: whoever
+edits a record can recompute it, so a forged record (a model trained another way, relabelled,
+every hash recomputed) passes every check above. What can tell: ``--rerun`` trains the cell again
+from its recorded config and compares (:func:`rerun`), and a signature made with a key the forger
+does not hold.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,11 +47,19 @@ from odnbench.errors import OdnbenchError
 from odnbench.result import Result, plain_file_name, schema_problems
 from odnbench.store import (
     LEGACY_MODEL_FILE,
+    MAX_RECORD_BYTES,
     MODEL_FILE,
     RESULT_FILE,
     ResultStore,
+    UnsafePathError,
     cell_key,
+    cell_problem,
+    is_real_dir,
+    parse_json,
+    read_regular,
     result_digest,
+    signature_status,
+    signing_key,
 )
 
 TOP1_TOLERANCE = 0.01
@@ -54,9 +72,16 @@ SIZE_TOLERANCE_MIB = 1e-6
 TIMING_FACTOR = 20.0
 TIMING_ATTEMPTS = 3
 
-NOT_CHECKABLE = ("not re-measurable: cost (epochs, sample-steps, training seconds), method_info, env, "
-                 "wall_seconds and finished_at were observed once, when the cell ran; "
-                 "each result's digest (schema 3) shows whether they were edited since")
+NOT_CHECKABLE = ("not re-measurable: cost (epochs, sample-steps, training seconds), the recorded config (how the "
+                 "model was trained), method_info, env, wall_seconds and "
+                 "finished_at were observed once, when the cell ran. The digest is unkeyed: a forged record "
+                 "(a model trained another way, relabelled, every hash recomputed) passes these checks; "
+                 "`leaderboard verify --rerun` trains a cell again from its config and compares, and records "
+                 "signed with ODNBENCH_SIGNING_KEY show edits to anyone holding the key")
+#: Top-1 points a --rerun may differ by (CPU training is deterministic; another device is not).
+RERUN_TOLERANCE = 0.01
+#: The largest --tolerance (points of top-1): beyond it nothing would ever differ.
+MAX_TOLERANCE = 100.0
 
 
 @dataclass
@@ -103,8 +128,12 @@ def check_schema(raw, folder_name: str) -> list[str]:
         key = cell_key(config)
         if not folder_name.endswith(f"-{key}"):
             problems.append(f"folder name does not end with the config's key -{key} (config edited or folder renamed)")
-        if raw.get("key") not in (None, key):
+        elif raw.get("key") not in (None, key):
             problems.append(f"stored key {raw.get('key')!r} differs from the config's key {key!r}")
+        else:
+            stray = cell_problem(folder_name, raw)
+            if stray:
+                problems.append(f"stray: {stray}")
     else:
         problems.append("config is missing")
     return problems
@@ -116,12 +145,13 @@ def digest_problem(raw: dict) -> str | None:
     return None
 
 
-def _strict_json(text: str):
-    """Parse strictly: NaN, Infinity and -Infinity are not JSON."""
-    def refuse(name):
-        raise ValueError(f"it holds {name}, which is not JSON (strict readers reject it)")
-
-    return json.loads(text, parse_constant=refuse)
+def check_tolerance(tolerance, what: str = "--tolerance") -> float:
+    """A finite number of points in 0..MAX_TOLERANCE (nan or inf would disable the check silently)."""
+    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or not math.isfinite(tolerance) \
+            or not 0 <= tolerance <= MAX_TOLERANCE:
+        raise OdnbenchError(f"{what} {tolerance!r} is not allowed; allowed: a finite number of top-1 points, "
+                            f"0 <= {what.lstrip('-')} <= {MAX_TOLERANCE:g}")
+    return float(tolerance)
 
 
 def _temp_notes(store: ResultStore, folder: Path) -> list[str]:
@@ -140,29 +170,42 @@ def data_dir_for(result: Result, data_dir: Path | None) -> tuple[Path, str | Non
     from odnbench.runtime import default_data_dir
 
     recorded = (result.data or {}).get("data_dir") if isinstance(result.data, dict) else None
-    if recorded and Path(recorded).is_dir():
+    if isinstance(recorded, str) and recorded and Path(recorded).is_dir():
         return Path(recorded), None
-    if recorded:
-        return default_data_dir(), f"the recorded data folder {recorded} is not here; used {default_data_dir()}"
-    return default_data_dir(), None
+    default = default_data_dir()
+    if isinstance(recorded, str) and recorded:
+        if Path(recorded).absolute() == Path(default).absolute():
+            return default, (f"the recorded data folder {recorded} (the default) does not exist here; datasets "
+                             "that need files are looked for there (pass --data-dir to point elsewhere)")
+        return default, f"the recorded data folder {recorded} is not here; used {default}"
+    return default, None
 
 
 def verify(results_dir, *, data_dir: Path | None = None, download: bool = True, device=None,
            tolerance: float = TOP1_TOLERANCE, schema_only: bool = False) -> VerifyReport:
     results_dir = Path(results_dir)
+    tolerance = check_tolerance(tolerance)
     if not results_dir.is_dir():
         raise OdnbenchError(f"results folder {results_dir} does not exist")
     store = ResultStore(results_dir)
     checks: dict[str, CellCheck] = {}
     to_reevaluate: list[tuple[Path, Result, CellCheck]] = []
-    for folder in store.folders():
+    key = signing_key()
+    for folder in store.folders(links=True):
         check = checks.setdefault(folder.name, CellCheck(folder.name))
+        if not is_real_dir(folder):
+            check.problems.append("a symbolic link: never followed inside a results folder (it could lead "
+                                  "anywhere); not a cell, not counted")
+            continue
         path = folder / RESULT_FILE
-        if not path.is_file():
+        try:
+            raw = parse_json(read_regular(path, MAX_RECORD_BYTES), strict=True)
+        except FileNotFoundError:
             check.problems.append(f"model file without {RESULT_FILE}")
             continue
-        try:
-            raw = _strict_json(path.read_text())
+        except UnsafePathError as exc:
+            check.problems.append(str(exc).replace(str(folder) + "/", ""))
+            continue
         except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError is a ValueError
             check.problems.append(f"{RESULT_FILE} is not readable JSON ({type(exc).__name__}: "
                                   f"{' '.join(str(exc).split())[:160]})")
@@ -175,6 +218,13 @@ def verify(results_dir, *, data_dir: Path | None = None, download: bool = True, 
         edited = digest_problem(raw)  # reported, and the cell is still re-measured: say what changed
         if edited:
             check.problems.append(edited)
+        if key is not None:
+            signed = signature_status(raw, key)
+            (check.notes if signed == "good signature" else check.problems).append(
+                signed if signed == "good signature" else f"{signed} (ODNBENCH_SIGNING_KEY is set: every record "
+                                                          "written under it carries its HMAC)")
+        elif raw.get("signature") is not None:
+            check.notes.append("signed (set ODNBENCH_SIGNING_KEY to check the signature)")
         if not result.ok:
             check.notes.append("failed cell (recorded as failed; nothing to re-measure)")
         elif schema_only:
@@ -200,8 +250,10 @@ def _file_problems(folder: Path, result: Result) -> list[str]:
 
     model_file = result.model_file
     if model_file is None or model_file == LEGACY_MODEL_FILE or result.schema < 3:
+        from odnbench.store import is_real_file
+
         legacy = folder / LEGACY_MODEL_FILE
-        if legacy.is_file():
+        if is_real_file(legacy):
             with open(legacy, "rb") as f:  # the first bytes say what it is; it is never unpickled
                 head = f.read(4)
             return [modelio.legacy_reason(head, LEGACY_MODEL_FILE)
@@ -368,4 +420,96 @@ def _check_other_files(folder: Path, result: Result, device, notes: list[str]) -
                             f"{size_mb:.6f}")
     if checked:
         notes.append(f"{checked} other model file(s) reloaded and match")
+    return problems
+
+
+# ------------------------------------------------------------------------------------------ rerun
+
+def rerun(results_dir, cells: list[str] = (), *, data_dir: Path | None = None, download: bool = True, device=None,
+          tolerance: float = RERUN_TOLERANCE, progress=None) -> VerifyReport:
+    """Train each chosen cell again from its recorded config, through the normal harness, in a
+    temporary results folder (its dependencies' folders copied in), and compare: top-1 within
+    ``tolerance`` points; params, MACs, FLOPs and size exactly (they are deterministic). What the
+    digest cannot show (a record whose config does not describe how its model was trained) shows
+    here. ``cells``: folder names or keys (default: every ok cell)."""
+    import shutil
+
+    from odnbench.plan import Cell
+    from odnbench.progress import Progress
+    from odnbench.registry import get_registry
+    from odnbench.runtime import pick_device
+
+    results_dir = Path(results_dir)
+    tolerance = check_tolerance(tolerance)
+    if not results_dir.is_dir():
+        raise OdnbenchError(f"results folder {results_dir} does not exist")
+    store = ResultStore(results_dir)
+    found = {folder.name: Result.from_dict(raw) for folder, raw in store.raw()
+             if isinstance(raw, dict) and raw.get("status") == "ok" and not schema_problems(raw)}
+    chosen = []
+    for want in cells or list(found):
+        names = [n for n in found if n == want or n.endswith(f"-{want}")]
+        if not names:
+            raise OdnbenchError(f"--rerun {want}: no finished cell of {results_dir} has that folder name or key "
+                                f"(finished: {', '.join(sorted(found))[:300] or 'none'})")
+        chosen += names
+    registry = get_registry()
+    device = device or pick_device("cpu")
+    progress = progress or Progress(quiet=True)
+    checks = []
+    for name in dict.fromkeys(chosen):
+        old = found[name]
+        check = CellCheck(name)
+        checks.append(check)
+        with tempfile.TemporaryDirectory(prefix="odnbench-rerun-") as tmp:
+            for dep_key in (old.requires or {}).values():
+                dep = store.find(dep_key)
+                if dep is None:
+                    check.problems.append(f"cannot rerun: its dependency {dep_key} is not in {results_dir}")
+                    break
+                shutil.copytree(dep, Path(tmp) / dep.name, symlinks=True)
+            if check.problems:
+                continue
+            cell = Cell(dict(old.config), requires=dict(old.requires or {}), defaults=dict(old.defaults or {}))
+            try:
+                registry.method(old.config["method"])
+                new = _run_again(registry, cell, Path(tmp), data_dir_for(old, data_dir)[0], download, device, progress)
+            except OdnbenchError as exc:
+                check.problems.append(f"could not rerun: {' '.join(str(exc).split())[:300]}")
+                continue
+            check.problems += compare_rerun(old, new, tolerance, device.type, check.notes)
+            check.reevaluated = True
+    return VerifyReport(results_dir, checks, notes=[f"rerun on {device.type} from each recorded config; top-1 "
+                                                    f"tolerance {tolerance:g} points"])
+
+
+def _run_again(registry, cell, root: Path, data_dir: Path, download: bool, device, progress) -> Result:
+    from odnbench import harness
+
+    return harness.run_cell(registry, cell, root, data_dir=data_dir, download=download, device=device,
+                            progress=progress)
+
+
+def compare_rerun(old: Result, new: Result, tolerance: float, device_type: str, notes: list[str]) -> list[str]:
+    """What a rerun of a record's config measured that the record does not say."""
+    if not new.ok:
+        return [f"the rerun from its recorded config failed: {' '.join(str(new.error).split())[:300]}"]
+    problems = []
+    was, now = old.metrics, new.metrics
+    for key in ("params", "macs", "flops", "test_examples"):
+        if was.get(key) is not None and was[key] != now.get(key):
+            problems.append(f"rerun from its config measured metrics.{key} {now.get(key):,}, stored {was[key]:,}")
+    for key, tol in (("size_mb", SIZE_TOLERANCE_MB), ("size_mib", SIZE_TOLERANCE_MIB)):
+        if abs(was[key] - now[key]) > tol:
+            problems.append(f"rerun from its config measured metrics.{key} {now[key]:.6f}, stored {was[key]:.6f}")
+    for key in ("top1", "val_top1"):
+        if abs(was[key] - now[key]) > tolerance:
+            problems.append(f"rerun from its config reached metrics.{key} {now[key]:.4f} on {device_type}, stored "
+                            f"{was[key]:.4f} (differs by {abs(was[key] - now[key]):.4f} > {tolerance:g}): the record's "
+                            "config does not describe how its model was trained")
+    old_cost, new_cost = old.cost or {}, new.cost or {}
+    if isinstance(old_cost.get("epochs"), (int, float)) and old_cost.get("epochs") != new_cost.get("epochs"):
+        problems.append(f"rerun from its config trained {new_cost.get('epochs')} epochs, stored {old_cost['epochs']}")
+    notes.append(f"rerun from its config: top-1 {now['top1']:.4f} (stored {was['top1']:.4f}), params {now['params']:,}, "
+                 f"MACs {now['macs']:,}, {new_cost.get('epochs')} epochs" + ("" if problems else " match"))
     return problems

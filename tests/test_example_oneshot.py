@@ -39,10 +39,10 @@ def test_example_ranks_next_to_odn_prune_and_full(monkeypatch, tmp_path):
                               progress=Progress(quiet=True))
     assert not report.failed, [r.error for r in report.failed]
     [board] = build_boards(load_results(tmp_path))
-    rows = {row.method: row.fields for row in board.rows}
+    rows = {row.method: row.stats for row in board.rows}
     assert set(rows) == set(methods)
-    assert sorted(f["rank"] for f in rows.values()) == [1, 2, 3, 4]
+    assert sorted(f.rank for f in rows.values()) == [1, 2, 3, 4]
     one = next(r for r in report.results if r.method == "oneshot-odn")
     assert one.plugin == "odnbench_oneshot_odn"
-    assert rows["oneshot-odn"]["params"] == one.metrics["params"]
-    assert rows["oneshot-odn"]["depth"] == [one.facts.depth]
+    assert rows["oneshot-odn"].params == one.metrics["params"]
+    assert rows["oneshot-odn"].depth == [one.facts.depth]

@@ -189,7 +189,7 @@ def test_set_values_are_typed(reg):
     ("recipe.epochs=none", "recipe.epochs='none' is not a valid int"),
     ("needsfull.verbose=maybe", "needsfull.verbose='maybe' is not a valid bool"),
     ("needsfull.scale=big", "needsfull.scale='big' is not a valid float"),
-    ("full.scale=2", "--set full.scale=2: method 'full' has no parameters"),
+    ("full.scale=2", "--set full.scale=2: unknown parameter of method 'full' 'scale'"),
     ("needsfull.scal=2", "--set needsfull.scal=2: unknown parameter of method 'needsfull' 'scal'. Did you mean: scale"),
     ("recipe.eopchs=2", "Did you mean: epochs"),
     ("scale=2", "expected METHOD.PARAM=VALUE"),
@@ -328,7 +328,7 @@ def test_a_failed_cell_is_recorded_and_the_grid_goes_on(reg, tmp_path):
     assert needs["metrics"]["top1"] == full["metrics"]["top1"]  # the very same model
     assert needs["cost"]["parts"]["full (dependency)"]["epochs"] == full["cost"]["epochs"] == 1
     assert needs["cost"]["dependencies"] == {full["key"]: {"method": "full", **{
-        k: full["cost"]["own"][k] for k in ("epochs", "sample_steps", "train_seconds")}}}
+        k: full["cost"]["own"][k] for k in ("epochs", "sample_steps", "train_seconds", "train_macs")}}}
     assert "| boom |" not in (results / "leaderboard.md").read_text()
 
     # A rerun retries the failed cell and resumes the finished ones.

@@ -125,7 +125,7 @@ def test_one_warm_up_epoch_trains_the_deepest_head_far_better_from_the_authors_i
     assert lr == 0.001
     deepest = {}
     for init in ("torch", "timm"):
-        recipe = make_recipe("quick", {"init": init})
+        recipe = make_recipe("quick", {"init": init, "precision": "fp32", "memory_format": "contiguous"})  # as measured
         splits = runtime.DATA_CACHE.get(reg, "mnist5k", Path("."), False, 0, recipe, torch.device("cpu"))
         runtime.seed_everything(0)
         net = MultiExitNet(runtime.backbone_builder(reg, "resnet18", splits.info, recipe)())

@@ -90,31 +90,32 @@ def test_board_aggregates_the_stored_seeds(results_dir, stored):
     full = next(r for r in board.rows if r.method == "full")
     tops = [r["metrics"]["top1"] for r in sorted(stored, key=lambda r: r["config"]["seed"])
             if r["config"]["method"] == "full"]
-    f = full.fields
-    assert f["n"] == 2 and f["seeds"] == SEEDS
-    assert f["top1_mean"] == pytest.approx(statistics.fmean(tops))
-    assert f["top1_std"] == pytest.approx(statistics.stdev(tops))
-    assert f["delta_vs_full"] == 0 and f["macs_speedup"] == 1 and f["measured_speedup"] == 1
-    assert f["meets_target"] is None and f["iso_accuracy"] is True  # the baseline: "–", not a trivial "yes"
+    f = full.stats
+    assert f.n == 2 and f.seeds == SEEDS
+    assert f.top1_mean == pytest.approx(statistics.fmean(tops))
+    assert f.top1_std == pytest.approx(statistics.stdev(tops))
+    assert f.delta_vs_full == 0 and f.macs_speedup == 1 and f.measured_speedup == 1
+    assert f.meets_target is None and f.iso_accuracy is True  # the baseline: "–", not a trivial "yes"
     assert md.cells(f)["meets"] == "–"
-    assert f["networks_differ"] is False and md.cells(f)["params"] == f"{round(f['params']):,}"
-    assert f["converged"] == {"yes": 0, "no": 2, "unknown": 0, "n": 2}  # one smoke epoch: cut short
+    assert f.networks_differ is False and md.cells(f)["params"] == f"{round(f.params):,}"
+    assert f.converged == {"yes": 0, "no": 2, "unknown": 0, "n": 2}  # one smoke epoch: cut short
     assert board.baseline is full
-    assert [r.fields["rank"] for r in board.rows] == list(range(1, len(board.rows) + 1))
-    assert [r.fields["top1_mean"] for r in board.rows] == sorted((r.fields["top1_mean"] for r in board.rows),
+    assert [r.stats.rank for r in board.rows] == list(range(1, len(board.rows) + 1))
+    assert [r.stats.top1_mean for r in board.rows] == sorted((r.stats.top1_mean for r in board.rows),
                                                                  reverse=True)
     # smoke trains one epoch: every full cell stopped on the epoch cap, so it is listed as cut short
     assert {r.method for r in board.cut_short} >= {"full"}
     if any(r.method == "odn" for r in board.rows):
         odn = next(r for r in board.rows if r.method == "odn")
-        f = odn.fields
+        f = odn.stats
         assert odn.label.startswith("odn (") and "max_depth=2" in odn.label  # its key parameters
-        assert f["macs_speedup"] > 1 and f["size_reduction"] > 0 and f["depth"] == [2]
+        assert f.macs_speedup > 1 and f.size_reduction > 0 and f.depth == [2]
         # The board's one rule (Δ vs full) decides; ODN's own threshold (100 - 0.5, out of reach) is shown beside it
-        assert f["meets_target_basis"] == "Δ ≥ −1.75"
-        assert f["own_target"] == {"threshold": [99.5, 99.5], "reached": 0, "of": 1, "n": 1}
-        verdict = "yes" if f["delta_vs_full"] >= -1.75 else "no"
-        assert f"| {verdict}; own target: val ≥ 99.50, reached 0/1 |" in md.render_markdown([board], "x")
+        assert f.meets_target_basis == "95 % CI of Δ ≥ −1.75 (n=1, no interval)"  # one ODN seed: undecided
+        assert f.own_target == {"threshold": [99.5, 99.5], "reached": 0, "of": 1, "n": 1}
+        seeds = "1/1" if f.delta_vs_full >= -1.75 else "0/1"
+        assert f.meets_target is None and f.meets_target_verdict == "undecided"
+        assert f"| undecided ({seeds} seeds); own target: val ≥ 99.50, reached 0/1 |" in md.render_markdown([board], "x")
         curves = plots.depth_curves(board)
         assert [[p["depth"] for p in c] for _, c in curves] == [[1, 2]]
 
@@ -122,7 +123,7 @@ def test_board_aggregates_the_stored_seeds(results_dir, stored):
 def test_markdown_is_github_flavoured(results_dir):
     text = report.render(results_dir, "md")
     html = _gfm(text)
-    assert html.count("<table>") == 2  # the ranked table and the iso-accuracy view
+    assert html.count("<table>") == 3  # the main table, its details and the iso-accuracy view
     assert ">Top-1 % (mean ± std, n)</th>" in html
     assert ">Latency p50 / p90 ms (mean over seeds ‡; batch 1, " in html
     assert "|" not in html.replace("&quot;", "")  # no table row fell out of its table
@@ -181,10 +182,10 @@ def test_publish_is_byte_identical_and_complete(results_dir, tmp_path):
     assert "torch-pruning" in page and f"protocol v{PROTOCOL_VERSION}" in page and "2 seeds (0, 1)" in page
     assert f"]({pub.SIZE_PLOT})" in page and f"]({pub.MACS_PLOT})" in page
     html = _gfm(page)
-    # the ranked table, the iso-accuracy view, and (ODN's per-depth points make a curve) the curve
-    # families and the accuracy at matched size
+    # the main table, its details, the iso-accuracy view, and (ODN's per-depth points make a curve)
+    # the curve families and the accuracy at matched size
     assert "## Trade-off curves" in page and f"]({pub.CURVES_SIZE_PLOT})" in page
-    assert html.count("<table>") == 4
+    assert html.count("<table>") == 5
     index = (a / "README.md").read_text()
     assert f"]({slug}/README.md)" in index
     assert len([line for line in index.splitlines() if line.startswith("- [")]) == 1
@@ -220,35 +221,47 @@ def _small(stored, method, seed, top1, size_mb, macs, facts):
 def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
     full_top = statistics.fmean(r["metrics"]["top1"] for r in stored if r["config"]["method"] == "full")
     full = [copy.deepcopy(r) for r in stored if r["config"]["method"] == "full"]
+    by_seed = {r["config"]["seed"]: r["metrics"]["top1"] for r in full}
     curve = [{"depth": 1, "val": 40.0}, {"depth": 2, "val": 55.5}]
     results = full + [
-        # reached_target decides, seeds disagree -> 1/2
-        _small(stored, "deep", 0, full_top - 0.5, 0.05, 1_000_000,
+        # reached_target decides, seeds disagree -> 1/2; 0.5 below full on each seed: a tight paired interval
+        _small(stored, "deep", 0, by_seed[0] - 0.5, 0.05, 1_000_000,
                {"reached_target": True, "threshold": 50.0, "depth": 2, "depth_curve": curve}),
-        _small(stored, "deep", 1, full_top - 0.5, 0.05, 1_000_000,
+        _small(stored, "deep", 1, by_seed[1] - 0.5, 0.05, 1_000_000,
                {"reached_target": False, "threshold": 50.0, "depth": 3, "depth_curve": curve[:1]}),
+        # 3 below full on each seed: the interval lies wholly below −1.75
+        _small(stored, "sunk", 0, by_seed[0] - 3.0, 0.05, 1_000_000, {}),
+        _small(stored, "sunk", 1, by_seed[1] - 3.0, 0.05, 1_000_000, {}),
         # threshold alone: test top-1 against it
         _small(stored, "thr", 0, full_top - 5.0, 0.01, 500_000, {"threshold": full_top - 6.0}),
-        # neither: Δ vs full within the tolerance (1.75) or not
-        _small(stored, "close", 0, full_top - 1.5, 0.02, 2_000_000, {}),
-        _small(stored, "far", 0, full_top - 2.0, 0.005, 200_000, {}),
+        # one seed each: no interval, so the target is undecided whatever the point estimate says
+        _small(stored, "close", 0, by_seed[0] - 1.5, 0.02, 2_000_000, {}),
+        _small(stored, "far", 0, by_seed[0] - 2.0, 0.005, 200_000, {}),
     ]
     boards = boards_of(results)
-    rows = {r.method: r.fields for r in boards[0].rows}
-    # One rule on the whole board, Δ vs full ≥ −1.75; a method's own target is shown beside it.
-    assert rows["deep"]["meets_target"] is True and rows["deep"]["own_target"]["reached"] == 1
-    assert rows["deep"]["depth"] == [2, 3]
-    assert rows["thr"]["meets_target"] is False and rows["thr"]["own_target"]["threshold"] == [full_top - 6.0] * 2
-    assert rows["close"]["meets_target"] is True and rows["far"]["meets_target"] is False
-    assert {f["meets_target_basis"] for name, f in rows.items() if name != "full"} == {"Δ ≥ −1.75"}
-    assert rows["far"]["delta_vs_full"] == pytest.approx(-2.0)
-    assert rows["close"]["macs_speedup"] == pytest.approx(rows["full"]["macs"] / 2_000_000)
-    # iso-accuracy: within 1.75 of full, smallest first; "thr" (−5) and "far" (−2) are out
+    rows = {r.method: r.stats for r in boards[0].rows}
+    # One rule on the whole board, the paired 95 % CI of Δ vs full ≥ −1.75; a method's own target is beside it.
+    assert rows["deep"].meets_target is True and rows["deep"].meets_target_verdict == "yes"
+    assert rows["deep"].delta_ci == pytest.approx([-0.5, -0.5]) and rows["deep"].own_target["reached"] == 1
+    assert rows["deep"].verdict == "worse than full"  # the interval excludes 0
+    assert rows["deep"].depth == [2, 3]
+    assert rows["sunk"].meets_target is False and rows["sunk"].meets_target_verdict == "no"
+    assert rows["thr"].own_target["threshold"] == [full_top - 6.0] * 2
+    for name in ("thr", "close", "far"):
+        assert rows[name].meets_target is None and rows[name].meets_target_verdict == "undecided", name
+        assert rows[name].delta_ci is None and rows[name].verdict == "n=1, no interval"
+    assert (rows["close"].meets_target_seeds, rows["far"].meets_target_seeds) == ("1/1", "0/1")
+    assert {f.meets_target_basis for name, f in rows.items() if name != "full"} == {
+        "95 % CI of Δ ≥ −1.75", "95 % CI of Δ ≥ −1.75 (n=1, no interval)"}
+    assert rows["far"].delta_vs_full == pytest.approx(-2.0)
+    assert rows["close"].macs_speedup == pytest.approx(rows["full"].macs / 2_000_000)
+    # iso-accuracy: mean within 1.75 of full, smallest first; "thr" (−5), "far" (−2) and "sunk" (−3) are out
     assert [r.method for r in boards[0].iso_rows] == ["close", "deep", "full"]
     cells = md.cells(rows["deep"])
-    assert cells["depth"] == "2–3" and cells["meets"] == "yes; own target: val ≥ 50.00, reached 1/2"
+    assert cells["depth"] == "2–3" and cells["meets"] == "yes (2/2 seeds); own target: val ≥ 50.00, reached 1/2"
+    assert md.cells(rows["far"])["delta_ci"].startswith("-2.00 (n=1, no interval)")
     text = md.render_markdown(boards, "res")
-    assert text.count("Tolerance: **1.75 points**") == 1 and "Meets target (Δ ≥ −1.75 points" in text
+    assert text.count("Tolerance: **1.75 points**") == 1 and "Meets target (95 % CI of Δ ≥ −1.75 points" in text
 
     folder = _write_results(tmp_path / "res", results)
     pub.publish(folder, tmp_path / "out")
@@ -277,7 +290,7 @@ def test_failed_cells_are_listed_with_safe_markdown(stored, tmp_path):
     html = _gfm(text)
     assert "shape &lt;1|2&gt; * bad" in html and "second line" not in html
     assert "no numeric metrics.top1" in text
-    assert html.count("<table>") == 2 and "<1|2>" not in html
+    assert html.count("<table>") == 3 and "<1|2>" not in html
 
 
 def test_no_baseline_and_recipe_variants(stored):
@@ -288,9 +301,9 @@ def test_no_baseline_and_recipe_variants(stored):
     board = boards_of([a, b])[0]
     assert board.baseline is None
     assert [r.label for r in board.rows] == ["other (recipe.epochs=5)", "other (recipe.epochs=1)"]
-    assert all(r.fields["delta_vs_full"] is None and r.fields["meets_target"] is None for r in board.rows)
+    assert all(r.stats.delta_vs_full is None and r.stats.meets_target is None for r in board.rows)
     text = md.render_markdown([board], "res")
-    assert "No full-depth baseline" in text and _gfm(text).count("<table>") == 1
+    assert "No full-depth baseline" in text and _gfm(text).count("<table>") == 2
 
 
 class RefMethod(Method):
@@ -346,7 +359,7 @@ def test_reported_numbers_only_on_paper_preset(stored, tmp_path):
     assert rep["depth_measured"] == [3] and rep["size_reduction_measured"] == pytest.approx(75.0)
     text = md.render_markdown([paper], "res")
     assert "| refmethod | 2 / 3 | 99.31 / " in text and "−98.64 % / −75.00 %" in text
-    assert _gfm(text).count("<table>") == 3
+    assert _gfm(text).count("<table>") == 4
 
     smoke = boards_of(with_preset("smoke"))[0]
     assert not smoke.reported and len(smoke.reference_notes) == 1
@@ -389,18 +402,25 @@ def test_seeds_with_different_networks_show_ranges_not_a_blend(stored):
     b = _small(stored, "cut", 1, 91.0, 0.20, 2_000_000, {"depth": 6, "converged": False, "cut_short": "cap"})
     a["metrics"]["params"], b["metrics"]["params"] = 20_000, 40_000
     b["metrics"]["latency_ms"] = {**b["metrics"]["latency_ms"], "p50": 9.0, "p90": 30.0}  # a busy machine
+    quiet = {"p50": 1.0, "p90": 1.02, "windows_ms": [1.0, 1.01, 1.02], "spread": 0.02, "cpu_share": 1.0}
+    a["metrics"]["latency_ms"] = {**a["metrics"]["latency_ms"], **quiet}  # the smoke run's own timing may be noisy
+    for r in full:
+        r["metrics"]["latency_ms"] = {**r["metrics"]["latency_ms"], **quiet}
     board = boards_of(full + [a, b])[0]
     row = next(r for r in board.rows if r.method == "cut")
-    f = row.fields
-    assert f["networks_differ"] is True and f["params_per_seed"] == [20_000, 40_000]
+    f = row.stats
+    assert f.networks_differ is True and f.params_per_seed == [20_000, 40_000]
     cells = md.cells(f)
     assert cells["params"] == "20,000–40,000" and cells["size_mb"] == "0.100–0.200"  # never 30,000 / 0.150
     assert cells["macs"] == "1.00 M–2.00 M" and cells["depth"] == "5–6"
-    base_macs = board.baseline.fields["macs"]
+    base_macs = board.baseline.stats.macs
     assert cells["macs_speedup"] == f"{base_macs / 2e6:.2f}×–{base_macs / 1e6:.2f}×"
-    assert cells["latency"].endswith("_busy_") and cells["measured_speedup"].endswith("_busy_")
-    assert f["converged"] == {"yes": 1, "no": 1, "unknown": 0, "n": 2} and cells["converged"] == "1/2"
-    same = md.cells(board.baseline.fields)
+    # a busy latency: the measured speed-up is withheld, the MACs speed-up stays
+    assert cells["latency"].endswith("_busy_") and cells["measured_speedup"] == "_unreliable_"
+    assert f.measured_speedup_reliable is False and "busy machine (seed 1)" in f.latency_unreliable_reason
+    assert "×" in cells["macs_speedup"]
+    assert f.converged == {"yes": 1, "no": 1, "unknown": 0, "n": 2} and cells["converged"] == "1/2"
+    same = md.cells(board.baseline.stats)
     assert "–" not in same["params"] and same["meets"] == "–"
     text = md.render_markdown([board], "res")
     assert "| Params ‡ |" in text and "Top-1 % (mean ± std, n)" in text and "mean over seeds" in text
@@ -420,12 +440,12 @@ def test_cost_shows_the_methods_own_part_and_the_total(stored):
                              "full-depth training (dependency)": {"epochs": 12, "sample_steps": 42000,
                                                                   "train_seconds": 55.9},
                              "pruning": {"epochs": 0, "sample_steps": 0, "train_seconds": 0.4}}}
-    rows = {r.method: r.fields for r in boards_of([full, new, old])[0].rows}
-    assert (rows["newcost"]["cost_own_epochs"], rows["newcost"]["cost_epochs"]) == (2, 7)
-    assert md.cells(rows["newcost"])["cost_own"] == "2 / 20 s" and md.cells(rows["newcost"])["cost"] == \
+    rows = {r.method: r.stats for r in boards_of([full, new, old])[0].rows}
+    assert (rows["newcost"].cost_own_epochs, rows["newcost"].cost_epochs) == (2, 7)
+    assert md.cells(rows["newcost"])["cost_own"] == "not recorded / 2 / 20 s" and md.cells(rows["newcost"])["cost"] == \
         "7 / 700 / 70 s"
-    assert rows["oldcost"]["cost_own_epochs"] == 12 and rows["oldcost"]["cost_own_seconds"] == pytest.approx(23.0)
-    assert rows["oldcost"]["cost_epochs"] == 24
+    assert rows["oldcost"].cost_own_epochs == 12 and rows["oldcost"].cost_own_seconds == pytest.approx(23.0)
+    assert rows["oldcost"].cost_epochs == 24
 
 
 def test_the_header_names_hardware_versions_and_the_tolerance(results_dir):
@@ -485,3 +505,15 @@ def test_pareto_points_carry_no_text_that_could_overprint(stored):
     assert len(ax.texts) == 0  # configurations are named in the legend only
     legend = [t.get_text() for t in ax.get_legend().get_texts()]
     assert "full" in legend and "near" in legend
+
+
+def test_remeasure_latency_times_stored_models_again_and_never_rewrites_them(results_dir):
+    """--remeasure-latency: each stored model reloaded and timed again, serially; the board uses and says
+    so; the result.json files stay byte for byte as they were."""
+    before = {p: p.read_bytes() for p in Path(results_dir).glob("*/result.json")}
+    records = json.loads(report.render(results_dir, "json", remeasure_latency=True))
+    assert records and all(r["latency_remeasured"] for r in records)
+    text = report.render(results_dir, "md", remeasure_latency=True)
+    assert "Latency re-measured (`--remeasure-latency`)" in text and "keep their own" in text
+    assert {p: p.read_bytes() for p in Path(results_dir).glob("*/result.json")} == before
+    assert "re-measured" not in report.render(results_dir, "md")  # only when asked

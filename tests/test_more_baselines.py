@@ -163,8 +163,11 @@ def test_forward_only_passes_cost_a_third_of_a_sample_step():
     cost = CostMeter()
     cost.add_forward("teacher forward", 256)
     cost.add_forward("teacher forward", 3)
-    assert cost.parts["teacher forward"] == {"epochs": 0, "sample_steps": 86 + 1, "train_seconds": 0.0}
+    assert cost.parts["teacher forward"] == {"epochs": 0, "sample_steps": 86 + 1, "train_seconds": 0.0,
+                                             "train_macs": 0}  # no MACs declared: no compute counted
     assert cost.sample_steps == cost.own["sample_steps"] == 87 and cost.epochs == 0
+    cost.add_forward("teacher forward", 10, macs=1_000)  # forward-only: samples x MACs, no factor 3
+    assert cost.parts["teacher forward"]["train_macs"] == cost.train_macs == cost.own["train_macs"] == 10_000
 
 
 # ---------------------------------------------------------------------------------------------
@@ -439,7 +442,7 @@ def test_costs_add_up_own_plus_each_dependency_once(cells):
         if r["status"] != "ok":
             continue
         cost = r["cost"]
-        for field in ("epochs", "sample_steps", "train_seconds"):
+        for field in ("epochs", "sample_steps", "train_seconds", "train_macs"):
             parts = sum(p[field] for p in cost["parts"].values())
             assert parts == pytest.approx(cost[field], abs=0.01)
             deps = sum(d[field] for d in cost["dependencies"].values())

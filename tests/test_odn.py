@@ -551,3 +551,36 @@ def test_registration_module_is_light():
             "print(json.dumps(['torch' in sys.modules, 'matplotlib' in sys.modules]))")
     out = subprocess.run([sys.executable, "-c", "import json; " + code], capture_output=True, text=True, check=True)
     assert json.loads(out.stdout) == [False, False]
+
+
+def test_compute_cost_of_an_odn_cell_is_the_sum_over_its_phases(reg, tmp_path):
+    """cost.train_macs = Σ over phases of (forward MACs of the network trained then) × samples × 3: the
+    warm-up through every block, each searched depth k (stem + blocks 1..k + head k), the fine-tune at
+    the chosen depth, and the full-depth run the relative target needed (a dependency)."""
+    from odnbench.metrics import count_macs
+
+    grid, results = run_smoke(reg, tmp_path, ["odn.max_depth=2"])
+    full, odn = results
+    widths = tuple(int(w) for w in grid.cells[-1].config["recipe"]["width"].split(","))
+    net = MultiExitNet(build(reg, width=widths))
+    shape = tuple(full["metrics"]["input_shape"])
+
+    def macs_at(k):
+        net.active = k
+        return count_macs(net, shape)
+
+    assert macs_at(1) < macs_at(2) < macs_at(net.depth)
+    info, parts = odn["method_info"], odn["cost"]["parts"]
+    warm = info["warmup"]["sample_steps"] * macs_at(net.depth) * 3
+    search = sum(r["sample_steps"] * macs_at(r["depth"]) * 3 for r in info["depth_curve"])
+    assert sum(r["sample_steps"] for r in info["depth_curve"]) == parts["search"]["sample_steps"]
+    fine = parts["fine-tune"]["sample_steps"] * macs_at(info["optimal_depth"]) * 3 if "fine-tune" in parts else 0
+    full_own = full["cost"]["sample_steps"] * full["metrics"]["macs"] * 3
+    assert full["cost"]["train_macs"] == full["cost"]["own"]["train_macs"] == full_own > 0
+    assert parts["warm-up"]["train_macs"] == warm > 0 and parts["search"]["train_macs"] == search > 0
+    assert parts.get("fine-tune", {}).get("train_macs", 0) == fine
+    assert parts["full (dependency)"]["train_macs"] == full_own
+    assert odn["cost"]["own"]["train_macs"] == warm + search + fine
+    assert odn["cost"]["train_macs"] == warm + search + fine + full_own
+    [dep] = odn["cost"]["dependencies"].values()
+    assert dep["train_macs"] == full_own

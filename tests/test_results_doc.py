@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from odnbench.result import FAILED_FIELDS, OK_FIELDS, SCHEMA_VERSION, Facts, Result, schema_problems
+from odnbench.result import FAILED_FIELDS, OK_FIELDS, OPTIONAL_OK_FIELDS, SCHEMA_VERSION, Facts, Result, schema_problems
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "results.md"
 
@@ -33,7 +33,7 @@ def test_every_result_and_facts_field_is_documented(text):
 
 def test_every_required_field_is_documented(text):
     shown = named(text)
-    missing = [path for path, _, _ in OK_FIELDS + FAILED_FIELDS if path not in shown]
+    missing = [path for path, _, _ in OK_FIELDS + FAILED_FIELDS + OPTIONAL_OK_FIELDS if path not in shown]
     assert not missing, f"docs/results.md does not list these fields that verify requires: {', '.join(missing)}"
 
 
@@ -51,6 +51,15 @@ def test_the_example_is_a_valid_result(text):
     assert result.to_dict() == example  # every stored field, nothing the Result does not know
     assert example["schema"] == SCHEMA_VERSION
     cost = example["cost"]
-    for total in ("epochs", "sample_steps", "train_seconds"):  # totals = own + each dependency once
+    for total in ("epochs", "sample_steps", "train_seconds", "train_macs"):  # totals = own + each dependency once
         parts = cost["own"][total] + sum(d[total] for d in cost["dependencies"].values())
         assert abs(cost[total] - parts) < 1e-9, total
+
+
+def test_training_compute_is_optional_but_checked_when_present(text):
+    example = json.loads(re.findall(r"```json\n(.*?)```", text, re.S)[0])
+    example["cost"]["train_macs"] = None  # a dependency stored before compute was recorded
+    del example["cost"]["own"]["train_macs"]
+    assert schema_problems(example) == []
+    example["cost"]["train_macs"] = -5
+    assert any("cost.train_macs" in p and "-5" in p for p in schema_problems(example))

@@ -229,7 +229,8 @@ def test_jobs_2_gives_the_serial_results_with_each_log_in_its_cell_folder(serial
     results = tmp_path / "results"
     out = compare(results, *CHAIN, "--jobs", "2", "--worker-threads", "1")
     assert out.exit_code == 0, out.output
-    assert "2 worker processes (cpu x2), 1 torch thread each" in out.stderr
+    assert "2 worker processes (cpu x2), each cell with recipe.threads torch threads (default 1; 0 = the worker's 1)" \
+        in out.stderr
     assert "6 ok (0 resumed), 0 failed" in out.stdout
     got = stored(results)
     assert_same_cells(serial_chain, got, "process")

@@ -127,7 +127,7 @@ def test_a_bf16_compile_cell_runs_on_cpu_and_says_how(fast_cell):
             ("bf16", False, "channels_last", False)
         assert "recipe.compile=true skipped on CPU" in env["execution_notes"][0]
         assert 0 <= r["metrics"]["top1"] <= 100
-    assert "bf16 autocast" in (results / "leaderboard.md").read_text()  # the board's caption says so
+    assert "bf16 autocast, channels-last" in (results / "leaderboard.md").read_text()  # the board's caption says so
 
 
 @pytest.mark.slow
@@ -244,3 +244,37 @@ def test_compiled_training_step_on_full_batches_only():
     for depth in (1, 2):
         net.active = depth
         assert trainer.train_epoch(net, opt).loss > 0
+
+
+def test_cpu_roofline_runs_tiny_and_ends_with_the_fraction(capsys):
+    """benchmarks/cpu_roofline.py at toy size (its speed target lives in the benchmark, not here):
+    each eager setting runs through the harness's Trainer and the last line is ``fraction X``."""
+    roof = _script("cpu_roofline")
+    assert roof.main(["--matmul-size", "64", "--matmul-repeats", "1", "--width", "8,8,8,8", "--images", "48",
+                      "--batch-size", "16", "--epochs", "1", "--warmup-epochs", "0", "--no-compile"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    eager = [name for name, s in roof.SETTINGS.items() if not s.get("compile")]
+    assert all(any(line.startswith(name + " ") and "img/s" in line for line in lines) for name in eager), lines
+    assert lines[-1].startswith("fraction ") and float(lines[-1].split()[1]) > 0
+    out = roof.train_throughput(roof.SETTINGS["bf16 channels-last"], width="8,8,8,8", batch_size=16, images=32,
+                                epochs=1, warmup_epochs=0)
+    assert out["img_s"] > 0
+    assert (out["execution"]["precision"], out["execution"]["memory_format"]) == ("bf16", "channels_last")
+
+
+def test_one_thread_per_cell_by_default_and_old_records_read_as_they_ran():
+    from odnbench.recipes import Recipe
+
+    assert make_recipe("quick").threads == make_recipe("paper").threads == 1
+    stored = make_recipe("quick").as_dict()
+    assert Recipe.from_dict(stored).threads == 1
+    del stored["threads"]  # a 0.1 config: it ran with the process's thread count
+    assert Recipe.from_dict(stored).threads == 0
+    assert Recipe.from_dict({**stored, "threads": 0}).threads == 0
+
+
+def test_the_thread_count_is_in_the_cell_key(reg):
+    one = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke").cells[0]
+    assert one.config["recipe"]["threads"] == 1
+    default = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke", ["recipe.threads=0"]).cells[0]
+    assert one.key != default.key

@@ -11,11 +11,18 @@ from __future__ import annotations
 from odnbench.report.boards import DEFAULT_TOLERANCE, Board, Row, build_boards, load_results
 
 
-def render(results_dir, fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE) -> str:
-    """The leaderboard of a results folder as markdown, JSON records or CSV."""
+def render(results_dir, fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE, remeasure_latency: bool = False,
+           say=None) -> str:
+    """The leaderboard of a results folder as markdown, JSON records or CSV; ``remeasure_latency``:
+    time the stored models again, serially (:mod:`.remeasure`), instead of using stored latency."""
     from odnbench.report import markdown, records
 
-    boards = build_boards(load_results(results_dir), tolerance=tolerance)
+    results = load_results(results_dir)
+    if remeasure_latency:
+        from odnbench.report.remeasure import remeasure_latency as remeasure
+
+        results = remeasure(results, results_dir, say=say)
+    boards = build_boards(results, tolerance=tolerance)
     if fmt == "json":
         return records.render_json(boards)
     if fmt == "csv":

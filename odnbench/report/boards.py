@@ -34,13 +34,16 @@ Definitions used on every board:
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import math
 import re
 import statistics
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from odnbench.report import stats
 from odnbench.report.fmt import fmt_value
 from odnbench.result import Result, latency_busy
 from odnbench.store import ResultStore, canonical_json
@@ -48,6 +51,108 @@ from odnbench.store import ResultStore, canonical_json
 #: The role (Method.role, stored in each result) of the row Δ top-1 and size reductions compare with.
 BASELINE_ROLE = "baseline"
 DEFAULT_TOLERANCE = 1.75
+#: A latency whose slowest timed window took more than this many times its fastest was measured
+#: while something else ran: the measured speed-up is not shown (as is one marked busy).
+LATENCY_SPREAD_BOUND = 1.5
+
+
+@dataclass
+class RowStats:
+    """Every number a board shows for one row, computed once here (:func:`build_boards`) and read by
+    markdown, records, the terminal summary and the plots through attributes: a misspelt name is an
+    AttributeError, not a "–". Means over seeds unless the name says otherwise (``_per_seed``: one
+    value per seed, in ``seeds`` order; ``_range``: [min, max] over seeds); ``networks_differ``
+    says whether the seeds exported different networks, in which case a mean of
+    params/size/MACs/latency describes none of them. :data:`RECORD_FIELDS` are stored in
+    board.json / board.csv in this order."""
+
+    method: str  # the row's label: method and its key parameters
+    method_name: str
+    method_params: dict
+    n: int
+    seeds: list
+    top1_mean: float | None
+    top1_std: float
+    top1_per_seed: list
+    depth: list
+    depth_per_seed: list
+    networks_differ: bool
+    params: float | None
+    params_per_seed: list
+    size_mb: float | None
+    size_mb_per_seed: list
+    size_mib: float | None
+    size_mib_per_seed: list
+    macs: float | None
+    macs_per_seed: list
+    flops: float | None
+    latency_p50: float | None
+    latency_p90: float | None
+    latency_p50_per_seed: list
+    latency_p90_per_seed: list
+    latency_busy_seeds: int
+    latency_batch: int | None
+    latency_threads: list
+    latency_device: list
+    throughput: float | None
+    throughput_batch: int | None
+    cost_epochs: float | None
+    cost_sample_steps: float | None
+    cost_seconds: float | None
+    cost_own_epochs: float | None
+    cost_own_sample_steps: float | None
+    cost_own_seconds: float | None
+    cost_device: list
+    converged: dict
+    keys: list
+    # Derived against the board's baseline and the other rows (_fill_stats, build_boards):
+    rank: int = 0
+    baseline: str | None = None
+    delta_vs_full: float | None = None
+    size_reduction: float | None = None
+    macs_speedup: float | None = None
+    macs_speedup_range: list | None = None
+    measured_speedup: float | None = None
+    measured_speedup_range: list | None = None
+    iso_accuracy: bool = False
+    meets_target: bool | None = None
+    meets_target_seeds: str | None = None
+    meets_target_basis: str | None = None
+    own_target: dict | None = None
+    # Paired statistics (report.stats): 95 % t-intervals over seeds, None without one (n < 2).
+    top1_ci: list | None = None  # [low, high] of the row's mean top-1
+    delta_n: int = 0  # seeds paired with the baseline
+    delta_ci: list | None = None  # [low, high] of the paired Δ vs full
+    verdict: str = "–"  # vs full: better / worse / not distinguishable / "n=1, no interval" / the reference
+    tie_rank: int = 0  # shared rank of the row's tie group (stats.tie_groups)
+    tied: bool = False  # its tie group has other rows
+    meets_target_verdict: str = "–"  # "yes", "no", "undecided" (interval straddles −tolerance or no interval)
+    # Training compute (cost.train_macs), mean over seeds; None when a seed's result lacks it.
+    cost_train_macs: float | None = None
+    cost_own_train_macs: float | None = None
+    # Latency: measured speed-up is withheld ("unreliable") when a row's or the baseline's latency was busy
+    # or its windows spread beyond LATENCY_SPREAD_BOUND; the MACs speed-up stays.
+    measured_speedup_reliable: bool = True
+    latency_unreliable_reason: str | None = None
+    latency_remeasured: bool = False
+    # The baseline's seeds that an epoch cap cut short: every Δ against it carries a warning.
+    reference_cut_short: str | None = None
+
+
+#: The row fields stored per row in board.json / board.csv, in this order.
+RECORD_FIELDS = [
+    "rank", "method", "method_name", "method_params", "n", "seeds", "top1_mean", "top1_std", "top1_per_seed",
+    "delta_vs_full", "depth", "depth_per_seed", "networks_differ", "params", "params_per_seed", "size_mb",
+    "size_mb_per_seed", "size_mib", "size_mib_per_seed", "size_reduction", "macs", "macs_per_seed", "flops",
+    "latency_p50", "latency_p90", "latency_p50_per_seed", "latency_p90_per_seed", "latency_busy_seeds",
+    "latency_batch", "latency_threads", "latency_device", "throughput", "throughput_batch",
+    "macs_speedup", "macs_speedup_range", "measured_speedup", "measured_speedup_range", "cost_epochs",
+    "cost_sample_steps", "cost_seconds", "cost_own_epochs", "cost_own_sample_steps", "cost_own_seconds",
+    "cost_device", "converged", "meets_target", "meets_target_seeds", "meets_target_basis", "own_target",
+    "iso_accuracy", "baseline", "keys", "top1_ci", "delta_n", "delta_ci", "verdict", "tie_rank", "tied",
+    "meets_target_verdict", "cost_train_macs", "cost_own_train_macs", "measured_speedup_reliable",
+    "latency_unreliable_reason", "latency_remeasured", "reference_cut_short",
+]
 
 
 @dataclass
@@ -58,7 +163,14 @@ class Row:
     seeds: list[int]
     top1: list[float]
     results: list[Result]
-    fields: dict = field(default_factory=dict)
+    stats: RowStats | None = None  # filled by build_boards
+
+    @property
+    def fields(self) -> dict:
+        """0.1's string-keyed view of :attr:`stats` (deprecated: read ``row.stats.NAME``)."""
+        warnings.warn("Row.fields is deprecated and will be removed in odnbench 0.3; read row.stats.<name>",
+                      DeprecationWarning, stacklevel=2)
+        return dataclasses.asdict(self.stats) if self.stats else {}
 
 
 @dataclass
@@ -87,9 +199,8 @@ class Board:
 
     @property
     def iso_rows(self) -> list[Row]:
-        rows = [r for r in self.rows if r.fields.get("iso_accuracy")]
-        return sorted(rows, key=lambda r: (_num_or(r.fields["size_mb"], math.inf), -(r.fields["top1_mean"] or 0),
-                                           r.label))
+        rows = [r for r in self.rows if r.stats.iso_accuracy]
+        return sorted(rows, key=lambda r: (_num_or(r.stats.size_mb, math.inf), -(r.stats.top1_mean or 0), r.label))
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -107,8 +218,43 @@ def safe_slug(raw: str) -> str:
 
 
 def load_results(results_dir) -> list[Result]:
-    """Every readable stored result in a results folder, by folder name."""
-    return [result for _, result in ResultStore(Path(results_dir))]
+    """Every readable stored result in a results folder, by folder name (strays left out:
+    :func:`skipped_results`)."""
+    return [_sane(result) for _, result in ResultStore(Path(results_dir))]
+
+
+def _sane(r: Result) -> Result:
+    """Fields a board formats as numbers, kept only where they are (a schema-valid record may still
+    say ``facts.depth_curve = [{"depth": "deep"}]`` or ``reference.top1 = "ninety"``): dropped, never
+    a crash. The record on disk is untouched; ``leaderboard verify`` checks it."""
+    def num(v):
+        return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+    def typed(v, t):
+        return v if isinstance(v, t) and not (t is int and isinstance(v, bool)) else None
+
+    f = r.facts
+    f.depth, f.threshold = typed(f.depth, int), num(f.threshold)
+    f.reached_target, f.converged, f.cut_short = typed(f.reached_target, bool), typed(f.converged, bool), \
+        typed(f.cut_short, str)
+    curve = [p for p in f.depth_curve if isinstance(p, dict) and typed(p.get("depth"), int) is not None
+             and num(p.get("val")) is not None] if isinstance(f.depth_curve, list) else []
+    f.depth_curve = curve or None
+    if isinstance(r.reference, dict):
+        ref = dict(r.reference)  # other keys (e.g. preset) as stored; the ones formatted as numbers checked
+        ref.update({k: num(ref.get(k)) for k in ("top1", "size_reduction", "size_mb", "full_size_mb")})
+        ref["depth"] = typed(ref.get("depth"), int)
+        ref.update({k: typed(ref.get(k), str) for k in ("source", "preset") if k in ref})
+        r.reference = ref if any(v is not None for v in ref.values()) else None
+    elif r.reference is not None:
+        r.reference = None
+    return r
+
+
+def skipped_results(results_dir) -> list[tuple[Path, str]]:
+    """Folders that are not counted on any board, each with why (a copy or planted folder, a
+    symbolic link, an unreadable record): every command that shows a board names them."""
+    return ResultStore(Path(results_dir)).strays()
 
 
 def _num_or(v, default):
@@ -122,6 +268,11 @@ def _numbers(values) -> list:
 def _mean(values):
     values = _numbers(values)
     return statistics.fmean(values) if values else None
+
+
+def _mean_of_all(values):
+    """The mean when every value is a number (a seed without one makes it unknown, not smaller)."""
+    return _mean(values) if values and len(_numbers(values)) == len(values) else None
 
 
 def _std(values):
@@ -208,11 +359,15 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
                             [r.config.get("seed") for r in members], [r.metrics["top1"] for r in members],
                             members))
         baseline = _pick_baseline(rows)
-        _fill_fields(rows, baseline, tolerance)
-        rows.sort(key=lambda row: (-(row.fields["top1_mean"] or 0), _num_or(row.fields["size_mb"], math.inf),
-                                   row.label))
+        _fill_stats(rows, baseline, tolerance)
+        rows.sort(key=lambda row: (-(row.stats.top1_mean or 0), _num_or(row.stats.size_mb, math.inf), row.label))
         for rank, row in enumerate(rows, 1):
-            row.fields["rank"] = rank
+            row.stats.rank = rank
+        by_seed = {id(row): dict(zip(row.seeds, row.top1)) for row in rows}
+        shared = stats.tie_groups([id(row) for row in rows], by_seed)
+        for row, tie_rank in zip(rows, shared):
+            row.stats.tie_rank = tie_rank
+            row.stats.tied = shared.count(tie_rank) > 1
         cut = [r for r in ok if cut_short_reason(r)]
         board = Board(*key, rows=rows, failed=failed, caption=_caption(key, rs), cut_short=cut,
                       tolerance=tolerance, baseline=baseline)
@@ -245,27 +400,76 @@ def _pick_baseline(rows: list[Row]) -> Row | None:
     return candidates[0] if candidates else None
 
 
-def _fill_fields(rows: list[Row], base: Row | None, tolerance: float) -> None:
-    base_f = _aggregate(base) if base else None
+def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
     for row in rows:
-        f = _aggregate(row)
-        f["baseline"] = base.label if base else None
-        if base_f and f["top1_mean"] is not None and base_f["top1_mean"] is not None:
-            f["delta_vs_full"] = f["top1_mean"] - base_f["top1_mean"]
-        else:
-            f["delta_vs_full"] = None
-        f["macs_speedup"] = _ratio(base_f and base_f["macs"], f["macs"])
-        f["measured_speedup"] = _ratio(base_f and base_f["latency_p50"], f["latency_p50"])
+        row.stats = _aggregate(row)
+    b = base.stats if base else None
+    base_seeds = dict(zip(base.seeds, base.top1)) if base else {}
+    reference_cut = _reference_cut_short(base) if base else None
+    for row in rows:
+        f = row.stats
+        f.baseline = base.label if base else None
+        f.reference_cut_short = reference_cut
+        f.top1_ci = _bounds(stats.mean_interval(row.top1, row.seeds))
+        if b and f.top1_mean is not None and b.top1_mean is not None:
+            diff = stats.paired(dict(zip(row.seeds, row.top1)), base_seeds)
+            f.delta_n = diff.n
+            # The paired mean over common seeds; the difference of the means when no seed is shared.
+            f.delta_vs_full = diff.mean if diff.n else f.top1_mean - b.top1_mean
+            f.delta_ci = None if row is base else _bounds(diff)  # the reference against itself: no interval
+            f.verdict = _verdict(row is base, diff)
+        f.macs_speedup = _ratio(b and b.macs, f.macs)
+        f.measured_speedup = _ratio(b and b.latency_p50, f.latency_p50)
         # Per seed, against the baseline's mean: the range a row of different networks shows.
-        f["macs_speedup_range"] = _span([_ratio(base_f and base_f["macs"], v) for v in f["macs_per_seed"]])
-        f["measured_speedup_range"] = _span([_ratio(base_f and base_f["latency_p50"], v)
-                                             for v in f["latency_p50_per_seed"]])
-        f["size_reduction"] = (100 * (1 - f["size_mb"] / base_f["size_mb"])
-                               if base_f and f["size_mb"] is not None and base_f["size_mb"] else None)
-        f["iso_accuracy"] = f["delta_vs_full"] is not None and round(f["delta_vs_full"], 6) >= -tolerance
-        f.update(_meets_target(row, row is base, f["delta_vs_full"], tolerance))
-        f["own_target"] = _own_target(row)
-        row.fields = f
+        f.macs_speedup_range = _span([_ratio(b and b.macs, v) for v in f.macs_per_seed])
+        f.measured_speedup_range = _span([_ratio(b and b.latency_p50, v) for v in f.latency_p50_per_seed])
+        why = _latency_unreliable(row) or (base and row is not base and _latency_unreliable(base, "the baseline's"))
+        f.measured_speedup_reliable, f.latency_unreliable_reason = not why, why or None
+        f.size_reduction = (100 * (1 - f.size_mb / b.size_mb) if b and f.size_mb is not None and b.size_mb
+                            else None)
+        f.iso_accuracy = f.delta_vs_full is not None and round(f.delta_vs_full, 6) >= -tolerance
+        f.meets_target, f.meets_target_verdict, f.meets_target_seeds, f.meets_target_basis = _meets_target(
+            row, row is base, f, base_seeds, tolerance)
+        f.own_target = _own_target(row)
+
+
+def _bounds(interval: stats.Interval) -> list | None:
+    return [interval.low, interval.high] if interval.exists else None
+
+
+def _verdict(is_baseline: bool, diff: stats.Interval) -> str:
+    """Against full, by the paired interval: never "better" or "worse" when it includes 0."""
+    if is_baseline:
+        return "reference"
+    if not diff.exists:
+        return f"n={diff.n}, no interval"
+    if diff.low > 0:
+        return "better than full"
+    if diff.high < 0:
+        return "worse than full"
+    return "not distinguishable from full"
+
+
+def _reference_cut_short(base: Row) -> str | None:
+    cut = [r for r in base.results if r.facts.converged is False]
+    if not cut:
+        return None
+    return (f"the full-depth reference was cut short by an epoch cap on {len(cut)}/{len(base.results)} seeds "
+            f"({', '.join(str(r.seed) for r in cut)}): Δ is measured against an undertrained reference")
+
+
+def _latency_unreliable(row: Row, whose: str = "its") -> str | None:
+    """Why a row's measured latency cannot carry a speed-up: a busy measurement, or timed windows whose
+    slowest took more than LATENCY_SPREAD_BOUND × the fastest."""
+    for r in row.results:
+        lat = _get(r.metrics, "latency_ms")
+        if latency_busy(lat):
+            return f"{whose} latency was measured on a busy machine (seed {r.seed})"
+        windows = _numbers((lat or {}).get("windows_ms") or [])
+        if windows and min(windows) > 0 and max(windows) / min(windows) > LATENCY_SPREAD_BOUND:
+            return (f"{whose} latency windows spread {max(windows) / min(windows):.2f}× > "
+                    f"{LATENCY_SPREAD_BOUND:g}× (seed {r.seed})")
+    return None
 
 
 def _ratio(a, b):
@@ -278,16 +482,25 @@ def _span(values) -> list | None:
     return [min(values), max(values)] if values else None
 
 
-def _meets_target(row: Row, is_baseline: bool, delta, tolerance: float) -> dict:
-    """The board's one rule: Δ vs full ≥ −tolerance ("–" for the baseline and without one)."""
-    basis = f"Δ ≥ −{fmt_value(float(tolerance))}"
+def _meets_target(row: Row, is_baseline: bool, f: RowStats, base_seeds: dict, tolerance: float) -> tuple:
+    """The board's one rule, Δ vs full ≥ −tolerance, decided on the paired interval: "yes" when its
+    lower bound is ≥ −tolerance, "no" when its upper bound is below, else "undecided" (also without an
+    interval). (meets_target: True/False/None, its word, seeds whose own Δ meets it "k/n", basis)."""
+    basis = f"95 % CI of Δ ≥ −{fmt_value(float(tolerance))}"
     if is_baseline:
-        return {"meets_target": None, "meets_target_seeds": None, "meets_target_basis": "the full-depth baseline"}
-    if delta is None:
-        return {"meets_target": None, "meets_target_seeds": None, "meets_target_basis": "no full-depth baseline"}
-    ok = round(delta, 6) >= -tolerance
-    n = len(row.results)
-    return {"meets_target": ok, "meets_target_seeds": f"{n if ok else 0}/{n}", "meets_target_basis": basis}
+        return None, "–", None, "the full-depth baseline"
+    if f.delta_vs_full is None:
+        return None, "–", None, "no full-depth baseline"
+    per_seed = [t - base_seeds[s] for s, t in zip(row.seeds, row.top1) if s in base_seeds]
+    seeds = f"{sum(round(d, 6) >= -tolerance for d in per_seed)}/{len(per_seed)}" if per_seed else None
+    if f.delta_ci is None:
+        return None, "undecided", seeds, basis + f" (n={f.delta_n}, no interval)"
+    low, high = f.delta_ci
+    if round(low, 6) >= -tolerance:
+        return True, "yes", seeds, basis
+    if round(high, 6) < -tolerance:
+        return False, "no", seeds, basis
+    return None, "undecided", seeds, basis
 
 
 def _own_target(row: Row) -> dict | None:
@@ -328,7 +541,7 @@ def _count_converged(results: list[Result]) -> dict:
             "unknown": sum(s is None for s in states), "n": len(states)}
 
 
-def _aggregate(row: Row) -> dict:
+def _aggregate(row: Row) -> RowStats:
     ms = [r.metrics or {} for r in row.results]
     cs = [r.cost or {} for r in row.results]
     own = [own_cost(c) for c in cs]
@@ -339,54 +552,60 @@ def _aggregate(row: Row) -> dict:
     def per_seed(key):
         return [m.get(key) for m in ms]
 
-    return {
-        "method": row.label,
-        "method_name": row.method,
-        "method_params": row.params_config,
-        "n": len(row.results),
-        "seeds": row.seeds,
-        "top1_mean": _mean(row.top1),
-        "top1_std": _std(row.top1),
-        "top1_per_seed": row.top1,
-        "depth": distinct([r.facts.depth for r in row.results if isinstance(r.facts.depth, int)]),
-        "depth_per_seed": [r.facts.depth for r in row.results],
-        "networks_differ": len(networks) > 1,
-        "params": _mean(per_seed("params")),
-        "params_per_seed": per_seed("params"),
-        "size_mb": _mean(per_seed("size_mb")),
-        "size_mb_per_seed": per_seed("size_mb"),
-        "size_mib": _mean(per_seed("size_mib")),
-        "size_mib_per_seed": per_seed("size_mib"),
-        "macs": _mean(per_seed("macs")),
-        "macs_per_seed": per_seed("macs"),
-        "flops": _mean(per_seed("flops")),
-        "latency_p50": _mean([x.get("p50") for x in lat]),
-        "latency_p90": _mean([x.get("p90") for x in lat]),
-        "latency_p50_per_seed": [x.get("p50") for x in lat],
-        "latency_p90_per_seed": [x.get("p90") for x in lat],
-        "latency_busy_seeds": sum(b is True for b in busy),
-        "latency_batch": lat[0].get("batch_size") if lat else None,
-        "latency_threads": distinct([x.get("threads") for x in lat]),
-        "latency_device": distinct([x.get("device") for x in lat]),
-        "throughput": _mean([_get(m, "throughput", "images_per_s") for m in ms]),
-        "throughput_batch": _get(ms[0], "throughput", "batch_size") if ms else None,
-        "cost_epochs": _mean([c.get("epochs") for c in cs]),
-        "cost_sample_steps": _mean([c.get("sample_steps") for c in cs]),
-        "cost_seconds": _mean([c.get("train_seconds") for c in cs]),
-        "cost_own_epochs": _mean([c.get("epochs") for c in own]),
-        "cost_own_sample_steps": _mean([c.get("sample_steps") for c in own]),
-        "cost_own_seconds": _mean([c.get("train_seconds") for c in own]),
-        "cost_device": distinct([c.get("device") for c in cs]),
-        "converged": _count_converged(row.results),
-        "keys": [r.key for r in row.results],
-    }
+    return RowStats(
+        method=row.label,
+        method_name=row.method,
+        method_params=row.params_config,
+        n=len(row.results),
+        seeds=row.seeds,
+        top1_mean=_mean(row.top1),
+        top1_std=_std(row.top1),
+        top1_per_seed=row.top1,
+        depth=distinct([r.facts.depth for r in row.results if isinstance(r.facts.depth, int)]),
+        depth_per_seed=[r.facts.depth for r in row.results],
+        networks_differ=len(networks) > 1,
+        params=_mean(per_seed("params")),
+        params_per_seed=per_seed("params"),
+        size_mb=_mean(per_seed("size_mb")),
+        size_mb_per_seed=per_seed("size_mb"),
+        size_mib=_mean(per_seed("size_mib")),
+        size_mib_per_seed=per_seed("size_mib"),
+        macs=_mean(per_seed("macs")),
+        macs_per_seed=per_seed("macs"),
+        flops=_mean(per_seed("flops")),
+        latency_p50=_mean([x.get("p50") for x in lat]),
+        latency_p90=_mean([x.get("p90") for x in lat]),
+        latency_p50_per_seed=[x.get("p50") for x in lat],
+        latency_p90_per_seed=[x.get("p90") for x in lat],
+        latency_busy_seeds=sum(b is True for b in busy),
+        latency_batch=lat[0].get("batch_size") if lat else None,
+        latency_threads=distinct([x.get("threads") for x in lat]),
+        latency_device=distinct([x.get("device") for x in lat]),
+        throughput=_mean([_get(m, "throughput", "images_per_s") for m in ms]),
+        throughput_batch=_get(ms[0], "throughput", "batch_size") if ms else None,
+        cost_epochs=_mean([c.get("epochs") for c in cs]),
+        cost_sample_steps=_mean([c.get("sample_steps") for c in cs]),
+        cost_seconds=_mean([c.get("train_seconds") for c in cs]),
+        cost_own_epochs=_mean([c.get("epochs") for c in own]),
+        cost_own_sample_steps=_mean([c.get("sample_steps") for c in own]),
+        cost_own_seconds=_mean([c.get("train_seconds") for c in own]),
+        cost_train_macs=_mean_of_all([c.get("train_macs") for c in cs]),
+        cost_own_train_macs=_mean_of_all([c.get("train_macs") for c in own]),
+        latency_remeasured=any(isinstance(x.get("remeasured"), dict) for x in lat),
+        cost_device=distinct([c.get("device") for c in cs]),
+        converged=_count_converged(row.results),
+        keys=[r.key for r in row.results],
+    )
 
 
 def precision_label(env: dict) -> str:
-    """How a result computed, from its env (results made before env.precision existed ran in fp32)."""
-    if env.get("precision") == "bf16":
-        return "bf16 autocast"
-    return "fp32 (TF32 conv/matmul)" if env.get("tf32") else "fp32"
+    """How a result computed, from its env (results made before env.precision existed ran in fp32);
+    channels-last named where it is not the device's usual layout (a CPU's is contiguous)."""
+    label = "bf16 autocast" if env.get("precision") == "bf16" else (
+        "fp32 (TF32 conv/matmul)" if env.get("tf32") else "fp32")
+    if env.get("memory_format") == "channels_last" and env.get("device", "cpu") == "cpu":
+        label += ", channels-last"
+    return label
 
 
 def _caption(key: tuple, results: list[Result]) -> dict:
@@ -400,6 +619,7 @@ def _caption(key: tuple, results: list[Result]) -> dict:
     return {
         # Only when cells ran side by side (compare --jobs / Ray): their timings shared the machine.
         **({"cells_at_once": together} if together > 1 else {}),
+        **_remeasured(results),
         "dataset": key[0], "backbone": key[1], "preset": key[2], "device": key[3],
         "device_name": distinct([e.get("device_name") for e in envs]),
         "cpu": distinct([e.get("cpu") for e in envs]),
@@ -421,6 +641,17 @@ def _caption(key: tuple, results: list[Result]) -> dict:
     }
 
 
+def _remeasured(results: list[Result]) -> dict:
+    """A caption line when ``--remeasure-latency`` replaced stored latencies (report.remeasure)."""
+    n = sum(isinstance(_get(r.metrics, "latency_ms", "remeasured"), dict) for r in results)
+    if not n:
+        return {}
+    return {"latency_remeasured": f"Latency re-measured (`--remeasure-latency`): {n} of {len(results)} stored models "
+                                  "reloaded and timed again one at a time on the machine that built this page; "
+                                  "latency and measured speed-ups use those numbers, and the stored result.json "
+                                  "files keep their own."}
+
+
 def _add_references(board: Board) -> None:
     """Attach the published numbers stored with this board's results (paper preset only)."""
     for method in sorted({row.method for row in board.rows}):
@@ -435,15 +666,15 @@ def _add_references(board: Board) -> None:
                 f"boards only (this board is preset `{board.preset}`).")
             continue
         for row in rows:
-            f = row.fields
+            f = row.stats
             board.reported.append({
                 "method": row.label,
-                "depth_reported": ref.get("depth"), "depth_measured": f["depth"],
-                "top1_reported": ref.get("top1"), "top1_measured": f["top1_mean"],
+                "depth_reported": ref.get("depth"), "depth_measured": f.depth,
+                "top1_reported": ref.get("top1"), "top1_measured": f.top1_mean,
                 "size_reduction_reported": ref["size_reduction"] if ref.get("size_reduction") is not None
                 else _reduction(ref.get("size_mb"), ref.get("full_size_mb")),
-                "size_reduction_measured": f["size_reduction"],
-                "size_mb_reported": ref.get("size_mb"), "size_mb_measured": f["size_mb"],
+                "size_reduction_measured": f.size_reduction,
+                "size_mb_reported": ref.get("size_mb"), "size_mb_measured": f.size_mb,
                 "source": ref.get("source"),
             })
 

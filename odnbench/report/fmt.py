@@ -1,6 +1,39 @@
-"""Number and text formatting shared by every rendering of a board (markdown, the terminal)."""
+"""Number and text formatting shared by every rendering of a board (markdown, the terminal), and
+the escaping of stored text for each medium: whatever a result.json says (an env string, a method
+name) is data, never markup, a spreadsheet formula or a terminal control sequence."""
 
 from __future__ import annotations
+
+import re
+
+#: C0 and C1 control characters but tab and newline, and DEL: ESC starts terminal escape sequences,
+#: BEL rings, CR overwrites a line. Dropped from anything printed to a terminal.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: A CSV cell starting with one of these is a formula to Excel, LibreOffice and Sheets (CSV injection).
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def terminal_text(text: str) -> str:
+    """``text`` without control characters (ESC, BEL, CR, ...), tab and newline kept."""
+    return _CONTROL.sub("", str(text))
+
+
+def csv_cell(value):
+    """A CSV value that no spreadsheet runs: text starting with = + - @ (or tab/CR) gets a leading
+    ``'``, as OWASP recommends; numbers are left as they are (a negative number is not a formula)."""
+    if isinstance(value, str) and value.startswith(_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def md_inline(value) -> str:
+    """Stored text inside a markdown sentence: one line, markup escaped, no control characters."""
+    return md_text(terminal_text(value))
+
+
+def md_list(values) -> str:
+    """:func:`fmt_list` with each stored value escaped for markdown."""
+    return ", ".join(md_inline(v) for v in values) if values else "?"
 
 
 def fmt_value(v) -> str:
@@ -16,10 +49,10 @@ def fmt_int(v):
 
 
 def fmt_macs(v, spec: str = ".2f"):
-    """4.46 M, 960.00 K; ``spec`` formats the number before the unit (``.3g`` in the terminal)."""
+    """4.46 M, 960.00 K, 6.17 T (training compute); ``spec`` formats the number before the unit (``.3g`` in the terminal)."""
     if v is None:
         return "–"
-    for unit, div in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+    for unit, div in (("P", 1e15), ("T", 1e12), ("G", 1e9), ("M", 1e6), ("K", 1e3)):
         if v >= div:
             return f"{v / div:{spec}} {unit}"
     return f"{v:.0f}"
@@ -54,9 +87,10 @@ def fmt_depths(depths) -> str:
 
 
 def fmt_meets(f) -> str:
-    """The board's verdict (yes / no / –), then the method's own target when it has one."""
-    word = "–" if f.get("meets_target") is None else ("yes" if f["meets_target"] else "no")
-    own = f.get("own_target")
+    """The board's verdict (yes / no / undecided / –) and on how many seeds Δ alone meets it, then the
+    method's own target when it has one."""
+    word = f.meets_target_verdict + (f" ({f.meets_target_seeds} seeds)" if f.meets_target_seeds else "")
+    own = f.own_target
     if not own:
         return word
     parts = []
@@ -96,12 +130,11 @@ def fmt_list(values) -> str:
 
 
 def md_text(text: str) -> str:
-    """Plain text made safe inside a GitHub markdown table cell or list item."""
-    text = " ".join(str(text).split())
+    """Plain text made safe inside a GitHub markdown table cell or list item (one line)."""
+    text = " ".join(_CONTROL.sub(" ", str(text)).split())
     for ch in "\\`*_[]<>|":
         text = text.replace(ch, "\\" + ch)
     return text
-
 
 
 

@@ -3,7 +3,7 @@ failed and cut-short cells, caption and definitions."""
 
 from __future__ import annotations
 
-from odnbench.report.boards import Board, Row, cut_short_reason, distinct, failure_reason
+from odnbench.report.boards import Board, Row, RowStats, cut_short_reason, distinct, failure_reason
 from odnbench.report.fmt import (
     fmt_converged,
     fmt_depths,
@@ -17,6 +17,8 @@ from odnbench.report.fmt import (
     fmt_span,
     fmt_value,
     fmt_x,
+    md_inline,
+    md_list,
     md_text,
     md_text_light,
 )
@@ -28,41 +30,46 @@ PAGE = "README.md"  # a board's page in its published folder
 
 
 def latency_header(rows: list[Row]) -> str:
-    batch = distinct([r.fields.get("latency_batch") for r in rows])
-    threads = distinct([t for r in rows for t in r.fields.get("latency_threads") or []])
-    devices = distinct([d for r in rows for d in r.fields.get("latency_device") or []])
+    batch = distinct([r.stats.latency_batch for r in rows])
+    threads = distinct([t for r in rows for t in r.stats.latency_threads or []])
+    devices = distinct([d for r in rows for d in r.stats.latency_device or []])
     return (f"Latency p50 / p90 ms (mean over seeds ‡; batch {fmt_list(batch)}, {_threads(threads)}, "
             f"{fmt_list(devices)})")
 
 
+#: The page opens with these 9 columns (what a reader decides on); everything else is in DETAIL_COLUMNS below.
 #: ‡ marks a value of each seed's exported network: one value when every seed exported the same
 #: network, min–max over seeds when they differ (see ``NETWORK_NOTE``).
-COLUMNS = [
-    ("rank", "Rank"), ("method", "Method"), ("depth", "Depth ‡"), ("top1", "Top-1 % (mean ± std, n)"),
-    ("delta", "Δ vs full (points, of the means)"), ("params", "Params ‡"), ("size_mb", "Size MB (saved) ‡"),
-    ("size_mib", "Size MiB (fp32) ‡"), ("macs", "MACs ‡"), ("latency", "Latency p50 / p90 ms"),
+MAIN_COLUMNS = [
+    ("ranked", "Rank · method"), ("depth", "Depth ‡"), ("top1_ci", "Top-1 % (mean ± 95 % CI)"),
+    ("delta_ci", "Δ vs full (paired, 95 % CI)"), ("size_mb", "Size MB ‡"), ("macs", "MACs ‡"),
+    ("compute", "Training compute (MACs, with dependencies)"), ("verdict", "Verdict vs full · target"),
+    ("converged", "Converged (seeds)"),
+]
+
+DETAIL_COLUMNS = [
+    ("ranked", "Rank · method"), ("top1", "Top-1 % (mean ± std, n)"), ("params", "Params ‡"),
+    ("size_mib", "Size MiB (fp32) ‡"), ("latency", "Latency p50 / p90 ms"),
     ("macs_speedup", "Speed-up MACs ‡"), ("measured_speedup", "Speed-up measured ‡"),
-    ("cost_own", "Cost, own part (epochs / wall, mean over seeds)"),
-    ("cost", "Cost, total with dependencies (epochs / sample-steps / wall, mean over seeds)"),
-    ("converged", "Converged (seeds)"), ("meets", "Meets target"),
+    ("cost_own", "Cost, own part (compute / epochs / wall)"),
+    ("cost", "Cost, total with dependencies (epochs / sample-steps / wall)"), ("meets", "Meets target"),
 ]
 
 ISO_COLUMNS = [
-    ("iso_rank", "Rank"), ("method", "Method"), ("top1", "Top-1 % (mean ± std, n)"),
-    ("delta", "Δ vs full (points, of the means)"), ("size_mb", "Size MB (saved) ‡"), ("reduction", "Size vs full ‡"),
-    ("params", "Params ‡"), ("macs", "MACs ‡"), ("macs_speedup", "Speed-up MACs ‡"),
-    ("measured_speedup", "Speed-up measured ‡"), ("cost_own", "Cost, own part (epochs / wall, mean over seeds)"),
-    ("cost", "Cost, total with dependencies (epochs / sample-steps / wall, mean over seeds)"),
-    ("converged", "Converged (seeds)"),
+    ("iso_rank", "Rank"), ("method", "Method"), ("top1_ci", "Top-1 % (mean ± 95 % CI)"),
+    ("delta_ci", "Δ vs full (paired, 95 % CI)"), ("size_mb", "Size MB (saved) ‡"), ("reduction", "Size vs full ‡"),
+    ("macs", "MACs ‡"), ("macs_speedup", "Speed-up MACs ‡"), ("measured_speedup", "Speed-up measured ‡"),
+    ("compute", "Training compute (MACs, with dependencies)"), ("converged", "Converged (seeds)"),
 ]
 
 NETWORK_NOTE = ("‡ Each seed's exported network: one value when every seed exported the same network (latency: "
                 "the mean over seeds), min–max over seeds when they chose different networks (never a mean of "
-                "different networks). Top-1 and cost are means over seeds; Δ is the difference of the top-1 means; "
-                "converged counts seeds.")
-BUSY_NOTE = ("_busy_: at least one seed's latency was measured while other processes held the CPU (p90/p50, spread "
-             "of the timed windows or CPU share; the harness measures once more before it records one): read it and "
-             "the measured speed-up with care.")
+                "different networks). Top-1 and cost are means over seeds; converged counts seeds.")
+BUSY_NOTE = ("_unreliable_: the measured speed-up is withheld when the row's or the baseline's latency was "
+             "measured while other processes held the CPU (busy: p90/p50, spread of the timed windows or CPU "
+             "share) or its slowest timed window took more than 1.5× its fastest; the MACs speed-up stands. "
+             "`odnbench leaderboard publish --remeasure-latency` measures the stored models again, one at a time.")
+REFERENCE_MARK = "⚠"
 
 REPORTED_COLUMNS = [
     ("method", "Method"), ("depth", "Optimal depth reported / measured"),
@@ -71,44 +78,77 @@ REPORTED_COLUMNS = [
 ]
 
 
-def cells(f: dict) -> dict[str, str]:
-    delta = f.get("delta_vs_full")
-    top1 = "–" if f["top1_mean"] is None else f"{f['top1_mean']:.2f} ± {f['top1_std']:.2f} (n={f['n']})"
-    differ = bool(f.get("networks_differ"))
+def fmt_interval(mean, ci, n: int, signed: bool = False) -> str:
+    """``98.74 ± 0.40`` (half-width of the 95 % t-interval), or ``98.74 (n=1, no interval)``."""
+    if mean is None:
+        return "–"
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    if ci is None:
+        return f"{text} (n={n}, no interval)"
+    return f"{text} ± {(ci[1] - ci[0]) / 2:.2f}"
+
+
+def fmt_rank(f: RowStats) -> str:
+    """The shared rank of the row's tie group, ``=`` when it shares it."""
+    return f"{f.tie_rank}{'=' if f.tied else ''}"
+
+
+def fmt_verdict(f: RowStats) -> str:
+    if f.verdict in ("–", "reference"):
+        return f.verdict
+    return f"{f.verdict} · target {f.meets_target_verdict}"
+
+
+def cells(f: RowStats) -> dict[str, str]:
+    delta = f.delta_vs_full
+    top1 = "–" if f.top1_mean is None else f"{f.top1_mean:.2f} ± {f.top1_std:.2f} (n={f.n})"
+    differ = bool(f.networks_differ)
 
     def net(key, fmt):  # one network's value, or min–max over seeds when the seeds' networks differ
-        return fmt_span(f.get(f"{key}_per_seed"), fmt) if differ else fmt(f.get(key))
+        return fmt_span(getattr(f, f"{key}_per_seed"), fmt) if differ else fmt(getattr(f, key))
 
-    busy = " _busy_" if f.get("latency_busy_seeds") else ""
+    busy = " _busy_" if f.latency_busy_seeds else ""
     if differ:
-        latency = (f"{fmt_span(f.get('latency_p50_per_seed'), fmt_f)} / "
-                   f"{fmt_span(f.get('latency_p90_per_seed'), fmt_f)}")
-        reduction = "–" if f.get("size_reduction") is None else _signed_span(_reductions(f))
+        latency = (f"{fmt_span(f.latency_p50_per_seed, fmt_f)} / "
+                   f"{fmt_span(f.latency_p90_per_seed, fmt_f)}")
+        reduction = "–" if f.size_reduction is None else _signed_span(_reductions(f))
     else:
-        latency = f"{fmt_f(f['latency_p50'])} / {fmt_f(f['latency_p90'])}"
-        red = f.get("size_reduction")
+        latency = f"{fmt_f(f.latency_p50)} / {fmt_f(f.latency_p90)}"
+        red = f.size_reduction
         reduction = "–" if red is None else f"{0.0 - round(red, 2):+.2f} %"
+    warn = f" {REFERENCE_MARK}" if f.reference_cut_short and delta is not None else ""
+    measured = fmt_span(f.measured_speedup_range, fmt_x) if differ else fmt_x(f.measured_speedup)
     return {
-        "rank": str(f.get("rank", "")),
-        "method": md_text(f["method"]),
-        "depth": fmt_depths(f.get("depth")),
+        "rank": str(f.rank),
+        "ranked": f"{fmt_rank(f)} {md_text(f.method)}",
+        "method": md_text(f.method),
+        "depth": fmt_depths(f.depth),
         "top1": top1,
-        "delta": "–" if delta is None else f"{delta:+.2f}",
+        "top1_ci": fmt_interval(f.top1_mean, f.top1_ci, f.n),
+        "delta": "–" if delta is None else f"{delta:+.2f}{warn}",
+        "delta_ci": ("–" if delta is None else "reference" + warn if f.verdict == "reference"
+                     else fmt_interval(delta, f.delta_ci, f.delta_n, signed=True) + warn),
         "params": net("params", fmt_int),
         "size_mb": net("size_mb", fmt_f),
         "size_mib": net("size_mib", fmt_f),
         "macs": net("macs", fmt_macs),
         "latency": latency + busy,
-        "macs_speedup": fmt_span(f.get("macs_speedup_range"), fmt_x) if differ else fmt_x(f.get("macs_speedup")),
-        "measured_speedup": (fmt_span(f.get("measured_speedup_range"), fmt_x) if differ
-                             else fmt_x(f.get("measured_speedup"))) + busy,
-        "cost_own": f"{fmt_epochs(f.get('cost_own_epochs'))} / {fmt_seconds(f.get('cost_own_seconds'))}",
-        "cost": f"{fmt_epochs(f['cost_epochs'])} / {fmt_int(f['cost_sample_steps'])} / "
-                f"{fmt_seconds(f['cost_seconds'])}",
-        "converged": fmt_converged(f.get("converged")),
+        "macs_speedup": fmt_span(f.macs_speedup_range, fmt_x) if differ else fmt_x(f.macs_speedup),
+        "measured_speedup": measured if f.measured_speedup_reliable or measured == "–" else "_unreliable_",
+        "compute": fmt_compute(f.cost_train_macs),
+        "cost_own": f"{fmt_compute(f.cost_own_train_macs)} / {fmt_epochs(f.cost_own_epochs)} / "
+                    f"{fmt_seconds(f.cost_own_seconds)}",
+        "cost": f"{fmt_epochs(f.cost_epochs)} / {fmt_int(f.cost_sample_steps)} / "
+                f"{fmt_seconds(f.cost_seconds)}",
+        "converged": fmt_converged(f.converged),
+        "verdict": md_text(fmt_verdict(f)),
         "meets": md_text(fmt_meets(f)),
         "reduction": reduction,
     }
+
+
+def fmt_compute(v) -> str:
+    return "not recorded" if v is None else fmt_macs(v)
 
 
 def _signed_span(values) -> str:
@@ -122,15 +162,16 @@ def _signed_span(values) -> str:
 
 def _reductions(f: dict) -> list:
     """Each seed's size against the baseline's, in % (negative = smaller)."""
-    full = f["size_mb"] / (1 - f["size_reduction"] / 100) if f.get("size_reduction") not in (None, 100) else None
+    full = f.size_mb / (1 - f.size_reduction / 100) if f.size_reduction not in (None, 100) else None
     if not full:
         return []
-    return [100 * (v / full - 1) for v in f.get("size_mb_per_seed") or [] if isinstance(v, (int, float))]
+    return [100 * (v / full - 1) for v in f.size_mb_per_seed or [] if isinstance(v, (int, float))]
 
 
-def markdown_table(rows: list[dict], columns=COLUMNS) -> str:
+def markdown_table(rows: list[dict], columns=MAIN_COLUMNS) -> str:
     head = "| " + " | ".join(title for _, title in columns) + " |"
-    sep = "|" + "|".join("---" if k in ("method", "meets", "source") else "--:" for k, _ in columns) + "|"
+    left = ("method", "ranked", "meets", "source", "verdict")
+    sep = "|" + "|".join("---" if k in left else "--:" for k, _ in columns) + "|"
     body = ["| " + " | ".join(r[k] for k, _ in columns) + " |" for r in rows]
     return "\n".join([head, sep, *body])
 
@@ -140,12 +181,13 @@ def _threads(values) -> str:
 
 
 def meets_header(board: Board) -> str:
-    return f"Meets target (Δ ≥ −{fmt_value(float(board.tolerance))} points; own target beside it)"
+    return (f"Meets target (95 % CI of Δ ≥ −{fmt_value(float(board.tolerance))} points; seeds whose Δ meets it; "
+            f"own target beside it)")
 
 
-def _main_columns(board: Board):
+def _detail_columns(board: Board):
     titles = {"latency": latency_header(board.rows), "meets": meets_header(board)}
-    return [(k, titles.get(k, t)) for k, t in COLUMNS]
+    return [(k, titles.get(k, t)) for k, t in DETAIL_COLUMNS]
 
 
 REPRODUCIBLE = ("Numbers reproduce only on the same hardware and library versions: the same cell (same key) has "
@@ -154,7 +196,7 @@ REPRODUCIBLE = ("Numbers reproduce only on the same hardware and library version
 
 def caption_line(board: Board) -> str:
     c = board.caption
-    gpu = f", host CPU {fmt_list(c['cpu'])}" if board.device.startswith("cuda") else ""
+    gpu = f", host CPU {md_list(c['cpu'])}" if board.device.startswith("cuda") else ""
     protocols = fmt_list(c["protocol"])
     mixed = " (**mixed protocol versions: rows may not be comparable**)" if len(c["protocol"]) > 1 else ""
     seeds = c["seeds"]
@@ -162,13 +204,15 @@ def caption_line(board: Board) -> str:
     shared = (f" Latency, throughput and training time were measured while up to {c['cells_at_once']} cells ran "
               "at once (compare --jobs / Ray): compare them only with the same setting, or rerun serially."
               if c.get("cells_at_once") else "")
-    return md_text_light(
-        f"Device: {c['device']} ({fmt_list(c['device_name'])}{gpu}), {_threads(c['threads'])}, "
-        f"{c['precision']}; preset `{c['preset']}`; protocol v{protocols}{mixed}; {n_seeds} "
-        f"({fmt_list(seeds)}); python {fmt_list(c.get('python'))}, torch {fmt_list(c['torch'])}, "
-        f"torchvision {fmt_list(c.get('torchvision'))}, timm {fmt_list(c['timm'])}, "
-        f"torch-pruning {fmt_list(c['torch_pruning'])}; odnbench {fmt_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
-        + (f" Produced by grid file {fmt_list(c['grids'])} (`odnbench compare --grid`); its cells ran "
+    # Every stored value escaped on its own (env strings are data: no newline, markup or HTML).
+    return (
+        f"Device: {md_inline(c['device'])} ({md_list(c['device_name'])}{gpu}), {md_inline(_threads(c['threads']))}, "
+        f"{md_inline(c['precision'])}; preset `{md_inline(c['preset']).replace('`', '')}`; protocol "
+        f"v{md_inline(protocols)}{mixed}; {n_seeds} "
+        f"({md_list(seeds)}); python {md_list(c.get('python'))}, torch {md_list(c['torch'])}, "
+        f"torchvision {md_list(c.get('torchvision'))}, timm {md_list(c['timm'])}, "
+        f"torch-pruning {md_list(c['torch_pruning'])}; odnbench {md_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
+        + (f" Produced by grid file {md_list(c['grids'])} (`odnbench compare --grid`); its cells ran "
            f"{c['cells_wall_seconds'] / 60:.{0 if c['cells_wall_seconds'] >= 600 else 1}f} minutes of wall time in all (summed over cells"
            + (f", up to {c['cells_at_once']} at once" if c.get("cells_at_once") else "") + ")."
            if c.get("grids") else ""))
@@ -195,9 +239,17 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
     h = "#" * level
     out: list[str] = []
     if board.rows:
-        out.append(markdown_table([cells(r.fields) for r in board.rows], _main_columns(board)))
-        busy = any(r.fields.get("latency_busy_seeds") for r in board.rows)
-        out += ["", NETWORK_NOTE + (" " + BUSY_NOTE if busy else "")]
+        rows = [cells(r.stats) for r in board.rows]
+        out.append(markdown_table(rows, MAIN_COLUMNS))
+        out += ["", statistics_note(board)]
+        if board.baseline is not None and board.baseline.stats.reference_cut_short:
+            out += ["", f"{REFERENCE_MARK} **Reference not converged:** "
+                        f"{md_text_light(board.baseline.stats.reference_cut_short)} (every Δ marked {REFERENCE_MARK})."]
+        out += ["", f"{h} Details", "", markdown_table(rows, _detail_columns(board))]
+        unreliable = any(not r.stats.measured_speedup_reliable for r in board.rows)
+        out += ["", NETWORK_NOTE + (" " + BUSY_NOTE if unreliable else "")]
+        if board.caption.get("latency_remeasured"):
+            out += ["", md_text_light(board.caption["latency_remeasured"])]
     else:
         out.append("_No finished results on this board._")
     tol = fmt_value(float(board.tolerance))
@@ -210,7 +262,7 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
         if iso:
             iso_cells = []
             for i, row in enumerate(iso, 1):
-                cl = cells(row.fields)
+                cl = cells(row.stats)
                 cl["iso_rank"] = str(i)
                 iso_cells.append(cl)
             out.append(markdown_table(iso_cells, ISO_COLUMNS))
@@ -242,16 +294,35 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
     return out
 
 
+def statistics_note(board: Board) -> str:
+    """How the intervals, ties and verdicts are made, and which differences from full are significant."""
+    ns = sorted({r.stats.delta_n for r in board.rows if r.stats.delta_vs_full is not None and r is not board.baseline})
+    n_text = "/".join(map(str, ns)) or "0"
+    sig = [r for r in board.rows if r.stats.verdict in ("better than full", "worse than full")]
+    found = ("; ".join(f"{md_text(r.label)} {r.stats.verdict}" for r in sig) if sig
+             else "none: no row's interval excludes 0")
+    return (f"Statistics: ± is the half-width of a 95 % Student t-interval over seeds; Δ vs full is a **paired "
+            f"t-interval over n={n_text} seeds** (each seed fixes the split and the batch order, so each row is "
+            "compared with full seed by seed). A row is called better or worse than full only when that interval "
+            "excludes 0; with one seed no interval exists (\"n=1, no interval\"). Ranks: by mean top-1, but a row "
+            "whose paired interval against the leader of its tie group (the best row not yet separated) includes "
+            "0, or that has no interval, shares the leader's rank (marked `=`). Target: yes when the interval's "
+            f"lower bound is ≥ −{fmt_value(float(board.tolerance))} points, no when its upper bound is below, "
+            f"else undecided. Significant differences from full on this board: {found}.")
+
+
 def definitions(board: Board) -> str:
     tol = fmt_value(float(board.tolerance))
     return ("Columns: top-1 on the test split (model chosen on validation), mean ± sample std over seeds. "
             "Size MB = saved `state_dict` bytes / 1e6 (the paper's MB); MiB = fp32 parameter + buffer bytes / 2^20. "
             "MACs = multiply-accumulates for one image (FLOPs / 2). Δ and speed-ups are against the `full` row "
-            "(speed-up measured = its latency p50 / this row's). Cost = epochs, sample-steps and training wall time "
-            "spent to obtain the model: the method's own part, and the total with every result it needed (the "
-            "full-depth training it started from, the ODN search that chose its depth or size), each counted once. "
+            "(speed-up measured = its latency p50 / this row's). Training compute = forward MACs per image of the network "
+            "trained at each step × samples × 3 (forward + backward), summed over every phase (ODN's warm-up, each "
+            "searched depth, fine-tuning) and every result it needed (the full-depth training it started from, the "
+            "ODN search that chose its depth or size), each counted once; \"not recorded\" for results stored "
+            "before odnbench 0.2 counted it. Epochs, sample-steps and training wall time are in the details. "
             "Converged: training ended on patience, not on an epoch cap (– when the result does not say). "
-            f"Meets target: Δ vs full ≥ −{tol} points (– for the baseline); a method's own target is its "
+            f"Meets target: the 95 % CI of Δ vs full ≥ −{tol} points (– for the baseline); a method's own target is its "
             "threshold on validation top-1 and on how many seeds it reached it.")
 
 
@@ -275,7 +346,7 @@ def render_markdown(boards: list[Board], source: str) -> str:
     if not boards:
         out.append("_No results yet._")
     for board in boards:
-        out += [f"## {board.title}", "", caption_line(board), "", tolerance_line(board), ""]
+        out += [f"## {md_inline(board.title)}", "", caption_line(board), "", tolerance_line(board), ""]
         out += board_sections(board, level=3)
         out.append("")
     return "\n".join(out)
@@ -284,7 +355,7 @@ def render_markdown(boards: list[Board], source: str) -> str:
 def render_page(board: Board, command: str, plots: dict[str, str], extra: list[str] | None = None) -> str:
     c = board.caption
     out = [f"{GENERATED_MARKER} `{command}` from {c['results']} result.json files; "
-           f"do not edit by hand. -->", "", f"# {board.title}", "", caption_line(board), "", tolerance_line(board),
+           f"do not edit by hand. -->", "", f"# {md_inline(board.title)}", "", caption_line(board), "", tolerance_line(board),
            ""]
     out += board_sections(board, level=2, plots=plots)
     if extra:  # more sections (the trade-off curves, odnbench.report.curves)
@@ -319,19 +390,21 @@ def index_line(board: Board) -> str:
     seeds = board.caption["seeds"]
     parts = [_plural(len(board.rows), "configuration"), _plural(len(seeds), "seed")]
     if board.rows:
-        best = board.rows[0].fields
-        parts.append(f"best top-1 {best['top1_mean']:.2f} % ({md_text(best['method'])})")
+        best = board.rows[0].stats
+        ties = sum(r.stats.tie_rank == best.tie_rank for r in board.rows) - 1
+        tied = f", not separated from {_plural(ties, 'other row')}" if ties else ""
+        parts.append(f"highest mean top-1 {best.top1_mean:.2f} % ({md_text(best.method)}{tied})")
     iso = board.iso_rows
     if iso:
-        f = iso[0].fields
-        if f.get("networks_differ"):  # one size per seed's network, never their mean
-            size = fmt_span(f.get("size_mb_per_seed"), lambda v: f"{v:.3f}")
-            red = "" if f["size_reduction"] is None else f", {_signed_span(_reductions(f))} size"
+        f = iso[0].stats
+        if f.networks_differ:  # one size per seed's network, never their mean
+            size = fmt_span(f.size_mb_per_seed, lambda v: f"{v:.3f}")
+            red = "" if f.size_reduction is None else f", {_signed_span(_reductions(f))} size"
         else:
-            size = f"{f['size_mb']:.3f}"
-            red = "" if f["size_reduction"] is None else f", {0.0 - round(f['size_reduction'], 2):+.2f} % size"
-        parts.append(f"smallest within {fmt_value(float(board.tolerance))} points of full: "
-                     f"{md_text(f['method'])} ({size} MB{red})")
+            size = f"{f.size_mb:.3f}"
+            red = "" if f.size_reduction is None else f", {0.0 - round(f.size_reduction, 2):+.2f} % size"
+        parts.append(f"smallest with a mean within {fmt_value(float(board.tolerance))} points of full: "
+                     f"{md_text(f.method)} ({size} MB{red})")
     if board.failed:
         parts.append(f"{len(board.failed)} failed")
     if board.cut_short:

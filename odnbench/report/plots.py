@@ -93,14 +93,14 @@ def pareto_figure(board: Board, x_field: str, x_label: str):
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    rows = [r for r in board.rows if r.fields.get(x_field) and r.fields.get("top1_mean") is not None]
+    rows = [r for r in board.rows if getattr(r.stats, x_field) and r.stats.top1_mean is not None]
     styles = row_styles(board)
     with _style():  # the figure keeps the style it was drawn with
         fig = Figure(figsize=PARETO_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         scale = 1e6 if x_field == "macs" else 1.0
-        points = [(r.fields[x_field] / scale, r.fields["top1_mean"]) for r in rows]
+        points = [(getattr(r.stats, x_field) / scale, r.stats.top1_mean) for r in rows]
         front = set(pareto_front(points))
         xs = [p[0] for p in points]
         log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
@@ -108,11 +108,11 @@ def pareto_figure(board: Board, x_field: str, x_label: str):
         handles, spans = [], False
         for i, (row, (x, y)) in enumerate(zip(rows, points)):
             colour, marker = styles[row.label]
-            per_seed = [v / scale for v in row.fields.get(f"{x_field}_per_seed") or [] if isinstance(v, (int, float))]
-            xerr = ([[x - min(per_seed)], [max(per_seed) - x]] if row.fields.get("networks_differ") and per_seed
+            per_seed = [v / scale for v in getattr(row.stats, f"{x_field}_per_seed") or [] if isinstance(v, (int, float))]
+            xerr = ([[x - min(per_seed)], [max(per_seed) - x]] if row.stats.networks_differ and per_seed
                     else None)
             face = colour if i in front else "white"
-            ax.errorbar([x], [y], yerr=[row.fields["top1_std"] or 0.0], xerr=xerr, fmt=marker,
+            ax.errorbar([x], [y], yerr=[row.stats.top1_std or 0.0], xerr=xerr, fmt=marker,
                         ms=max(4.0, 11.0 - 4.0 * stacked[i]), color=colour, mfc=face, mew=1.6, capsize=3,
                         elinewidth=1.0, zorder=3 + stacked[i])
             spans = spans or xerr is not None
@@ -122,10 +122,10 @@ def pareto_figure(board: Board, x_field: str, x_label: str):
             fx = [points[i] for i in sorted(front, key=lambda i: points[i][0])]
             handles += ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=1.0,
                                ls="-", alpha=0.6, label="Pareto front (filled markers)", zorder=2)
-        base = board.baseline.fields if board.baseline else None
-        if base and base.get("top1_mean") is not None:
-            handles.append(ax.axhline(base["top1_mean"], color="grey", lw=0.8, ls=":", label="full depth"))
-            handles.append(ax.axhline(base["top1_mean"] - board.tolerance, color="grey", lw=0.8, ls="--",
+        base = board.baseline.stats if board.baseline else None
+        if base and base.top1_mean is not None:
+            handles.append(ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label="full depth"))
+            handles.append(ax.axhline(base.top1_mean - board.tolerance, color="grey", lw=0.8, ls="--",
                                       label=f"full − {fmt_value(float(board.tolerance))} (iso-accuracy bound)"))
         if log_x:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -338,9 +338,9 @@ def curves_figure(board: Board, x_field: str, x_label: str):
         if front:
             ax.step([getattr(p, attr) / scale for _, p in front], [p.top1 for _, p in front], where="post",
                     color="black", lw=1.0, alpha=0.6, label="Pareto front over all points", zorder=2)
-        base = board.baseline.fields if board.baseline else None
-        if base and base.get("top1_mean") is not None:
-            ax.axhline(base["top1_mean"], color="grey", lw=0.8, ls=":", label="full depth")
+        base = board.baseline.stats if board.baseline else None
+        if base and base.top1_mean is not None:
+            ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label="full depth")
         xs_all = [getattr(p, attr) for f in families for p in f.points if getattr(p, attr) > 0]
         if xs_all and max(xs_all) / min(xs_all) > 5:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter

@@ -8,8 +8,9 @@ import json
 import math
 from typing import Any
 
-from odnbench.report.boards import Board, Row, cut_short_reason, failure_reason
+from odnbench.report.boards import RECORD_FIELDS, Board, Row, cut_short_reason, failure_reason
 from odnbench.report.curves import curves_document
+from odnbench.report.fmt import csv_cell
 
 
 def _clean(v: Any) -> Any:
@@ -27,25 +28,9 @@ def _clean(v: Any) -> Any:
     return v
 
 
-#: Means over seeds unless the name says otherwise (``_per_seed``: one value per seed, in ``seeds``
-#: order; ``_range``: [min, max] over seeds); ``networks_differ`` says whether the seeds exported
-#: different networks, in which case a mean of params/size/MACs/latency describes none of them.
-RECORD_FIELDS = [
-    "rank", "method", "method_name", "method_params", "n", "seeds", "top1_mean", "top1_std", "top1_per_seed",
-    "delta_vs_full", "depth", "depth_per_seed", "networks_differ", "params", "params_per_seed", "size_mb",
-    "size_mb_per_seed", "size_mib", "size_mib_per_seed", "size_reduction", "macs", "macs_per_seed", "flops",
-    "latency_p50", "latency_p90", "latency_p50_per_seed", "latency_p90_per_seed", "latency_busy_seeds",
-    "latency_batch", "latency_threads", "latency_device", "throughput", "throughput_batch",
-    "macs_speedup", "macs_speedup_range", "measured_speedup", "measured_speedup_range", "cost_epochs",
-    "cost_sample_steps", "cost_seconds", "cost_own_epochs", "cost_own_sample_steps", "cost_own_seconds",
-    "cost_device", "converged", "meets_target", "meets_target_seeds", "meets_target_basis", "own_target",
-    "iso_accuracy", "baseline", "keys",
-]
-
-
 def row_record(board: Board, row: Row) -> dict:
     rec = {"dataset": board.dataset, "backbone": board.backbone, "preset": board.preset, "device": board.device}
-    rec.update({k: _clean(row.fields.get(k)) for k in RECORD_FIELDS})
+    rec.update({k: _clean(getattr(row.stats, k)) for k in RECORD_FIELDS})
     return rec
 
 
@@ -87,6 +72,6 @@ def render_csv(boards: list[Board]) -> str:
         writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for rec in records:
-            writer.writerow({k: (json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
+            writer.writerow({k: csv_cell(json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v)
                              for k, v in rec.items()})
     return buffer.getvalue()

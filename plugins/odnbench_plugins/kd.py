@@ -59,8 +59,16 @@ class KnowledgeDistillation(Method):
             kl = F.kl_div(F.log_softmax(logits / T, dim=1), soft_targets, reduction="batchmean", log_target=True)
             return weight * T * T * kl + (1.0 - weight) * F.cross_entropy(logits, y)
 
-        fit = ctx.trainer.fit(student, label="distillation", loss_fn=distillation)
-        ctx.cost.add_forward("teacher forward", labelled[0])
+        from odnbench.errors import DivergedError
+
+        try:
+            fit = ctx.trainer.fit(student, label="distillation", loss_fn=distillation)
+        except DivergedError as exc:  # the trainer's hint names recipe.lr; here the temperature is the usual cause
+            raise DivergedError(f"{exc}. In kd the likelier knob is kd.temperature={T:g}: the softened logits are "
+                                f"divided by it (a small T overflows them) and the T² × KL term scales the gradient "
+                                f"by T (a large T acts like a larger learning rate); try 1 <= kd.temperature <= 10, "
+                                f"or a lower kd.weight={weight:g}") from None
+        ctx.cost.add_forward("teacher forward", labelled[0], macs=ctx.trainer.forward_macs(teacher))
         return MethodOutput(student, {
             "depth_source": source, "init": p["init"], "temperature": T, "weight": weight,
             "teacher_val": val_teacher, "teacher_forward_samples": labelled[0], **fit.summary(),

@@ -40,16 +40,16 @@ class Prune(Method):
               gt=0, lt=1, sweep=True),
         *match_rule.match_params("prune", "Prune to"),
         Param("tolerance", float, 0.05, help="Matching lands within this fraction below the target.", gt=0, lt=1),
-        Param("steps", int, 5, ge=1,
+        Param("steps", int, 5, ge=1, le=1_000,
               help="Iterative pruning steps for a ratio (channels re-ranked before each); with finetune_between, "
                    "also the number of stages on the way to a match target."),
         Param("max_step", float, 0.1, help="Largest share of the remaining channels removed per matching step.",
               gt=0, lt=1),
-        Param("round_to", int, None, nullable=True, help="Keep channel counts multiples of this (none: any).", ge=1),
-        Param("grad_batches", int, 4, help="Training batches whose gradients feed the Taylor criterion.", ge=1),
+        Param("round_to", int, None, nullable=True, help="Keep channel counts multiples of this (none: any).", ge=1, le=1_024),
+        Param("grad_batches", int, 4, help="Training batches whose gradients feed the Taylor criterion.", ge=1, le=10_000),
         Param("finetune_epochs", int, None, nullable=True, ge=1,
               help="Fine-tuning epochs (none: the recipe's epochs); a pruned model is always fine-tuned."),
-        Param("finetune_lr", float, None, nullable=True, gt=0, help="Fine-tuning learning rate (none: the recipe's)."),
+        Param("finetune_lr", float, None, nullable=True, gt=0, le=10, help="Fine-tuning learning rate (none: the recipe's)."),
         # Added after results were stored: left out of the cell key at their defaults (omit_default).
         Param("pruner", str, "base", choices=PRUNERS, omit_default=True,
               help="base: rank channels by criterion and prune (one-shot); group-norm: DepGraph's group-norm sparse "

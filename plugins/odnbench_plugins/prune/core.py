@@ -29,6 +29,7 @@ from torch import nn
 
 from odnbench.errors import OdnbenchError
 from odnbench.metrics import footprint
+from odnbench.trainer import FORWARDS_PER_STEP
 from odnbench_plugins.match_rule import AXIS_UNITS, MatchSpec, measure_fn, target_value
 from odnbench_plugins.prune.spec import CRITERIA, PRUNER_CRITERION  # declared once, with no torch
 
@@ -410,7 +411,9 @@ def run(ctx, spec):
     model = report.model
     # Fine-tuning between steps is counted by the trainer already; the rest is pruning.
     seconds = time.perf_counter() - started - sum(f["seconds"] for f in between_fits)
-    ctx.cost.add("pruning", sample_steps=report.grad_samples, train_seconds=max(0.0, seconds))
+    # Gradient passes for the importance (Taylor): counted at the unpruned network's MACs, an upper bound.
+    ctx.cost.add("pruning", sample_steps=report.grad_samples, train_seconds=max(0.0, seconds),
+                 train_macs=report.grad_samples * FORWARDS_PER_STEP * report.before["macs"])
     if hook is not None:
         extra_info.update(finetune_between=p["finetune_between"],
                           between_steps=[{k: v for k, v in f.items() if k != "seconds"} for f in between_fits])
