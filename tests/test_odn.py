@@ -340,7 +340,10 @@ def test_a_stored_config_without_stop_rule_ran_under_patience(reg):
 
     from odnbench.plan import method_params, plan_grid
 
-    grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0, 1, 2], "quick", ["odn.stop_rule=patience"])
+    # The committed quick cells also predate quick's bf16/channels-last and one-thread defaults: pin those too.
+    old_recipe = ["recipe.precision=fp32", "recipe.memory_format=auto", "recipe.threads=0"]
+    grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0, 1, 2], "quick",
+                     ["odn.stop_rule=patience", *old_recipe])
     planned = {c.dirname for c in grid.cells if c.config["method"] == "odn"}
     committed = REPO / "leaderboards" / "results"
     if committed.is_dir():  # the committed quick cells (made before the rule existed) keep their folders
