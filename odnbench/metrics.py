@@ -238,16 +238,10 @@ def measure(model: nn.Module, splits, recipe, *, execution=None) -> dict:
     top-1, latency and throughput in the precision and memory format the model was trained in."""
     info = splits.info
     shape = (info.channels, info.image_size, info.image_size)
-    flops = count_flops(model, shape)
     ex = {"execution": execution}
+    # The accuracy and footprint part is measure_point's, so curve points and exported models agree.
     out = {
-        "top1": round(top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size, **ex), 4),
-        "val_top1": round(top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size, **ex), 4),
-        "params": count_params(model),
-        "size_mb": round(saved_size_mb(model), 6),
-        "size_mib": round(tensor_size_mib(model), 6),
-        "flops": flops,
-        "macs": flops // 2,
+        **measure_point(model, splits, recipe, execution=execution),
         "flop_counter": FLOP_COUNTER,
         "input_shape": list(shape),
         "test_examples": len(splits.test),
