@@ -49,6 +49,12 @@ def device_name(device) -> str:
     return cpu_name()
 
 
+#: The keys :func:`fingerprint` writes into a result's ``env``; any other key there besides the run
+#: settings is a package version a method declared (``Method.env_packages``), shown by the report.
+FINGERPRINT_KEYS = ("python", "torch", "torchvision", "timm", "odnbench", "device", "device_name", "cpu", "threads",
+                    "platform", "git_commit")
+
+
 def fingerprint(device) -> dict:
     import torch
 

@@ -380,3 +380,60 @@ def test_the_checks_catch_violations(tmp_path):
         "odnbench/registry.py:1: odnbench.registry imports torch at module level"]
     assert "odnbench_plugins.thing -> odnbench.store -> odnbench.harness -> odnbench.registry is imported" in \
         heavy_at_startup(known, imports, ["odnbench_plugins.thing"])[0]
+
+
+def _builtin_plugin_names() -> set[str]:
+    """What the built-in plugins are called in stored records: each method's ``name`` and the
+    packages it declares (``env_packages``, in both spellings), read from their source."""
+    names: set[str] = set()
+    for path in SOURCES["odnbench_plugins"].rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.ClassDef) or not any(
+                    isinstance(b, ast.Name) and b.id == "Method" for b in node.bases):
+                continue
+            for stmt in node.body:
+                if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "name" for t in stmt.targets) \
+                        and isinstance(stmt.value, ast.Constant) and isinstance(stmt.value.value, str):
+                    names.add(stmt.value.value)
+                if isinstance(stmt, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "env_packages"
+                                                        for t in stmt.targets):
+                    for elt in ast.walk(stmt.value):
+                        if isinstance(elt, ast.Constant) and isinstance(elt.value, str):
+                            names |= {elt.value, elt.value.replace("-", "_")}
+    return names
+
+
+#: The only places in the core allowed to hold a built-in plugin's name as a string literal: where
+#: records stored before a method could say its part are upgraded (module, name), and values that
+#: only share a spelling with a method (the ``width`` option's "full": every stage at full width).
+CORE_MAY_NAME = {
+    ("odnbench.result", "full"),  # LEGACY_BASELINE_METHOD: pre-schema-5 records' baseline
+    ("odnbench.report.curves", "odn"), ("odnbench.report.curves", "oracle"),  # LEGACY_DEPTH_ROLES
+    ("odnbench.recipes", "full"), ("odnbench.cli", "full"),  # recipe width "full", not the method
+}
+
+
+def find_plugin_names(root: Path, names: set[str]) -> list[tuple[str, int, str]]:
+    """(module, line, name) of every string literal in the core equal to a built-in plugin's name."""
+    found = []
+    for module, path in find_modules({root.name: root}).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value in names:
+                found.append((module, node.lineno, node.value))
+    return found
+
+
+def test_the_core_names_no_builtin_plugin():
+    names = _builtin_plugin_names()
+    assert {"odn", "oracle", "full", "prune", "torch_pruning"} <= names  # the scan finds the plugins
+    stray = [f"{m}:{line}: {name!r}" for m, line, name in find_plugin_names(SOURCES["odnbench"], names)
+             if (m, name) not in CORE_MAY_NAME]
+    assert not stray, ("the core names built-in plugins (read what it needs from stored results, or "
+                       f"allow an upgrade path in CORE_MAY_NAME): {stray}")
+
+
+def test_the_plugin_name_check_catches_a_literal(tmp_path):
+    pkg = tmp_path / "odnbench"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text('ROW = "oracle"\nTEXT = "an oracle"\n')
+    assert find_plugin_names(pkg, {"oracle"}) == [("odnbench", 1, "oracle")]

@@ -225,3 +225,22 @@ def test_depth_points_make_a_curve_and_oracle_vs_odn_compares_depths_and_costs()
     text = "\n".join(curves.curve_sections(b))
     assert "seed 0: ODN depth 4, oracle depth 3 (ODN found a deeper depth)" in text
     assert "1.12 by sample-steps" in text and "intermediate models" in text
+
+
+def test_the_depth_comparison_follows_stored_roles_not_method_names():
+    """A third party's depth search and oracle (any names) compare as ODN and the oracle do, by
+    the role stored in their results; the built-ins' older records get theirs by method name."""
+    def pts(tops):
+        return [{"depth": d, "top1": t, "size_mb": 0.1 * d, "macs": 1000 * d} for d, t in enumerate(tops, 1)]
+
+    search = result("mysearch", 0, 97.0, 0.4, depth=4, curve=pts([90, 95, 96, 97]))
+    brute = result("mybrute", 0, 96.8, 0.3, depth=3, curve=pts([91, 95.5, 96.8, 97.2]))
+    search.role, brute.role = curves.DEPTH_SEARCH, curves.DEPTH_ORACLE
+    b = board([result("full", 0, 98.0, 1.0), search, brute])
+    assert curves.odn_row(b).method == "mysearch"
+    (v,) = curves.oracle_vs_odn(b)
+    assert (v.odn_depth, v.oracle_depth) == (4, 3)
+    assert [f.name for f in curves.depth_families(b)] == ["mysearch: search checkpoint per depth",
+                                                         "mybrute: model per depth"]
+    unnamed = board([result("full", 0, 98.0, 1.0), result("mysearch", 0, 97.0, 0.4, depth=4, curve=pts([90, 97]))])
+    assert curves.odn_row(unnamed) is None and curves.oracle_vs_odn(unnamed) == []

@@ -179,7 +179,10 @@ def test_publish_is_byte_identical_and_complete(results_dir, tmp_path):
     command = f"odnbench leaderboard publish --results {results_dir} --out {a}"
     assert page.startswith(md.GENERATED_MARKER) and f"`{command}`" in page
     assert "Generated file: nothing here is hand-edited" in page
-    assert "torch-pruning" in page and f"protocol v{PROTOCOL_VERSION}" in page and "2 seeds (0, 1)" in page
+    assert f"protocol v{PROTOCOL_VERSION}" in page and "2 seeds (0, 1)" in page
+    # torch-pruning is named only where a stored result declared it (prune's env_packages)
+    declared = any("torch_pruning" in (r.env or {}) for _, r in ResultStore(results_dir))
+    assert ("torch-pruning" in page) == declared
     assert f"]({pub.SIZE_PLOT})" in page and f"]({pub.MACS_PLOT})" in page
     html = _gfm(page)
     # the main table, its details, the iso-accuracy view, and (ODN's per-depth points make a curve)
@@ -517,3 +520,30 @@ def test_remeasure_latency_times_stored_models_again_and_never_rewrites_them(res
     assert "Latency re-measured (`--remeasure-latency`)" in text and "keep their own" in text
     assert {p: p.read_bytes() for p in Path(results_dir).glob("*/result.json")} == before
     assert "re-measured" not in report.render(results_dir, "md")  # only when asked
+
+
+def test_the_caption_names_every_package_the_records_declared(stored):
+    """Packages come from the stored env (``Method.env_packages``), not from a list in the report:
+    a plugin's own package is named; a board whose records declared none names none."""
+    plain = _variant(stored)
+    plain["env"] = {k: v for k, v in plain["env"].items() if k != "torch_pruning"}
+    extra = _variant(stored, config__method="kd")
+    extra["env"] = {**plain["env"], "my_pkg": "2.0"}
+    (b,) = lb.build_boards([Result.from_dict(plain), Result.from_dict(extra)])
+    assert b.packages == ["my_pkg"] and b.caption["my_pkg"] == ["2.0"]
+    line = md.caption_line(b)
+    assert "my-pkg 2.0; odnbench" in line and "torch-pruning" not in line
+    (none,) = lb.build_boards([Result.from_dict(plain)])
+    assert none.packages == [] and "torch-pruning" not in md.caption_line(none)
+
+
+def test_the_report_knows_every_env_key_that_is_not_a_package():
+    """A key the fingerprint or the execution settings add must not be shown as a package."""
+    import torch
+
+    from odnbench import envinfo
+    from odnbench.execution import Execution
+
+    assert tuple(envinfo.fingerprint(torch.device("cpu"))) == envinfo.FINGERPRINT_KEYS
+    settings = Execution(device=torch.device("cpu"), notes=["a note"]).env()
+    assert lb.env_packages([{**envinfo.fingerprint(torch.device("cpu")), **settings, "executor": {}}]) == []

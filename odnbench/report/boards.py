@@ -43,6 +43,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from odnbench.envinfo import FINGERPRINT_KEYS
 from odnbench.report import stats
 from odnbench.report.fmt import fmt_value
 from odnbench.result import Result, latency_busy
@@ -187,6 +188,8 @@ class Board:
     baseline: Row | None = None
     reported: list[dict] = field(default_factory=list)  # reference numbers beside measured ones
     reference_notes: list[str] = field(default_factory=list)
+    #: the caption keys that are package versions methods declared (env keys, e.g. ``torch_pruning``)
+    packages: list[str] = field(default_factory=list)
 
     @property
     def slug(self) -> str:
@@ -370,6 +373,7 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
             row.stats.tied = shared.count(tie_rank) > 1
         cut = [r for r in ok if cut_short_reason(r)]
         board = Board(*key, rows=rows, failed=failed, caption=_caption(key, rs), cut_short=cut,
+                      packages=env_packages([r.env or {} for r in rs]),
                       tolerance=tolerance, baseline=baseline)
         _add_references(board)
         boards.append(board)
@@ -608,6 +612,17 @@ def precision_label(env: dict) -> str:
     return label
 
 
+#: ``env`` keys that say how a cell ran (``executor``, odnbench.execution's settings), not a package.
+RUN_SETTING_KEYS = ("executor", "precision", "tf32", "memory_format", "compile", "cudnn_benchmark", "execution_notes")
+
+
+def env_packages(envs: list[dict]) -> list[str]:
+    """The env keys of the package versions methods declared (``Method.env_packages``, stored
+    beside the fingerprint): every key that is neither the fingerprint's nor a run setting, sorted."""
+    known = {*FINGERPRINT_KEYS, *RUN_SETTING_KEYS}
+    return sorted({k for e in envs for k in e if isinstance(k, str) and k not in known})
+
+
 def _caption(key: tuple, results: list[Result]) -> dict:
     envs = [r.env or {} for r in results]
     seeds = distinct([r.config.get("seed") for r in results])
@@ -628,7 +643,8 @@ def _caption(key: tuple, results: list[Result]) -> dict:
         "torch": distinct([e.get("torch") for e in envs]),
         "torchvision": distinct([e.get("torchvision") for e in envs]),
         "timm": distinct([e.get("timm") for e in envs]),
-        "torch_pruning": distinct([e.get("torch_pruning") for e in envs]),
+        # each declared package under its env key (their names in Board.packages)
+        **{name: distinct([e.get(name) for e in envs]) for name in env_packages(envs)},
         "odnbench": distinct([e.get("odnbench") for e in envs]),
         "git_commit": distinct([e.get("git_commit") for e in envs]),
         "protocol": distinct([r.config.get("protocol") for r in results]),

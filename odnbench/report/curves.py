@@ -28,6 +28,22 @@ from odnbench.store import canonical_json
 SAME_SIZE = 0.02
 MATCHED = ((0.25, "¼ × ODN"), (0.5, "½ × ODN"), (1.0, "ODN's size"), (2.0, "2 × ODN"))
 
+#: A row's part in the depth comparison, as a stored ``role``: the depth search (ODN: its curve is
+#: its search checkpoints, its row the one matched sizes are taken at) and the brute-force oracle
+#: it is compared with (every depth trained from scratch).
+DEPTH_SEARCH = "depth-search"
+DEPTH_ORACLE = "depth-oracle"
+#: Results stored before a method could say so name that part by their method alone: the built-in
+#: search and oracle. Read by :func:`depth_role` only (the upgrade of old records; the one place in
+#: the core allowed to name built-in methods, tests/test_architecture.py).
+LEGACY_DEPTH_ROLES = {"odn": DEPTH_SEARCH, "oracle": DEPTH_ORACLE}
+
+
+def depth_role(row: Row) -> str | None:
+    """The row's stored role when it is one of the depth comparison's, else the legacy one of its method."""
+    stored = next((r.role for r in row.results if r.role in (DEPTH_SEARCH, DEPTH_ORACLE)), None)
+    return stored or LEGACY_DEPTH_ROLES.get(row.method)
+
 
 @dataclass
 class Point:
@@ -156,7 +172,7 @@ def depth_families(board: Board) -> list[Family]:
                                 statistics.fmean(tops), _std(tops), len(tops),
                                 f"depth {depth}" if depth is not None else "point", [r.key for r, _ in members]))
         points.sort(key=lambda p: (p.size_mb, p.top1))
-        what = "search checkpoint per depth" if row.method == "odn" else "model per depth"
+        what = "search checkpoint per depth" if depth_role(row) == DEPTH_SEARCH else "model per depth"
         families.append(Family(f"{row.label}: {what}", row.method, "depth", ["depth"], points))
     return families
 
@@ -185,9 +201,9 @@ def pareto_points(families: list[Family], x: str = "size_mb") -> list[tuple[str,
 
 
 def odn_row(board: Board) -> Row | None:
-    """ODN's row for matched sizes: the one with the method's defaults (shortest label) first."""
-    rows = [r for r in board.rows if r.method == "odn"]
-    rows.sort(key=lambda r: (bool(r.params_config) and r.label != "odn", len(r.label), r.label))
+    """The depth search's row (ODN's) for matched sizes: the one with the method's defaults (shortest label) first."""
+    rows = [r for r in board.rows if depth_role(r) == DEPTH_SEARCH]
+    rows.sort(key=lambda r: (bool(r.params_config) and r.label != r.method, len(r.label), r.label))
     return rows[0] if rows else None
 
 
@@ -233,10 +249,10 @@ class OracleVsOdn:
 
 
 def oracle_vs_odn(board: Board) -> list[OracleVsOdn]:
-    """Per seed with both an ``odn`` (its default row) and an ``oracle`` result: the depths they
-    chose and their own costs (the full-depth training both needed is left out of both)."""
+    """Per seed with both a depth search's result (ODN's default row) and a depth oracle's: the depths
+    they chose and their own costs (the full-depth training both needed is left out of both)."""
     odn = odn_row(board)
-    oracles = sorted((r for r in board.rows if r.method == "oracle"), key=lambda r: (len(r.label), r.label))
+    oracles = sorted((r for r in board.rows if depth_role(r) == DEPTH_ORACLE), key=lambda r: (len(r.label), r.label))
     if odn is None or not oracles:
         return []
     by_seed = {r.seed: r for r in oracles[0].results}

@@ -204,14 +204,16 @@ def caption_line(board: Board) -> str:
     shared = (f" Latency, throughput and training time were measured while up to {c['cells_at_once']} cells ran "
               "at once (compare --jobs / Ray): compare them only with the same setting, or rerun serially."
               if c.get("cells_at_once") else "")
+    # Declared packages by their distribution name (env keys spell "-" as "_"), each escaped too.
+    packages = "".join(f", {md_inline(name.replace('_', '-'))} {md_list(c.get(name))}" for name in board.packages)
     # Every stored value escaped on its own (env strings are data: no newline, markup or HTML).
     return (
         f"Device: {md_inline(c['device'])} ({md_list(c['device_name'])}{gpu}), {md_inline(_threads(c['threads']))}, "
         f"{md_inline(c['precision'])}; preset `{md_inline(c['preset']).replace('`', '')}`; protocol "
         f"v{md_inline(protocols)}{mixed}; {n_seeds} "
         f"({md_list(seeds)}); python {md_list(c.get('python'))}, torch {md_list(c['torch'])}, "
-        f"torchvision {md_list(c.get('torchvision'))}, timm {md_list(c['timm'])}, "
-        f"torch-pruning {md_list(c['torch_pruning'])}; odnbench {md_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
+        f"torchvision {md_list(c.get('torchvision'))}, timm {md_list(c['timm'])}{packages}; "
+        f"odnbench {md_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
         + (f" Produced by grid file {md_list(c['grids'])} (`odnbench compare --grid`); its cells ran "
            f"{c['cells_wall_seconds'] / 60:.{0 if c['cells_wall_seconds'] >= 600 else 1}f} minutes of wall time in all (summed over cells"
            + (f", up to {c['cells_at_once']} at once" if c.get("cells_at_once") else "") + ")."
