@@ -8,11 +8,14 @@ installed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from pathlib import Path
+
 from odnbench.report.boards import DEFAULT_TOLERANCE, Board, Row, build_boards, load_results
 
 
-def render(results_dir, fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE, remeasure_latency: bool = False,
-           say=None) -> str:
+def render(results_dir: str | Path, fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE,
+           remeasure_latency: bool = False, say: Callable[[str], None] | None = None) -> str:
     """The leaderboard of a results folder as markdown, JSON records or CSV; ``remeasure_latency``:
     time the stored models again, serially (:mod:`.remeasure`), instead of using stored latency."""
     from odnbench.report import markdown, records

@@ -5,6 +5,11 @@ name) is data, never markup, a spreadsheet formula or a terminal control sequenc
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from odnbench.report.boards import RowStats
 
 #: C0 and C1 control characters but tab and newline, and DEL: ESC starts terminal escape sequences,
 #: BEL rings, CR overwrites a line. Dropped from anything printed to a terminal.
@@ -13,12 +18,12 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def terminal_text(text: str) -> str:
+def terminal_text(text: object) -> str:
     """``text`` without control characters (ESC, BEL, CR, ...), tab and newline kept."""
     return _CONTROL.sub("", str(text))
 
 
-def csv_cell(value):
+def csv_cell(value: Any) -> Any:
     """A CSV value that no spreadsheet runs: text starting with = + - @ (or tab/CR) gets a leading
     ``'``, as OWASP recommends; numbers are left as they are (a negative number is not a formula)."""
     if isinstance(value, str) and value.startswith(_FORMULA_START):
@@ -26,17 +31,17 @@ def csv_cell(value):
     return value
 
 
-def md_inline(value) -> str:
+def md_inline(value: object) -> str:
     """Stored text inside a markdown sentence: one line, markup escaped, no control characters."""
     return md_text(terminal_text(value))
 
 
-def md_list(values) -> str:
+def md_list(values: Iterable[object] | None) -> str:
     """:func:`fmt_list` with each stored value escaped for markdown."""
     return ", ".join(md_inline(v) for v in values) if values else "?"
 
 
-def fmt_value(v) -> str:
+def fmt_value(v: object) -> str:
     if v is None:
         return "none"
     if isinstance(v, float):
@@ -44,11 +49,11 @@ def fmt_value(v) -> str:
     return str(v)
 
 
-def fmt_int(v):
+def fmt_int(v: float | None) -> str:
     return "–" if v is None else f"{round(v):,}"
 
 
-def fmt_macs(v, spec: str = ".2f"):
+def fmt_macs(v: float | None, spec: str = ".2f") -> str:
     """4.46 M, 960.00 K, 6.17 T (training compute); ``spec`` formats the number before the unit (``.3g`` in the terminal)."""
     if v is None:
         return "–"
@@ -58,15 +63,15 @@ def fmt_macs(v, spec: str = ".2f"):
     return f"{v:.0f}"
 
 
-def fmt_x(v):
+def fmt_x(v: float | None) -> str:
     return "–" if v is None else f"{v:.2f}×"
 
 
-def fmt_f(v, digits=3):
+def fmt_f(v: float | None, digits: int = 3) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def fmt_seconds(s):
+def fmt_seconds(s: float | None) -> str:
     if s is None:
         return "–"
     if s < 120:
@@ -76,17 +81,17 @@ def fmt_seconds(s):
     return f"{s / 3600:.1f} h"
 
 
-def fmt_epochs(v):
+def fmt_epochs(v: float | None) -> str:
     return "–" if v is None else f"{v:g}" if float(v).is_integer() else f"{v:.1f}"
 
 
-def fmt_depths(depths) -> str:
+def fmt_depths(depths: Sequence[int] | None) -> str:
     if not depths:
         return "–"
     return str(depths[0]) if len(depths) == 1 else f"{min(depths)}–{max(depths)}"
 
 
-def fmt_meets(f) -> str:
+def fmt_meets(f: RowStats) -> str:
     """The board's verdict (yes / no / undecided / –) and on how many seeds Δ alone meets it, then the
     method's own target when it has one."""
     word = f.meets_target_verdict + (f" ({f.meets_target_seeds} seeds)" if f.meets_target_seeds else "")
@@ -101,7 +106,7 @@ def fmt_meets(f) -> str:
     return f"{word}; own target: {', '.join(parts)}"
 
 
-def fmt_converged(c) -> str:
+def fmt_converged(c: dict[str, int] | None) -> str:
     """``{"yes", "no", "unknown", "n"}`` seed counts: yes, no, k/n, or – when no result says."""
     if not c or not c.get("n"):
         return "–"
@@ -115,7 +120,7 @@ def fmt_converged(c) -> str:
     return f"{c['yes']}/{c['n']}{unknown}"
 
 
-def fmt_span(values, fmt) -> str:
+def fmt_span(values: Iterable[object] | None, fmt: Callable[[float], str]) -> str:
     """One value, or min–max of the numbers in ``values``."""
     nums = [v for v in values or [] if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if not nums:
@@ -125,7 +130,7 @@ def fmt_span(values, fmt) -> str:
     return a if a == b else f"{a}–{b}"
 
 
-def fmt_list(values) -> str:
+def fmt_list(values: Iterable[object] | None) -> str:
     return ", ".join(map(str, values)) if values else "?"
 
 

@@ -25,6 +25,7 @@ import os
 import shlex
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,7 +54,7 @@ class PublishReport:
     notes: list[str] = field(default_factory=list)
 
 
-def publish_command(results, out, tolerance: float, remeasure_latency: bool = False) -> str:
+def publish_command(results: str | Path, out: str | Path, tolerance: float, remeasure_latency: bool = False) -> str:
     cmd = ["odnbench", "leaderboard", "publish", "--results", str(results), "--out", str(out)]
     if float(tolerance) != lb.DEFAULT_TOLERANCE:
         cmd += ["--tolerance", f"{float(tolerance):g}"]
@@ -62,8 +63,9 @@ def publish_command(results, out, tolerance: float, remeasure_latency: bool = Fa
     return shlex.join(cmd)
 
 
-def publish(results_dir, out_dir, tolerance: float = lb.DEFAULT_TOLERANCE, command: str | None = None,
-            remeasure_latency: bool = False, say=None) -> PublishReport:
+def publish(results_dir: str | Path, out_dir: str | Path, tolerance: float = lb.DEFAULT_TOLERANCE,
+            command: str | None = None, remeasure_latency: bool = False,
+            say: Callable[[str], None] | None = None) -> PublishReport:
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     for what, path in (("--results", results_dir), ("--out", out_dir)):  # before anything is written
         try:
@@ -130,7 +132,7 @@ def _swap(staging: Path, out_dir: Path) -> None:
     shutil.rmtree(old, ignore_errors=True)
 
 
-def _write(path: Path, data, report: PublishReport) -> None:
+def _write(path: Path, data: str | bytes, report: PublishReport) -> None:
     _inside(path, report.out_dir)
     atomic_write_bytes(path, data.encode() if isinstance(data, str) else data)
     report.written.append(path)

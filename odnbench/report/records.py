@@ -28,21 +28,21 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def row_record(board: Board, row: Row) -> dict:
+def row_record(board: Board, row: Row) -> dict[str, Any]:
     rec = {"dataset": board.dataset, "backbone": board.backbone, "preset": board.preset, "device": board.device}
     rec.update({k: _clean(getattr(row.stats, k)) for k in RECORD_FIELDS})
     return rec
 
 
-def board_records(boards: list[Board]) -> list[dict]:
+def board_records(boards: list[Board]) -> list[dict[str, Any]]:
     return [row_record(board, row) for board in boards for row in board.rows]
 
 
-def board_document(board: Board) -> dict:
+def board_document(board: Board) -> dict[str, Any]:
     """One board as JSON: caption, ranked rows, the iso-accuracy order, reported numbers, problems,
     and the trade-off curves when the board has any (:mod:`odnbench.report.curves`)."""
     curves = curves_document(board)
-    return _clean({
+    document: dict[str, Any] = _clean({
         "board": {"dataset": board.dataset, "backbone": board.backbone, "preset": board.preset,
                   "device": board.device, "slug": board.slug},
         "caption": board.caption,
@@ -58,6 +58,7 @@ def board_document(board: Board) -> dict:
                        "reason": cut_short_reason(r)} for r in board.cut_short],
         **({"curves": curves} if curves else {}),
     })
+    return document
 
 
 def render_json(boards: list[Board]) -> str:

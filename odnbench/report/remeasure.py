@@ -19,7 +19,7 @@ from pathlib import Path
 from odnbench.result import Result
 
 
-def remeasure_latency(results: list[Result], results_dir, say: Callable[[str], None] | None = None) -> list[Result]:
+def remeasure_latency(results: list[Result], results_dir: str | Path, say: Callable[[str], None] | None = None) -> list[Result]:
     """Copies of ``results`` with re-measured latency (results without a loadable model stay as stored)."""
     import torch
 
@@ -48,7 +48,7 @@ def remeasure_latency(results: list[Result], results_dir, say: Callable[[str], N
         new = latency_ms(model, tuple(shape), warmup=recipe.latency_warmup, windows=recipe.latency_windows,
                          iters=recipe.latency_iters, threads=threads)
         new["remeasured"] = {"stored": {k: v for k, v in lat.items() if k != "remeasured"}}
-        metrics = copy.deepcopy(r.metrics)
+        metrics = copy.deepcopy(r.metrics or {})  # (set: lat came from it)
         metrics["latency_ms"] = new
         out.append(dataclasses.replace(r, metrics=metrics, folder=r.folder))
         if say:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 #: Two-sided 95 % quantiles of Student's t, t(0.975, df), df = 1..30 (standard tables).
 T975 = (12.7062, 4.3027, 3.1824, 2.7764, 2.5706, 2.4469, 2.3646, 2.3060, 2.2622, 2.2281,
@@ -46,7 +48,7 @@ class Interval:
     mean: float | None
     low: float | None = None
     high: float | None = None
-    seeds: tuple = ()
+    seeds: tuple[Any, ...] = ()
 
     @property
     def exists(self) -> bool:
@@ -54,19 +56,20 @@ class Interval:
 
     @property
     def half_width(self) -> float | None:
-        return None if not self.exists else (self.high - self.low) / 2
+        # (the bounds tested here, not through .exists, so that the checker sees them set)
+        return None if self.low is None or self.high is None else (self.high - self.low) / 2
 
     @property
     def significant(self) -> bool:
         """The interval excludes 0 (False without an interval)."""
-        return self.exists and (self.low > 0 or self.high < 0)
+        return self.low is not None and self.high is not None and (self.low > 0 or self.high < 0)
 
     @property
     def includes_zero(self) -> bool:
         return not self.significant
 
 
-def mean_interval(values, seeds=()) -> Interval:
+def mean_interval(values: Iterable[float], seeds: Iterable[Any] = ()) -> Interval:
     """Mean of ``values`` with its 95 % t-interval (n ≥ 2), e.g. a row's top-1 over seeds."""
     values = [float(v) for v in values]
     n = len(values)
@@ -79,14 +82,14 @@ def mean_interval(values, seeds=()) -> Interval:
     return Interval(n, mean, mean - half, mean + half, tuple(seeds))
 
 
-def paired(a: dict, b: dict) -> Interval:
+def paired(a: dict[Any, float], b: dict[Any, float]) -> Interval:
     """``a − b`` paired by seed: the mean difference over the seeds both have, with its 95 %
     t-interval over those n pairs (a paired t-interval; none when n < 2)."""
     common = sorted(set(a) & set(b), key=lambda s: (str(type(s)), s))
     return mean_interval([a[s] - b[s] for s in common], common)
 
 
-def tie_groups(order: list, values: dict) -> list[int]:
+def tie_groups(order: list[Any], values: dict[Any, dict[Any, float]]) -> list[int]:
     """Tie groups of rows already ranked by their mean (best first), as a shared rank per row.
 
     ``values[row]`` is ``{seed: top-1}``. The first row leads group 1; every later row whose
