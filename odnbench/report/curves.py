@@ -18,10 +18,13 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from odnbench.report.boards import Board, Row, own_cost
 from odnbench.report.fmt import fmt_value, md_text
+from odnbench.result import Result
 from odnbench.store import canonical_json
 
 #: A one-point family "is at" a matched size when within this relative distance of it.
@@ -89,12 +92,12 @@ def interpolate(points: list[tuple[float, float]], x: float) -> float | None:
     return None
 
 
-def _mean(values):
-    values = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return statistics.fmean(values) if values else None
+def _mean(values: Iterable[object]) -> float | None:
+    nums: list[float] = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return statistics.fmean(nums) if nums else None
 
 
-def _std(values):
+def _std(values: Sequence[float]) -> float | None:
     return statistics.stdev(values) if len(values) > 1 else None
 
 
@@ -107,7 +110,7 @@ def _row_point(row: Row, label: str) -> Point | None:
                  [r.key for r in row.results])
 
 
-def _numeric(v) -> bool:
+def _numeric(v: object) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -157,7 +160,7 @@ def depth_families(board: Board) -> list[Family]:
     """One family per row whose results carry ``curve`` points: grouped by depth over seeds."""
     families = []
     for row in board.rows:
-        by_depth: dict = {}
+        by_depth: dict[Any, list[tuple[Result, dict[str, Any]]]] = {}
         for r in row.results:
             for p in r.curve or []:
                 if isinstance(p, dict) and _numeric(p.get("top1")) and _numeric(p.get("size_mb")):
@@ -227,7 +230,7 @@ def matched_size_table(board: Board, families: list[Family] | None = None) -> Ma
     rows = [r for r in rows if any(v is not None for v in r[1])]
     best, lead = [], []
     for i in range(len(sizes)):
-        present = sorted(((vals[i], name) for name, vals in rows if vals[i] is not None), reverse=True)
+        present = sorted(((v, name) for name, vals in rows for v in [vals[i]] if v is not None), reverse=True)
         best.append(present[0][1] if present else None)
         lead.append(present[0][0] - present[1][0] if len(present) > 1 else None)
     return MatchedTable(sizes, rows, best, lead)
@@ -238,10 +241,10 @@ class OracleVsOdn:
     seed: int
     odn_depth: int | None
     oracle_depth: int | None
-    odn_cost: dict
-    oracle_cost: dict
+    odn_cost: dict[str, Any]
+    oracle_cost: dict[str, Any]
 
-    oracle_to_depth: dict | None = None  # its cost up to its depth, when it trained deeper ones too
+    oracle_to_depth: dict[str, Any] | None = None  # its cost up to its depth, when it trained deeper ones too
 
     def ratio(self, key: str, to_depth: bool = False) -> float | None:
         a, b = self.odn_cost.get(key), ((self.oracle_to_depth if to_depth else self.oracle_cost) or {}).get(key)
@@ -265,7 +268,7 @@ def oracle_vs_odn(board: Board) -> list[OracleVsOdn]:
     return out
 
 
-def _cost_to_depth(r) -> dict | None:
+def _cost_to_depth(r: Result) -> dict[str, Any] | None:
     """The oracle's own cost up to the depth it chose (a sequential search's), from its per-depth
     records; None when it trained no deeper depth (its whole cost is that already)."""
     depths = (r.method_info or {}).get("depths")
@@ -278,11 +281,11 @@ def _cost_to_depth(r) -> dict | None:
     return {k: sum(c.get(k) or 0 for c in mine) for k in ("epochs", "sample_steps", "train_seconds")}
 
 
-def _f(v, digits=2) -> str:
+def _f(v: float | None, digits: int = 2) -> str:
     return "–" if v is None else f"{v:.{digits}f}"
 
 
-def curves_document(board: Board) -> dict | None:
+def curves_document(board: Board) -> dict[str, Any] | None:
     """The curves part of a board as data (board.json): every family's points with the cell keys
     they come from, the accuracy at matched size and oracle vs ODN; None when no family has two
     points (the page then has no curves section either)."""

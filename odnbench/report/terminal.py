@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import io
 import shutil
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal
 
-from odnbench.report.boards import Board, RowStats
+from odnbench.report.boards import Board, Row, RowStats
 from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, terminal_text
 
 MAX_WIDTH = 100
@@ -21,7 +24,7 @@ def terminal_width(limit: int = MAX_WIDTH) -> int:
     return min(limit, shutil.get_terminal_size((limit, 24)).columns)
 
 
-def _span(values, fmt) -> str:
+def _span(values: Iterable[object] | None, fmt: Callable[[float], str]) -> str:
     """min–max over seeds on two lines (``lo–`` above ``hi``), so that a range is no wider than one value."""
     text = fmt_span(values, fmt)
     return text.replace("–", "–\n", 1) if "–" in text[1:] else text
@@ -32,7 +35,7 @@ SHORT_VERDICT = {"better than full": "better", "worse than full": "worse", "not 
                  "reference": "ref.", "–": "–"}
 
 
-def _interval(mean, ci, signed: bool = False) -> str:
+def _interval(mean: float | None, ci: Sequence[float] | None, signed: bool = False) -> str:
     if mean is None:
         return "–"
     text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
@@ -40,10 +43,16 @@ def _interval(mean, ci, signed: bool = False) -> str:
     return f"{text}\nn=1" if ci is None else f"{text}\n±{(ci[1] - ci[0]) / 2:.2f}"
 
 
+def _stats(row: Row) -> RowStats:
+    """A board's row's numbers (build_boards fills them for every row it puts on a board)."""
+    assert row.stats is not None, row.label
+    return row.stats
+
+
 def _row(f: RowStats) -> list[str]:
     differ = bool(f.networks_differ)
 
-    def net(key, fmt):
+    def net(key: str, fmt: Callable[[Any], str]) -> str:
         return _span(getattr(f, f"{key}_per_seed"), fmt) if differ else ("–" if getattr(f, key) is None else fmt(getattr(f, key)))
 
     verdict = SHORT_VERDICT.get(f.verdict, "n=1")
@@ -58,12 +67,12 @@ def _row(f: RowStats) -> list[str]:
             net("macs", lambda v: fmt_macs(v, ".3g")), compute, verdict, fmt_converged(f.converged)]
 
 
-COLUMNS = (("#", "right"), ("Method", "left"), ("Depth", "right"), ("Top-1 %\n±95% CI", "right"),
+COLUMNS: tuple[tuple[str, Literal["left", "right"]], ...] = (("#", "right"), ("Method", "left"), ("Depth", "right"), ("Top-1 %\n±95% CI", "right"),
            ("Δ full\npaired", "right"), ("MB", "right"), ("MACs", "right"), ("Train\ncompute", "right"),
            ("Vs full\ntarget", "left"), ("Con-\nverged", "left"))
 
 
-def summary(boards: list[Board], board_path, width: int | None = None) -> str:
+def summary(boards: list[Board], board_path: str | Path, width: int | None = None) -> str:
     """The text printed after a grid: every board as a compact table, then where the full one is."""
     from rich import box
     from rich.console import Console
@@ -86,20 +95,20 @@ def summary(boards: list[Board], board_path, width: int | None = None) -> str:
             table.add_column(name, justify=justify, overflow="fold", no_wrap=name != "Method",
                              min_width=(16 if roomy else 10) if name == "Method" else None)
         for row in board.rows:
-            table.add_row(*_row(row.stats))
+            table.add_row(*_row(_stats(row)))
         console.print(table)
-        ns = sorted({r.stats.delta_n for r in board.rows if r.stats.delta_vs_full is not None})
+        ns = sorted({_stats(r).delta_n for r in board.rows if _stats(r).delta_vs_full is not None})
         notes = [f"± 95 % t-interval; Δ: paired t-interval over n={'/'.join(map(str, ns)) or 0} seeds; = tied "
                  "(not separated from its group's leader); Δ vs full on its "
                  "paired interval: better / worse only when it excludes 0, ≈ full otherwise; target: yes / no / "
                  "undec(ided) on the interval"]
-        if board.baseline is not None and board.baseline.stats.reference_cut_short:
+        if board.baseline is not None and _stats(board.baseline).reference_cut_short:
             notes.append("! the full-depth reference was cut short by an epoch cap")
-        if any(r.stats.cost_train_macs is None for r in board.rows):
+        if any(_stats(r).cost_train_macs is None for r in board.rows):
             notes.append("n/r: compute not recorded (results before 0.2)")
         if board.failed:
             notes.append(f"{len(board.failed)} failed")
-        if any(r.stats.networks_differ for r in board.rows):
+        if any(_stats(r).networks_differ for r in board.rows):
             notes.append("a– over b: min–max over seeds that chose different networks")
         if notes:
             console.print("; ".join(notes) + ".")
