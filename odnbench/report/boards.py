@@ -174,6 +174,12 @@ class Row:
         return dataclasses.asdict(self.stats) if self.stats else {}
 
 
+def stats_of(row: Row) -> RowStats:
+    """A board row's numbers, typed as set: build_boards fills them for every row it puts on a board."""
+    assert row.stats is not None, row.label
+    return row.stats
+
+
 @dataclass
 class Board:
     dataset: str

@@ -14,11 +14,19 @@ from __future__ import annotations
 import io
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
-from odnbench.report.boards import Board
+from odnbench.report.boards import Board, stats_of
 from odnbench.report.curves import all_families, pareto_front, pareto_points
 from odnbench.report.fmt import fmt_value
 from odnbench.store import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
+    from matplotlib.figure import Figure
+
+    from odnbench.result import Result
 
 FIGSIZE = (7.0, 4.5)
 DPI = 110
@@ -32,7 +40,7 @@ COLORS = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e3
 PNG_METADATA = {"Software": None}  # matplotlib would otherwise write its version into every file
 
 
-def _style():
+def _style() -> AbstractContextManager[Any]:
     import matplotlib.style
     from cycler import cycler
 
@@ -42,7 +50,7 @@ def _style():
     return matplotlib.style.context(["default", rc])
 
 
-def _png_bytes(fig) -> bytes:
+def _png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata=PNG_METADATA)
     return buffer.getvalue()
@@ -83,7 +91,7 @@ def pareto_png(board: Board, x_field: str, x_label: str) -> bytes:
         return _png_bytes(pareto_figure(board, x_field, x_label))
 
 
-def pareto_figure(board: Board, x_field: str, x_label: str):
+def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
     """Top-1 (mean ± std over seeds) against ``x_field`` for every row, each configuration in its
     own colour and marker, named in a legend beside the plot (no labels on the points, so none can
     overprint another). Filled markers are on the Pareto front (no other row has a smaller x and
@@ -93,14 +101,15 @@ def pareto_figure(board: Board, x_field: str, x_label: str):
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    rows = [r for r in board.rows if getattr(r.stats, x_field) and r.stats.top1_mean is not None]
+    rows = [r for r in board.rows if getattr(stats_of(r), x_field) and stats_of(r).top1_mean is not None]
     styles = row_styles(board)
     with _style():  # the figure keeps the style it was drawn with
         fig = Figure(figsize=PARETO_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         scale = 1e6 if x_field == "macs" else 1.0
-        points = [(getattr(r.stats, x_field) / scale, r.stats.top1_mean) for r in rows]
+        points: list[tuple[float, float]] = [(getattr(stats_of(r), x_field) / scale, cast(float, stats_of(r).top1_mean))
+                                             for r in rows]
         front = set(pareto_front(points))
         xs = [p[0] for p in points]
         log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
@@ -108,11 +117,11 @@ def pareto_figure(board: Board, x_field: str, x_label: str):
         handles, spans = [], False
         for i, (row, (x, y)) in enumerate(zip(rows, points)):
             colour, marker = styles[row.label]
-            per_seed = [v / scale for v in getattr(row.stats, f"{x_field}_per_seed") or [] if isinstance(v, (int, float))]
-            xerr = ([[x - min(per_seed)], [max(per_seed) - x]] if row.stats.networks_differ and per_seed
+            per_seed = [v / scale for v in getattr(stats_of(row), f"{x_field}_per_seed") or [] if isinstance(v, (int, float))]
+            xerr = ([[x - min(per_seed)], [max(per_seed) - x]] if stats_of(row).networks_differ and per_seed
                     else None)
             face = colour if i in front else "white"
-            ax.errorbar([x], [y], yerr=[row.stats.top1_std or 0.0], xerr=xerr, fmt=marker,
+            ax.errorbar([x], [y], yerr=[stats_of(row).top1_std or 0.0], xerr=xerr, fmt=marker,
                         ms=max(4.0, 11.0 - 4.0 * stacked[i]), color=colour, mfc=face, mew=1.6, capsize=3,
                         elinewidth=1.0, zorder=3 + stacked[i])
             spans = spans or xerr is not None
@@ -147,7 +156,7 @@ def pareto_figure(board: Board, x_field: str, x_label: str):
         return fig
 
 
-def depth_curves(board: Board) -> list[tuple[str, list[dict]]]:
+def depth_curves(board: Board) -> list[tuple[str, list[dict[str, Any]]]]:
     """``(label, records)`` for every ranked result that states a depth curve."""
     curves = []
     for row in board.rows:
@@ -158,7 +167,7 @@ def depth_curves(board: Board) -> list[tuple[str, list[dict]]]:
     return curves
 
 
-def _curve_points(r) -> list[dict]:
+def _curve_points(r: Result) -> list[dict[str, Any]]:
     curve = r.facts.depth_curve
     if not isinstance(curve, list):
         return []
@@ -170,8 +179,8 @@ def depth_marks(board: Board) -> tuple[list[tuple[str, float, str]], list[tuple[
     depth, value), for the depth plot; both are drawn in their curve's colour."""
     # One line per threshold value, in the colour of the first curve that had it; the label names
     # every curve that shares it (two seeds often land on the same threshold).
-    hlines: dict[float, tuple[str, list[str]]] = {}
-    marks = []
+    hlines: dict[float, tuple[str, list[tuple[str, object]]]] = {}
+    marks: list[tuple[str, float, float]] = []
     for row in board.rows:
         for seed, r in zip(row.seeds, row.results):
             curve = r.facts.depth_curve
@@ -221,7 +230,7 @@ DEPTH_FIGSIZE = (6.4, 4.0)
 DEPTH_DPI = 120
 
 
-def _figure(legend_entries: int = 0):
+def _figure(legend_entries: int = 0) -> Figure:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -231,24 +240,25 @@ def _figure(legend_entries: int = 0):
     return fig
 
 
-def _depth_png_bytes(fig) -> bytes:
+def _depth_png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DEPTH_DPI, metadata=PNG_METADATA)
     return buffer.getvalue()
 
 
-def plot_depth_curves(curves: Sequence[tuple[str, Sequence[dict]]], path, title: str = "", **kwargs) -> Path:
+def plot_depth_curves(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], path: str | Path, title: str = "",
+                      **kwargs: Any) -> Path:
     """Write :func:`depth_figure` as a PNG at ``path``; returns ``path``."""
     path = Path(path)
     atomic_write_bytes(path, _depth_png_bytes(depth_figure(curves, title, **kwargs)))
     return path
 
 
-def depth_figure(curves: Sequence[tuple[str, Sequence[dict]]], title: str = "", *,
+def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: str = "", *,
                  y_key: str = "val", y_label: str = "validation top-1 (%)",
-                 hlines: Sequence[tuple] = (),
+                 hlines: Sequence[tuple[Any, ...]] = (),
                  marks: Sequence[tuple[str, float, float]] = (), mark_label: str = "chosen depth",
-                 styles: dict[str, dict] | None = None):
+                 styles: dict[str, dict[str, Any]] | None = None) -> Figure:
     """Accuracy against depth, one line per ``(label, records)``; each record needs ``depth`` and
     ``y_key`` (records without a value are skipped). ``hlines``: labelled horizontal lines
     ``(label, value)`` or ``(label, value, curve label)`` (e.g. a stop threshold, then drawn in
@@ -261,7 +271,7 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict]]], title: str = "", 
         fig = _figure(len(curves) + len(hlines) + (1 if marks else 0))
         ax = fig.add_subplot(1, 1, 1)
         depths: set[int] = set()
-        colours: dict[str, str] = {}
+        colours: dict[str, Any] = {}  # matplotlib colour values
         for label, records in curves:
             pts = sorted((int(r["depth"]), float(r[y_key])) for r in records if r.get(y_key) is not None)
             if not pts:
@@ -271,9 +281,9 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict]]], title: str = "", 
             (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], label=label, **style)
             colours.setdefault(label, line.get_color())
         dashes = ["--", ":", "-.", (0, (5, 1))]
-        for i, (label, value, *curve) in enumerate(hlines):
+        for i, (label, value, *owner) in enumerate(hlines):
             ax.axhline(value, linestyle=dashes[i % len(dashes)], linewidth=1,
-                       color=colours.get(curve[0], "grey") if curve else "grey", label=label)
+                       color=colours.get(owner[0], "grey") if owner else "grey", label=label)
         low, high = ax.get_ylim()
         placed: list[tuple[float, float]] = []
         for curve, depth, value in marks:
@@ -310,7 +320,7 @@ def curves_png(board: Board, x_field: str, x_label: str) -> bytes:
         return _png_bytes(curves_figure(board, x_field, x_label))
 
 
-def curves_figure(board: Board, x_field: str, x_label: str):
+def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
     """Top-1 against ``x_field`` (size_mb or macs) for every family of :mod:`odnbench.report.curves`:
     a line per family (a marker alone for a one-point family), bars ± std over seeds, the full-depth
     reference and the Pareto front over every point (black step line)."""

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from odnbench.report.boards import Board, Row, RowStats
+from odnbench.report.boards import Board, RowStats, stats_of
 from odnbench.report.fmt import fmt_converged, fmt_depths, fmt_macs, fmt_span, fmt_value, terminal_text
 
 MAX_WIDTH = 100
@@ -41,12 +41,6 @@ def _interval(mean: float | None, ci: Sequence[float] | None, signed: bool = Fal
     text = f"{mean:+.2f}" if signed else f"{mean:.2f}"
     # The half-width under the mean, so that an interval is no wider than one value.
     return f"{text}\nn=1" if ci is None else f"{text}\n±{(ci[1] - ci[0]) / 2:.2f}"
-
-
-def _stats(row: Row) -> RowStats:
-    """A board's row's numbers (build_boards fills them for every row it puts on a board)."""
-    assert row.stats is not None, row.label
-    return row.stats
 
 
 def _row(f: RowStats) -> list[str]:
@@ -95,20 +89,20 @@ def summary(boards: list[Board], board_path: str | Path, width: int | None = Non
             table.add_column(name, justify=justify, overflow="fold", no_wrap=name != "Method",
                              min_width=(16 if roomy else 10) if name == "Method" else None)
         for row in board.rows:
-            table.add_row(*_row(_stats(row)))
+            table.add_row(*_row(stats_of(row)))
         console.print(table)
-        ns = sorted({_stats(r).delta_n for r in board.rows if _stats(r).delta_vs_full is not None})
+        ns = sorted({stats_of(r).delta_n for r in board.rows if stats_of(r).delta_vs_full is not None})
         notes = [f"± 95 % t-interval; Δ: paired t-interval over n={'/'.join(map(str, ns)) or 0} seeds; = tied "
                  "(not separated from its group's leader); Δ vs full on its "
                  "paired interval: better / worse only when it excludes 0, ≈ full otherwise; target: yes / no / "
                  "undec(ided) on the interval"]
-        if board.baseline is not None and _stats(board.baseline).reference_cut_short:
+        if board.baseline is not None and stats_of(board.baseline).reference_cut_short:
             notes.append("! the full-depth reference was cut short by an epoch cap")
-        if any(_stats(r).cost_train_macs is None for r in board.rows):
+        if any(stats_of(r).cost_train_macs is None for r in board.rows):
             notes.append("n/r: compute not recorded (results before 0.2)")
         if board.failed:
             notes.append(f"{len(board.failed)} failed")
-        if any(_stats(r).networks_differ for r in board.rows):
+        if any(stats_of(r).networks_differ for r in board.rows):
             notes.append("a– over b: min–max over seeds that chose different networks")
         if notes:
             console.print("; ".join(notes) + ".")
