@@ -134,7 +134,7 @@ def fmt_list(values: Iterable[object] | None) -> str:
     return ", ".join(map(str, values)) if values else "?"
 
 
-def md_text(text: str) -> str:
+def md_text(text: object) -> str:
     """Plain text made safe inside a GitHub markdown table cell or list item (one line)."""
     text = " ".join(_CONTROL.sub(" ", str(text)).split())
     for ch in "\\`*_[]<>|":

@@ -3,7 +3,10 @@ failed and cut-short cells, caption and definitions."""
 
 from __future__ import annotations
 
-from odnbench.report.boards import Board, Row, RowStats, cut_short_reason, distinct, failure_reason
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, cast
+
+from odnbench.report.boards import Board, Row, RowStats, cut_short_reason, distinct, failure_reason, stats_of
 from odnbench.report.fmt import (
     fmt_converged,
     fmt_depths,
@@ -30,9 +33,9 @@ PAGE = "README.md"  # a board's page in its published folder
 
 
 def latency_header(rows: list[Row]) -> str:
-    batch = distinct([r.stats.latency_batch for r in rows])
-    threads = distinct([t for r in rows for t in r.stats.latency_threads or []])
-    devices = distinct([d for r in rows for d in r.stats.latency_device or []])
+    batch = distinct([stats_of(r).latency_batch for r in rows])
+    threads = distinct([t for r in rows for t in stats_of(r).latency_threads or []])
+    devices = distinct([d for r in rows for d in stats_of(r).latency_device or []])
     return (f"Latency p50 / p90 ms (mean over seeds ‡; batch {fmt_list(batch)}, {_threads(threads)}, "
             f"{fmt_list(devices)})")
 
@@ -78,7 +81,7 @@ REPORTED_COLUMNS = [
 ]
 
 
-def fmt_interval(mean, ci, n: int, signed: bool = False) -> str:
+def fmt_interval(mean: float | None, ci: Sequence[float] | None, n: int, signed: bool = False) -> str:
     """``98.74 ± 0.40`` (half-width of the 95 % t-interval), or ``98.74 (n=1, no interval)``."""
     if mean is None:
         return "–"
@@ -104,7 +107,7 @@ def cells(f: RowStats) -> dict[str, str]:
     top1 = "–" if f.top1_mean is None else f"{f.top1_mean:.2f} ± {f.top1_std:.2f} (n={f.n})"
     differ = bool(f.networks_differ)
 
-    def net(key, fmt):  # one network's value, or min–max over seeds when the seeds' networks differ
+    def net(key: str, fmt: Callable[[Any], str]) -> str:  # one network's value, or min–max over seeds when the seeds' networks differ
         return fmt_span(getattr(f, f"{key}_per_seed"), fmt) if differ else fmt(getattr(f, key))
 
     busy = " _busy_" if f.latency_busy_seeds else ""
@@ -147,28 +150,28 @@ def cells(f: RowStats) -> dict[str, str]:
     }
 
 
-def fmt_compute(v) -> str:
+def fmt_compute(v: float | None) -> str:
     return "not recorded" if v is None else fmt_macs(v)
 
 
-def _signed_span(values) -> str:
+def _signed_span(values: Iterable[object]) -> str:
     """Signed percentages over seeds: "-93.34 % to -85.26 %" (a dash would read as a minus)."""
-    values = [v for v in values if isinstance(v, (int, float))]
-    if not values:
+    nums = [v for v in values if isinstance(v, (int, float))]
+    if not nums:
         return "–"
-    lo, hi = f"{min(values):+.2f} %", f"{max(values):+.2f} %"
+    lo, hi = f"{min(nums):+.2f} %", f"{max(nums):+.2f} %"
     return lo if lo == hi else f"{lo} to {hi}"
 
 
-def _reductions(f: dict) -> list:
+def _reductions(f: RowStats) -> list[float]:
     """Each seed's size against the baseline's, in % (negative = smaller)."""
-    full = f.size_mb / (1 - f.size_reduction / 100) if f.size_reduction not in (None, 100) else None
+    full = cast(float, f.size_mb) / (1 - f.size_reduction / 100) if f.size_reduction not in (None, 100) else None
     if not full:
         return []
     return [100 * (v / full - 1) for v in f.size_mb_per_seed or [] if isinstance(v, (int, float))]
 
 
-def markdown_table(rows: list[dict], columns=MAIN_COLUMNS) -> str:
+def markdown_table(rows: list[dict[str, str]], columns: Sequence[tuple[str, str]] = MAIN_COLUMNS) -> str:
     head = "| " + " | ".join(title for _, title in columns) + " |"
     left = ("method", "ranked", "meets", "source", "verdict")
     sep = "|" + "|".join("---" if k in left else "--:" for k, _ in columns) + "|"
@@ -176,7 +179,7 @@ def markdown_table(rows: list[dict], columns=MAIN_COLUMNS) -> str:
     return "\n".join([head, sep, *body])
 
 
-def _threads(values) -> str:
+def _threads(values: Iterable[object] | None) -> str:
     return f"{fmt_list(values)} thread{'' if list(values or []) == [1] else 's'}"
 
 
@@ -185,7 +188,7 @@ def meets_header(board: Board) -> str:
             f"own target beside it)")
 
 
-def _detail_columns(board: Board):
+def _detail_columns(board: Board) -> list[tuple[str, str]]:
     titles = {"latency": latency_header(board.rows), "meets": meets_header(board)}
     return [(k, titles.get(k, t)) for k, t in DETAIL_COLUMNS]
 
@@ -227,7 +230,7 @@ def tolerance_line(board: Board) -> str:
             f"decides when that method stops; it is shown in its row, beside the board's verdict.")
 
 
-def _result_line(r: Result, why: str) -> str:
+def _result_line(r: Result, why: str | None) -> str:
     c = r.config
     try:
         folder = r.folder or cell_dirname(c)  # the store names folders; results read from it carry theirs
@@ -241,14 +244,14 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
     h = "#" * level
     out: list[str] = []
     if board.rows:
-        rows = [cells(r.stats) for r in board.rows]
+        rows = [cells(stats_of(r)) for r in board.rows]
         out.append(markdown_table(rows, MAIN_COLUMNS))
         out += ["", statistics_note(board)]
-        if board.baseline is not None and board.baseline.stats.reference_cut_short:
+        if board.baseline is not None and (cut := stats_of(board.baseline).reference_cut_short):
             out += ["", f"{REFERENCE_MARK} **Reference not converged:** "
-                        f"{md_text_light(board.baseline.stats.reference_cut_short)} (every Δ marked {REFERENCE_MARK})."]
+                        f"{md_text_light(cut)} (every Δ marked {REFERENCE_MARK})."]
         out += ["", f"{h} Details", "", markdown_table(rows, _detail_columns(board))]
-        unreliable = any(not r.stats.measured_speedup_reliable for r in board.rows)
+        unreliable = any(not stats_of(r).measured_speedup_reliable for r in board.rows)
         out += ["", NETWORK_NOTE + (" " + BUSY_NOTE if unreliable else "")]
         if board.caption.get("latency_remeasured"):
             out += ["", md_text_light(board.caption["latency_remeasured"])]
@@ -264,7 +267,7 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
         if iso:
             iso_cells = []
             for i, row in enumerate(iso, 1):
-                cl = cells(row.stats)
+                cl = cells(stats_of(row))
                 cl["iso_rank"] = str(i)
                 iso_cells.append(cl)
             out.append(markdown_table(iso_cells, ISO_COLUMNS))
@@ -298,10 +301,10 @@ def board_sections(board: Board, level: int = 2, plots: dict[str, str] | None = 
 
 def statistics_note(board: Board) -> str:
     """How the intervals, ties and verdicts are made, and which differences from full are significant."""
-    ns = sorted({r.stats.delta_n for r in board.rows if r.stats.delta_vs_full is not None and r is not board.baseline})
+    ns = sorted({stats_of(r).delta_n for r in board.rows if stats_of(r).delta_vs_full is not None and r is not board.baseline})
     n_text = "/".join(map(str, ns)) or "0"
-    sig = [r for r in board.rows if r.stats.verdict in ("better than full", "worse than full")]
-    found = ("; ".join(f"{md_text(r.label)} {r.stats.verdict}" for r in sig) if sig
+    sig = [r for r in board.rows if stats_of(r).verdict in ("better than full", "worse than full")]
+    found = ("; ".join(f"{md_text(r.label)} {stats_of(r).verdict}" for r in sig) if sig
              else "none: no row's interval excludes 0")
     return (f"Statistics: ± is the half-width of a 95 % Student t-interval over seeds; Δ vs full is a **paired "
             f"t-interval over n={n_text} seeds** (each seed fixes the split and the batch order, so each row is "
@@ -328,8 +331,8 @@ def definitions(board: Board) -> str:
             "threshold on validation top-1 and on how many seeds it reached it.")
 
 
-def _reported_cells(x: dict) -> dict[str, str]:
-    def pair(rep, meas, fmt):
+def _reported_cells(x: dict[str, Any]) -> dict[str, str]:
+    def pair(rep: Any, meas: Any, fmt: Callable[[Any], str]) -> str:
         return f"{fmt(rep) if rep is not None else '–'} / {fmt(meas) if meas is not None else '–'}"
 
     return {
@@ -392,13 +395,13 @@ def index_line(board: Board) -> str:
     seeds = board.caption["seeds"]
     parts = [_plural(len(board.rows), "configuration"), _plural(len(seeds), "seed")]
     if board.rows:
-        best = board.rows[0].stats
-        ties = sum(r.stats.tie_rank == best.tie_rank for r in board.rows) - 1
+        best = stats_of(board.rows[0])
+        ties = sum(stats_of(r).tie_rank == best.tie_rank for r in board.rows) - 1
         tied = f", not separated from {_plural(ties, 'other row')}" if ties else ""
         parts.append(f"highest mean top-1 {best.top1_mean:.2f} % ({md_text(best.method)}{tied})")
     iso = board.iso_rows
     if iso:
-        f = iso[0].stats
+        f = stats_of(iso[0])
         if f.networks_differ:  # one size per seed's network, never their mean
             size = fmt_span(f.size_mb_per_seed, lambda v: f"{v:.3f}")
             red = "" if f.size_reduction is None else f", {_signed_span(_reductions(f))} size"
