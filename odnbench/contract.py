@@ -48,7 +48,7 @@ class Param:
     type: type
     default: Any
     help: str = ""
-    choices: tuple | None = None
+    choices: tuple[Any, ...] | None = None
     nullable: bool = False
     ge: float | None = None
     gt: float | None = None
@@ -57,7 +57,7 @@ class Param:
     omit_default: bool = False
     sweep: bool = False
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         if self.type not in _PARAM_TYPES:
             raise TypeError(f"Param {self.name!r}: type must be one of int, float, str, bool")
         bounds = (self.ge, self.gt, self.le, self.lt)
@@ -77,7 +77,7 @@ class Param:
             return f"{name} {'>=' if self.ge is not None else '>'} {low.split()[0]}"
         return f"{low}{name}{high}" if (low or high) else ""
 
-    def range_problem(self, value) -> bool:
+    def range_problem(self, value: float) -> bool:
         """True when a number lies outside the declared range (or is not finite)."""
         if isinstance(value, float) and not math.isfinite(value):
             return True
@@ -106,6 +106,7 @@ class Param:
         raw = text.strip()
         if self.nullable and raw.lower() in ("none", "null", ""):
             return None
+        value: bool | int | float | str
         try:
             if self.type is bool:
                 low = raw.lower()
@@ -134,10 +135,10 @@ class Param:
             value = float(value)
         if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
             raise OdnbenchError(f"{where} must be {self.type.__name__}, got {value!r}")
-        if self.type is float and not math.isfinite(value):
+        if self.type is float and isinstance(value, float) and not math.isfinite(value):
             raise OdnbenchError(f"{where}={value!r} is not a finite number"
                                 + (f"; allowed: {self.range_text(where)}" if self.range_text() else ""))
-        if self.type in (int, float) and self.range_problem(value):
+        if self.type in (int, float) and isinstance(value, (int, float)) and self.range_problem(value):
             raise OdnbenchError(f"{where}={value!r} is out of range; allowed: {self.range_text(where)}"
                                 + (" (or none)" if self.nullable else ""))
         if self.choices is not None and value not in self.choices:
@@ -240,7 +241,7 @@ class MethodContext:
     dependencies: dict[str, Dependency] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
     #: What :meth:`save_model` stored, by name; the harness records it as the result's ``artifacts``.
-    artifacts: dict[str, dict] = field(default_factory=dict)
+    artifacts: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def save_model(self, name: str, model: nn.Module) -> Path:
         """Keep ``model`` as this cell's artifact ``name``: stored as ``<name>.safetensors`` in the cell
@@ -328,15 +329,15 @@ class Dependency:
         return self.result.metrics or {}
 
     @property
-    def facts(self):
+    def facts(self) -> Facts:
         return self.result.facts
 
     @property
-    def artifacts(self) -> dict[str, dict]:
+    def artifacts(self) -> dict[str, Any]:
         """The dependency's extra files by name (what its method stored with ``ctx.save_model``)."""
         return self.result.artifacts
 
-    def load_artifact(self, name: str, device=None) -> nn.Module:
+    def load_artifact(self, name: str, device: torch.device | str | None = None) -> nn.Module:
         """A model the dependency's method stored with ``ctx.save_model(name, ...)``, checked against
         its recorded checksum (one-line error naming the artifacts it has when ``name`` is not one)."""
         from odnbench.errors import MissingDependencyError, ModelFileError
@@ -355,7 +356,7 @@ class Dependency:
             raise ModelFileError(f"cannot use the {self.result.method!r} artifact {name!r} in "
                                  f"{self.model_path.parent.name}: {exc}") from None
 
-    def load_model(self, device=None) -> nn.Module:
+    def load_model(self, device: torch.device | str | None = None) -> nn.Module:
         """The exported model, checked against the checksum its result recorded and rebuilt without
         running any code from the file (a pickled or edited file is refused with one line)."""
         from odnbench.errors import ModelFileError
@@ -369,7 +370,7 @@ class Dependency:
             raise ModelFileError(f"cannot use the {self.result.method!r} model in {self.model_path.parent.name}: "
                                  f"{exc}") from None
 
-    def load_depthnet(self, device=None) -> DepthNet:
+    def load_depthnet(self, device: torch.device | str | None = None) -> DepthNet:
         """The model as a DepthNet with every parameter trainable (one-line error when it is not one)."""
         from odnbench.depthnet import DepthNet
 

@@ -16,9 +16,13 @@ import math
 import warnings
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from odnbench.errors import OdnbenchDeprecationWarning
+
+if TYPE_CHECKING:  # pragma: no cover
+    from odnbench.data import Splits
 
 #: Version of the result.json layout. 1 = odnbench 0.1 (typed facts lived in method_info);
 #: 2 = facts, defaults and reference stored as fields of their own;
@@ -54,15 +58,15 @@ class Facts:
     threshold: float | None = None  # that target, as validation top-1 %
     converged: bool | None = None  # training ended by patience, not by an epoch cap
     cut_short: str | None = None  # why not converged, in words
-    depth_curve: list[dict] | None = None  # [{"depth", "val"}]: validation top-1 per depth tried
+    depth_curve: list[dict[str, Any]] | None = None  # [{"depth", "val"}]: validation top-1 per depth tried
 
     @classmethod
-    def from_dict(cls, d: dict | None) -> Facts:
+    def from_dict(cls, d: dict[str, Any] | None) -> Facts:
         d = d if isinstance(d, dict) else {}
         return cls(**{f.name: d.get(f.name) for f in fields(Facts)})
 
     @classmethod
-    def of(cls, source) -> Facts:
+    def of(cls, source: Facts) -> Facts:
         """The facts of ``source`` (a MethodOutput, which subclasses Facts), as Facts alone."""
         return cls(**{f.name: getattr(source, f.name) for f in fields(Facts)})
 
@@ -84,25 +88,25 @@ class Facts:
 class Result:
     status: str  # "ok" or "failed"
     key: str  # hash of config: the cell's identity
-    config: dict  # the cell's canonical config (odnbench.plan.make_config)
+    config: dict[str, Any]  # the cell's canonical config (odnbench.plan.make_config)
     plugin: str = "?"  # the plugin that registered the method
     requires: dict[str, str] = field(default_factory=dict)  # dependency name -> cell key
     error: str | None = None
     traceback: str | None = None
-    metrics: dict | None = None  # measured by the harness (odnbench.metrics.measure)
-    cost: dict | None = None  # cost to obtain (odnbench.trainer.CostMeter.as_dict), dependencies included
-    method_info: dict = field(default_factory=dict)  # the method's free-form, JSON-serialisable info
+    metrics: dict[str, Any] | None = None  # measured by the harness (odnbench.metrics.measure)
+    cost: dict[str, Any] | None = None  # cost to obtain (odnbench.trainer.CostMeter.as_dict), dependencies included
+    method_info: dict[str, Any] = field(default_factory=dict)  # the method's free-form, JSON-serialisable info
     facts: Facts = field(default_factory=Facts)
-    defaults: dict = field(default_factory=dict)  # the method's parameters had nobody set any (board labels)
-    reference: dict | None = None  # what a paper published for this method on (dataset, backbone)
-    data: dict | None = None  # split sizes, split rule, augmentation, normalisation
-    env: dict | None = None  # environment fingerprint (odnbench.envinfo)
+    defaults: dict[str, Any] = field(default_factory=dict)  # the method's parameters had nobody set any (board labels)
+    reference: dict[str, Any] | None = None  # what a paper published for this method on (dataset, backbone)
+    data: dict[str, Any] | None = None  # split sizes, split rule, augmentation, normalisation
+    env: dict[str, Any] | None = None  # environment fingerprint (odnbench.envinfo)
     model_file: str | None = None
-    files: dict | None = None  # {file name: {"sha256", "bytes"}}: model_file and every artifact's file, at write time
-    artifacts: dict = field(default_factory=dict)  # {name: {"file", "sha256", "bytes", "kind", ...}}: ctx.save_model
+    files: dict[str, Any] | None = None  # {file name: {"sha256", "bytes"}}: model_file and every artifact's file, at write time
+    artifacts: dict[str, Any] = field(default_factory=dict)  # {name: {"file", "sha256", "bytes", "kind", ...}}: ctx.save_model
     role: str | None = None  # the method's part on a board (Method.role), e.g. "baseline"
-    curve: list[dict] | None = None  # further models measured by the harness (CURVE_POINT_FIELDS), e.g. per depth
-    provenance: dict | None = None  # what asked for the cell: {"grid": file name, "grid_sha256"}; not in the key
+    curve: list[dict[str, Any]] | None = None  # further models measured by the harness (CURVE_POINT_FIELDS), e.g. per depth
+    provenance: dict[str, Any] | None = None  # what asked for the cell: {"grid": file name, "grid_sha256"}; not in the key
     wall_seconds: float | None = None
     finished_at: str | None = None
     schema: int = SCHEMA_VERSION
@@ -115,10 +119,11 @@ class Result:
 
     @property
     def method(self) -> str:
-        return self.config.get("method", "?")
+        method: str = self.config.get("method", "?")
+        return method
 
     @property
-    def seed(self):
+    def seed(self) -> Any:
         return self.config.get("seed")
 
     def stored_files(self) -> list[str]:
@@ -130,7 +135,7 @@ class Result:
     # The mapping access below keeps such plugins working through 0.2 with a DeprecationWarning that
     # names the attribute to use; it is removed in 0.3.0 (docs/plugins.md, "Deprecation policy").
 
-    def _mapping_value(self, key: str, how: str):
+    def _mapping_value(self, key: str, how: str) -> Any:
         if key not in self._stored_fields():
             raise KeyError(key)
         _deprecated_mapping(how, f"result.{key}", stacklevel=4)
@@ -141,10 +146,10 @@ class Result:
     def _stored_fields(cls) -> tuple[str, ...]:
         return tuple(f.name for f in fields(cls) if f.name != "folder")
 
-    def __getitem__(self, key: str):
+    def __getitem__(self, key: str) -> Any:
         return self._mapping_value(key, f"result[{key!r}]")
 
-    def get(self, key: str, default=None):
+    def get(self, key: str, default: Any = None) -> Any:
         try:
             return self._mapping_value(key, f"result.get({key!r})")
         except KeyError:
@@ -171,7 +176,7 @@ class Result:
         _deprecated_mapping("iterating over a result", "Result.to_dict()")
         return iter(self.to_dict())
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         del out["folder"]
         if out["traceback"] is None:
@@ -179,7 +184,7 @@ class Result:
         return out
 
     @classmethod
-    def from_dict(cls, d: dict) -> Result:
+    def from_dict(cls, d: dict[str, Any]) -> Result:
         """Read a stored result, upgrading the 0.1 layout (schema 1) on the way in."""
         if not isinstance(d, dict) or not isinstance(d.get("config"), dict):
             raise ValueError("a result must be a JSON object with a config object")
@@ -206,9 +211,10 @@ def _deprecated_mapping(used: str, instead: str, stacklevel: int = 3) -> None:
                   "Dict access is removed in odnbench 0.3.0.", OdnbenchDeprecationWarning, stacklevel=stacklevel)
 
 
-def upgrade_v1(d: dict) -> dict:
+def upgrade_v1(d: dict[str, Any]) -> dict[str, Any]:
     """odnbench 0.1 kept the facts a board shows inside ``method_info``; lift them out."""
-    info = d.get("method_info") if isinstance(d.get("method_info"), dict) else {}
+    raw_info = d.get("method_info")
+    info: dict[str, Any] = raw_info if isinstance(raw_info, dict) else {}
     stopped_early = info.get("stopped") == "max_epochs"
     cut = info.get("cut_short")
     cut_short = (cut if isinstance(cut, str) else "cut short by the method") if cut else (
@@ -228,12 +234,12 @@ def upgrade_v1(d: dict) -> dict:
     return {**d, "facts": facts, "schema": 1}
 
 
-def upgrade_v4(d: dict) -> dict:
+def upgrade_v4(d: dict[str, Any]) -> dict[str, Any]:
     """Before schema 5 a method's extra model files were only names in ``files`` (and a ``model_file``
     in its method_info, which described them); the baseline and the reference's preset were known by
     name. Read them as schema 5 states them (in memory: the stored file is not rewritten)."""
-    files: dict = d["files"] if isinstance(d.get("files"), dict) else {}
-    described: dict[str, dict] = {}
+    files: dict[str, Any] = d["files"] if isinstance(d.get("files"), dict) else {}
+    described: dict[str, dict[str, Any]] = {}
     _walk_model_files(d.get("method_info"), described)
     artifacts = {}
     for name, entry in files.items():
@@ -242,7 +248,7 @@ def upgrade_v4(d: dict) -> dict:
         said = {k: v for k, v in described.get(name, {}).items() if k in ("params", "size_mb")}
         artifacts[name.rsplit(".", 1)[0]] = {"file": name, "sha256": entry.get("sha256"),
                                              "bytes": entry.get("bytes"), "kind": "model", **said}
-    config: dict = d["config"] if isinstance(d.get("config"), dict) else {}
+    config: dict[str, Any] = d["config"] if isinstance(d.get("config"), dict) else {}
     reference = d.get("reference")
     if isinstance(reference, dict) and "preset" not in reference:
         reference = {**reference, "preset": LEGACY_REFERENCE_PRESET}
@@ -250,7 +256,7 @@ def upgrade_v4(d: dict) -> dict:
     return {**d, "artifacts": d.get("artifacts") or artifacts, "role": role, "reference": reference}
 
 
-def _walk_model_files(value, found: dict) -> None:
+def _walk_model_files(value: Any, found: dict[str, Any]) -> None:
     """``{file: the dict that named it}`` for every ``model_file`` key in a 0.1-0.2 method_info."""
     if isinstance(value, dict):
         if isinstance(value.get("model_file"), str):
@@ -265,14 +271,14 @@ def _walk_model_files(value, found: dict) -> None:
 # ------------------------------------------------------------------- the records the harness stores
 
 
-def file_entry(data: bytes) -> dict:
+def file_entry(data: bytes) -> dict[str, Any]:
     """``{"sha256", "bytes"}`` of a stored file's content (an entry of ``files``)."""
     import hashlib
 
     return {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
 
-def artifact_entry(file: str, data: bytes, kind: str = "model", **described) -> dict:
+def artifact_entry(file: str, data: bytes, kind: str = "model", **described: Any) -> dict[str, Any]:
     """An entry of ``artifacts``: the file in the cell folder, its checksum and size, its kind, and
     what the harness measured of it (a model: ``params``, ``size_mb``)."""
     if kind not in ARTIFACT_KINDS:
@@ -280,23 +286,21 @@ def artifact_entry(file: str, data: bytes, kind: str = "model", **described) -> 
     return {"file": file, **file_entry(data), "kind": kind, **described}
 
 
-def files_record(model_file: str, model_entry: dict, artifacts: dict) -> dict:
+def files_record(model_file: str, model_entry: dict[str, Any], artifacts: dict[str, Any]) -> dict[str, Any]:
     """``files``: the checksum of every file an ok result vouches for, the model and each artifact."""
     return {model_file: model_entry, **{a["file"]: {"sha256": a["sha256"], "bytes": a["bytes"]}
                                         for a in artifacts.values()}}
 
 
-def data_record(splits, data_dir) -> dict:
+def data_record(splits: Splits, data_dir: str | Path) -> dict[str, Any]:
     """``data``: what a cell was trained and measured on (``splits``: odnbench.data.Splits)."""
-    from pathlib import Path
-
     return {"sizes": splits.sizes(), "split_rule": splits.info.split_rule, "augment": splits.info.augment,
             "normalisation": [splits.info.mean, splits.info.std], "fingerprint": splits.fingerprint,
             "data_dir": str(Path(data_dir).resolve())}  # where verify reloads it from
 
 
-def env_record(fingerprint: dict, *, threads: int | None, executor: dict, execution: dict | None = None,
-               packages: dict | None = None) -> dict:
+def env_record(fingerprint: dict[str, Any], *, threads: int | None, executor: dict[str, Any], execution: dict[str, Any] | None = None,
+               packages: dict[str, Any] | None = None) -> dict[str, Any]:
     """``env``: the environment fingerprint (odnbench.envinfo), the torch threads the cell ran with,
     where it ran (``executor``), its execution settings and the versions of the packages its method
     declared (``Method.env_packages``, e.g. ``torch_pruning``)."""
@@ -308,7 +312,7 @@ def env_record(fingerprint: dict, *, threads: int | None, executor: dict, execut
     return env
 
 
-def _number(v) -> bool:
+def _number(v: object) -> TypeGuard[int | float]:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -323,7 +327,7 @@ BUSY_SPREAD = 1.0
 BUSY_CPU_SHARE = 0.5
 
 
-def latency_busy(latency) -> bool | None:
+def latency_busy(latency: Any) -> bool | None:
     """Whether a stored ``metrics.latency_ms`` looks measured on a busy machine (None: unknown).
     Results stored before the spread was recorded are judged on their p90 / p50 alone."""
     if not isinstance(latency, dict) or not _number(latency.get("p50")) or not _number(latency.get("p90")):
@@ -347,12 +351,12 @@ REFERENCE_ALIASES = {
 }
 
 
-def normalise_reference(ref) -> dict | None:
+def normalise_reference(ref: Any) -> dict[str, Any] | None:
     """A method's ``reference_results`` in canonical keys (None when it gave none)."""
     if not isinstance(ref, dict) or not ref:
         return None
 
-    def pick(name):
+    def pick(name: str) -> Any:
         for alias in REFERENCE_ALIASES[name]:
             if ref.get(alias) is not None:
                 return ref[alias]
@@ -366,20 +370,20 @@ def normalise_reference(ref) -> dict | None:
 _NUMBER = (int, float)
 
 
-def _positive(v):
+def _positive(v: float) -> bool | str:
     return v > 0 or "must be positive"
 
 
-def _non_negative(v):
+def _non_negative(v: float) -> bool | str:
     return v >= 0 or "must be ≥ 0"
 
 
-def _percentage(v):
+def _percentage(v: float) -> bool | str:
     return 0 <= v <= 100 or "must be a percentage in [0, 100]"
 
 
 #: (dotted path, allowed types, extra check or None): what every stored result has.
-COMMON_FIELDS: list[tuple[str, tuple, Any]] = [
+COMMON_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [
     ("status", (str,), None),
     ("key", (str,), None),
     ("config.method", (str,), None),
@@ -391,7 +395,7 @@ COMMON_FIELDS: list[tuple[str, tuple, Any]] = [
 ]
 
 #: ... and what an ``ok`` result has besides.
-OK_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [
+OK_FIELDS: list[tuple[str, tuple[type, ...], Any]] = COMMON_FIELDS + [
     ("metrics.top1", _NUMBER, _percentage),
     ("metrics.val_top1", _NUMBER, _percentage),
     ("metrics.params", (int,), _positive),
@@ -409,17 +413,17 @@ OK_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [
     ("method_info", (dict,), None),
 ]
 
-FAILED_FIELDS: list[tuple[str, tuple, Any]] = COMMON_FIELDS + [("error", (str,), None)]
+FAILED_FIELDS: list[tuple[str, tuple[type, ...], Any]] = COMMON_FIELDS + [("error", (str,), None)]
 
 #: Fields an ``ok`` result may lack or hold as null (results stored before they were recorded), checked
 #: like the others when present. ``cost.train_macs``: training compute, null when a dependency predates it.
-OPTIONAL_OK_FIELDS: list[tuple[str, tuple, Any]] = [
+OPTIONAL_OK_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [
     ("cost.train_macs", (int,), _non_negative),
     ("cost.own.train_macs", (int,), _non_negative),
 ]
 
 #: One point of ``curve`` (schema 4): what the harness measured on a further model of the method.
-CURVE_POINT_FIELDS: list[tuple[str, tuple, Any]] = [
+CURVE_POINT_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [
     ("top1", _NUMBER, _percentage),
     ("val_top1", _NUMBER, _percentage),
     ("params", (int,), _positive),
@@ -430,14 +434,14 @@ CURVE_POINT_FIELDS: list[tuple[str, tuple, Any]] = [
 
 #: What schema 3 added: every result has a digest; an ok one names its model file, the checksum of
 #: each model file and the fingerprint of the data it was trained and measured on.
-V3_COMMON_FIELDS: list[tuple[str, tuple, Any]] = [("digest", (str,), None)]
-V3_OK_FIELDS: list[tuple[str, tuple, Any]] = [("model_file", (str,), None), ("files", (dict,), None),
+V3_COMMON_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [("digest", (str,), None)]
+V3_OK_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [("model_file", (str,), None), ("files", (dict,), None),
                                                ("data.fingerprint", (str,), None)]
 
 _MISSING = object()
 
 
-def lookup(d, path: str, default=None):
+def lookup(d: Any, path: str, default: Any = None) -> Any:
     """``lookup(result, "metrics.latency_ms.p50")``: a dotted path into nested dicts."""
     for part in path.split("."):
         if not isinstance(d, dict) or part not in d:
@@ -446,7 +450,7 @@ def lookup(d, path: str, default=None):
     return d
 
 
-def schema_problems(d) -> list[str]:
+def schema_problems(d: Any) -> list[str]:
     """Problems with one stored result's fields (empty when it conforms). ``d`` is the raw JSON."""
     if not isinstance(d, dict):
         return [f"result.json holds a {type(d).__name__}, not an object"]
@@ -497,7 +501,7 @@ def schema_problems(d) -> list[str]:
     return problems
 
 
-def _curve_problems(curve) -> list[str]:
+def _curve_problems(curve: Any) -> list[str]:
     if not isinstance(curve, list):
         return [f"curve is {type(curve).__name__}, expected a list of points or null"]
     problems = []
@@ -516,13 +520,13 @@ def _curve_problems(curve) -> list[str]:
     return problems
 
 
-def plain_file_name(name) -> bool:
+def plain_file_name(name: object) -> bool:
     """A bare file name inside the cell folder (no folders, no parent references, not hidden)."""
     return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\\" not in name
             and not name.startswith(".") and "\x00" not in name)
 
 
-def _v5_problems(d: dict, status: str) -> list[str]:
+def _v5_problems(d: dict[str, Any], status: str) -> list[str]:
     """Schema 5's fields: ``role`` one of ROLES or null; each artifact a named file of the cell that
     ``files`` vouches for, with the same checksum."""
     problems = []
@@ -533,7 +537,7 @@ def _v5_problems(d: dict, status: str) -> list[str]:
         return problems + [f"artifacts is {type(artifacts).__name__}, expected object"]
     if status != "ok" and artifacts:
         problems.append("artifacts recorded for a failed result (only an ok result keeps files)")
-    files: dict = d["files"] if isinstance(d.get("files"), dict) else {}
+    files: dict[str, Any] = d["files"] if isinstance(d.get("files"), dict) else {}
     for name, a in artifacts.items():
         if not (isinstance(a, dict) and plain_file_name(a.get("file")) and isinstance(a.get("sha256"), str)
                 and len(a["sha256"]) == 64 and isinstance(a.get("bytes"), int) and a.get("kind") in ARTIFACT_KINDS):
@@ -544,7 +548,7 @@ def _v5_problems(d: dict, status: str) -> list[str]:
     return problems
 
 
-def _files_problems(files: dict, model_file: str) -> list[str]:
+def _files_problems(files: dict[str, Any], model_file: str) -> list[str]:
     problems = []
     if not plain_file_name(model_file):
         problems.append(f"model_file {model_file!r:.60} is not a plain file name in the cell folder")

@@ -43,27 +43,32 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from odnbench.errors import CorruptResultError, OdnbenchError
+from odnbench.errors import CorruptResultError as CorruptResultError  # re-exported for the harness
+from odnbench.errors import OdnbenchError
 from odnbench.result import Result
-from odnbench.safeio import (  # noqa: F401  (re-exported: the store is where callers look for them)
-    MAX_JSON_DEPTH,
-    MAX_LOCK_BYTES,
-    MAX_MODEL_BYTES,
-    MAX_RECORD_BYTES,
-    UnsafePathError,
-    file_kind,
-    is_real_dir,
-    is_real_file,
-    json_depth_problem,
-    lstat_or_none,
-    parse_json,
-    read_regular,
-    refuse_link,
-)
+
+# Re-exported (``X as X``): the store is where callers look for them.
+from odnbench.safeio import MAX_JSON_DEPTH as MAX_JSON_DEPTH
+from odnbench.safeio import MAX_LOCK_BYTES as MAX_LOCK_BYTES
+from odnbench.safeio import MAX_MODEL_BYTES as MAX_MODEL_BYTES
+from odnbench.safeio import MAX_RECORD_BYTES as MAX_RECORD_BYTES
+from odnbench.safeio import UnsafePathError as UnsafePathError
+from odnbench.safeio import file_kind as file_kind
+from odnbench.safeio import is_real_dir as is_real_dir
+from odnbench.safeio import is_real_file as is_real_file
+from odnbench.safeio import json_depth_problem as json_depth_problem
+from odnbench.safeio import lstat_or_none as lstat_or_none
+from odnbench.safeio import parse_json as parse_json
+from odnbench.safeio import read_regular as read_regular
+from odnbench.safeio import refuse_link as refuse_link
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
 
 RESULT_FILE = "result.json"
 MODEL_FILE = "model.safetensors"
@@ -77,12 +82,12 @@ def canonical_json(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str)
 
 
-def cell_key(config: dict) -> str:
+def cell_key(config: dict[str, Any]) -> str:
     """Stable hash of a cell's canonical config (no timestamps, no paths)."""
     return hashlib.sha256(canonical_json(config).encode()).hexdigest()[:12]
 
 
-def cell_dirname(config: dict) -> str:
+def cell_dirname(config: dict[str, Any]) -> str:
     return f"{config['method']}-{config['dataset']}-{config['backbone']}-s{config['seed']}-{cell_key(config)}"
 
 
@@ -93,13 +98,13 @@ SIGNATURE_ALG = "hmac-sha256"
 class ResultStore:
     """A results folder: find, read, write and iterate cells, and save or load their models."""
 
-    def __init__(self, root):
+    def __init__(self, root: str | os.PathLike[str]) -> None:
         self.root = Path(root)
 
     def __repr__(self) -> str:
         return f"ResultStore({str(self.root)!r})"
 
-    def cell_dir(self, config: dict) -> Path:
+    def cell_dir(self, config: dict[str, Any]) -> Path:
         return self.root / cell_dirname(config)
 
     def find(self, key: str) -> Path | None:
@@ -192,7 +197,7 @@ class ResultStore:
         folder = Path(folder)
         return sorted(p for p in folder.glob(f"*{MODEL_SUFFIX}") if is_real_file(p)) if is_real_dir(folder) else []
 
-    def checksums(self, folder: Path) -> dict[str, dict]:
+    def checksums(self, folder: Path) -> dict[str, dict[str, Any]]:
         """``{file name: {"sha256", "bytes"}}`` of every model file in a cell folder (stored in result.json)."""
         out = {}
         for p in self.model_files(folder):
@@ -204,7 +209,7 @@ class ResultStore:
         folder = self.find(key)
         return self.read(folder) if folder else None
 
-    def stored(self, config: dict) -> Result | None:
+    def stored(self, config: dict[str, Any]) -> Result | None:
         """The result stored for exactly this config (None when the cell never finished)."""
         return self.read(self.cell_dir(config))
 
@@ -229,7 +234,7 @@ class ResultStore:
     def model_path(self, folder: Path) -> Path:
         return Path(folder) / MODEL_FILE
 
-    def save_model(self, model, folder: Path, example=None) -> Path:
+    def save_model(self, model: nn.Module, folder: Path, example: torch.Tensor | None = None) -> Path:
         refuse_link(folder)
         path = self.model_path(folder)
         save_model(model, path, example=example)
@@ -309,7 +314,7 @@ def cell_problem(folder_name: str, raw: Any) -> str | None:
     return None
 
 
-def result_digest(d: dict) -> str:
+def result_digest(d: dict[str, Any]) -> str:
     """sha256 of a stored result's canonical JSON, its own ``digest`` field left out. It shows that a
     result was edited after it was written; it is not a signature (whoever edits can recompute it:
     see :func:`record_signature`)."""
@@ -322,14 +327,14 @@ def signing_key() -> bytes | None:
     return key.encode() if key else None
 
 
-def record_signature(d: dict, key: bytes) -> str:
+def record_signature(d: dict[str, Any], key: bytes) -> str:
     """HMAC-SHA256, under ``key``, of a record's canonical JSON without ``digest`` and ``signature``:
     unlike the digest, nobody without the key can recompute it after an edit."""
     body = canonical_json({k: v for k, v in d.items() if k not in ("digest", "signature")})
     return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
-def signature_status(d: dict, key: bytes | None) -> str:
+def signature_status(d: dict[str, Any], key: bytes | None) -> str:
     """``unsigned``, ``good signature``, ``bad signature`` or ``signed (no key to check)``."""
     sig = d.get("signature")
     if sig is None:
@@ -341,7 +346,7 @@ def signature_status(d: dict, key: bytes | None) -> str:
     return "good signature" if hmac.compare_digest(sig["value"], record_signature(d, key)) else "bad signature"
 
 
-def check_results_root(path, cell_names: list[str] = (), what: str = "--results") -> Path:
+def check_results_root(path: str | os.PathLike[str], cell_names: Sequence[str] = (), what: str = "--results") -> Path:
     """Make sure ``path`` can hold results before any training starts (one-line OdnbenchError
     otherwise): not a file, every name short enough (the cell folders' and temporary files' too),
     writable. Creates the folder."""
@@ -444,7 +449,7 @@ def read_json(path: Path, strict: bool = False) -> Any:
     return parse_json(read_regular(path, MAX_RECORD_BYTES), strict=strict)
 
 
-def save_model(model, path: Path, example=None) -> None:
+def save_model(model: nn.Module, path: Path, example: torch.Tensor | None = None) -> None:
     """Store a model in the safe format of :mod:`odnbench.modelio` (weights + a JSON architecture
     rebuilt from allowlisted classes only). With ``example`` (an input batch) the stored form is
     checked to reload into the same outputs. Load with :func:`load_model`."""
@@ -453,13 +458,15 @@ def save_model(model, path: Path, example=None) -> None:
     atomic_write_bytes(Path(path), modelio.to_bytes(model, example))
 
 
-def load_model(path: Path, device=None, expected_sha256: str | None = None):
+def load_model(path: Path, device: torch.device | str | None = None,
+               expected_sha256: str | None = None) -> nn.Module:
     """Reload a stored model without the code of the plugin that made it. Never unpickles: a pickled
     file (odnbench 0.1's model.pt, or anything planted) is refused with one line. With
     ``expected_sha256`` the file must be the one its result recorded."""
     from odnbench import modelio
 
-    return modelio.load_model(path, device=device, expected_sha256=expected_sha256)
+    model: nn.Module = modelio.load_model(path, device=device, expected_sha256=expected_sha256)
+    return model
 
 
 class CellLock:
@@ -475,7 +482,7 @@ class CellLock:
     def __init__(self, path: Path):
         self.path = Path(path)
         self._fd: int | None = None
-        self.taken_over: dict | None = None
+        self.taken_over: dict[str, Any] | None = None
 
     @property
     def held(self) -> bool:
@@ -540,7 +547,7 @@ class CellLock:
         os.close(self._fd)
         self._fd = None
 
-    def holder(self) -> dict | None:
+    def holder(self) -> dict[str, Any] | None:
         """Who holds (or last held) the lock, as its file says: pid, host, started, command."""
         try:
             return _parse_holder(read_regular(self.path, MAX_LOCK_BYTES))
@@ -554,14 +561,14 @@ class CellLock:
             raise CellBusyError(self.path.stem, self.holder())
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.release()
 
 
 class CellBusyError(OdnbenchError):
     """Another live odnbench process holds the cell's lock."""
 
-    def __init__(self, key: str, holder: dict | None):
+    def __init__(self, key: str, holder: dict[str, Any] | None):
         self.key, self.holder = key, holder or {}
         h = self.holder
         since = time.strftime("%H:%M:%S", time.localtime(h["started"])) if isinstance(h.get("started"), (int, float)) else "?"
@@ -570,7 +577,7 @@ class CellBusyError(OdnbenchError):
                          "then used, not redone)")
 
 
-def _parse_holder(data: bytes) -> dict | None:
+def _parse_holder(data: bytes) -> dict[str, Any] | None:
     try:
         found = parse_json(data)
     except (UnicodeDecodeError, ValueError):
