@@ -40,8 +40,10 @@ import math
 import re
 import statistics
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from odnbench.envinfo import FINGERPRINT_KEYS
 from odnbench.report import stats
@@ -69,32 +71,32 @@ class RowStats:
 
     method: str  # the row's label: method and its key parameters
     method_name: str
-    method_params: dict
+    method_params: dict[str, Any]
     n: int
-    seeds: list
+    seeds: list[Any]
     top1_mean: float | None
     top1_std: float
-    top1_per_seed: list
-    depth: list
-    depth_per_seed: list
+    top1_per_seed: list[Any]
+    depth: list[Any]
+    depth_per_seed: list[Any]
     networks_differ: bool
     params: float | None
-    params_per_seed: list
+    params_per_seed: list[Any]
     size_mb: float | None
-    size_mb_per_seed: list
+    size_mb_per_seed: list[Any]
     size_mib: float | None
-    size_mib_per_seed: list
+    size_mib_per_seed: list[Any]
     macs: float | None
-    macs_per_seed: list
+    macs_per_seed: list[Any]
     flops: float | None
     latency_p50: float | None
     latency_p90: float | None
-    latency_p50_per_seed: list
-    latency_p90_per_seed: list
+    latency_p50_per_seed: list[Any]
+    latency_p90_per_seed: list[Any]
     latency_busy_seeds: int
     latency_batch: int | None
-    latency_threads: list
-    latency_device: list
+    latency_threads: list[Any]
+    latency_device: list[Any]
     throughput: float | None
     throughput_batch: int | None
     cost_epochs: float | None
@@ -103,27 +105,27 @@ class RowStats:
     cost_own_epochs: float | None
     cost_own_sample_steps: float | None
     cost_own_seconds: float | None
-    cost_device: list
-    converged: dict
-    keys: list
+    cost_device: list[Any]
+    converged: dict[str, Any]
+    keys: list[Any]
     # Derived against the board's baseline and the other rows (_fill_stats, build_boards):
     rank: int = 0
     baseline: str | None = None
     delta_vs_full: float | None = None
     size_reduction: float | None = None
     macs_speedup: float | None = None
-    macs_speedup_range: list | None = None
+    macs_speedup_range: list[Any] | None = None
     measured_speedup: float | None = None
-    measured_speedup_range: list | None = None
+    measured_speedup_range: list[Any] | None = None
     iso_accuracy: bool = False
     meets_target: bool | None = None
     meets_target_seeds: str | None = None
     meets_target_basis: str | None = None
-    own_target: dict | None = None
+    own_target: dict[str, Any] | None = None
     # Paired statistics (report.stats): 95 % t-intervals over seeds, None without one (n < 2).
-    top1_ci: list | None = None  # [low, high] of the row's mean top-1
+    top1_ci: list[Any] | None = None  # [low, high] of the row's mean top-1
     delta_n: int = 0  # seeds paired with the baseline
-    delta_ci: list | None = None  # [low, high] of the paired Δ vs full
+    delta_ci: list[Any] | None = None  # [low, high] of the paired Δ vs full
     verdict: str = "–"  # vs full: better / worse / not distinguishable / "n=1, no interval" / the reference
     tie_rank: int = 0  # shared rank of the row's tie group (stats.tie_groups)
     tied: bool = False  # its tie group has other rows
@@ -160,14 +162,14 @@ RECORD_FIELDS = [
 class Row:
     method: str
     label: str
-    params_config: dict
+    params_config: dict[str, Any]
     seeds: list[int]
     top1: list[float]
     results: list[Result]
     stats: RowStats | None = None  # filled by build_boards
 
     @property
-    def fields(self) -> dict:
+    def fields(self) -> dict[str, Any]:
         """0.1's string-keyed view of :attr:`stats` (deprecated: read ``row.stats.NAME``)."""
         warnings.warn("Row.fields is deprecated and will be removed in odnbench 0.3; read row.stats.<name>",
                       DeprecationWarning, stacklevel=2)
@@ -188,11 +190,11 @@ class Board:
     device: str
     rows: list[Row]
     failed: list[Result]
-    caption: dict
+    caption: dict[str, Any]
     cut_short: list[Result] = field(default_factory=list)
     tolerance: float = DEFAULT_TOLERANCE
     baseline: Row | None = None
-    reported: list[dict] = field(default_factory=list)  # reference numbers beside measured ones
+    reported: list[dict[str, Any]] = field(default_factory=list)  # reference numbers beside measured ones
     reference_notes: list[str] = field(default_factory=list)
     #: the caption keys that are package versions methods declared (env keys, e.g. ``torch_pruning``)
     packages: list[str] = field(default_factory=list)
@@ -208,8 +210,9 @@ class Board:
 
     @property
     def iso_rows(self) -> list[Row]:
-        rows = [r for r in self.rows if r.stats.iso_accuracy]
-        return sorted(rows, key=lambda r: (_num_or(r.stats.size_mb, math.inf), -(r.stats.top1_mean or 0), r.label))
+        rows = [r for r in self.rows if stats_of(r).iso_accuracy]
+        return sorted(rows, key=lambda r: (_num_or(stats_of(r).size_mb, math.inf), -(stats_of(r).top1_mean or 0),
+                                           r.label))
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -226,7 +229,7 @@ def safe_slug(raw: str) -> str:
     return slug
 
 
-def load_results(results_dir) -> list[Result]:
+def load_results(results_dir: str | Path) -> list[Result]:
     """Every readable stored result in a results folder, by folder name (strays left out:
     :func:`skipped_results`)."""
     return [_sane(result) for _, result in ResultStore(Path(results_dir))]
@@ -236,10 +239,10 @@ def _sane(r: Result) -> Result:
     """Fields a board formats as numbers, kept only where they are (a schema-valid record may still
     say ``facts.depth_curve = [{"depth": "deep"}]`` or ``reference.top1 = "ninety"``): dropped, never
     a crash. The record on disk is untouched; ``leaderboard verify`` checks it."""
-    def num(v):
+    def num(v: Any) -> Any:
         return v if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
-    def typed(v, t):
+    def typed(v: Any, t: type) -> Any:
         return v if isinstance(v, t) and not (t is int and isinstance(v, bool)) else None
 
     f = r.facts
@@ -260,36 +263,36 @@ def _sane(r: Result) -> Result:
     return r
 
 
-def skipped_results(results_dir) -> list[tuple[Path, str]]:
+def skipped_results(results_dir: str | Path) -> list[tuple[Path, str]]:
     """Folders that are not counted on any board, each with why (a copy or planted folder, a
     symbolic link, an unreadable record): every command that shows a board names them."""
     return ResultStore(Path(results_dir)).strays()
 
 
-def _num_or(v, default):
+def _num_or(v: Any, default: Any) -> Any:
     return default if v is None else v
 
 
-def _numbers(values) -> list:
+def _numbers(values: Iterable[Any]) -> list[Any]:
     return [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
 
 
-def _mean(values):
-    values = _numbers(values)
-    return statistics.fmean(values) if values else None
+def _mean(values: Iterable[Any]) -> float | None:
+    nums = _numbers(values)
+    return statistics.fmean(nums) if nums else None
 
 
-def _mean_of_all(values):
+def _mean_of_all(values: Sequence[Any]) -> float | None:
     """The mean when every value is a number (a seed without one makes it unknown, not smaller)."""
     return _mean(values) if values and len(_numbers(values)) == len(values) else None
 
 
-def _std(values):
-    values = _numbers(values)
-    return statistics.stdev(values) if len(values) > 1 else 0.0
+def _std(values: Iterable[Any]) -> float:
+    nums = _numbers(values)
+    return statistics.stdev(nums) if len(nums) > 1 else 0.0
 
 
-def _get(d, *path):
+def _get(d: Any, *path: str) -> Any:
     for p in path:
         if not isinstance(d, dict):
             return None
@@ -301,7 +304,7 @@ def _device(r: Result) -> str:
     return _get(r.env, "device") or _get(r.cost, "device") or "?"
 
 
-def _board_key(r: Result) -> tuple:
+def _board_key(r: Result) -> tuple[str, str, str, str]:
     c = r.config
     return (str(c.get("dataset")), str(c.get("backbone")), str(c.get("preset")), _device(r))
 
@@ -312,7 +315,7 @@ def _row_identity(r: Result) -> str:
     return canonical_json({k: c.get(k) for k in ("method", "params", "recipe", "input", "protocol")})
 
 
-def _flat(c: dict) -> dict:
+def _flat(c: dict[str, Any]) -> dict[str, Any]:
     """The configuration fields a label may name: method parameters, then recipe.* and input.*."""
     out = dict(c.get("params") or {})
     for part in ("recipe", "input"):
@@ -348,7 +351,7 @@ def _labels(firsts: dict[str, Result]) -> dict[str, str]:
 
 def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) -> list[Board]:
     """Group results into boards and rows and compute every derived field."""
-    groups: dict[tuple, list[Result]] = {}
+    groups: dict[tuple[str, str, str, str], list[Result]] = {}
     for r in results:
         groups.setdefault(_board_key(r), []).append(r)
     boards = []
@@ -365,18 +368,19 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
             members.sort(key=lambda r: (r.config.get("seed"), str(r.key)))
             c = members[0].config
             rows.append(Row(c["method"], labels[ident], dict(c.get("params") or {}),
-                            [r.config.get("seed") for r in members], [r.metrics["top1"] for r in members],
-                            members))
+                            [cast(int, r.config.get("seed")) for r in members],
+                            [cast(dict[str, Any], r.metrics)["top1"] for r in members], members))
         baseline = _pick_baseline(rows)
         _fill_stats(rows, baseline, tolerance)
-        rows.sort(key=lambda row: (-(row.stats.top1_mean or 0), _num_or(row.stats.size_mb, math.inf), row.label))
+        rows.sort(key=lambda row: (-(stats_of(row).top1_mean or 0), _num_or(stats_of(row).size_mb, math.inf),
+                                   row.label))
         for rank, row in enumerate(rows, 1):
-            row.stats.rank = rank
+            stats_of(row).rank = rank
         by_seed = {id(row): dict(zip(row.seeds, row.top1)) for row in rows}
         shared = stats.tie_groups([id(row) for row in rows], by_seed)
         for row, tie_rank in zip(rows, shared):
-            row.stats.tie_rank = tie_rank
-            row.stats.tied = shared.count(tie_rank) > 1
+            stats_of(row).tie_rank = tie_rank
+            stats_of(row).tied = shared.count(tie_rank) > 1
         cut = [r for r in ok if cut_short_reason(r)]
         board = Board(*key, rows=rows, failed=failed, caption=_caption(key, rs), cut_short=cut,
                       packages=env_packages([r.env or {} for r in rs]),
@@ -413,11 +417,11 @@ def _pick_baseline(rows: list[Row]) -> Row | None:
 def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
     for row in rows:
         row.stats = _aggregate(row)
-    b = base.stats if base else None
+    b = stats_of(base) if base else None
     base_seeds = dict(zip(base.seeds, base.top1)) if base else {}
     reference_cut = _reference_cut_short(base) if base else None
     for row in rows:
-        f = row.stats
+        f = stats_of(row)
         f.baseline = base.label if base else None
         f.reference_cut_short = reference_cut
         f.top1_ci = _bounds(stats.mean_interval(row.top1, row.seeds))
@@ -443,7 +447,7 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
         f.own_target = _own_target(row)
 
 
-def _bounds(interval: stats.Interval) -> list | None:
+def _bounds(interval: stats.Interval) -> list[Any] | None:
     return [interval.low, interval.high] if interval.exists else None
 
 
@@ -451,7 +455,7 @@ def _verdict(is_baseline: bool, diff: stats.Interval) -> str:
     """Against full, by the paired interval: never "better" or "worse" when it includes 0."""
     if is_baseline:
         return "reference"
-    if not diff.exists:
+    if diff.low is None or diff.high is None:  # (no interval: diff.exists, spelt out for the checker)
         return f"n={diff.n}, no interval"
     if diff.low > 0:
         return "better than full"
@@ -482,17 +486,17 @@ def _latency_unreliable(row: Row, whose: str = "its") -> str | None:
     return None
 
 
-def _ratio(a, b):
+def _ratio(a: Any, b: Any) -> Any:
     return a / b if a and b else None
 
 
-def _span(values) -> list | None:
+def _span(values: Iterable[Any]) -> list[Any] | None:
     """[min, max] of the numbers among ``values`` (None when there are none)."""
-    values = _numbers(values)
-    return [min(values), max(values)] if values else None
+    nums = _numbers(values)
+    return [min(nums), max(nums)] if nums else None
 
 
-def _meets_target(row: Row, is_baseline: bool, f: RowStats, base_seeds: dict, tolerance: float) -> tuple:
+def _meets_target(row: Row, is_baseline: bool, f: RowStats, base_seeds: dict[Any, float], tolerance: float) -> tuple[Any, ...]:
     """The board's one rule, Δ vs full ≥ −tolerance, decided on the paired interval: "yes" when its
     lower bound is ≥ −tolerance, "no" when its upper bound is below, else "undecided" (also without an
     interval). (meets_target: True/False/None, its word, seeds whose own Δ meets it "k/n", basis)."""
@@ -513,7 +517,7 @@ def _meets_target(row: Row, is_baseline: bool, f: RowStats, base_seeds: dict, to
     return None, "undecided", seeds, basis
 
 
-def _own_target(row: Row) -> dict | None:
+def _own_target(row: Row) -> dict[str, Any] | None:
     """A method's own target (its threshold on validation top-1 and whether it reached it), per
     seed: shown in its row beside the board's rule, which it does not replace."""
     thresholds = _numbers([r.facts.threshold for r in row.results])
@@ -524,20 +528,20 @@ def _own_target(row: Row) -> dict | None:
             "of": len(reached) if reached else None, "n": len(row.results)}
 
 
-def distinct(values) -> list:
-    seen = []
+def distinct(values: Iterable[Any]) -> list[Any]:
+    seen: list[Any] = []
     for v in values:
         if v is not None and v not in seen:
             seen.append(v)
     return sorted(seen, key=lambda v: (str(type(v)), v))
 
 
-def own_cost(cost: dict) -> dict:
+def own_cost(cost: dict[str, Any]) -> dict[str, Any]:
     """The method's own part of a stored cost: ``cost.own``, or for results stored before it was
     recorded (odnbench 0.1), the total less the parts named "... (dependency)"."""
     cost = cost or {}
     if isinstance(cost.get("own"), dict):
-        return cost["own"]
+        return cast(dict[str, Any], cost["own"])
     parts = cost.get("parts")
     if isinstance(parts, dict) and parts:
         mine = [p for name, p in parts.items() if isinstance(p, dict) and not str(name).endswith("(dependency)")]
@@ -545,7 +549,7 @@ def own_cost(cost: dict) -> dict:
     return {k: cost.get(k) for k in ("epochs", "sample_steps", "train_seconds")}
 
 
-def _count_converged(results: list[Result]) -> dict:
+def _count_converged(results: list[Result]) -> dict[str, Any]:
     states = [r.facts.converged for r in results]
     return {"yes": sum(s is True for s in states), "no": sum(s is False for s in states),
             "unknown": sum(s is None for s in states), "n": len(states)}
@@ -559,7 +563,7 @@ def _aggregate(row: Row) -> RowStats:
     networks = {(m.get("params"), m.get("macs"), m.get("size_mb")) for m in ms}
     busy = [latency_busy(x) for x in lat]
 
-    def per_seed(key):
+    def per_seed(key: str) -> list[Any]:
         return [m.get(key) for m in ms]
 
     return RowStats(
@@ -608,7 +612,7 @@ def _aggregate(row: Row) -> RowStats:
     )
 
 
-def precision_label(env: dict) -> str:
+def precision_label(env: dict[str, Any]) -> str:
     """How a result computed, from its env (results made before env.precision existed ran in fp32);
     channels-last named where it is not the device's usual layout (a CPU's is contiguous)."""
     label = "bf16 autocast" if env.get("precision") == "bf16" else (
@@ -622,14 +626,14 @@ def precision_label(env: dict) -> str:
 RUN_SETTING_KEYS = ("executor", "precision", "tf32", "memory_format", "compile", "cudnn_benchmark", "execution_notes")
 
 
-def env_packages(envs: list[dict]) -> list[str]:
+def env_packages(envs: list[dict[str, Any]]) -> list[str]:
     """The env keys of the package versions methods declared (``Method.env_packages``, stored
     beside the fingerprint): every key that is neither the fingerprint's nor a run setting, sorted."""
     known = {*FINGERPRINT_KEYS, *RUN_SETTING_KEYS}
     return sorted({k for e in envs for k in e if isinstance(k, str) and k not in known})
 
 
-def _caption(key: tuple, results: list[Result]) -> dict:
+def _caption(key: tuple[Any, ...], results: list[Result]) -> dict[str, Any]:
     envs = [r.env or {} for r in results]
     seeds = distinct([r.config.get("seed") for r in results])
     lat = [_get(r.metrics, "latency_ms") or {} for r in results]
@@ -663,7 +667,7 @@ def _caption(key: tuple, results: list[Result]) -> dict:
     }
 
 
-def _remeasured(results: list[Result]) -> dict:
+def _remeasured(results: list[Result]) -> dict[str, Any]:
     """A caption line when ``--remeasure-latency`` replaced stored latencies (report.remeasure)."""
     n = sum(isinstance(_get(r.metrics, "latency_ms", "remeasured"), dict) for r in results)
     if not n:
@@ -688,7 +692,7 @@ def _add_references(board: Board) -> None:
                 f"boards only (this board is preset `{board.preset}`).")
             continue
         for row in rows:
-            f = row.stats
+            f = stats_of(row)
             board.reported.append({
                 "method": row.label,
                 "depth_reported": ref.get("depth"), "depth_measured": f.depth,
@@ -701,11 +705,11 @@ def _add_references(board: Board) -> None:
             })
 
 
-def _reduction(small, full):
+def _reduction(small: Any, full: Any) -> Any:
     return 100 * (1 - small / full) if small is not None and full else None
 
 
-def _describe_reference(ref: dict) -> str:
+def _describe_reference(ref: dict[str, Any]) -> str:
     parts = []
     if ref.get("depth") is not None:
         parts.append(f"optimal depth {ref['depth']}")
