@@ -6,6 +6,8 @@
   nor the plugin registry: a leaderboard is a function of stored results alone;
 - plugins use the public API: no harness, planner or CLI;
 - no module imports or reaches a private (``_name``) name of another module;
+- the core holds no built-in plugin's name (method, declared package) as a string literal, but
+  where old records are upgraded (``CORE_MAY_NAME``);
 - no import cycles, counting imports inside functions (only ``if TYPE_CHECKING:`` ones are free);
 - what ``odnbench --help`` and ``odnbench list`` import at start-up imports no torch (the same is
   checked by running them in tests/test_plugins.py::test_help_and_listing_do_not_import_torch).
