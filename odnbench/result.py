@@ -37,12 +37,15 @@ STATUSES = ("ok", "failed")
 #: What an artifact is (``artifacts.NAME.kind``); a ``model`` is a stored model (odnbench.modelio).
 ARTIFACT_KINDS = ("model",)
 #: What a method may say it is on a board (``Method.role``): ``baseline`` is what Δ top-1 and the size
-#: reduction compare with (at most one method per board).
-ROLES = ("baseline",)
+#: reduction compare with (at most one method per board); ``depth-search`` and ``depth-oracle`` are the
+#: two sides of the board's "did the search find the brute-force depth" comparison (odnbench.report.curves).
+ROLES = ("baseline", "depth-search", "depth-oracle")
 #: Records written before schema 5 carry no role nor reference preset: these were the built-in
 #: baseline method and the preset published numbers were compared on (read by the upgrade only).
 LEGACY_BASELINE_METHOD = "full"
 LEGACY_REFERENCE_PRESET = "paper"
+#: Likewise the depth comparison's two sides, for records stored before methods declared them.
+LEGACY_DEPTH_ROLES = {"odn": "depth-search", "oracle": "depth-oracle"}
 
 
 @dataclass(kw_only=True)
@@ -252,7 +255,8 @@ def upgrade_v4(d: dict[str, Any]) -> dict[str, Any]:
     reference = d.get("reference")
     if isinstance(reference, dict) and "preset" not in reference:
         reference = {**reference, "preset": LEGACY_REFERENCE_PRESET}
-    role = d.get("role") or ("baseline" if config.get("method") == LEGACY_BASELINE_METHOD else None)
+    role = d.get("role") or ("baseline" if config.get("method") == LEGACY_BASELINE_METHOD
+                             else LEGACY_DEPTH_ROLES.get(str(config.get("method"))))
     return {**d, "artifacts": d.get("artifacts") or artifacts, "role": role, "reference": reference}
 
 

@@ -410,7 +410,7 @@ def _builtin_plugin_names() -> set[str]:
 #: only share a spelling with a method (the ``width`` option's "full": every stage at full width).
 CORE_MAY_NAME = {
     ("odnbench.result", "full"),  # LEGACY_BASELINE_METHOD: pre-schema-5 records' baseline
-    ("odnbench.report.curves", "odn"), ("odnbench.report.curves", "oracle"),  # LEGACY_DEPTH_ROLES
+    ("odnbench.result", "odn"), ("odnbench.result", "oracle"),  # LEGACY_DEPTH_ROLES: pre-role records
     ("odnbench.recipes", "full"), ("odnbench.cli", "full"),  # recipe width "full", not the method
 }
 

@@ -199,8 +199,10 @@ def test_records_before_schema_5_are_read_as_schema_5(tmp_path):
     assert r.artifacts == {"depth-2": {"file": "depth-2.safetensors", "sha256": sha, "bytes": 5, "kind": "model",
                                        "params": 7, "size_mb": 0.1}}
     assert r.reference["preset"] == "paper"
-    other = Result.from_dict({**v3, "config": {"method": "odn"}})
-    assert other.role is None
+    # The depth comparison's two sides were known by name too; any other method had no role.
+    assert Result.from_dict({**v3, "config": {"method": "odn"}}).role == "depth-search"
+    assert Result.from_dict({**v3, "config": {"method": "oracle"}}).role == "depth-oracle"
+    assert Result.from_dict({**v3, "config": {"method": "scratch"}}).role is None
     # A schema-5 record is taken as stored: no role inferred from a name.
     v4 = Result.from_dict({**v3, "schema": 5, "role": None, "artifacts": {}, "reference": {"top1": 1.0}})
     assert v4.role is None and v4.artifacts == {} and "preset" not in v4.reference

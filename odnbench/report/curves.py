@@ -24,7 +24,7 @@ from typing import Any
 
 from odnbench.report.boards import Board, Row, own_cost
 from odnbench.report.fmt import fmt_value, md_text
-from odnbench.result import Result
+from odnbench.result import LEGACY_DEPTH_ROLES, Result
 from odnbench.store import canonical_json
 
 #: A one-point family "is at" a matched size when within this relative distance of it.
@@ -36,10 +36,8 @@ MATCHED = ((0.25, "¼ × ODN"), (0.5, "½ × ODN"), (1.0, "ODN's size"), (2.0, "
 #: it is compared with (every depth trained from scratch).
 DEPTH_SEARCH = "depth-search"
 DEPTH_ORACLE = "depth-oracle"
-#: Results stored before a method could say so name that part by their method alone: the built-in
-#: search and oracle. Read by :func:`depth_role` only (the upgrade of old records; the one place in
-#: the core allowed to name built-in methods, tests/test_architecture.py).
-LEGACY_DEPTH_ROLES = {"odn": DEPTH_SEARCH, "oracle": DEPTH_ORACLE}
+# Results stored before a method could say so name that part by their method alone: the built-in
+# search and oracle, as odnbench.result.LEGACY_DEPTH_ROLES (where old records are upgraded) says.
 
 
 def depth_role(row: Row) -> str | None:

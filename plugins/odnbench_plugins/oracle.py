@@ -52,6 +52,7 @@ def _mode(params: Mapping[str, Any]) -> str:
 
 class Oracle(Method):
     name = "oracle"
+    role = "depth-oracle"  # the brute-force side of the board's depth comparison
     description = ("Brute-force depth: every depth trained from scratch with the recipe; the shallowest within "
                    "ODN's threshold of full depth")
     params = (

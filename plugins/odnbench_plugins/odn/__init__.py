@@ -64,6 +64,7 @@ class ODN(Method):
     """
 
     name = "odn"
+    role = "depth-search"  # the board compares its depth with the brute-force oracle's
     description = ("Optimally Deep Networks: train depth 1, 2, ... (a head per residual block) until the "
                    "target accuracy, then cut the unused blocks")
     params = PARAMS
