@@ -9,8 +9,8 @@ folder on the path), which spawned workers find as well.
 
 from __future__ import annotations
 
-import re
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -336,7 +336,8 @@ def test_kill_9_of_the_driver_then_rerun_finishes_only_the_missing_cells(tmp_pat
                   "--worker-threads", "1")
     assert out.exit_code == 0, out.output
     # cells finishing between the listing and the kill are also resumed: at least those listed were
-    assert re.search(r"4 ok \(([0-9]) resumed\), 0 failed", out.stdout) and int(re.search(r"4 ok \(([0-9]) resumed\)", out.stdout).group(1)) >= len(done) - 1
+    resumed = re.search(r"4 ok \(([0-9]) resumed\), 0 failed", out.stdout)
+    assert resumed and int(resumed.group(1)) >= len(done) - 1, out.stdout
     assert out.stderr.count("done already (resume), skipped") == len(done)
     # A lock left on an unfinished cell is taken over (one left on a stored cell is just cleared).
     unfinished = [lock for lock in left if not any(name.endswith(lock.stem) for name in done)]
