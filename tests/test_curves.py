@@ -120,6 +120,7 @@ def test_a_published_board_shows_the_curves_and_names_the_grid_file(smoke_result
     assert "## Trade-off curves" in page and "## Oracle vs ODN" in page and "interpolated" in page
     assert "intermediate models" in page
     assert "grid file g.toml (sha256 abababababab)" in page and "minutes of wall time in all" in page
+    assert "from the first cell's start to the last one's end" in page
     assert any(p.name == "curves-vs-size.png" for p in done.written)
     doc = json.loads(next((tmp_path / "out").glob("*/board.json")).read_text())
     families = {f["method"]: f for f in doc["curves"]["families"] if f["kind"] == "depth"}
@@ -244,3 +245,19 @@ def test_the_depth_comparison_follows_stored_roles_not_method_names():
                                                          "mybrute: model per depth"]
     unnamed = board([result("full", 0, 98.0, 1.0), result("mysearch", 0, 97.0, 0.4, depth=4, curve=pts([90, 97]))])
     assert curves.odn_row(unnamed) is None and curves.oracle_vs_odn(unnamed) == []
+
+
+def test_the_board_time_runs_from_the_first_cells_start_to_the_last_cells_end():
+    from odnbench.report.boards import _elapsed
+    from odnbench.result import Result
+
+    def cell(finished_at, wall):
+        r = Result.from_dict({"config": {}, "status": "ok"})
+        r.finished_at, r.wall_seconds = finished_at, wall
+        return r
+
+    # Two cells side by side (0-100 s and 30-160 s), a third after them (160-400 s); one without a time.
+    cells = [cell("2026-12-06T10:01:40+00:00", 100.0), cell("2026-12-06T10:02:40+00:00", 130.0),
+             cell("2026-12-06T10:06:40+00:00", 240.0), cell(None, 50.0)]
+    assert _elapsed(cells) == {"elapsed_seconds": 400.0}
+    assert _elapsed([cell(None, 5.0)]) == {}

@@ -340,21 +340,21 @@ def test_a_stored_config_without_stop_rule_ran_under_patience(reg):
 
     from odnbench.plan import method_params, plan_grid
 
-    # The committed quick cells also predate quick's bf16/channels-last and one-thread defaults: pin those too.
-    old_recipe = ["recipe.precision=fp32", "recipe.memory_format=auto", "recipe.threads=0"]
-    grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0, 1, 2], "quick",
-                     ["odn.stop_rule=patience", *old_recipe])
-    planned = {c.dirname for c in grid.cells if c.config["method"] == "odn"}
-    committed = REPO / "leaderboards" / "results"
-    if committed.is_dir():  # the committed quick cells (made before the rule existed) keep their folders
-        stored = {p.name for p in committed.glob("odn-mnist5k-resnet18-s*")}
-        assert stored and stored == planned
-        for folder in committed.glob("odn-mnist5k-resnet18-s*"):
-            params = json.loads((folder / "result.json").read_text())["config"]["params"]
-            assert "stop_rule" not in params
-            assert method_params(ODN(), params)["stop_rule"] == "patience"  # what the method would receive
+    # A record made before the rule existed has no stop_rule in its params: it ran under patience, and patience
+    # (the declared default, left out of the config) plans exactly its key again.
+    legacy = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0], "quick", ["odn.stop_rule=patience"]).cells[-1]
+    assert "stop_rule" not in legacy.config["params"]
+    assert method_params(ODN(), legacy.config["params"])["stop_rule"] == "patience"
     assert method_params(ODN(), {"best_reading": "reset"})["stop_rule"] == "patience"
     assert method_params(ODN(), {"stop_rule": "first"})["stop_rule"] == "first"
+    # The committed quick cells were regenerated with quick's defaults: the authors' rule, stored in the config.
+    committed = REPO / "leaderboards" / "results"
+    if committed.is_dir():
+        grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0, 1, 2], "quick", [])
+        planned = {c.dirname for c in grid.cells if c.config["method"] == "odn"}
+        assert {p.name for p in committed.glob("odn-mnist5k-resnet18-s*")} == planned
+        for folder in committed.glob("odn-mnist5k-resnet18-s*"):
+            assert json.loads((folder / "result.json").read_text())["config"]["params"]["stop_rule"] == "first"
 
 
 def test_reference_cost_counts_each_epoch_once():

@@ -42,6 +42,7 @@ import statistics
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
@@ -662,9 +663,23 @@ def _caption(key: tuple[Any, ...], results: list[Result]) -> dict[str, Any]:
         "precision": ", ".join(distinct([precision_label(e) for e in envs])) or "fp32",
         "results": len(results),
         # The grid files that produced the results (compare --grid), each with its sha256; only when any did.
-        **({"grids": grids, "cells_wall_seconds": round(sum(r.wall_seconds or 0 for r in results), 1)}
-           if grids else {}),
+        **({"grids": grids, "cells_wall_seconds": round(sum(r.wall_seconds or 0 for r in results), 1),
+            **_elapsed(results)} if grids else {}),
     }
+
+
+def _elapsed(results: list[Result]) -> dict[str, float]:
+    """Seconds from the first cell's start (finished_at - wall_seconds) to the last cell's end: the time the
+    board took to produce with its cells side by side; it includes any pause between resumed runs."""
+    spans = []
+    for r in results:
+        try:
+            end = datetime.fromisoformat(str(r.finished_at)).timestamp()
+        except ValueError:
+            continue
+        if isinstance(r.wall_seconds, (int, float)):
+            spans.append((end - r.wall_seconds, end))
+    return {"elapsed_seconds": round(max(e for _, e in spans) - min(s for s, _ in spans), 1)} if spans else {}
 
 
 def _remeasured(results: list[Result]) -> dict[str, Any]:

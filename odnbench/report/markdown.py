@@ -219,7 +219,9 @@ def caption_line(board: Board) -> str:
         f"odnbench {md_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
         + (f" Produced by grid file {md_list(c['grids'])} (`odnbench compare --grid`); its cells ran "
            f"{c['cells_wall_seconds'] / 60:.{0 if c['cells_wall_seconds'] >= 600 else 1}f} minutes of wall time in all (summed over cells"
-           + (f", up to {c['cells_at_once']} at once" if c.get("cells_at_once") else "") + ")."
+           + (f", up to {c['cells_at_once']} at once" if c.get("cells_at_once") else "") + ")"
+           + (f", {c['elapsed_seconds'] / 60:.0f} minutes from the first cell's start to the last one's end"
+              if c.get("elapsed_seconds") else "") + "."
            if c.get("grids") else ""))
 
 
