@@ -212,9 +212,9 @@ def test_depth_points_make_a_curve_and_oracle_vs_odn_compares_depths_and_costs()
               for d in (1, 2, 3, 4)]
     rs = [result("full", 0, 98.0, 1.0),
           result("odn", 0, 97.0, 0.4, depth=4, curve=pts([90, 95, 96, 97]),
-                 cost={"own": {"epochs": 45, "sample_steps": 450, "train_seconds": 45.0}}),
+                 cost={"own": {"epochs": 45, "sample_steps": 450, "train_seconds": 45.0, "train_macs": 9e12}}),
           result("oracle", 0, 96.8, 0.3, depth=3, curve=pts([91, 95.5, 96.8, 97.2]), info={"depths": depths},
-                 cost={"own": {"epochs": 40, "sample_steps": 400, "train_seconds": 40.0}})]
+                 cost={"own": {"epochs": 40, "sample_steps": 400, "train_seconds": 40.0, "train_macs": 6e12}})]
     b = board(rs)
     fams = curves.depth_families(b)
     assert {f.method for f in fams} == {"odn", "oracle"}
@@ -226,6 +226,9 @@ def test_depth_points_make_a_curve_and_oracle_vs_odn_compares_depths_and_costs()
     text = "\n".join(curves.curve_sections(b))
     assert "seed 0: ODN depth 4, oracle depth 3 (ODN found a deeper depth)" in text
     assert "1.12 by sample-steps" in text and "intermediate models" in text
+    # compute first (boards rank cost by it); the per-depth records here carry none, so no compute ratio to depth
+    assert "cost ratio ODN/oracle 1.50 by training compute (MACs)" in text
+    assert v.ratio("train_macs", to_depth=True) is None
 
 
 def test_the_depth_comparison_follows_stored_roles_not_method_names():

@@ -276,7 +276,9 @@ def _cost_to_depth(r: Result) -> dict[str, Any] | None:
     if not any(_numeric(d.get("depth")) and d["depth"] > r.facts.depth for d in rows):
         return None
     mine = [d["cost"] for d in rows if _numeric(d.get("depth")) and d["depth"] <= r.facts.depth]
-    return {k: sum(c.get(k) or 0 for c in mine) for k in ("epochs", "sample_steps", "train_seconds")}
+    keys = ["epochs", "sample_steps", "train_seconds"]
+    keys += ["train_macs"] if all(_numeric(c.get("train_macs")) for c in mine) else []  # records before 0.2 lack it
+    return {k: sum(c.get(k) or 0 for c in mine) for k in keys}
 
 
 def _f(v: float | None, digits: int = 2) -> str:
@@ -306,6 +308,7 @@ def curves_document(board: Board) -> dict[str, Any] | None:
         "oracle_vs_odn": [{"seed": v.seed, "odn_depth": v.odn_depth, "oracle_depth": v.oracle_depth,
                            "odn_own_cost": v.odn_cost, "oracle_own_cost": v.oracle_cost,
                            "oracle_cost_to_its_depth": v.oracle_to_depth,
+                           "ratio_train_macs": v.ratio("train_macs"),
                            "ratio_sample_steps": v.ratio("sample_steps"),
                            "ratio_train_seconds": v.ratio("train_seconds")} for v in oracle_vs_odn(board)],
     }
@@ -361,8 +364,10 @@ def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int
                     "a deeper depth" if (v.odn_depth or 0) > (v.oracle_depth or 0) else "a shallower depth")
             out.append(f"- seed {v.seed}: ODN depth {v.odn_depth}, oracle depth {v.oracle_depth} (ODN found {same}); "
                        f"own epochs {fmt_value(v.odn_cost.get('epochs'))} vs {fmt_value(v.oracle_cost.get('epochs'))}, "
-                       f"cost ratio ODN/oracle {_f(v.ratio('sample_steps'))} by sample-steps, "
+                       f"cost ratio ODN/oracle {_f(v.ratio('train_macs'))} by training compute (MACs), "
+                       f"{_f(v.ratio('sample_steps'))} by sample-steps, "
                        f"{_f(v.ratio('train_seconds'))} by training time"
                        + (f"; against the oracle's cost up to its depth (a sequential search): "
+                          f"{_f(v.ratio('train_macs', True))} by training compute, "
                           f"{_f(v.ratio('sample_steps', True))} by sample-steps" if v.oracle_to_depth else ""))
     return out
