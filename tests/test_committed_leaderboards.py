@@ -53,3 +53,19 @@ def test_committed_records_pass_verify(committed, tmp_path):
     done = _odnbench(["leaderboard", "verify", "--results", str(copy), "--schema-only"], cwd=tmp_path)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "PROBLEM" not in done.stdout
+
+
+def test_every_committed_record_came_from_a_committed_grid_file_as_it_is_now(committed):
+    """The pages name the grid file that produced them (with its sha256): the records must say the
+    same file, and the committed file must still be that file byte for byte."""
+    import hashlib
+    import json
+
+    grids = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in (BOARDS / "grids").glob("*.toml")}
+    used = set()
+    for path in committed.glob("*/result.json"):
+        provenance = json.loads(path.read_text()).get("provenance") or {}
+        assert provenance.get("grid") in grids, f"{path.parent.name}: no committed grid file produced it"
+        assert provenance["grid_sha256"] == grids[provenance["grid"]], f"{provenance['grid']} changed since it ran"
+        used.add(provenance["grid"])
+    assert used == set(grids)  # and every committed grid file has its board

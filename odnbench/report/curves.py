@@ -324,7 +324,8 @@ MATCHED_INTRO = (
     "Top-1 % of each family at ODN's size and at ¼, ½ and 2× of it, **interpolated** linearly in log size between "
     f"the family's two neighbouring points (a one-point family only at its own size, within {SAME_SIZE:.0%}); – "
     "where the size lies outside the family's range (no extrapolation). Best: the family with the highest top-1 "
-    "at that size.")
+    "at that size; these are means over seeds without an interval, so a lead smaller than the rows' 95 % CIs "
+    "in the table above does not separate two families.")
 ORACLE_INTRO = (
     "Per seed: the depth ODN's search chose and the depth the brute-force oracle chose (each depth trained from "
     "scratch, the same threshold rule), and ODN's own cost over the oracle's (the full-depth training both needed "
