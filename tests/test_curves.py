@@ -87,6 +87,11 @@ def test_oracle_stores_every_depth_measured_by_the_harness(smoke_results):
     assert r.facts.threshold == pytest.approx(by_method["full"].metrics["val_top1"] - info["tolerance"])
     # its own cost is the sum of its depths'; each point has test top-1 and the footprint
     assert info["total"]["epochs"] == sum(d["cost"]["epochs"] for d in info["depths"]) == r.cost["own"]["epochs"]
+    # compute too (the ratio to ODN on the board is by it), and each depth's is its own: deeper costs more
+    macs = [d["cost"]["train_macs"] for d in info["depths"]]
+    assert info["total"]["train_macs"] == sum(macs) == r.cost["own"]["train_macs"] > 0
+    per_sample = [m / d["cost"]["sample_steps"] for m, d in zip(macs, info["depths"])]
+    assert per_sample == sorted(per_sample) and len(set(per_sample)) == 3
     sizes = [p["size_mb"] for p in r.curve]
     assert sizes == sorted(sizes) and len(set(sizes)) == 3
     chosen = [p for p in r.curve if p["info"]["chosen"]]
