@@ -341,8 +341,21 @@ def _process_worker(conn, setup: _WorkerSetup) -> None:
             continue
         conn.send(run_logged(setup.run_cell, registry, cell, Path(setup.results_dir), data_dir=Path(setup.data_dir),
                              download=setup.download, device=setup.device, threads=setup.threads,
-                             executor=setup.executor,
-                             on_epoch=lambda done, cap, seconds: conn.send(("epoch", done, cap, seconds))))
+                             executor=setup.executor, on_epoch=_epoch_sender(conn)))
+
+
+def _epoch_sender(conn):
+    """The worker's per-epoch report to its driver. When the driver is gone (``kill -9``) the send
+    fails inside the method's training loop: die at once, as the parent watch would, rather than let
+    run_cell store that broken pipe as the method's failure over the cell's folder."""
+
+    def send(done: int, cap: int | None, seconds: float) -> None:
+        try:
+            conn.send(("epoch", done, cap, seconds))
+        except OSError:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return send
 
 
 def _exit_with_parent(parent_pid: int) -> None:
