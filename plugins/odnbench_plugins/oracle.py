@@ -98,14 +98,10 @@ class Oracle(Method):
         for k in range(p["min_depth"], last + 1):
             torch.manual_seed(ctx.seed)  # each depth's init independent of the depths trained before it
             model = ctx.build_backbone().truncated(k).to(ctx.device)
-            before = (ctx.cost.epochs, ctx.cost.sample_steps, ctx.cost.train_seconds, ctx.cost.train_macs)
+            before = dict(ctx.cost.own)  # the meter's own share: epochs, sample_steps, train_seconds, train_macs
             fit = ctx.trainer.fit(model, label=f"oracle depth {k}")
             depths.append({"depth": k, "val": fit.best_val, "best_epoch": fit.best_epoch, "epochs": fit.epochs,
-                           "stopped": fit.stopped,
-                           "cost": {"epochs": ctx.cost.epochs - before[0],
-                                    "sample_steps": ctx.cost.sample_steps - before[1],
-                                    "train_seconds": round(ctx.cost.train_seconds - before[2], 3),
-                                    "train_macs": ctx.cost.train_macs - before[3]}})
+                           "stopped": fit.stopped, "cost": _rounded({n: ctx.cost.own[n] - v for n, v in before.items()})})
             models[k] = model
             if not p["train_all"] and round(fit.best_val, p["search_digits"]) >= target["threshold"]:
                 break  # the shallowest depth that reaches it: deeper ones cannot change the answer
@@ -118,13 +114,14 @@ class Oracle(Method):
                             info={**d, "chosen": d["depth"] == chosen}) for d in depths]
         info = {"optimal_depth": chosen, "min_depth": p["min_depth"], "max_depth": last, "blocks": blocks, **target,
                 "reached_target": reached, "train_all": p["train_all"], "depths": depths,
-                "total": {"epochs": sum(d["cost"]["epochs"] for d in depths),
-                          "sample_steps": sum(d["cost"]["sample_steps"] for d in depths),
-                          "train_seconds": round(sum(d["cost"]["train_seconds"] for d in depths), 3),
-                          "train_macs": sum(d["cost"]["train_macs"] for d in depths)}}
+                "total": _rounded({n: sum(d["cost"][n] for d in depths) for n in depths[0]["cost"]})}
         return MethodOutput(models[chosen], info, depth=chosen, reached_target=reached, threshold=target["threshold"],
                             depth_curve=[{"depth": d["depth"], "val": round(d["val"], p["search_digits"])}
                                          for d in depths], curve=curve)
+
+
+def _rounded(cost: dict[str, Any]) -> dict[str, Any]:
+    return {**cost, "train_seconds": round(cost["train_seconds"], 3)}
 
 
 @hookimpl
