@@ -269,3 +269,23 @@ def test_the_board_time_runs_from_the_first_cells_start_to_the_last_cells_end():
              cell("2026-12-06T10:06:40+00:00", 240.0), cell(None, 50.0)]
     assert _elapsed(cells) == {"elapsed_seconds": 400.0}
     assert _elapsed([cell(None, 5.0)]) == {}
+
+
+def test_depth_points_far_below_every_row_are_marked_at_the_floor_not_squashing_the_axis():
+    from odnbench.report.plots import curves_figure
+
+    def pts(tops):
+        return [{"depth": d, "top1": t, "size_mb": 0.1 * d, "macs": 1000 * d} for d, t in enumerate(tops, 1)]
+
+    rows = [result("full", 0, 98.0, 1.0), result("prune", 0, 96.0, 0.2, {"ratio": 0.8, "match": None}),
+            result("prune", 0, 97.5, 0.5, {"ratio": 0.5, "match": None})]
+    low = board([*rows, result("odn", 0, 97.0, 0.4, depth=4, curve=pts([71.0, 94.5, 96.0, 97.0]))])
+    ax = curves_figure(low, "size_mb", "Size").axes[0]
+    bottom = ax.get_ylim()[0]
+    assert 94.5 < bottom < 96.0  # under every row (96.0), above the 1-block point and the 2-block one
+    marks = [t.get_text() for t in ax.texts]
+    assert marks == ["depth 1: 71.0", "depth 2: 94.5"]
+    # a depth curve that stays near the rows leaves the axis alone
+    near = board([*rows, result("odn", 0, 97.0, 0.4, depth=4, curve=pts([93.0, 95.0, 96.0, 97.0]))])
+    ax = curves_figure(near, "size_mb", "Size").axes[0]
+    assert ax.get_ylim()[0] < 93.0 and not ax.texts

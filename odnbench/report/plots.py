@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from odnbench.report.boards import Board, stats_of
-from odnbench.report.curves import all_families, pareto_front, pareto_points
+from odnbench.report.curves import Family, Point, all_families, pareto_front, pareto_points
 from odnbench.report.fmt import fmt_value
 from odnbench.store import atomic_write_bytes
 
@@ -312,6 +312,9 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: 
 
 
 CURVES_FIGSIZE = (7.6, 6.4)
+#: Points of per-depth curves this far (top-1 points) below every other row's lowest reading would squash
+#: the band where the rows differ: the axis then stops under the rows and marks those points at its floor.
+CURVES_CLIP_SPAN = 5.0
 
 
 def curves_png(board: Board, x_field: str, x_label: str) -> bytes:
@@ -359,12 +362,38 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
+        clipped = _clip_low_depth_points(ax, families, attr, scale)
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
         ax.set_title(f"{board.title}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
-                  title="dashed: one result's models per depth (ODN below its chosen depth: intermediate models)",
+                  title="dashed: one result's models per depth (ODN below its chosen depth: intermediate models)"
+                  + ("\n▼ at the floor: a point below the axis, with its top-1" if clipped else ""),
                   title_fontsize=7.5)
         fig.tight_layout()
         return fig
+
+
+def _clip_low_depth_points(ax: Any, families: Sequence[Family], attr: str, scale: float) -> int:
+    """When per-depth points reach far below every other point (a 1-block net at 70 % against rows at
+    95-98 %), end the y axis under the other points and mark each lower point at the floor with its
+    value. Returns how many points were marked (0: the axis was left as it was)."""
+    def low(p: Point) -> float:
+        return p.top1 - (p.std or 0.0)
+
+    rows = [low(p) for f in families if f.kind != "depth" for p in f.points]
+    points = [(i, p) for i, f in enumerate(families) for p in f.points]
+    if not rows or min(low(p) for _, p in points) > min(rows) - CURVES_CLIP_SPAN:
+        return 0
+    floor = min(rows) - 1.0
+    ax.set_ylim(floor, min(ax.get_ylim()[1], max(p.top1 + (p.std or 0.0) for _, p in points) + 0.5))
+    below = [(i, p) for i, p in points if p.top1 < floor]
+    stacked: dict[float, int] = {}  # labels at one x (the same depth of two curves) go one above the other
+    for i, p in below:
+        x = getattr(p, attr) / scale
+        n = stacked[x] = stacked.get(x, -1) + 1
+        ax.plot([x], [floor], marker="v", color=COLORS[i % len(COLORS)], ms=7, clip_on=False, zorder=4)
+        ax.annotate(f"{p.label}: {p.top1:.1f}", (x, floor), xytext=(5, 3 + 8 * n), textcoords="offset points",
+                    fontsize=6.5, color=COLORS[i % len(COLORS)])
+    return len(below)
