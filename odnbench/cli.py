@@ -36,8 +36,17 @@ class OdnbenchGroup(click.Group):
 
 def os_error_line(exc: OSError) -> str:
     """``PATH: cause`` for a filesystem error (finished results are written atomically, so none is lost)."""
+    import shutil
+
+    if isinstance(exc, shutil.Error) and exc.args and isinstance(exc.args[0], list) and exc.args[0]:
+        # copytree gathers its failures in a list ("Error: Error" otherwise): the first, and how many
+        src, dst, why = (list(exc.args[0][0]) + ["?", "?", "?"])[:3]
+        more = f" (and {len(exc.args[0]) - 1} more)" if len(exc.args[0]) > 1 else ""
+        cause = str(why).split("] ", 1)[-1].split(": '", 1)[0]  # "[Errno 27] File too large: 'src' -> 'dst'"
+        return (f"{dst}: {cause} (copying {src}){more}; nothing finished was lost (each file is written whole or not "
+                "at all): free space, raise the file-size limit or fix permissions, then rerun")
     where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
-    cause = exc.strerror or type(exc).__name__
+    cause = exc.strerror or (str(exc) if str(exc) else type(exc).__name__)
     return (f"{where}: {cause}" if where else cause) + (
         "; nothing finished was lost (each file is written whole or not at all): free space or fix permissions, "
         "then rerun" if exc.errno is not None else "")
@@ -52,6 +61,13 @@ def registry(sound: bool = True):
     if sound:
         reg.require_sound()
     return reg
+
+
+def signing_key():
+    """ODNBENCH_SIGNING_KEY, checked (one line when it cannot be used) before anything trains."""
+    from odnbench.store import signing_key as key
+
+    return key()
 
 
 def _echo_conflicts() -> None:
@@ -289,8 +305,12 @@ def _grid_options(f):
               help="A grid file (TOML, docs/grids.md) declaring methods with their parameters and sweeps, datasets, "
                    "backbones, seeds, preset, recipe. Options given here win: --dataset/--backbone/--seed replace "
                    "its lists, --preset/--data-dir/--jobs its values; --set adds to it; --method adds methods.")
+@click.option("--max-cells", type=click.IntRange(1), default=None,
+              help="The most cells the grid may ask for (a guard against sweeps that multiply out of hand) "
+                   "[default: 1000].")
 def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet,
-            resume, fail_fast, jobs, executor, worker_threads, ray_address, ray_gpus, ray_cpus, grid_file):
+            resume, fail_fast, jobs, executor, worker_threads, ray_address, ray_gpus, ray_cpus, grid_file,
+            max_cells):
     """Run the grid method x dataset x backbone x seed, write the leaderboard to
     RESULTS/leaderboard.md and print a summary of it that fits 100 columns.
 
@@ -306,6 +326,7 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     from odnbench.runtime import pick_device
     from odnbench.store import atomic_write_bytes, check_results_root
 
+    signing_key()  # a key that cannot be used fails now, not after the cells trained
     reg = registry()
     entries, provenance = [], None
     if grid_file is not None:
@@ -326,7 +347,7 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
         raise OdnbenchError("compare needs --method (repeatable) or --grid FILE")
     grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
                           list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets),
-                          entries=entries, provenance=provenance)
+                          entries=entries, provenance=provenance, max_cells=max_cells or plan.MAX_CELLS)
     runner = make_executor(executor, jobs, worker_threads, ray_address, ray_gpus, ray_cpus)
     check_results_root(results, [c.dirname for c in grid.cells])  # before any training: one line, exit 2
     device = pick_device(device)
@@ -372,6 +393,7 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
                             "(use compare for grids)")
     from odnbench.store import check_results_root
 
+    signing_key()  # a key that cannot be used fails now, not after the cell trained
     reg = registry()
     grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
                           list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets),

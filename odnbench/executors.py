@@ -402,6 +402,11 @@ def run_logged(run_cell: Callable[..., Result], registry: Registry, cell: Cell, 
             text = traceback.format_exc(limit=8)
             log.write(text)
             return ("error", f"the worker failed outside the method: {type(exc).__name__}: {exc}", text)
+        except KeyboardInterrupt:  # workers ignore Ctrl-C: this one came from the cell's code; its log keeps it
+            text = traceback.format_exc(limit=8)
+            log.write(text)
+            return ("error", "the cell raised KeyboardInterrupt in a worker process (Ctrl-C is the driver's; workers "
+                             f"ignore it): the traceback is in {folder / LOG_FILE}", text)
         progress.line(f"{result.status}" + (f": {result.error}" if result.error else ""))
         return ("result", result.to_dict())
 

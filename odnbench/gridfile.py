@@ -20,6 +20,10 @@ from typing import Any
 
 from odnbench.errors import OdnbenchError, UnknownNameError
 from odnbench.plan import Entry
+from odnbench.safeio import MAX_GRID_BYTES, nesting_depth, read_named_file
+
+#: Deepest nesting a grid file may have (its own structure nests 3 levels: [[method]] params lists).
+MAX_GRID_DEPTH = 16
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -177,10 +181,7 @@ def load_grid(path: Path, registry) -> GridFile:
     from odnbench.recipes import PRESETS, recipe_params
 
     path = Path(path)
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise OdnbenchError(f"--grid {path}: cannot read it ({exc.strerror or exc})") from None
+    data = read_named_file(path, MAX_GRID_BYTES, "--grid")  # no FIFO, device or huge file: one line
     try:
         text = data.decode("utf-8")
         raw = tomllib.loads(text)
@@ -188,6 +189,10 @@ def load_grid(path: Path, registry) -> GridFile:
         raise OdnbenchError(f"{path}: not UTF-8 text (a grid file is TOML)") from None
     except tomllib.TOMLDecodeError as exc:
         raise OdnbenchError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:  # the (recursive) TOML parser on values nested thousands deep
+        raise OdnbenchError(f"{path}: it nests deeper than {MAX_GRID_DEPTH} levels (a grid file nests 3)") from None
+    if nesting_depth(raw, MAX_GRID_DEPTH) > MAX_GRID_DEPTH:
+        raise OdnbenchError(f"{path}: it nests deeper than {MAX_GRID_DEPTH} levels (a grid file nests 3)")
     reader = _Reader(path, text)
     for key in raw:
         if key not in TOP_KEYS:
@@ -228,6 +233,8 @@ def load_grid(path: Path, registry) -> GridFile:
     for name, value in recipe.items():
         texts = _values(reader, ("recipe", name), value)
         _check_param(reader, ("recipe", name), declared_recipe, "recipe", name, texts)
+        if name == "width":
+            _check_widths(reader, texts, grid, registry)
         grid.sets.append(f"recipe.{name}={';'.join(texts)}")
     sets = raw.get("set", {})
     if not isinstance(sets, dict) or not all(isinstance(v, dict) for v in sets.values()):
@@ -260,6 +267,21 @@ def load_grid(path: Path, registry) -> GridFile:
             _check_param(reader, where, declared, name, pname, own[pname])
         grid.entries.append(Entry(name, own, where=f"{path}:{reader.line(('method', i))}"))
     return grid
+
+
+def _check_widths(reader: _Reader, texts: list[str], grid: GridFile, registry) -> None:
+    """Each ``[recipe] width`` is stage widths the file's backbones (default: resnet18) can be built
+    at, named by the file and line rather than as a --set value."""
+    from odnbench.plan import DEFAULT_BACKBONE, check_width
+    from odnbench.recipes import make_recipe
+
+    for text in texts:
+        try:
+            recipe = make_recipe(grid.preset or "smoke", {"width": text})
+            for backbone in grid.backbones or [DEFAULT_BACKBONE]:
+                check_width(registry, backbone, recipe, f"width {text}")
+        except OdnbenchError as exc:
+            raise reader.fail(("recipe", "width"), str(exc).replace("recipe.width=", "width=")) from None
 
 
 def _method_params(reader: _Reader, path: tuple, name: str, registry) -> dict:

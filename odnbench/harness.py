@@ -9,8 +9,10 @@ through :func:`run_cell`.
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import time
 import traceback
 import warnings
@@ -26,7 +28,7 @@ from odnbench.errors import (
     PluginError,
 )
 from odnbench.executors import SERIAL, RunSpec, SerialExecutor
-from odnbench.plan import Cell, Grid, method_params
+from odnbench.plan import Cell, Grid, check_config, method_params
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
 from odnbench.registry import Registry
@@ -43,7 +45,16 @@ from odnbench.result import (
 )
 from odnbench.runtime import DATA_CACHE, backbone_builder, pick_device, seed_everything
 from odnbench.scheduler import GridReport, Scheduler
-from odnbench.store import MODEL_FILE, MODEL_SUFFIX, CorruptResultError, ResultStore, refuse_link
+from odnbench.store import (
+    MAX_MODEL_BYTES,
+    MODEL_FILE,
+    MODEL_SUFFIX,
+    CorruptResultError,
+    ResultStore,
+    UnsafePathError,
+    read_regular,
+    refuse_link,
+)
 from odnbench.store import load_model as store_load_model
 
 
@@ -108,6 +119,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
         with metrics.torch_threads(recipe.threads) as threads, execution.activate():
             if cell.error:
                 raise PluginError(cell.error)
+            check_config(registry, config, "the cell's config")  # from a record or a worker's message too
             deps = load_dependencies(cell, store, grid_cells)
             for dep in deps.values():  # everything a model needed is part of what it cost
                 cost.add_dependency(dep.key, dep.result.method, dep.result.cost or {})
@@ -150,7 +162,10 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
         result.traceback = traceback.format_exc(limit=8)
     except Exception as exc:  # a failed cell is recorded; the grid goes on
         result.error = f"{type(exc).__name__}: {exc}"
-        if not isinstance(exc, OdnbenchError):
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:  # the machine's fault, not the plugin's
+            result.error = (f"{os.strerror(exc.errno)} while writing {exc.filename or 'a file'}: the disk (or a "
+                            "file-size limit) is full; free space, then rerun (the cell runs again)")
+        elif not isinstance(exc, OdnbenchError):
             result.traceback = traceback.format_exc(limit=8)
             result.error = f"method {config['method']!r} (plugin {plugin!r}) raised {result.error}"
     if not result.ok:
@@ -169,9 +184,13 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
         result.status, result.metrics, result.files, result.model_file = "failed", None, None, None
         result.method_info, result.facts, result.reference = {}, Facts(), None
         result.artifacts, result.curve = {}, None
-        result.error = f"the result could not be stored as strict JSON ({exc})"
+        result.error = f"the result could not be stored{' as strict JSON' * (type(exc) is ValueError)} ({exc})"
         store.write(result)
     return result
+
+
+#: OSErrors that say the disk or a quota is full (a file-size limit included), whoever's write met them.
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 def _blank_result(registry: Registry, cell: Cell) -> Result:
@@ -287,7 +306,12 @@ def _unrecorded_models(store: ResultStore, out_dir: Path, before: dict[str, int]
         warnings.warn(f"method {ctx.method!r} (plugin {plugin!r}) wrote {path.name} into ctx.workdir itself; use "
                       f"ctx.save_model({name!r}, model) (a file found by its name is recorded until odnbench 0.3.0)",
                       OdnbenchDeprecationWarning, stacklevel=2)
-        data = path.read_bytes()
+        try:  # bounded: a stray 5 GB file is refused by its size, never read whole
+            data = read_regular(path, MAX_MODEL_BYTES)
+        except UnsafePathError as exc:
+            ctx.progress.warn(f"method {ctx.method!r} (plugin {plugin!r}) left {path.name} in its cell folder; not "
+                              f"recorded: {' '.join(str(exc).replace(str(path), path.name).split())}")
+            continue
         try:
             model = store_load_model(path, expected_sha256=file_entry(data)["sha256"])
             measured = {"params": count_params(model), "size_mb": round(saved_size_mb(model), 6)}

@@ -9,6 +9,7 @@ always has the same key, which is what makes resume work.
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,10 @@ from odnbench.store import cell_dirname, cell_key
 
 DEFAULT_DATASET = "mnist5k"
 DEFAULT_BACKBONE = "resnet18"
+#: The most cells one command plans unless told otherwise (``compare --max-cells``): ten sweeps of ten
+#: values would otherwise expand to 10**10 cells and take all memory before anything is said.
+MAX_CELLS = 1000
+SEED_LIMIT = 2 ** 63  # torch.manual_seed's range
 
 
 def split_overrides(pairs: list[str]) -> dict[str, dict[str, str]]:
@@ -98,10 +103,23 @@ def resolve_params(registry: Registry, method_name: str, preset: str, dataset: s
             raise PluginError(f"plugin {plugin!r}: method {method_name!r} declares parameter {p.name!r} twice")
         declared[p.name] = p
     params = {name: p.default for name, p in declared.items()}
-    for name, value in (method.preset_defaults(preset, dataset) or {}).items():
-        if name not in declared:
-            raise PluginError(f"plugin {plugin!r}: preset_defaults of {method_name!r} sets undeclared {name!r}")
-        params[name] = declared[name].check(value, method_name)
+    try:  # the plugin's values, not the user's: a bad one names the plugin and fails its cells only
+        preset_values = method.preset_defaults(preset, dataset) or {}
+        if not isinstance(preset_values, dict):
+            raise PluginError(f"returned {type(preset_values).__name__}, not a dict of parameter values")
+        for name, value in preset_values.items():
+            if name not in declared:
+                raise PluginError(f"sets undeclared {name!r}")
+            params[name] = declared[name].check(value, method_name)
+    except PluginError as exc:
+        raise PluginError(f"plugin {plugin!r}: preset_defaults of {method_name!r} {exc} (preset {preset}, dataset "
+                          f"{dataset})") from None
+    except OdnbenchError as exc:
+        raise PluginError(f"plugin {plugin!r}: preset_defaults of {method_name!r} gives a value outside its declared "
+                          f"parameter: {exc} (preset {preset}, dataset {dataset})") from None
+    except Exception as exc:
+        raise PluginError(f"plugin {plugin!r}: preset_defaults of {method_name!r} raised {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())[:200]} (preset {preset}, dataset {dataset})") from None
     for name, text in overrides.items():
         if name not in declared:
             raise UnknownNameError(f"parameter of method {method_name!r}", name, declared)
@@ -111,6 +129,42 @@ def resolve_params(registry: Registry, method_name: str, preset: str, dataset: s
             raise PluginError(f"requirement sets unknown parameter {method_name}.{name}")
         params[name] = declared[name].check(value, method_name)
     return params
+
+
+def check_config(registry: Registry, config: Any, where: str = "the recorded config") -> Recipe:
+    """A stored cell config checked against the same rules as a planned one (names registered,
+    every parameter declared and in its range, the recipe's fields in theirs, the backbone buildable
+    at its widths), before anything runs on it: a record is data anyone can write, and
+    ``prune.steps=10**18`` read from one must be refused as ``--set`` refuses it. One-line
+    OdnbenchError naming ``where``; returns the recipe."""
+    def refuse(why: str) -> OdnbenchError:
+        return OdnbenchError(f"{where}: {' '.join(why.split())[:300]}; not run (compare would refuse it too)")
+
+    if not isinstance(config, dict):
+        raise refuse(f"it is a {type(config).__name__}, not a config")
+    for name, types in (("method", str), ("dataset", str), ("backbone", str), ("preset", str), ("seed", int),
+                        ("params", dict), ("recipe", dict)):
+        if not isinstance(config.get(name), types) or isinstance(config.get(name), bool):
+            raise refuse(f"{name} is {str(config.get(name))[:40]!r}, expected {types.__name__}")
+    if not -SEED_LIMIT <= config["seed"] < SEED_LIMIT:
+        raise refuse(f"seed={config['seed']} is out of range; allowed: -2**63 <= seed < 2**63")
+    try:
+        method = registry.method(config["method"])
+        registry.dataset(config["dataset"])
+        registry.backbone(config["backbone"])
+        recipe = Recipe.from_dict(config["recipe"])
+        if recipe.preset != config["preset"]:
+            raise OdnbenchError(f"recipe.preset {recipe.preset!r} is not the config's preset {config['preset']!r}")
+        declared = ({p.name: p for p in method.params if isinstance(p, Param)}
+                    if isinstance(method.params, (tuple, list)) else {})
+        for name, value in config["params"].items():
+            if name not in declared:
+                raise UnknownNameError(f"parameter of method {config['method']!r}", str(name), declared)
+            declared[name].check(value, config["method"])
+        check_width(registry, config["backbone"], recipe)
+    except OdnbenchError as exc:
+        raise refuse(str(exc)) from None
+    return recipe
 
 
 def check_width(registry: Registry, backbone: str, recipe: Recipe, asked: str | None = None) -> None:
@@ -234,7 +288,7 @@ def _variants(values: dict[str, dict[str, list[str]]]) -> list[dict[str, dict[st
 def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backbones: list[str],
               seeds: list[int], preset: str, sets: list[str] | None = None,
               add_dependencies: bool = True, entries: list[Entry] | None = None,
-              provenance: dict | None = None) -> Grid:
+              provenance: dict | None = None, max_cells: int = MAX_CELLS) -> Grid:
     """Cartesian grid method x dataset x backbone x seed x swept values, plus (when asked) the cells
     they need, ordered so that each cell runs after its dependencies.
 
@@ -248,7 +302,11 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
     entries = [Entry(m) for m in methods] + list(entries or [])
     for entry in entries:
         registry.method(entry.method)
+    for seed in seeds:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not -SEED_LIMIT <= seed < SEED_LIMIT:
+            raise OdnbenchError(f"--seed {seed!r} is out of range; allowed: an integer, -2**63 <= seed < 2**63")
     values = expand_values(registry, overrides)
+    check_grid_size(values, entries, len(datasets) * len(backbones) * len(seeds), max_cells)
     declared_recipe = recipe_params()  # (method values were checked by expand_values)
     for name, texts in values.get("recipe", {}).items():
         if len(texts) > 1 and name in declared_recipe:
@@ -298,6 +356,22 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
                 f"{_set_text(owner, next(iter(overrides[owner])), overrides)}: method {owner!r} is not in this grid "
                 f"(its methods: {', '.join(sorted(involved))}); add --method {owner} or drop the --set")
     return Grid(list(ordered.values()))
+
+
+def check_grid_size(values: dict[str, dict[str, list[str]]], entries: list[Entry], combos: int,
+                    max_cells: int) -> None:
+    """Refuse, before expanding anything, a grid of more than ``max_cells`` asked-for cells (one line
+    saying how many and how to allow them)."""
+    variants = math.prod(len(texts) for names in values.values() for texts in names.values())
+    own = sum(math.prod(len(texts) for texts in e.params.values()) for e in entries)
+    asked = combos * variants * own
+    if asked > max_cells:
+        sweeps = [f"{o}.{n} ({len(t)} values)" for o, names in values.items() for n, t in names.items() if len(t) > 1]
+        sweeps += [f"{e.where or e.method}: {e.method}.{n} ({len(t)} values)" for e in entries
+                   for n, t in e.params.items() if len(t) > 1]
+        raise OdnbenchError(f"this grid asks for {asked:,} cells, more than the {max_cells:,} allowed"
+                            + (f" (sweeps: {', '.join(sweeps[:4])}{' ...' if len(sweeps) > 4 else ''})" if sweeps else "")
+                            + "; sweep fewer values, or raise the cap with --max-cells N")
 
 
 def _plan_cells(registry: Registry, ordered: dict[str, Cell], involved: set[str], method: str, dataset: str,

@@ -23,7 +23,7 @@ from typing import Any
 import pluggy
 
 from odnbench import hookspecs
-from odnbench.contract import Backbone, Dataset, Method
+from odnbench.contract import Backbone, Dataset, Method, Param
 from odnbench.errors import PluginError, UnknownNameError
 from odnbench.result import ROLES
 
@@ -126,6 +126,19 @@ class Registry:
         self.items[kind][name] = obj
         self.owner[(kind, name)] = plugin
 
+    def _register_or_refuse(self, kind: str, obj: Any, plugin: str) -> None:
+        """:meth:`register` while collecting: a registration that breaks the contract (a string
+        registered as a method, a bad ``role`` or name) refuses that one name with one warning, and
+        the plugin's other names and every other plugin load, so one broken plugin disables only
+        itself and every command (``--help`` included) still works. Fatal under
+        ODNBENCH_STRICT_PLUGINS=1."""
+        try:
+            self.register(kind, obj, plugin)
+        except PluginError as exc:
+            if self.strict:
+                raise
+            _warn(f"{_one_line(exc)} (refused; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
+
     def is_builtin(self, plugin: str) -> bool:
         info = self.plugins.get(plugin)
         return bool(info and info.distribution and _normal(info.distribution) == BUILTIN_DISTRIBUTION)
@@ -175,7 +188,7 @@ class Registry:
         try:
             for kind in KINDS:
                 def register_for(plugin, _kind=kind):
-                    return {"register": lambda obj: self.register(_kind, obj, plugin)}
+                    return {"register": lambda obj: self._register_or_refuse(_kind, obj, plugin)}
 
                 self.call_each(f"register_{kind}s", register_for, only=only)
         finally:
@@ -215,6 +228,10 @@ def _check_method_attributes(method: Method, plugin: str) -> None:
     if method.role is not None and method.role not in ROLES:
         raise PluginError(f"plugin {plugin!r}: method {method.name!r} has role {method.role!r}; allowed: None, "
                           f"{', '.join(map(repr, ROLES))}")
+    params = method.params
+    if not isinstance(params, (tuple, list)) or not all(isinstance(p, Param) for p in params):
+        raise PluginError(f"plugin {plugin!r}: method {method.name!r} declares params {params!r:.80}; it must be a "
+                          "tuple of odnbench.Param")
     packages = method.env_packages
     if not isinstance(packages, (tuple, list)) or not all(isinstance(p, str) and p for p in packages):
         raise PluginError(f"plugin {plugin!r}: method {method.name!r}: env_packages must be a tuple of distribution "

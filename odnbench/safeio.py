@@ -19,6 +19,8 @@ from odnbench.errors import OdnbenchError
 MAX_RECORD_BYTES = 8 * 1024 * 1024
 MAX_MODEL_BYTES = 4 * 1024 ** 3
 MAX_LOCK_BYTES = 4096
+#: A grid file (TOML) is a few kB; 1 MiB is far more than any board needs.
+MAX_GRID_BYTES = 1024 * 1024
 #: Deepest JSON nesting a record may have (real records nest 4-5 levels; Python's parser recurses).
 MAX_JSON_DEPTH = 64
 
@@ -127,3 +129,41 @@ def parse_json(data: bytes | str, strict: bool = False):
         raise ValueError(f"it holds {name}, which is not JSON (strict readers reject it)")
 
     return json.loads(text, parse_constant=refuse) if strict else json.loads(text)
+
+
+def read_named_file(path: Path, limit: int, what: str) -> bytes:
+    """The bytes of a file a user names on the command line (``--grid FILE``): symbolic links are
+    followed (the user chose the path), but only a regular file is read (a FIFO or device such as
+    ``/dev/zero`` is refused without blocking), and one larger than ``limit`` is refused before any
+    byte is read. One-line OdnbenchError naming ``what`` and the path."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        raise OdnbenchError(f"{what} {path}: cannot read it ({exc.strerror or exc})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise OdnbenchError(f"{what} {path} is {file_kind(st.st_mode)}, not a regular file; name a file")
+        if st.st_size > limit:
+            raise OdnbenchError(f"{what} {path} is {st.st_size:,} bytes, more than the {limit:,} allowed")
+        data = os.read(fd, limit + 1)
+        if len(data) > limit:
+            raise OdnbenchError(f"{what} {path} is more than the {limit:,} bytes allowed")
+        return data
+    finally:
+        os.close(fd)
+
+
+def nesting_depth(value, limit: int) -> int:
+    """How deep lists and dicts nest in ``value``, counted without recursion, up to ``limit + 1``."""
+    deepest, stack = 0, [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, (list, dict)):
+            depth += 1
+            deepest = max(deepest, depth)
+            if depth > limit:
+                return depth
+            stack.extend((v, depth) for v in (item.values() if isinstance(item, dict) else item))
+    return deepest

@@ -38,6 +38,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import socket
 import stat
 import sys
@@ -224,6 +225,9 @@ class ResultStore:
         if key is not None:
             record["signature"] = {"alg": SIGNATURE_ALG, "value": record_signature(record, key)}
         result.digest = record["digest"] = result_digest(record)
+        too_big = unreadable_record_problem(record)
+        if too_big:
+            raise RecordLimitError(too_big)
         write_json(folder / RESULT_FILE, record)
         return folder
 
@@ -291,6 +295,31 @@ class ResultStore:
         return out
 
 
+class RecordLimitError(ValueError):
+    """A record odnbench's own reader would refuse (too large, nested too deep): never written."""
+
+
+def unreadable_record_problem(record: dict[str, Any]) -> str | None:
+    """Why a record about to be written would be refused when read back (None when it would not):
+    the limits every reader applies (:data:`MAX_RECORD_BYTES`, :data:`MAX_JSON_DEPTH`), applied at
+    write time so that the cell fails with the reason instead of being stored, then set aside and
+    trained again on every rerun. Names the field responsible."""
+    from odnbench.safeio import nesting_depth
+
+    depth = nesting_depth(record, MAX_JSON_DEPTH)
+    if depth > MAX_JSON_DEPTH:
+        field = next((k for k, v in record.items() if nesting_depth(v, MAX_JSON_DEPTH) >= MAX_JSON_DEPTH), "?")
+        return (f"{field} nests deeper than the {MAX_JSON_DEPTH} levels a record may have (the reader refuses "
+                "deeper JSON); report less structure")
+    size = len(json.dumps(record, indent=2, sort_keys=True, default=str).encode()) + 1
+    if size > MAX_RECORD_BYTES:
+        sizes = {k: len(json.dumps(v, default=str)) for k, v in record.items()}
+        field = max(sizes, key=lambda k: sizes[k])
+        return (f"the record would be {size:,} bytes, more than the {MAX_RECORD_BYTES:,} a reader accepts ({field} "
+                f"is {sizes[field]:,} bytes); report less in it")
+    return None
+
+
 def _link_looks_like_cell(p: Path) -> bool:
     return bool(p.name.rsplit("-", 1)[-1:]) and len(p.name.rsplit("-", 1)[-1]) == 12
 
@@ -324,7 +353,11 @@ def result_digest(d: dict[str, Any]) -> str:
 def signing_key() -> bytes | None:
     """The publisher's key from ``ODNBENCH_SIGNING_KEY`` (None when unset or empty)."""
     key = os.environ.get(SIGNING_KEY_ENV, "")
-    return key.encode() if key else None
+    try:
+        return key.encode() if key else None
+    except UnicodeEncodeError:  # os.environ keeps undecodable bytes as surrogates
+        raise OdnbenchError(f"{SIGNING_KEY_ENV} is not valid UTF-8 text; set it to a UTF-8 string (e.g. the output "
+                            "of `python -c 'import secrets; print(secrets.token_hex(32))'`), or unset it") from None
 
 
 def record_signature(d: dict[str, Any], key: bytes) -> str:
@@ -341,9 +374,56 @@ def signature_status(d: dict[str, Any], key: bytes | None) -> str:
         return "unsigned"
     if key is None:
         return "signed (no key to check)"
-    if not (isinstance(sig, dict) and sig.get("alg") == SIGNATURE_ALG and isinstance(sig.get("value"), str)):
-        return "bad signature"
+    if not (isinstance(sig, dict) and sig.get("alg") == SIGNATURE_ALG and isinstance(sig.get("value"), str)
+            and re.fullmatch(r"[0-9a-f]{64}", sig["value"])):  # compare_digest raises on non-ASCII text
+        return "bad signature (malformed: not an hmac-sha256 hex value)"
     return "good signature" if hmac.compare_digest(sig["value"], record_signature(d, key)) else "bad signature"
+
+
+def cheap_record_problems(raw: Any, key: bytes | None) -> list[str]:
+    """What a board can check of a stored record without reloading its model (no plugin, no torch):
+    the schema and its ranges (a top-1 of 1e308, a NaN token), the digest, the recipe's fields
+    against the ranges ``--set`` allows, and, with ``key`` (ODNBENCH_SIGNING_KEY) set, the signature.
+    A record with any of these problems is left off every board, with a note (``leaderboard verify``
+    says more)."""
+    from odnbench.recipes import Recipe
+    from odnbench.result import schema_problems
+
+    problems = schema_problems(raw)
+    if problems:
+        return problems[:3]
+    if isinstance(raw.get("digest"), str) and raw["digest"] != result_digest(raw):
+        problems.append("edited after it was written (its digest does not match its content)")
+    try:
+        Recipe.from_dict(raw["config"].get("recipe") if isinstance(raw["config"].get("recipe"), dict) else {})
+    except OdnbenchError as exc:
+        problems.append(f"its recipe is outside what odnbench runs ({' '.join(str(exc).split())[:160]})")
+    if key is not None:
+        signed = signature_status(raw, key)
+        if signed != "good signature":
+            problems.append(f"{signed} while ODNBENCH_SIGNING_KEY is set")
+    return problems
+
+
+def board_results(root: str | os.PathLike[str]) -> tuple[list[tuple[Path, Result]], list[tuple[Path, str]]]:
+    """The records a board may count (folder, result) and those it leaves out (folder, why):
+    :func:`cheap_record_problems` under the current ODNBENCH_SIGNING_KEY. Strays are
+    :meth:`ResultStore.strays`."""
+    key = signing_key()
+    kept, left_out = [], []
+    for folder, raw in ResultStore(root).raw():
+        problems = cheap_record_problems(raw, key)
+        if not problems:
+            try:
+                result = Result.from_dict(raw)
+            except (TypeError, ValueError) as exc:
+                problems = [f"not a result ({exc})"]
+        if problems:
+            left_out.append((folder, "; ".join(problems) + " (`leaderboard verify` checks it)"))
+            continue
+        result.folder = folder.name
+        kept.append((folder, result))
+    return kept, left_out
 
 
 def check_results_root(path: str | os.PathLike[str], cell_names: Sequence[str] = (), what: str = "--results") -> Path:

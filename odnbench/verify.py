@@ -90,6 +90,9 @@ class CellCheck:
     problems: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     reevaluated: bool = False
+    #: The checks this record passed, in order (:data:`CHECKS` names them): what its line and the
+    #: summary say, so that what was not checked is as visible as what was.
+    passed: list[str] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -97,8 +100,10 @@ class CellCheck:
 
     def line(self) -> str:
         if self.problems:
-            return f"PROBLEM  {self.folder}: " + "; ".join(self.problems)
-        return f"ok       {self.folder}: " + "; ".join(self.notes)
+            return f"PROBLEM  {self.folder}: " + "; ".join(self.problems) + (
+                f" (passed: {', '.join(self.passed)})" if self.passed else "")
+        return f"ok       {self.folder}: " + "; ".join(self.notes) + (
+            f"; passed: {', '.join(self.passed)}" if self.passed else "")
 
 
 @dataclass
@@ -114,8 +119,16 @@ class VerifyReport:
     def summary(self) -> str:
         ok = [c for c in self.cells if c.ok]
         again = sum(c.reevaluated for c in ok)
+        counts = {check: sum(check in c.passed for c in self.cells) for check in CHECKS}
+        passed = ", ".join(f"{check} {n}/{len(self.cells)}" for check, n in counts.items()
+                           if n or check in ("schema", "model files", "re-measured"))
         return (f"verified {len(self.cells)} results in {self.results_dir}: {len(ok)} ok ({again} re-evaluated, "
-                f"{len(ok) - again} schema only), {len(self.problems)} with problems")
+                f"{len(ok) - again} schema only), {len(self.problems)} with problems"
+                + (f"; passed: {passed}" if self.cells else ""))
+
+
+#: Every check a record can pass, in the order verify makes them.
+CHECKS = ("schema", "digest", "signature", "model files", "re-measured", "rerun")
 
 
 def check_schema(raw, folder_name: str) -> list[str]:
@@ -181,8 +194,27 @@ def data_dir_for(result: Result, data_dir: Path | None) -> tuple[Path, str | Non
     return default, None
 
 
+def data_source(result: Result, data_dir: Path | None, download: bool) -> tuple[Path, bool, str | None]:
+    """:func:`data_dir_for`, and whether datasets may be downloaded there: a folder named by a record
+    (``data.data_dir``: anyone who can write the record chose it) is only ever read, never written,
+    unless it is the default data folder; ``--data-dir`` and the default folder download as asked."""
+    from odnbench.runtime import default_data_dir
+
+    folder, note = data_dir_for(result, data_dir)
+    chosen = data_dir is not None or Path(folder).absolute() == Path(default_data_dir()).absolute()
+    if not chosen and download:
+        note = (f"{note + '; ' if note else ''}the recorded data folder {folder} is read only (a record names it; "
+                "nothing is downloaded there: pass --data-dir to download)")
+    return Path(folder), download and chosen, note
+
+
 def verify(results_dir, *, data_dir: Path | None = None, download: bool = True, device=None,
-           tolerance: float = TOP1_TOLERANCE, schema_only: bool = False) -> VerifyReport:
+           tolerance: float = TOP1_TOLERANCE, schema_only: bool = False,
+           only: set[str] | None = None) -> VerifyReport:
+    """Check every cell folder of ``results_dir`` (``only``: those folder names). A folder whose ok
+    records have none of their model files (records published without models, such as
+    ``leaderboards/results/``) is said so once and checked as far as it can be: schema, keys,
+    digests, signatures, and the checksum of any file that is there."""
     results_dir = Path(results_dir)
     tolerance = check_tolerance(tolerance)
     if not results_dir.is_dir():
@@ -191,7 +223,9 @@ def verify(results_dir, *, data_dir: Path | None = None, download: bool = True, 
     checks: dict[str, CellCheck] = {}
     to_reevaluate: list[tuple[Path, Result, CellCheck]] = []
     key = signing_key()
-    for folder in store.folders(links=True):
+    folders = [f for f in store.folders(links=True) if only is None or f.name in only]
+    without_models = not schema_only and _no_model_files(folders)
+    for folder in folders:
         check = checks.setdefault(folder.name, CellCheck(folder.name))
         if not is_real_dir(folder):
             check.problems.append("a symbolic link: never followed inside a results folder (it could lead "
@@ -215,38 +249,67 @@ def verify(results_dir, *, data_dir: Path | None = None, download: bool = True, 
             continue
         result = Result.from_dict(raw)
         check.notes.append("schema ok")
+        check.passed.append("schema")
         edited = digest_problem(raw)  # reported, and the cell is still re-measured: say what changed
         if edited:
             check.problems.append(edited)
+        elif isinstance(raw.get("digest"), str):
+            check.passed.append("digest")
         if key is not None:
             signed = signature_status(raw, key)
             (check.notes if signed == "good signature" else check.problems).append(
                 signed if signed == "good signature" else f"{signed} (ODNBENCH_SIGNING_KEY is set: every record "
                                                           "written under it carries its HMAC)")
+            if signed == "good signature":
+                check.passed.append("signature")
         elif raw.get("signature") is not None:
             check.notes.append("signed (set ODNBENCH_SIGNING_KEY to check the signature)")
         if not result.ok:
             check.notes.append("failed cell (recorded as failed; nothing to re-measure)")
         elif schema_only:
             check.notes.append("schema only (--schema-only)")
+        elif without_models:
+            present = _file_problems(folder, result, present_only=True)
+            check.problems += present
+            check.notes.append("schema only (not re-measured: see the note on model files)")
         else:
             missing = _file_problems(folder, result)
             check.problems += missing
             if not missing:
+                check.passed.append("model files")
                 to_reevaluate.append((folder, result, check))
         check.notes += _temp_notes(store, folder)
     if to_reevaluate:
         _reevaluate_all(to_reevaluate, data_dir=data_dir, download=download, device=device, tolerance=tolerance)
     report = VerifyReport(results_dir, list(checks.values()))
     report.notes += _temp_notes(store, results_dir)
+    if without_models:
+        report.notes.append(f"no model files in {results_dir} (records published without their models): schema, "
+                            "keys, digests, signatures and the checksums of the files present were checked; no model "
+                            "was re-measured (run verify where the models are to re-measure them)")
     if not schema_only:
         report.notes.append(NOT_CHECKABLE)
     return report
 
 
-def _file_problems(folder: Path, result: Result) -> list[str]:
-    """The model files an ok result needs: present, never pickled, with the recorded checksums."""
+def _no_model_files(folders: list[Path]) -> bool:
+    """True when no cell folder holds a model file at all (records published without models)."""
+    from odnbench.store import is_real_file
+
+    cells = [f for f in folders if is_real_dir(f)]
+    return bool(cells) and not any(is_real_file(f / name) for f in cells for name in (MODEL_FILE, LEGACY_MODEL_FILE)) \
+        and not any(is_real_file(p) for f in cells for p in f.glob("*.safetensors"))
+
+
+def _file_problems(folder: Path, result: Result, present_only: bool = False) -> list[str]:
+    """The model files an ok result needs: present, never pickled, with the recorded checksums
+    (``present_only``: the checksums of those that are there)."""
     from odnbench import modelio
+
+    if present_only:
+        return [problem for name, entry in sorted((result.files or {}).items())
+                if plain_file_name(name) and (folder / name).exists()
+                for problem in _checksum_problem(folder / name, entry)]
 
     model_file = result.model_file
     if model_file is None or model_file == LEGACY_MODEL_FILE or result.schema < 3:
@@ -274,6 +337,16 @@ def _file_problems(folder: Path, result: Result) -> list[str]:
     return problems
 
 
+def _checksum_problem(path: Path, entry) -> list[str]:
+    from odnbench import modelio
+
+    try:
+        modelio.read_bytes(path, entry.get("sha256") if isinstance(entry, dict) else None)
+    except modelio.ModelFileError as exc:
+        return [str(exc)]
+    return []
+
+
 def _reevaluate_all(items, *, data_dir, download, device, tolerance) -> None:
     from odnbench.registry import get_registry
     from odnbench.runtime import pick_device
@@ -284,9 +357,12 @@ def _reevaluate_all(items, *, data_dir, download, device, tolerance) -> None:
     items = sorted(items, key=lambda it: (it[1].config["dataset"], it[1].config["seed"], it[0].name))
     for folder, result, check in items:
         try:
-            check.problems += reevaluate(folder, result, data_dir=data_dir, download=download, device=device,
-                                         registry=registry, tolerance=tolerance, notes=check.notes)
+            found = reevaluate(folder, result, data_dir=data_dir, download=download, device=device,
+                               registry=registry, tolerance=tolerance, notes=check.notes)
+            check.problems += found
             check.reevaluated = True
+            if not found:
+                check.passed.append("re-measured")
         except OdnbenchError as exc:
             check.problems.append(f"could not re-evaluate: {' '.join(str(exc).split())[:300]}")
         except Exception as exc:  # an unloadable or wrong model file is a finding, not a crash
@@ -308,15 +384,16 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     config = result.config
     stored = result.metrics
     recipe = Recipe.from_dict(config["recipe"])
-    data_dir, note = data_dir_for(result, data_dir)
-    if note:
-        notes.append(note)
-    splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
+    data_dir, download, note = data_source(result, data_dir, download)
+    try:
+        splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
+    except OdnbenchError as exc:  # where the data were looked for matters only when they were not found
+        raise OdnbenchError(f"{exc}{f' ({note})' if note else ''}") from None
     problems = []
     stored_fp = (result.data or {}).get("fingerprint")
     if stored_fp is not None and stored_fp != splits.fingerprint:
         problems.append(f"the data differ from those the result was measured on (fingerprint {splits.fingerprint[:19]}…, "
-                        f"stored {stored_fp[:19]}…): other files under --data-dir?")
+                        f"stored {stored_fp[:19]}…): other files under --data-dir?{f' ({note})' if note else ''}")
     entry = (result.files or {}).get(result.model_file) or {}
     model = load_model(folder / result.model_file, device=device, expected_sha256=entry.get("sha256"))
     execution = Execution.for_recipe(recipe, device)  # the precision and memory format it was measured in
@@ -434,7 +511,7 @@ def rerun(results_dir, cells: list[str] = (), *, data_dir: Path | None = None, d
     here. ``cells``: folder names or keys (default: every ok cell)."""
     import shutil
 
-    from odnbench.plan import Cell
+    from odnbench.plan import Cell, check_config
     from odnbench.progress import Progress
     from odnbench.registry import get_registry
     from odnbench.runtime import pick_device
@@ -456,31 +533,46 @@ def rerun(results_dir, cells: list[str] = (), *, data_dir: Path | None = None, d
     registry = get_registry()
     device = device or pick_device("cpu")
     progress = progress or Progress(quiet=True)
-    checks = []
-    for name in dict.fromkeys(chosen):
+    chosen = list(dict.fromkeys(chosen))
+    # Every check plain verify makes, then the rerun on top: a swapped model file fails here too.
+    report = verify(results_dir, data_dir=data_dir, download=download, device=device, tolerance=tolerance,
+                    only=set(chosen))
+    checks = {c.folder: c for c in report.cells}
+    for name in chosen:
         old = found[name]
-        check = CellCheck(name)
-        checks.append(check)
+        check = checks.setdefault(name, CellCheck(name))
+        try:  # a record is data: its config must pass what compare checks before anything trains on it
+            check_config(registry, old.config, "its recorded config")
+        except OdnbenchError as exc:
+            check.problems.append(f"not rerun: {exc}")
+            continue
         with tempfile.TemporaryDirectory(prefix="odnbench-rerun-") as tmp:
+            missing = False
             for dep_key in (old.requires or {}).values():
                 dep = store.find(dep_key)
                 if dep is None:
                     check.problems.append(f"cannot rerun: its dependency {dep_key} is not in {results_dir}")
+                    missing = True
                     break
                 shutil.copytree(dep, Path(tmp) / dep.name, symlinks=True)
-            if check.problems:
+            if missing:
                 continue
             cell = Cell(dict(old.config), requires=dict(old.requires or {}), defaults=dict(old.defaults or {}))
+            folder, allowed, _ = data_source(old, data_dir, download)
             try:
-                registry.method(old.config["method"])
-                new = _run_again(registry, cell, Path(tmp), data_dir_for(old, data_dir)[0], download, device, progress)
+                new = _run_again(registry, cell, Path(tmp), folder, allowed, device, progress)
             except OdnbenchError as exc:
                 check.problems.append(f"could not rerun: {' '.join(str(exc).split())[:300]}")
                 continue
-            check.problems += compare_rerun(old, new, tolerance, device.type, check.notes)
+            found_problems = compare_rerun(old, new, tolerance, device.type, check.notes)
+            check.problems += found_problems
             check.reevaluated = True
-    return VerifyReport(results_dir, checks, notes=[f"rerun on {device.type} from each recorded config; top-1 "
-                                                    f"tolerance {tolerance:g} points"])
+            if not found_problems:
+                check.passed.append("rerun")
+    report.cells = [checks[name] for name in chosen]
+    report.notes.insert(0, f"rerun on {device.type} from each recorded config, after every check plain verify makes; "
+                           f"top-1 tolerance {tolerance:g} points")
+    return report
 
 
 def _run_again(registry, cell, root: Path, data_dir: Path, download: bool, device, progress) -> Result:

@@ -50,7 +50,7 @@ from odnbench.envinfo import FINGERPRINT_KEYS
 from odnbench.report import stats
 from odnbench.report.fmt import fmt_value
 from odnbench.result import Result, latency_busy
-from odnbench.store import ResultStore, canonical_json
+from odnbench.store import ResultStore, board_results, canonical_json
 
 #: The role (Method.role, stored in each result) of the row Δ top-1 and size reductions compare with.
 BASELINE_ROLE = "baseline"
@@ -233,7 +233,7 @@ def safe_slug(raw: str) -> str:
 def load_results(results_dir: str | Path) -> list[Result]:
     """Every readable stored result in a results folder, by folder name (strays left out:
     :func:`skipped_results`)."""
-    return [_sane(result) for _, result in ResultStore(Path(results_dir))]
+    return [_sane(result) for _, result in board_results(results_dir)[0]]  # failing cheap checks: skipped_results
 
 
 def _sane(r: Result) -> Result:
@@ -267,7 +267,7 @@ def _sane(r: Result) -> Result:
 def skipped_results(results_dir: str | Path) -> list[tuple[Path, str]]:
     """Folders that are not counted on any board, each with why (a copy or planted folder, a
     symbolic link, an unreadable record): every command that shows a board names them."""
-    return ResultStore(Path(results_dir)).strays()
+    return ResultStore(Path(results_dir)).strays() + board_results(results_dir)[1]
 
 
 def _num_or(v: Any, default: Any) -> Any:

@@ -19,6 +19,7 @@ timestamp, and the PNGs are drawn at a fixed size and dpi with no software/date 
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -96,11 +97,13 @@ def publish(results_dir: str | Path, out_dir: str | Path, tolerance: float = lb.
     boards = lb.build_boards(results, tolerance=tolerance)
     # Built aside, then swapped in: a failure (disk full, a bad record) leaves the old board set whole.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.publish-"))
+    cleaned = clean_stale_staging(out_dir)
+    staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.publish-{os.getpid()}-"))
     try:
         if out_dir.is_dir():  # what is there stays (files of ours are rewritten or removed below)
             shutil.copytree(out_dir, staging, symlinks=True, dirs_exist_ok=True)
         report = PublishReport(staging, boards)
+        report.notes += [f"removed {p.name}, left beside --out by an interrupted publish" for p in cleaned]
         report.notes += [f"{folder.name}: {why}" for folder, why in lb.skipped_results(results_dir)]
         for board in boards:
             _publish_board(board, staging / board.slug, command, report)
@@ -116,12 +119,49 @@ def publish(results_dir: str | Path, out_dir: str | Path, tolerance: float = lb.
     return report
 
 
+#: A staging folder without its publisher's pid in its name (before 0.3) is stale after this long.
+STALE_STAGING_SECONDS = 3600
+
+
+def clean_stale_staging(out_dir: Path) -> list[Path]:
+    """Remove the ``.OUT.publish-PID-*`` folders that interrupted publishes left beside ``out_dir``
+    (their process is gone; one of a live publish is kept), and ``.OUT.old-PID-*`` ones once
+    ``out_dir`` is back in place. Returns what was removed."""
+    import time
+
+    removed = []
+    for kind in ("publish", "old"):
+        for folder in sorted(out_dir.parent.glob(f".{glob.escape(out_dir.name)}.{kind}-*")):
+            if folder.is_symlink() or not folder.is_dir() or (kind == "old" and not out_dir.is_dir()):
+                continue
+            tail = folder.name[len(f".{out_dir.name}.{kind}-"):]
+            pid = tail.split("-", 1)[0]
+            if pid.isdigit() and "-" in tail:
+                if _alive(int(pid)):
+                    continue
+            elif time.time() - folder.stat().st_mtime < STALE_STAGING_SECONDS:
+                continue
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True  # someone else's process: alive
+    return True
+
+
 def _swap(staging: Path, out_dir: Path) -> None:
     """Put the finished set in place of ``out_dir`` (two renames on one file system)."""
     if not out_dir.exists():
         os.rename(staging, out_dir)
         return
-    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
+    old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-{os.getpid()}-"))
     os.rmdir(old)
     os.rename(out_dir, old)
     try:

@@ -55,6 +55,13 @@ def curve_table(result) -> str:
     return "\n".join(lines)
 
 
+def _curve_marks(result) -> float:
+    """The best validation top-1 at the optimal depth (StopIteration when the curve lacks that depth)."""
+    info = result.method_info
+    float(info["threshold"])  # a number, or TypeError/ValueError
+    return float(next(x["best_val"] for x in info["depth_curve"] if x["depth"] == info["optimal_depth"]))
+
+
 @click.command("odn-curve")
 @click.argument("result_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--png", type=click.Path(path_type=Path), default=None, help="Also write the plot to this PNG file.")
@@ -65,10 +72,20 @@ def odn_curve(result_dirs, png):
     params and size of that depth's cut model; --png plots the curves (several folders = several lines).
     """
     results = [(d, load_odn_result(d)) for d in result_dirs]
-    for i, (_, result) in enumerate(results):
+    tables = []
+    for d, result in results:
+        try:
+            tables.append(curve_table(result))
+            _curve_marks(result)
+        except (KeyError, TypeError, ValueError, AttributeError, StopIteration) as exc:
+            # method_info is free-form JSON: a record verify --schema-only accepts may still not hold ODN's curve
+            raise OdnbenchError(f"{d}: its method_info does not hold an ODN depth curve odn-curve can read "
+                                f"({type(exc).__name__}: {' '.join(str(exc).split())[:120]}); "
+                                "`odnbench leaderboard verify` checks the record") from None
+    for i, table in enumerate(tables):
         if i:
             click.echo("")
-        click.echo(curve_table(result))
+        click.echo(table)
     if png:
         from odnbench.report.plots import plot_depth_curves
 
@@ -80,8 +97,7 @@ def odn_curve(result_dirs, png):
         for label, (_, r) in zip(labels, results):
             info = r.method_info
             curves.append((label, info["depth_curve"]))
-            best = next(x["best_val"] for x in info["depth_curve"] if x["depth"] == info["optimal_depth"])
-            marks.append((label, info["optimal_depth"], best))
+            marks.append((label, info["optimal_depth"], _curve_marks(r)))
             hlines.append((f"threshold {info['threshold']:.2f}%" + (f" ({label})" if len(results) > 1 else ""),
                            info["threshold"]))
         c = results[0][1].config

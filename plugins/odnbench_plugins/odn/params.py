@@ -32,9 +32,9 @@ PARAMS = (
           "every depth alike (the authors' released code); previous: the stem and blocks 1..k-1 of depth k-1's "
           "best checkpoint, block k and head k as warmed up (mnist5k quick: shallower and cheaper, 0.6 points less "
           "accurate)", choices=("warmup", "previous")),
-    Param("lr", float, None, "Base LR of depth 1 (paper: 0.01, 0.1 for svhn); none = the recipe's lr", nullable=True, gt=0),
+    Param("lr", float, None, "Base LR of depth 1 (paper: 0.01, 0.1 for svhn); none = the recipe's lr", nullable=True, gt=0, le=10),
     Param("next_depth_lr_factor", float, 0.5, "Each deeper depth gets a fresh optimiser at lr x this "
-          "(paper: 0.5, 1.0 for cifar10)", gt=0),
+          "(paper: 0.5, 1.0 for cifar10)", gt=0, le=10),
     Param("lr_decay_factor", float, 0.6, "LR x this after every lr_decay_patience epochs without improvement",
           gt=0, le=1),
     Param("lr_decay_patience", int, 5, "Epochs without improvement before the LR is decayed", ge=1),
@@ -44,7 +44,7 @@ PARAMS = (
     Param("search_digits", int, 1, "Validation % is rounded to this many decimals while searching (paper: 0.1 %)",
           ge=0, le=6),
     Param("warmup_epochs", int, 3, "Joint warm-up epochs of all heads, summed CE (paper: 3; 0 for cifar10)", ge=0),
-    Param("warmup_lr", float, 0.001, "Warm-up LR, cosine over the warm-up (paper: 0.001; 0.01 for svhn)", gt=0),
+    Param("warmup_lr", float, 0.001, "Warm-up LR, cosine over the warm-up (paper: 0.001; 0.01 for svhn)", gt=0, le=10),
     Param("start_depth", int, 1, "First depth to train (the paper starts at 1)", ge=1),
     Param("max_depth", int, None, "Last depth to try (none = every residual block)", nullable=True, ge=1),
     Param("finetune", bool, True, "Fine-tune at the chosen depth with the same optimiser and decayed LR"),
