@@ -511,9 +511,10 @@ def leaderboard_publish(ctx, results, out, tolerance, remeasure_latency):
               help="Allowed |stored - re-measured| top-1, in points (a finite number, 0..100).")
 @click.option("--schema-only", is_flag=True, help="Check result.json files only; do not reload models.")
 @click.option("--rerun", is_flag=True,
-              help="Train each CELL (folder name or key; default: every finished cell) again from its recorded "
-                   "config, in a temporary folder, and compare top-1 (within --tolerance) and params, MACs and "
-                   "size (exactly): what a forged record cannot survive. Takes as long as the cells took.")
+              help="After every other check, train each CELL (folder name or key; default: every finished cell) "
+                   "again from its recorded config (checked as compare checks one), in a temporary folder, and "
+                   "compare top-1 (within --tolerance) and params, MACs and size (exactly): what a forged record "
+                   "cannot survive. Takes as long as the cells took.")
 @click.argument("cells", nargs=-1)
 @click.pass_context
 def leaderboard_verify(ctx, results, data_dir, download, device, tolerance, schema_only, rerun, cells):

@@ -58,6 +58,9 @@ class Registry:
     #: with these lines (:meth:`require_sound`), while --help and list print them and go on.
     conflicts: list[str] = field(default_factory=list)
     collecting: bool = False  # inside collect(): a clash is recorded as a conflict instead of raised
+    #: A registration that breaks the contract raises instead of being refused with a warning (strict
+    #: mode; and odnbench.testing.registry_with, so that a plugin's own tests fail on it).
+    fatal_registrations: bool = False
 
     def require_sound(self) -> None:
         """Raise the first name clash as a one-line PluginError (nothing may be silently replaced)."""
@@ -135,7 +138,7 @@ class Registry:
         try:
             self.register(kind, obj, plugin)
         except PluginError as exc:
-            if self.strict:
+            if self.strict or self.fatal_registrations:
                 raise
             _warn(f"{_one_line(exc)} (refused; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
 

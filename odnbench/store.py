@@ -382,8 +382,8 @@ def signature_status(d: dict[str, Any], key: bytes | None) -> str:
 
 def cheap_record_problems(raw: Any, key: bytes | None) -> list[str]:
     """What a board can check of a stored record without reloading its model (no plugin, no torch):
-    the schema and its ranges (a top-1 of 1e308, a NaN token), the digest, the recipe's fields
-    against the ranges ``--set`` allows, and, with ``key`` (ODNBENCH_SIGNING_KEY) set, the signature.
+    the schema and its ranges (a top-1 of 1e308, a NaN token), the recipe's fields against the
+    ranges ``--set`` allows, and, with ``key`` (ODNBENCH_SIGNING_KEY) set, the signature.
     A record with any of these problems is left off every board, with a note (``leaderboard verify``
     says more)."""
     from odnbench.recipes import Recipe
@@ -392,8 +392,6 @@ def cheap_record_problems(raw: Any, key: bytes | None) -> list[str]:
     problems = schema_problems(raw)
     if problems:
         return problems[:3]
-    if isinstance(raw.get("digest"), str) and raw["digest"] != result_digest(raw):
-        problems.append("edited after it was written (its digest does not match its content)")
     try:
         Recipe.from_dict(raw["config"].get("recipe") if isinstance(raw["config"].get("recipe"), dict) else {})
     except OdnbenchError as exc:

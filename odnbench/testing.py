@@ -93,7 +93,11 @@ def registry_with(*plugins: Any, installed: bool = True) -> Registry:
         if registry.pm.is_registered(plugin) or name in registry.plugins:
             continue  # already installed and loaded under that name
         registry.add_plugin(plugin, name)
-        registry.collect(only=plugin)
+        registry.fatal_registrations = True  # a contract error in the plugin under test fails its test
+        try:
+            registry.collect(only=plugin)
+        finally:
+            registry.fatal_registrations = False
     return registry
 
 

@@ -6,10 +6,12 @@ For every cell folder, each finding is one line:
   folder named after its config's key, and (schema 3) its ``digest`` matching its content, which
   shows any hand edit since it was written, of fields that cannot be re-measured too.
 - files: every model file ``files`` records is there with the recorded sha256; an ``ok`` result
-  without its model fails (``--schema-only`` is for records published without models, such as
-  ``leaderboards/results/``); a pickled ``model.pt`` (odnbench 0.1) is refused, never loaded.
+  without its model fails, unless no cell of the folder has a model file (records published
+  without models, such as ``leaderboards/results/``: said once, the rest checked); a pickled
+  ``model.pt`` (odnbench 0.1) is refused, never loaded.
 - re-measured from the reloaded model on the cell's data (loaded as the harness loads it, from
-  the data folder recorded in the result unless ``data_dir`` is given; the data's fingerprint
+  the data folder recorded in the result unless ``data_dir`` is given, never downloading into a
+  folder only a record names (:func:`data_source`); the data's fingerprint
   must match the stored one): top-1 and validation top-1 within ``tolerance``
   points; parameters, MACs, FLOPs and the test-split size exactly; saved size (MB) and fp32 size
   (MiB) within a few bytes; the depth a DepthNet states. Each artifact model (``artifacts``, e.g.
@@ -31,9 +33,11 @@ What cannot be checked is said in the summary: the recorded config and the cost 
 model (epochs, sample-steps, training seconds), ``method_info``,
 ``env`` and the run's times were observed once, when the cell ran. The digest is unkeyed: whoever
 edits a record can recompute it, so a forged record (a model trained another way, relabelled,
-every hash recomputed) passes every check above. What can tell: ``--rerun`` trains the cell again
-from its recorded config and compares (:func:`rerun`), and a signature made with a key the forger
-does not hold.
+every hash recomputed) passes every check above. What can tell: ``--rerun`` makes every check
+above, then trains the cell again from its recorded config (checked by
+:func:`odnbench.plan.check_config` first) and compares (:func:`rerun`); and a signature made with a
+key the forger does not hold. Each record's line and the summary list the checks it passed
+(:data:`CHECKS`).
 """
 
 from __future__ import annotations
@@ -93,6 +97,7 @@ class CellCheck:
     #: The checks this record passed, in order (:data:`CHECKS` names them): what its line and the
     #: summary say, so that what was not checked is as visible as what was.
     passed: list[str] = field(default_factory=list)
+    rerun: bool = False  # checked by --rerun: a PROBLEM line lists what it passed too
 
     @property
     def ok(self) -> bool:
@@ -101,7 +106,7 @@ class CellCheck:
     def line(self) -> str:
         if self.problems:
             return f"PROBLEM  {self.folder}: " + "; ".join(self.problems) + (
-                f" (passed: {', '.join(self.passed)})" if self.passed else "")
+                f" (passed: {', '.join(self.passed)})" if self.passed and self.rerun else "")
         return f"ok       {self.folder}: " + "; ".join(self.notes) + (
             f"; passed: {', '.join(self.passed)}" if self.passed else "")
 
@@ -541,6 +546,7 @@ def rerun(results_dir, cells: list[str] = (), *, data_dir: Path | None = None, d
     for name in chosen:
         old = found[name]
         check = checks.setdefault(name, CellCheck(name))
+        check.rerun = True
         try:  # a record is data: its config must pass what compare checks before anything trains on it
             check_config(registry, old.config, "its recorded config")
         except OdnbenchError as exc:

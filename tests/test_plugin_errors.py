@@ -174,6 +174,9 @@ class NotAMethod(Dataset):
 def register_methods(register):
     register(NotAMethod())
 ''')
+    registry = load_registry()  # refused with a warning; the rest loads (issue 32)
+    assert "nam" not in registry.items["method"] and "full" in registry.items["method"]
+    monkeypatch.setenv("ODNBENCH_STRICT_PLUGINS", "1")
     with pytest.raises(PluginError, match="plugin 'wrongkind' registered .* as a method; it must be an instance "
                                           "of odnbench.Method"):
         load_registry()
