@@ -228,8 +228,9 @@ def verify(results_dir, *, data_dir: Path | None = None, download: bool = True, 
     checks: dict[str, CellCheck] = {}
     to_reevaluate: list[tuple[Path, Result, CellCheck]] = []
     key = signing_key()
-    folders = [f for f in store.folders(links=True) if only is None or f.name in only]
-    without_models = not schema_only and _no_model_files(folders)
+    every = store.folders(links=True)
+    folders = [f for f in every if only is None or f.name in only]
+    without_models = not schema_only and _no_model_files(every)  # of the whole folder, not just those chosen
     for folder in folders:
         check = checks.setdefault(folder.name, CellCheck(folder.name))
         if not is_real_dir(folder):
