@@ -1,5 +1,6 @@
-"""The report layer: leaderboards as data (:mod:`.boards`), markdown (:mod:`.markdown`), JSON/CSV
-(:mod:`.records`), plots (:mod:`.plots`) and published pages (:mod:`.publish`).
+"""The report layer: leaderboards as data (:mod:`.boards`), every column declared once
+(:mod:`.columns`), a board's sections in page order (:mod:`.sections`), markdown (:mod:`.markdown`),
+JSON/CSV (:mod:`.records`), plots (:mod:`.plots`) and published pages (:mod:`.publish`).
 
 Everything here is a function of stored results alone (:class:`odnbench.store.ResultStore`): it
 imports neither the harness nor the plugin registry, so a board never changes with the plugins

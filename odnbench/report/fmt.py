@@ -6,10 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from odnbench.report.boards import RowStats
+from typing import Any
 
 #: C0 and C1 control characters but tab and newline, and DEL: ESC starts terminal escape sequences,
 #: BEL rings, CR overwrites a line. Dropped from anything printed to a terminal.
@@ -89,21 +86,6 @@ def fmt_depths(depths: Sequence[int] | None) -> str:
     if not depths:
         return "–"
     return str(depths[0]) if len(depths) == 1 else f"{min(depths)}–{max(depths)}"
-
-
-def fmt_meets(f: RowStats) -> str:
-    """The board's verdict (yes / no / undecided / –) and on how many seeds Δ alone meets it, then the
-    method's own target when it has one."""
-    word = f.meets_target_verdict + (f" ({f.meets_target_seeds} seeds)" if f.meets_target_seeds else "")
-    own = f.own_target
-    if not own:
-        return word
-    parts = []
-    if own.get("threshold"):
-        parts.append(f"val ≥ {fmt_span(own['threshold'], lambda v: f'{v:.2f}')}")
-    if own.get("of"):
-        parts.append(f"reached {own['reached']}/{own['of']}")
-    return f"{word}; own target: {', '.join(parts)}"
 
 
 def fmt_converged(c: dict[str, int] | None) -> str:

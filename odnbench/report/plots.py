@@ -50,6 +50,11 @@ def _style() -> AbstractContextManager[Any]:
     return matplotlib.style.context(["default", rc])
 
 
+def _text(name: str) -> str:
+    """Stored text as a plot label: one line, and no matplotlib mathtext (``$``)."""
+    return " ".join(name.split()).replace("$", r"\$")
+
+
 def _png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=DPI, metadata=PNG_METADATA)
@@ -133,9 +138,10 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
                                ls="-", alpha=0.6, label="Pareto front (filled markers)", zorder=2)
         base = board.baseline.stats if board.baseline else None
         if base and base.top1_mean is not None:
-            handles.append(ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label="full depth"))
+            name = _text(board.baseline_name)
+            handles.append(ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label=f"baseline ({name})"))
             handles.append(ax.axhline(base.top1_mean - board.tolerance, color="grey", lw=0.8, ls="--",
-                                      label=f"full − {fmt_value(float(board.tolerance))} (iso-accuracy bound)"))
+                                      label=f"{name} − {fmt_value(float(board.tolerance))} (iso-accuracy bound)"))
         if log_x:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -325,8 +331,8 @@ def curves_png(board: Board, x_field: str, x_label: str) -> bytes:
 
 def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
     """Top-1 against ``x_field`` (size_mb or macs) for every family of :mod:`odnbench.report.curves`:
-    a line per family (a marker alone for a one-point family), bars ± std over seeds, the full-depth
-    reference and the Pareto front over every point (black step line)."""
+    a line per family (a marker alone for a one-point family), bars ± std over seeds, the baseline's
+    top-1 and the Pareto front over every point (black step line)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -353,7 +359,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
                     color="black", lw=1.0, alpha=0.6, label="Pareto front over all points", zorder=2)
         base = board.baseline.stats if board.baseline else None
         if base and base.top1_mean is not None:
-            ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label="full depth")
+            ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label=f"baseline ({_text(board.baseline_name)})")
         xs_all = [getattr(p, attr) for f in families for p in f.points if getattr(p, attr) > 0]
         if xs_all and max(xs_all) / min(xs_all) > 5:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -368,7 +374,8 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         ax.set_title(f"{board.title}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
-                  title="dashed: one result's models per depth (ODN below its chosen depth: intermediate models)"
+                  title="dashed: one result's models per depth (a depth search's below its chosen depth: "
+                        "intermediate models)"
                   + ("\n▼ at the floor: a point below the axis, with its top-1" if clipped else ""),
                   title_fontsize=7.5)
         fig.tight_layout()
