@@ -99,3 +99,16 @@ def test_format_json_is_the_board_json_document(tmp_path):
     assert {"caption", "rows", "iso_accuracy", "curves", "failed", "cut_short"} <= set(listed[0])
     assert records.render_csv(lb.build_boards(lb.load_results(tmp_path / "results"))) == \
         (page.parent / "board.csv").read_text()
+
+
+def test_one_seed_never_shows_a_spread_of_zero():
+    """n = 1 has no std and no interval: no output prints "± 0.00" for it (#33)."""
+    from odnbench.report.terminal import summary
+
+    rs = [_result("full", 0, 98.0, 3.0, role="baseline"), _result("prune", 0, 97.5, 1.6, params={"ratio": 0.3}),
+          _result("prune", 0, 95.0, 0.3, params={"ratio": 0.7})]
+    boards = lb.build_boards(rs)
+    text = render_markdown(boards, "res") + render_page(boards[0], "cmd") + summary(boards, "x.md")
+    assert "± 0.00" not in text and "±0.00" not in text
+    assert "| 1= full | 98.00 (n=1) |" in text  # the details table: the mean and n alone
+    assert "98.00 (n=1, no interval)" in text  # the main table says why there is no interval

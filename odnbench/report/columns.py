@@ -295,7 +295,10 @@ def meets_title(board: Board) -> str:
 
 
 def _top1(f: RowStats) -> str:
-    return "–" if f.top1_mean is None else f"{f.top1_mean:.2f} ± {f.top1_std:.2f} (n={f.n})"
+    """Mean ± sample std (n); one seed has no spread to show, so no "± 0.00"."""
+    if f.top1_mean is None:
+        return "–"
+    return f"{f.top1_mean:.2f} (n={f.n})" if f.n < 2 else f"{f.top1_mean:.2f} ± {f.top1_std:.2f} (n={f.n})"
 
 
 # ‡ marks a value of each seed's exported network: one value when every seed exported the same network,
