@@ -42,7 +42,7 @@ import math
 import re
 import statistics
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -193,6 +193,8 @@ class Board:
     baseline: Row | None = None
     reported: list[dict[str, Any]] = field(default_factory=list)  # reference numbers beside measured ones
     reference_notes: list[str] = field(default_factory=list)
+    #: (method, its stored reference) for each note above: a page escapes each piece on its own
+    reference_elsewhere: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: the caption keys that are package versions methods declared (env keys, e.g. ``torch_pruning``)
     packages: list[str] = field(default_factory=list)
 
@@ -703,10 +705,8 @@ def _add_references(board: Board) -> None:
         if not ref:
             continue
         if board.preset != ref.get("preset"):  # the preset that follows the paper's recipe (the plugin says)
-            board.reference_notes.append(
-                f"{method}: the paper reports {_describe_reference(ref)} on {board.dataset}/{board.backbone}; "
-                f"those numbers come from the paper's recipe, so they are compared on `{ref.get('preset')}`-preset "
-                f"boards only (this board is preset `{board.preset}`).")
+            board.reference_elsewhere.append((method, ref))
+            board.reference_notes.append(reference_note(board, method, ref))
             continue
         for row in rows:
             f = stats_of(row)
@@ -720,6 +720,15 @@ def _add_references(board: Board) -> None:
                 "size_mb_reported": ref.get("size_mb"), "size_mb_measured": f.size_mb,
                 "source": ref.get("source"),
             })
+
+
+def reference_note(board: Board, method: str, ref: dict[str, Any], text: Callable[[object], str] = str,
+                   code: Callable[[object], str] = lambda v: f"`{v}`") -> str:
+    """Why a method's published numbers are not beside its measured ones on this board; ``text`` and
+    ``code`` escape each stored piece for the medium (plain for board.json, markdown for a page)."""
+    return (f"{text(method)}: the paper reports {text(_describe_reference(ref))} on {text(board.dataset)}/"
+            f"{text(board.backbone)}; those numbers come from the paper's recipe, so they are compared on "
+            f"{code(ref.get('preset'))}-preset boards only (this board is preset {code(board.preset)}).")
 
 
 def _reduction(small: Any, full: Any) -> Any:

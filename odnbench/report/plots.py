@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from odnbench.report.boards import Board, stats_of
 from odnbench.report.curves import Family, Point, all_families, pareto_front, pareto_points
-from odnbench.report.fmt import fmt_value
+from odnbench.report.fmt import fmt_value, terminal_text
 from odnbench.store import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -50,9 +50,11 @@ def _style() -> AbstractContextManager[Any]:
     return matplotlib.style.context(["default", rc])
 
 
-def _text(name: str) -> str:
-    """Stored text as a plot label: one line, and no matplotlib mathtext (``$``)."""
-    return " ".join(name.split()).replace("$", r"\$")
+def _text(name: str, limit: int = 80) -> str:
+    """Stored text as a plot label: one line of at most ``limit`` characters (a longer one would push
+    the axes out of the figure), no control characters, no matplotlib mathtext (``$``)."""
+    text = " ".join(terminal_text(name).split())
+    return (text if len(text) <= limit else text[:limit - 1] + "…").replace("$", r"\$")
 
 
 def _png_bytes(fig: Figure) -> bytes:
@@ -131,7 +133,7 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
                         elinewidth=1.0, zorder=3 + stacked[i])
             spans = spans or xerr is not None
             handles.append(Line2D([], [], color=colour, marker=marker, ms=8, mfc=face, mew=1.6, ls="none",
-                                  label=row.label))
+                                  label=_text(row.label)))
         if front:
             fx = [points[i] for i in sorted(front, key=lambda i: points[i][0])]
             handles += ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=1.0,
@@ -151,7 +153,7 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x_label + (" (millions)" if x_field == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{board.title}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
+        ax.set_title(f"{_text(board.title)}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         # Below the axes, never over a point; one entry per configuration at one size.
         title = ("vertical bars: ± std over seeds" + ("; horizontal bars: min–max over seeds that exported "
@@ -284,12 +286,12 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: 
                 continue
             depths.update(d for d, _ in pts)
             style = {"marker": "o", **((styles or {}).get(label) or {})}
-            (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], label=label, **style)
+            (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], label=_text(label), **style)
             colours.setdefault(label, line.get_color())
         dashes = ["--", ":", "-.", (0, (5, 1))]
         for i, (label, value, *owner) in enumerate(hlines):
             ax.axhline(value, linestyle=dashes[i % len(dashes)], linewidth=1,
-                       color=colours.get(owner[0], "grey") if owner else "grey", label=label)
+                       color=colours.get(owner[0], "grey") if owner else "grey", label=_text(label))
         low, high = ax.get_ylim()
         placed: list[tuple[float, float]] = []
         for curve, depth, value in marks:
@@ -351,7 +353,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.errorbar(xs, ys, yerr=[p.std or 0.0 for p in pts], fmt=MARKERS[i % len(MARKERS)],
                         ls="--" if fam.kind == "depth" else "-", color=COLORS[i % len(COLORS)], ms=6, capsize=3,
                         lw=1.2, elinewidth=0.9,
-                        label=(fam.name if len(fam.name) < 70 else fam.name[:67] + "...").replace("$", r"\$"),
+                        label=_text(fam.name if len(fam.name) < 70 else fam.name[:67] + "..."),
                         zorder=3)
         front = pareto_points(families, attr)
         if front:
@@ -371,7 +373,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         clipped = _clip_low_depth_points(ax, families, attr, scale)
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{board.title}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
+        ax.set_title(f"{_text(board.title)}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
                   title="dashed: one result's models per depth (a depth search's below its chosen depth: "

@@ -10,12 +10,13 @@ document and the plots it owns. ``leaderboard.md`` (what ``compare`` writes), a 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from odnbench.report import curves, plots
-from odnbench.report.boards import Board, cut_short_reason, failure_reason, stats_of
+from odnbench.report.boards import Board, cut_short_reason, failure_reason, reference_note, stats_of
 from odnbench.report.columns import (
     DETAIL,
     ISO,
@@ -30,7 +31,7 @@ from odnbench.report.columns import (
     row_record,
     threads_text,
 )
-from odnbench.report.fmt import fmt_list, fmt_value, md_inline, md_list, md_text, md_text_light
+from odnbench.report.fmt import fmt_list, fmt_value, md_code, md_list, md_text, md_text_light
 from odnbench.result import Result
 from odnbench.store import cell_dirname
 
@@ -107,12 +108,12 @@ def caption_line(board: Board) -> str:
               "at once (compare --jobs / Ray): compare them only with the same setting, or rerun serially."
               if c.get("cells_at_once") else "")
     # Declared packages by their distribution name (env keys spell "-" as "_"), each escaped too.
-    packages = "".join(f", {md_inline(name.replace('_', '-'))} {md_list(c.get(name))}" for name in board.packages)
+    packages = "".join(f", {md_text(name.replace('_', '-'))} {md_list(c.get(name))}" for name in board.packages)
     # Every stored value escaped on its own (env strings are data: no newline, markup or HTML).
     return (
-        f"Device: {md_inline(c['device'])} ({md_list(c['device_name'])}{gpu}), {md_inline(threads_text(c['threads']))}, "
-        f"{md_inline(c['precision'])}; preset `{md_inline(c['preset']).replace('`', '')}`; protocol "
-        f"v{md_inline(protocols)}{mixed}; {n_seeds} "
+        f"Device: {md_text(c['device'])} ({md_list(c['device_name'])}{gpu}), {md_text(threads_text(c['threads']))}, "
+        f"{md_text(c['precision'])}; preset {md_code(c['preset'])}; protocol "
+        f"v{md_text(protocols)}{mixed}; {n_seeds} "
         f"({md_list(seeds)}); python {md_list(c.get('python'))}, torch {md_list(c['torch'])}, "
         f"torchvision {md_list(c.get('torchvision'))}, timm {md_list(c['timm'])}{packages}; "
         f"odnbench {md_list(c['odnbench'])}.{shared} {REPRODUCIBLE}"
@@ -156,7 +157,7 @@ def definitions(board: Board) -> str:
     return ("Columns: top-1 on the test split (model chosen on validation), mean ± sample std over seeds. "
             "Size MB = saved `state_dict` bytes / 1e6 (the paper's MB); MiB = fp32 parameter + buffer bytes / 2^20. "
             f"MACs = multiply-accumulates for one image (FLOPs / 2). Δ and speed-ups are against the "
-            f"`{md_inline(board.baseline_name).replace('`', '')}` row "
+            f"{md_code(board.baseline_name)} row "
             "(speed-up measured = its latency p50 / this row's). Training compute = forward MACs per image of the network "
             "trained at each step × samples × 3 (forward + backward), summed over every phase (a depth search's "
             "warm-up, each searched depth, fine-tuning) and every result it needed (the trained network it started "
@@ -173,7 +174,7 @@ def _result_line(r: Result, why: str | None) -> str:
         folder = r.folder or cell_dirname(c)  # the store names folders; results read from it carry theirs
     except KeyError:  # a config too broken to name a folder
         folder = r.key
-    return f"- `{folder}`: {md_text(c.get('method'))} seed {c.get('seed')}: {md_text(why)}"
+    return f"- {md_code(folder)}: {md_text(c.get('method'))} seed {md_text(c.get('seed'))}: {md_text(why)}"
 
 
 def _h(view: View) -> str:
@@ -199,7 +200,7 @@ def _ranked(board: Board, view: View) -> list[str]:
     out = [markdown_table(rows, columns(MAIN), board), "", statistics_note(board)]
     if board.baseline is not None and (cut := stats_of(board.baseline).reference_cut_short):
         out += ["", f"{REFERENCE_MARK} **Reference not converged:** "
-                    f"{md_text_light(cut)} (every Δ marked {REFERENCE_MARK})."]
+                    f"{md_text(cut)} (every Δ marked {REFERENCE_MARK})."]
     out += ["", f"{_h(view)} Details", "", markdown_table(rows, columns(DETAIL), board)]
     unreliable = any(not stats_of(r).measured_speedup_reliable for r in board.rows)
     out += ["", NETWORK_NOTE + (" " + BUSY_NOTE if unreliable else "")]
@@ -235,8 +236,8 @@ def _reported(board: Board, view: View) -> list[str]:
     if board.reported:
         out.append(markdown_table([{c.key: c.markdown(x) for c in REPORTED} for x in board.reported], REPORTED,
                                   board))
-    for note in board.reference_notes:
-        out += ["", md_text_light(note)]
+    for method, reference in board.reference_elsewhere:  # each stored piece escaped, our code spans kept
+        out += ["", reference_note(board, method, reference, md_text, md_code)]
     return out
 
 
@@ -344,4 +345,10 @@ def plot_files() -> tuple[str, ...]:
 
 
 def dump_json(document: Any) -> str:
-    return json.dumps(document, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
+    """JSON as board.json and ``--format json`` write it: UTF-8 text, and every control character
+    escaped (json escapes C0 itself; DEL and C1, which some terminals obey, as ``\\u007f`` ...)."""
+    text = json.dumps(document, indent=2, sort_keys=True, default=str, ensure_ascii=False) + "\n"
+    return _C1.sub(lambda m: f"\\u{ord(m.group(0)):04x}", text)
+
+
+_C1 = re.compile(r"[\x7f-\x9f]")
