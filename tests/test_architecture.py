@@ -38,7 +38,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("report", {"odnbench.report", "odnbench.report.boards", "odnbench.report.fmt", "odnbench.report.markdown",
                 "odnbench.report.records", "odnbench.report.plots", "odnbench.report.publish",
                 "odnbench.report.terminal", "odnbench.report.curves", "odnbench.report.stats",
-                "odnbench.report.remeasure"}),
+                "odnbench.report.remeasure", "odnbench.report.columns", "odnbench.report.sections"}),
     ("plugins and planning", {"odnbench.registry", "odnbench.plan", "odnbench.runtime", "odnbench.gridfile"}),
     ("running", {"odnbench.harness", "odnbench.executors", "odnbench.scheduler", "odnbench.verify"}),
     ("entry points", {"odnbench.cli", "odnbench.testing", "odnbench.scaffold"}),

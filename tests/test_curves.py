@@ -9,6 +9,7 @@ import json
 import pytest
 
 from odnbench import PROTOCOL_VERSION, Facts, Result
+from odnbench.errors import OdnbenchDeprecationWarning
 from odnbench.report import boards as lb
 from odnbench.report import curves
 from odnbench.result import SCHEMA_VERSION, schema_problems
@@ -122,7 +123,7 @@ def test_a_published_board_shows_the_curves_and_names_the_grid_file(smoke_result
     root, _ = smoke_results
     done = publish(root, tmp_path / "out")
     page = next((tmp_path / "out").glob("*/README.md")).read_text()
-    assert "## Trade-off curves" in page and "## Oracle vs ODN" in page and "interpolated" in page
+    assert "## Trade-off curves" in page and "## Depth oracle (oracle) vs depth search (odn)" in page and "interpolated" in page
     assert "intermediate models" in page
     assert "grid file g.toml (sha256 abababababab)" in page and "minutes of wall time in all" in page
     assert "from the first cell's start to the last one's end" in page
@@ -132,7 +133,7 @@ def test_a_published_board_shows_the_curves_and_names_the_grid_file(smoke_result
     oracle = families["oracle"]
     assert [p["label"] for p in oracle["points"]] == ["depth 1", "depth 2", "depth 3"]
     assert all(p["keys"] for p in oracle["points"])  # every point names the cells it comes from
-    assert doc["curves"]["oracle_vs_odn"][0]["seed"] == 0
+    assert doc["curves"]["oracle_vs_search"][0]["seed"] == 0
 
 
 # ------------------------------------------------------------------------------ stored record
@@ -224,15 +225,15 @@ def test_depth_points_make_a_curve_and_oracle_vs_odn_compares_depths_and_costs()
     fams = curves.depth_families(b)
     assert {f.method for f in fams} == {"odn", "oracle"}
     assert [p.label for p in fams[0].points] == ["depth 1", "depth 2", "depth 3", "depth 4"]
-    (v,) = curves.oracle_vs_odn(b)
-    assert (v.odn_depth, v.oracle_depth) == (4, 3)
+    (v,) = curves.oracle_vs_search(b)
+    assert (v.search_depth, v.oracle_depth) == (4, 3)
     assert v.ratio("sample_steps") == pytest.approx(450 / 400)
     assert v.ratio("sample_steps", to_depth=True) == pytest.approx(450 / 300)  # depths 1-3 of the oracle
     text = "\n".join(curves.curve_sections(b))
-    assert "seed 0: ODN depth 4, oracle depth 3 (ODN found a deeper depth)" in text
+    assert "seed 0: odn depth 4, oracle depth 3 (odn found a deeper depth)" in text
     assert "1.12 by sample-steps" in text and "intermediate models" in text
     # compute first (boards rank cost by it); the per-depth records here carry none, so no compute ratio to depth
-    assert "cost ratio ODN/oracle 1.50 by training compute (MACs)" in text
+    assert "cost ratio odn/oracle 1.50 by training compute (MACs)" in text
     assert v.ratio("train_macs", to_depth=True) is None
 
 
@@ -246,13 +247,18 @@ def test_the_depth_comparison_follows_stored_roles_not_method_names():
     brute = result("mybrute", 0, 96.8, 0.3, depth=3, curve=pts([91, 95.5, 96.8, 97.2]))
     search.role, brute.role = curves.DEPTH_SEARCH, curves.DEPTH_ORACLE
     b = board([result("full", 0, 98.0, 1.0), search, brute])
-    assert curves.odn_row(b).method == "mysearch"
-    (v,) = curves.oracle_vs_odn(b)
-    assert (v.odn_depth, v.oracle_depth) == (4, 3)
+    assert curves.depth_search_row(b).method == "mysearch"
+    (v,) = curves.oracle_vs_search(b)
+    assert (v.search_depth, v.oracle_depth) == (4, 3)
     assert [f.name for f in curves.depth_families(b)] == ["mysearch: search checkpoint per depth",
                                                          "mybrute: model per depth"]
+    text = "\n".join(curves.curve_sections(b))  # each named by its method where the role is
+    assert "## Depth oracle (mybrute) vs depth search (mysearch)" in text and "mysearch's size (" in text
+    assert "seed 0: mysearch depth 4, mybrute depth 3" in text and "ODN" not in text
+    with pytest.warns(OdnbenchDeprecationWarning):  # 0.2's names still answer
+        assert curves.odn_row(b) is curves.depth_search_row(b) and curves.oracle_vs_odn(b) == [v]
     unnamed = board([result("full", 0, 98.0, 1.0), result("mysearch", 0, 97.0, 0.4, depth=4, curve=pts([90, 97]))])
-    assert curves.odn_row(unnamed) is None and curves.oracle_vs_odn(unnamed) == []
+    assert curves.depth_search_row(unnamed) is None and curves.oracle_vs_search(unnamed) == []
 
 
 def test_the_board_time_runs_from_the_first_cells_start_to_the_last_cells_end():

@@ -94,7 +94,7 @@ def test_board_aggregates_the_stored_seeds(results_dir, stored):
     assert f.n == 2 and f.seeds == SEEDS
     assert f.top1_mean == pytest.approx(statistics.fmean(tops))
     assert f.top1_std == pytest.approx(statistics.stdev(tops))
-    assert f.delta_vs_full == 0 and f.macs_speedup == 1 and f.measured_speedup == 1
+    assert f.delta_vs_baseline == 0 and f.macs_speedup == 1 and f.measured_speedup == 1
     assert f.meets_target is None and f.iso_accuracy is True  # the baseline: "–", not a trivial "yes"
     assert md.cells(f)["meets"] == "–"
     assert f.networks_differ is False and md.cells(f)["params"] == f"{round(f.params):,}"
@@ -113,7 +113,7 @@ def test_board_aggregates_the_stored_seeds(results_dir, stored):
         # The board's one rule (Δ vs full) decides; ODN's own threshold (100 - 0.5, out of reach) is shown beside it
         assert f.meets_target_basis == "95 % CI of Δ ≥ −1.75 (n=1, no interval)"  # one ODN seed: undecided
         assert f.own_target == {"threshold": [99.5, 99.5], "reached": 0, "of": 1, "n": 1}
-        seeds = "1/1" if f.delta_vs_full >= -1.75 else "0/1"
+        seeds = "1/1" if f.delta_vs_baseline >= -1.75 else "0/1"
         assert f.meets_target is None and f.meets_target_verdict == "undecided"
         assert f"| undecided ({seeds} seeds); own target: val ≥ 99.50, reached 0/1 |" in md.render_markdown([board], "x")
         curves = plots.depth_curves(board)
@@ -123,7 +123,8 @@ def test_board_aggregates_the_stored_seeds(results_dir, stored):
 def test_markdown_is_github_flavoured(results_dir):
     text = report.render(results_dir, "md")
     html = _gfm(text)
-    assert html.count("<table>") == 3  # the main table, its details and the iso-accuracy view
+    # the main table, its details, the iso-accuracy view and, as on a published page, the curves' two tables
+    assert html.count("<table>") == 5 and "### Trade-off curves" in text
     assert ">Top-1 % (mean ± std, n)</th>" in html
     assert ">Latency p50 / p90 ms (mean over seeds ‡; batch 1, " in html
     assert "|" not in html.replace("&quot;", "")  # no table row fell out of its table
@@ -131,11 +132,11 @@ def test_markdown_is_github_flavoured(results_dir):
 
 
 def test_json_and_csv_render_the_same_rows(results_dir):
-    records = json.loads(report.render(results_dir, "json"))
+    records = [row for board in json.loads(report.render(results_dir, "json")) for row in board["rows"]]
     csv_lines = report.render(results_dir, "csv").splitlines()
     assert len(csv_lines) == len(records) + 1
     header = csv_lines[0].split(",")
-    for name in ("rank", "method", "top1_mean", "top1_std", "delta_vs_full", "size_mb", "size_mib", "macs",
+    for name in ("rank", "method", "top1_mean", "top1_std", "delta_vs_baseline", "size_mb", "size_mib", "macs",
                  "latency_p50", "latency_p90", "macs_speedup", "measured_speedup", "cost_epochs",
                  "cost_sample_steps", "cost_seconds", "meets_target"):
         assert name in header and name in records[0]
@@ -147,7 +148,7 @@ def test_cli_leaderboard_group_still_renders(results_dir, tmp_path):
     out = tmp_path / "board.json"
     res = CliRunner().invoke(cli, ["leaderboard", "--results", str(results_dir), "--format", "json", "-o", str(out)])
     assert res.exit_code == 0, res.output
-    assert json.loads(out.read_text())[0]["dataset"] == "mnist5k"
+    assert json.loads(out.read_text())[0]["rows"][0]["dataset"] == "mnist5k"
     res = CliRunner().invoke(cli, ["leaderboard", "--results", str(tmp_path / "nope"), "publish"])
     assert res.exit_code == 2 and "does not exist" in res.output
 
@@ -256,7 +257,7 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
     assert (rows["close"].meets_target_seeds, rows["far"].meets_target_seeds) == ("1/1", "0/1")
     assert {f.meets_target_basis for name, f in rows.items() if name != "full"} == {
         "95 % CI of Δ ≥ −1.75", "95 % CI of Δ ≥ −1.75 (n=1, no interval)"}
-    assert rows["far"].delta_vs_full == pytest.approx(-2.0)
+    assert rows["far"].delta_vs_baseline == pytest.approx(-2.0)
     assert rows["close"].macs_speedup == pytest.approx(rows["full"].macs / 2_000_000)
     # iso-accuracy: mean within 1.75 of full, smallest first; "thr" (−5), "far" (−2) and "sunk" (−3) are out
     assert [r.method for r in boards[0].iso_rows] == ["close", "deep", "full"]
@@ -304,9 +305,9 @@ def test_no_baseline_and_recipe_variants(stored):
     board = boards_of([a, b])[0]
     assert board.baseline is None
     assert [r.label for r in board.rows] == ["other (recipe.epochs=5)", "other (recipe.epochs=1)"]
-    assert all(r.stats.delta_vs_full is None and r.stats.meets_target is None for r in board.rows)
+    assert all(r.stats.delta_vs_baseline is None and r.stats.meets_target is None for r in board.rows)
     text = md.render_markdown([board], "res")
-    assert "No full-depth baseline" in text and _gfm(text).count("<table>") == 2
+    assert "No baseline on this board" in text and _gfm(text).count("<table>") == 2
 
 
 class RefMethod(Method):
@@ -514,7 +515,8 @@ def test_remeasure_latency_times_stored_models_again_and_never_rewrites_them(res
     """--remeasure-latency: each stored model reloaded and timed again, serially; the board uses and says
     so; the result.json files stay byte for byte as they were."""
     before = {p: p.read_bytes() for p in Path(results_dir).glob("*/result.json")}
-    records = json.loads(report.render(results_dir, "json", remeasure_latency=True))
+    records = [row for board in json.loads(report.render(results_dir, "json", remeasure_latency=True))
+               for row in board["rows"]]
     assert records and all(r["latency_remeasured"] for r in records)
     text = report.render(results_dir, "md", remeasure_latency=True)
     assert "Latency re-measured (`--remeasure-latency`)" in text and "keep their own" in text

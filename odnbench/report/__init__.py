@@ -1,5 +1,6 @@
-"""The report layer: leaderboards as data (:mod:`.boards`), markdown (:mod:`.markdown`), JSON/CSV
-(:mod:`.records`), plots (:mod:`.plots`) and published pages (:mod:`.publish`).
+"""The report layer: leaderboards as data (:mod:`.boards`), every column declared once
+(:mod:`.columns`), a board's sections in page order (:mod:`.sections`), markdown (:mod:`.markdown`),
+JSON/CSV (:mod:`.records`), plots (:mod:`.plots`) and published pages (:mod:`.publish`).
 
 Everything here is a function of stored results alone (:class:`odnbench.store.ResultStore`): it
 imports neither the harness nor the plugin registry, so a board never changes with the plugins
@@ -16,8 +17,8 @@ from odnbench.report.boards import DEFAULT_TOLERANCE, Board, Row, build_boards, 
 
 def render(results_dir: str | Path, fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE,
            remeasure_latency: bool = False, say: Callable[[str], None] | None = None) -> str:
-    """The leaderboard of a results folder as markdown, JSON records or CSV; ``remeasure_latency``:
-    time the stored models again, serially (:mod:`.remeasure`), instead of using stored latency."""
+    """The leaderboard of a results folder as markdown, JSON (one board document per board) or CSV;
+    ``remeasure_latency``: time the stored models again, serially (:mod:`.remeasure`), instead of using stored latency."""
     from odnbench.report import markdown, records
 
     results = load_results(results_dir)

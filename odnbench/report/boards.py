@@ -1,28 +1,30 @@
 """Leaderboards as data, derived from stored results only (no plugin is consulted).
 
 One board per (dataset, backbone, preset, device). A row aggregates one configuration (method,
-its parameters, recipe and input policy) over seeds: top-1 mean ± std (n), Δ vs full depth,
-params, sizes, MACs, latency, speed-ups vs full depth (by MACs and measured), the cost of
+its parameters, recipe and input policy) over seeds: top-1 mean ± std (n), Δ vs the baseline,
+params, sizes, MACs, latency, speed-ups vs the baseline (by MACs and measured), the cost of
 obtaining the model and whether it meets its target.
 
 Definitions used on every board:
 
-- **Δ vs full**: row top-1 mean minus the full-depth baseline's (method ``full`` with default
-  parameters on the same board), in percentage points.
-- **Meets target**: one rule and one tolerance per board: Δ vs full ≥ −tolerance
+- **Baseline**: the row of a method whose stored ``role`` is ``"baseline"`` (the built-in ``full``,
+  or a plugin's, e.g. ``dense``), with its default parameters first; the board names it by its
+  method name (:attr:`Board.baseline_name`: "Δ vs dense"), never by the built-in's.
+- **Δ vs baseline**: row top-1 mean minus the baseline's, in percentage points.
+- **Meets target**: one rule and one tolerance per board: Δ vs baseline ≥ −tolerance
   (``DEFAULT_TOLERANCE`` = 1.75 points, the ODN popular summary's "within 1.75 % of full
-  depth"; ``--tolerance`` on publish). "–" for the full-depth baseline itself. A method's own
+  depth"; ``--tolerance`` on publish). "–" for the baseline itself. A method's own
   target (``facts.threshold`` / ``facts.reached_target``, e.g. ODN's stop threshold on
   validation accuracy) decides when that method stops, not this column: it is shown beside it
   in the method's row (``own_target``), reached on k of n seeds.
-- **Iso-accuracy**: the rows with Δ vs full ≥ −tolerance, smallest saved size first.
+- **Iso-accuracy**: the rows with Δ vs baseline ≥ −tolerance, smallest saved size first.
 - **One network or several**: parameters, sizes, MACs and depth are those of each seed's
   exported network. When every seed exported the same architecture, a row shows its value;
   when seeds chose different networks (ODN depth 5 on one seed, 6 on another) the row shows
   min–max over seeds (``networks_differ``), never a mean of different networks. Latency is the
   mean over seeds of one network, else min–max; top-1 and cost are means over seeds.
 - **Cost**: the method's own part (``cost.own``) and the total with every dependency it needed
-  (the full-depth training it started from, the ODN search that chose its depth or size).
+  (the trained network it started from, the depth search that chose its depth or size).
 - **Busy latency**: a latency whose spread says another process held the cores
   (:func:`odnbench.result.latency_busy`); marked on the board.
 - **Reported**: numbers a paper published (each result's stored ``reference``). They come from
@@ -40,13 +42,14 @@ import math
 import re
 import statistics
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
 from odnbench.envinfo import FINGERPRINT_KEYS
+from odnbench.errors import OdnbenchDeprecationWarning
 from odnbench.report import stats
 from odnbench.report.fmt import fmt_value
 from odnbench.result import Result, latency_busy
@@ -67,8 +70,8 @@ class RowStats:
     AttributeError, not a "–". Means over seeds unless the name says otherwise (``_per_seed``: one
     value per seed, in ``seeds`` order; ``_range``: [min, max] over seeds); ``networks_differ``
     says whether the seeds exported different networks, in which case a mean of
-    params/size/MACs/latency describes none of them. :data:`RECORD_FIELDS` are stored in
-    board.json / board.csv in this order."""
+    params/size/MACs/latency describes none of them. The fields stored in board.json / board.csv
+    are :data:`odnbench.report.columns.STORED` (a test ties the two)."""
 
     method: str  # the row's label: method and its key parameters
     method_name: str
@@ -112,7 +115,7 @@ class RowStats:
     # Derived against the board's baseline and the other rows (_fill_stats, build_boards):
     rank: int = 0
     baseline: str | None = None
-    delta_vs_full: float | None = None
+    delta_vs_baseline: float | None = None
     size_reduction: float | None = None
     macs_speedup: float | None = None
     macs_speedup_range: list[Any] | None = None
@@ -126,8 +129,10 @@ class RowStats:
     # Paired statistics (report.stats): 95 % t-intervals over seeds, None without one (n < 2).
     top1_ci: list[Any] | None = None  # [low, high] of the row's mean top-1
     delta_n: int = 0  # seeds paired with the baseline
-    delta_ci: list[Any] | None = None  # [low, high] of the paired Δ vs full
-    verdict: str = "–"  # vs full: better / worse / not distinguishable / "n=1, no interval" / the reference
+    delta_ci: list[Any] | None = None  # [low, high] of the paired Δ vs the baseline
+    # vs the baseline, by its method name: "better than full" / worse / not distinguishable / "n=1, no interval" /
+    # "reference" (the baseline's own row)
+    verdict: str = "–"
     tie_rank: int = 0  # shared rank of the row's tie group (stats.tie_groups)
     tied: bool = False  # its tie group has other rows
     meets_target_verdict: str = "–"  # "yes", "no", "undecided" (interval straddles −tolerance or no interval)
@@ -142,21 +147,12 @@ class RowStats:
     # The baseline's seeds that an epoch cap cut short: every Δ against it carries a warning.
     reference_cut_short: str | None = None
 
-
-#: The row fields stored per row in board.json / board.csv, in this order.
-RECORD_FIELDS = [
-    "rank", "method", "method_name", "method_params", "n", "seeds", "top1_mean", "top1_std", "top1_per_seed",
-    "delta_vs_full", "depth", "depth_per_seed", "networks_differ", "params", "params_per_seed", "size_mb",
-    "size_mb_per_seed", "size_mib", "size_mib_per_seed", "size_reduction", "macs", "macs_per_seed", "flops",
-    "latency_p50", "latency_p90", "latency_p50_per_seed", "latency_p90_per_seed", "latency_busy_seeds",
-    "latency_batch", "latency_threads", "latency_device", "throughput", "throughput_batch",
-    "macs_speedup", "macs_speedup_range", "measured_speedup", "measured_speedup_range", "cost_epochs",
-    "cost_sample_steps", "cost_seconds", "cost_own_epochs", "cost_own_sample_steps", "cost_own_seconds",
-    "cost_device", "converged", "meets_target", "meets_target_seeds", "meets_target_basis", "own_target",
-    "iso_accuracy", "baseline", "keys", "top1_ci", "delta_n", "delta_ci", "verdict", "tie_rank", "tied",
-    "meets_target_verdict", "cost_train_macs", "cost_own_train_macs", "measured_speedup_reliable",
-    "latency_unreliable_reason", "latency_remeasured", "reference_cut_short",
-]
+    @property
+    def delta_vs_full(self) -> float | None:
+        """0.2's name of :attr:`delta_vs_baseline` (deprecated: the baseline need not be ``full``)."""
+        warnings.warn("RowStats.delta_vs_full is deprecated and will be removed in odnbench 0.4; read "
+                      "delta_vs_baseline", OdnbenchDeprecationWarning, stacklevel=2)
+        return self.delta_vs_baseline
 
 
 @dataclass
@@ -197,6 +193,8 @@ class Board:
     baseline: Row | None = None
     reported: list[dict[str, Any]] = field(default_factory=list)  # reference numbers beside measured ones
     reference_notes: list[str] = field(default_factory=list)
+    #: (method, its stored reference) for each note above: a page escapes each piece on its own
+    reference_elsewhere: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: the caption keys that are package versions methods declared (env keys, e.g. ``torch_pruning``)
     packages: list[str] = field(default_factory=list)
 
@@ -204,6 +202,11 @@ class Board:
     def slug(self) -> str:
         """The board's folder name under ``publish --out``: from stored fields, so sanitised."""
         return safe_slug(f"{self.dataset}-{self.backbone}-{self.preset}-{self.device}")
+
+    @property
+    def baseline_name(self) -> str:
+        """What the board calls its baseline: the method's own name (``full``, ``dense``), else "baseline"."""
+        return self.baseline.method if self.baseline is not None else "baseline"
 
     @property
     def title(self) -> str:
@@ -430,9 +433,9 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
             diff = stats.paired(dict(zip(row.seeds, row.top1)), base_seeds)
             f.delta_n = diff.n
             # The paired mean over common seeds; the difference of the means when no seed is shared.
-            f.delta_vs_full = diff.mean if diff.n else f.top1_mean - b.top1_mean
+            f.delta_vs_baseline = diff.mean if diff.n else f.top1_mean - b.top1_mean
             f.delta_ci = None if row is base else _bounds(diff)  # the reference against itself: no interval
-            f.verdict = _verdict(row is base, diff)
+            f.verdict = _verdict(row is base, diff, base.method if base else "baseline")
         f.macs_speedup = _ratio(b and b.macs, f.macs)
         f.measured_speedup = _ratio(b and b.latency_p50, f.latency_p50)
         # Per seed, against the baseline's mean: the range a row of different networks shows.
@@ -442,7 +445,7 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
         f.measured_speedup_reliable, f.latency_unreliable_reason = not why, why or None
         f.size_reduction = (100 * (1 - f.size_mb / b.size_mb) if b and f.size_mb is not None and b.size_mb
                             else None)
-        f.iso_accuracy = f.delta_vs_full is not None and round(f.delta_vs_full, 6) >= -tolerance
+        f.iso_accuracy = f.delta_vs_baseline is not None and round(f.delta_vs_baseline, 6) >= -tolerance
         f.meets_target, f.meets_target_verdict, f.meets_target_seeds, f.meets_target_basis = _meets_target(
             row, row is base, f, base_seeds, tolerance)
         f.own_target = _own_target(row)
@@ -452,24 +455,25 @@ def _bounds(interval: stats.Interval) -> list[Any] | None:
     return [interval.low, interval.high] if interval.exists else None
 
 
-def _verdict(is_baseline: bool, diff: stats.Interval) -> str:
-    """Against full, by the paired interval: never "better" or "worse" when it includes 0."""
+def _verdict(is_baseline: bool, diff: stats.Interval, baseline: str) -> str:
+    """Against the baseline (named by its method), by the paired interval: never "better" or "worse"
+    when it includes 0."""
     if is_baseline:
         return "reference"
     if diff.low is None or diff.high is None:  # (no interval: diff.exists, spelt out for the checker)
         return f"n={diff.n}, no interval"
     if diff.low > 0:
-        return "better than full"
+        return f"better than {baseline}"
     if diff.high < 0:
-        return "worse than full"
-    return "not distinguishable from full"
+        return f"worse than {baseline}"
+    return f"not distinguishable from {baseline}"
 
 
 def _reference_cut_short(base: Row) -> str | None:
     cut = [r for r in base.results if r.facts.converged is False]
     if not cut:
         return None
-    return (f"the full-depth reference was cut short by an epoch cap on {len(cut)}/{len(base.results)} seeds "
+    return (f"the baseline {base.method} was cut short by an epoch cap on {len(cut)}/{len(base.results)} seeds "
             f"({', '.join(str(r.seed) for r in cut)}): Δ is measured against an undertrained reference")
 
 
@@ -498,14 +502,14 @@ def _span(values: Iterable[Any]) -> list[Any] | None:
 
 
 def _meets_target(row: Row, is_baseline: bool, f: RowStats, base_seeds: dict[Any, float], tolerance: float) -> tuple[Any, ...]:
-    """The board's one rule, Δ vs full ≥ −tolerance, decided on the paired interval: "yes" when its
+    """The board's one rule, Δ vs baseline ≥ −tolerance, decided on the paired interval: "yes" when its
     lower bound is ≥ −tolerance, "no" when its upper bound is below, else "undecided" (also without an
     interval). (meets_target: True/False/None, its word, seeds whose own Δ meets it "k/n", basis)."""
     basis = f"95 % CI of Δ ≥ −{fmt_value(float(tolerance))}"
     if is_baseline:
-        return None, "–", None, "the full-depth baseline"
-    if f.delta_vs_full is None:
-        return None, "–", None, "no full-depth baseline"
+        return None, "–", None, "the baseline"
+    if f.delta_vs_baseline is None:
+        return None, "–", None, "no baseline"
     per_seed = [t - base_seeds[s] for s, t in zip(row.seeds, row.top1) if s in base_seeds]
     seeds = f"{sum(round(d, 6) >= -tolerance for d in per_seed)}/{len(per_seed)}" if per_seed else None
     if f.delta_ci is None:
@@ -701,10 +705,8 @@ def _add_references(board: Board) -> None:
         if not ref:
             continue
         if board.preset != ref.get("preset"):  # the preset that follows the paper's recipe (the plugin says)
-            board.reference_notes.append(
-                f"{method}: the paper reports {_describe_reference(ref)} on {board.dataset}/{board.backbone}; "
-                f"those numbers come from the paper's recipe, so they are compared on `{ref.get('preset')}`-preset "
-                f"boards only (this board is preset `{board.preset}`).")
+            board.reference_elsewhere.append((method, ref))
+            board.reference_notes.append(reference_note(board, method, ref))
             continue
         for row in rows:
             f = stats_of(row)
@@ -718,6 +720,15 @@ def _add_references(board: Board) -> None:
                 "size_mb_reported": ref.get("size_mb"), "size_mb_measured": f.size_mb,
                 "source": ref.get("source"),
             })
+
+
+def reference_note(board: Board, method: str, ref: dict[str, Any], text: Callable[[object], str] = str,
+                   code: Callable[[object], str] = lambda v: f"`{v}`") -> str:
+    """Why a method's published numbers are not beside its measured ones on this board; ``text`` and
+    ``code`` escape each stored piece for the medium (plain for board.json, markdown for a page)."""
+    return (f"{text(method)}: the paper reports {text(_describe_reference(ref))} on {text(board.dataset)}/"
+            f"{text(board.backbone)}; those numbers come from the paper's recipe, so they are compared on "
+            f"{code(ref.get('preset'))}-preset boards only (this board is preset {code(board.preset)}).")
 
 
 def _reduction(small: Any, full: Any) -> Any:

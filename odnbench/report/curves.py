@@ -3,14 +3,17 @@
 - **Families**: a method's rows that differ only in numeric parameters (a sweep: ``prune.ratio``,
   ``slim.width``) form one curve, one point per row: top-1 mean and std over seeds against the
   mean size (or MACs). A row alone is a one-point family.
-- **Depth curves**: a result's ``curve`` (ODN's best search checkpoint at every depth it tried,
-  the oracle's model at every depth) forms a curve of its own, points grouped by depth over seeds.
-  ODN's points below the chosen depth are the search's intermediate models, not models ODN exports.
+- **Depth curves**: a result's ``curve`` (a depth search's best checkpoint at every depth it tried,
+  a depth oracle's model at every depth) forms a curve of its own, points grouped by depth over seeds.
+  A search's points below the chosen depth are its intermediate models, not models it exports.
 - **Pareto front** over every plotted point of every family.
-- **Accuracy at matched size**: at ODN's size, ½, ¼ and 2× of it, each family's top-1 interpolated
+- **Accuracy at matched size**: at the depth search's size (ODN's), ½, ¼ and 2× of it, each family's top-1 interpolated
   linearly in log size between its two neighbouring points; no extrapolation outside a family's
   range (a one-point family counts only at its own size, within :data:`SAME_SIZE`).
-- **Oracle vs ODN**, per seed: the depth each chose and the ratio of their own costs.
+- **Depth oracle vs depth search**, per seed: the depth each chose and the ratio of their own costs.
+
+Rows are found by their stored ``role`` and named by their method (``odn``, ``oracle``, or a
+plugin's), never by the built-ins' names.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from odnbench.errors import OdnbenchDeprecationWarning
 from odnbench.report.boards import Board, Row, own_cost
 from odnbench.report.fmt import fmt_value, md_text
 from odnbench.result import LEGACY_DEPTH_ROLES, Result
@@ -29,7 +34,8 @@ from odnbench.store import canonical_json
 
 #: A one-point family "is at" a matched size when within this relative distance of it.
 SAME_SIZE = 0.02
-MATCHED = ((0.25, "¼ × ODN"), (0.5, "½ × ODN"), (1.0, "ODN's size"), (2.0, "2 × ODN"))
+#: Matched sizes: factors of the depth search's size, each with its caption ({search}: the method's name).
+MATCHED = ((0.25, "¼ × {search}"), (0.5, "½ × {search}"), (1.0, "{search}'s size"), (2.0, "2 × {search}"))
 
 #: A row's part in the depth comparison, as a stored ``role``: the depth search (ODN: its curve is
 #: its search checkpoints, its row the one matched sizes are taken at) and the brute-force oracle
@@ -201,11 +207,18 @@ def pareto_points(families: list[Family], x: str = "size_mb") -> list[tuple[str,
     return [flat[i] for i in front]
 
 
-def odn_row(board: Board) -> Row | None:
+def depth_search_row(board: Board) -> Row | None:
     """The depth search's row (ODN's) for matched sizes: the one with the method's defaults (shortest label) first."""
     rows = [r for r in board.rows if depth_role(r) == DEPTH_SEARCH]
     rows.sort(key=lambda r: (bool(r.params_config) and r.label != r.method, len(r.label), r.label))
     return rows[0] if rows else None
+
+
+def odn_row(board: Board) -> Row | None:
+    """0.2's name of :func:`depth_search_row` (deprecated)."""
+    warnings.warn("odnbench.report.curves.odn_row is deprecated and will be removed in odnbench 0.4; call "
+                  "depth_search_row", OdnbenchDeprecationWarning, stacklevel=2)
+    return depth_search_row(board)
 
 
 @dataclass
@@ -217,13 +230,13 @@ class MatchedTable:
 
 
 def matched_size_table(board: Board, families: list[Family] | None = None) -> MatchedTable | None:
-    """Each family's top-1 at ODN's size, ½, ¼ and 2× of it (interpolated; None: outside its range)."""
-    odn = odn_row(board)
-    point = _row_point(odn, odn.label) if odn else None
-    if point is None:
+    """Each family's top-1 at the depth search's size, ½, ¼ and 2× of it (interpolated; None: outside its range)."""
+    search = depth_search_row(board)
+    point = _row_point(search, search.label) if search else None
+    if search is None or point is None:
         return None
     families = families if families is not None else all_families(board)
-    sizes = [(caption, factor * point.size_mb) for factor, caption in MATCHED]
+    sizes = [(caption.format(search=search.method), factor * point.size_mb) for factor, caption in MATCHED]
     rows = [(f.name, [f.at(s) for _, s in sizes]) for f in families]
     rows = [r for r in rows if any(v is not None for v in r[1])]
     best, lead = [], []
@@ -235,35 +248,45 @@ def matched_size_table(board: Board, families: list[Family] | None = None) -> Ma
 
 
 @dataclass
-class OracleVsOdn:
-    seed: int
-    odn_depth: int | None
-    oracle_depth: int | None
-    odn_cost: dict[str, Any]
-    oracle_cost: dict[str, Any]
+class OracleVsSearch:
+    """One seed of the depth oracle against the depth search, each named by its method."""
 
+    seed: int
+    search_depth: int | None
+    oracle_depth: int | None
+    search_cost: dict[str, Any]
+    oracle_cost: dict[str, Any]
+    search: str  # the two methods' names
+    oracle: str
     oracle_to_depth: dict[str, Any] | None = None  # its cost up to its depth, when it trained deeper ones too
 
     def ratio(self, key: str, to_depth: bool = False) -> float | None:
-        a, b = self.odn_cost.get(key), ((self.oracle_to_depth if to_depth else self.oracle_cost) or {}).get(key)
+        a, b = self.search_cost.get(key), ((self.oracle_to_depth if to_depth else self.oracle_cost) or {}).get(key)
         return a / b if _numeric(a) and _numeric(b) and b else None
 
 
-def oracle_vs_odn(board: Board) -> list[OracleVsOdn]:
-    """Per seed with both a depth search's result (ODN's default row) and a depth oracle's: the depths
-    they chose and their own costs (the full-depth training both needed is left out of both)."""
-    odn = odn_row(board)
+def oracle_vs_search(board: Board) -> list[OracleVsSearch]:
+    """Per seed with both a depth search's result (its default row) and a depth oracle's: the depths
+    they chose and their own costs (the results both depend on are left out of both)."""
+    search = depth_search_row(board)
     oracles = sorted((r for r in board.rows if depth_role(r) == DEPTH_ORACLE), key=lambda r: (len(r.label), r.label))
-    if odn is None or not oracles:
+    if search is None or not oracles:
         return []
     by_seed = {r.seed: r for r in oracles[0].results}
     out = []
-    for r in odn.results:
+    for r in search.results:
         o = by_seed.get(r.seed)
         if o is not None:
-            out.append(OracleVsOdn(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost or {}), own_cost(o.cost or {}),
-                                   _cost_to_depth(o)))
+            out.append(OracleVsSearch(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost or {}),
+                                      own_cost(o.cost or {}), search.method, oracles[0].method, _cost_to_depth(o)))
     return out
+
+
+def oracle_vs_odn(board: Board) -> list[OracleVsSearch]:
+    """0.2's name of :func:`oracle_vs_search` (deprecated)."""
+    warnings.warn("odnbench.report.curves.oracle_vs_odn is deprecated and will be removed in odnbench 0.4; call "
+                  "oracle_vs_search", OdnbenchDeprecationWarning, stacklevel=2)
+    return oracle_vs_search(board)
 
 
 def _cost_to_depth(r: Result) -> dict[str, Any] | None:
@@ -287,8 +310,8 @@ def _f(v: float | None, digits: int = 2) -> str:
 
 def curves_document(board: Board) -> dict[str, Any] | None:
     """The curves part of a board as data (board.json): every family's points with the cell keys
-    they come from, the accuracy at matched size and oracle vs ODN; None when no family has two
-    points (the page then has no curves section either)."""
+    they come from, the accuracy at matched size and depth oracle vs depth search; None when no
+    family has two points (the page then has no curves section either)."""
     families = all_families(board)
     if not any(len(f.points) > 1 for f in families):
         return None
@@ -305,31 +328,41 @@ def curves_document(board: Board) -> dict[str, Any] | None:
             "sizes_mb": [{"caption": c, "size_mb": s} for c, s in table.sizes],
             "families": [{"name": name, "top1": vals} for name, vals in table.rows],
             "best": table.best, "lead": table.lead},
-        "oracle_vs_odn": [{"seed": v.seed, "odn_depth": v.odn_depth, "oracle_depth": v.oracle_depth,
-                           "odn_own_cost": v.odn_cost, "oracle_own_cost": v.oracle_cost,
-                           "oracle_cost_to_its_depth": v.oracle_to_depth,
-                           "ratio_train_macs": v.ratio("train_macs"),
-                           "ratio_sample_steps": v.ratio("sample_steps"),
-                           "ratio_train_seconds": v.ratio("train_seconds")} for v in oracle_vs_odn(board)],
+        "oracle_vs_search": [{"seed": v.seed, "search_depth": v.search_depth, "oracle_depth": v.oracle_depth,
+                              "search_own_cost": v.search_cost, "oracle_own_cost": v.oracle_cost,
+                              "oracle_cost_to_its_depth": v.oracle_to_depth,
+                              "ratio_train_macs": v.ratio("train_macs"),
+                              "ratio_sample_steps": v.ratio("sample_steps"),
+                              "ratio_train_seconds": v.ratio("train_seconds")} for v in oracle_vs_search(board)],
     }
 
 
 CURVES_INTRO = (
     "Each line is a family: one method's rows that differ only in a swept parameter, or one result's models at "
-    "every depth it trained (ODN: its best search checkpoint per depth, before fine-tuning; points below the chosen "
-    "depth are the search's intermediate models, not models ODN exports; oracle: each depth trained from scratch). "
-    "Points are means over seeds, bars ± std over seeds; the black step line is the Pareto front over every point "
-    "of every family.")
-MATCHED_INTRO = (
-    "Top-1 % of each family at ODN's size and at ¼, ½ and 2× of it, **interpolated** linearly in log size between "
-    f"the family's two neighbouring points (a one-point family only at its own size, within {SAME_SIZE:.0%}); – "
-    "where the size lies outside the family's range (no extrapolation). Best: the family with the highest top-1 "
-    "at that size; these are means over seeds without an interval, so a lead smaller than the rows' 95 % CIs "
-    "in the table above does not separate two families.")
-ORACLE_INTRO = (
-    "Per seed: the depth ODN's search chose and the depth the brute-force oracle chose (each depth trained from "
-    "scratch, the same threshold rule), and ODN's own cost over the oracle's (the full-depth training both needed "
-    "is left out of both).")
+    "every depth it trained (a depth search: its best search checkpoint per depth, before fine-tuning; points below "
+    "the chosen depth are the search's intermediate models, not models it exports; a depth oracle: each depth trained "
+    "from scratch). Points are means over seeds, bars ± std over seeds; the black step line is the Pareto front over "
+    "every point of every family.")
+
+
+def matched_intro(search: str) -> str:
+    return (
+        f"Top-1 % of each family at {search}'s size and at ¼, ½ and 2× of it, **interpolated** linearly in log size "
+        f"between the family's two neighbouring points (a one-point family only at its own size, within "
+        f"{SAME_SIZE:.0%}); – where the size lies outside the family's range (no extrapolation). Best: the family with "
+        "the highest top-1 at that size; these are means over seeds without an interval, so a lead smaller than the "
+        "rows' 95 % CIs in the table above does not separate two families.")
+
+
+def oracle_intro(search: str, oracle: str) -> str:
+    return (f"Per seed: the depth the depth search ({search}) chose and the depth the brute-force depth oracle "
+            f"({oracle}) chose (each depth trained from scratch, the same threshold rule), and {search}'s own cost over "
+            f"{oracle}'s (the results both depend on are left out of both).")
+
+
+def has_curves(board: Board) -> bool:
+    """Whether the board has a trade-off curve: a family of two points or more."""
+    return any(len(f.points) > 1 for f in all_families(board))
 
 
 def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int = 2) -> list[str]:
@@ -348,27 +381,29 @@ def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int
                             for p in f.points)
             out.append(f"| {md_text(f.name)} | {md_text(pts)} |")
     table = matched_size_table(board, families)
-    if table is not None:
-        out += ["", f"{h} Accuracy at matched size", "", MATCHED_INTRO, ""]
-        out.append("| Family | " + " | ".join(f"{c} ({s:.3f} MB)" for c, s in table.sizes) + " |")
+    search = depth_search_row(board)
+    if table is not None and search is not None:
+        out += ["", f"{h} Accuracy at matched size", "", matched_intro(md_text(search.method)), ""]
+        out.append("| Family | " + " | ".join(f"{md_text(c)} ({s:.3f} MB)" for c, s in table.sizes) + " |")
         out.append("|---|" + "---|" * len(table.sizes))
         for name, vals in table.rows:
             out.append(f"| {md_text(name)} | " + " | ".join(_f(v) for v in vals) + " |")
         out.append("| **Best** (lead over the next) | " + " | ".join(
             f"{md_text(b)} (+{lead:.2f})" if b and lead is not None else md_text(b) if b else "–"
             for b, lead in zip(table.best, table.lead)) + " |")
-    versus = oracle_vs_odn(board)
+    versus = oracle_vs_search(board)
     if versus:
-        out += ["", f"{h} Oracle vs ODN", "", ORACLE_INTRO, ""]
+        sn, on = md_text(versus[0].search), md_text(versus[0].oracle)
+        out += ["", f"{h} Depth oracle ({on}) vs depth search ({sn})", "", oracle_intro(sn, on), ""]
         for v in versus:
-            same = ("the same depth" if v.odn_depth == v.oracle_depth else
-                    "a deeper depth" if (v.odn_depth or 0) > (v.oracle_depth or 0) else "a shallower depth")
-            out.append(f"- seed {v.seed}: ODN depth {v.odn_depth}, oracle depth {v.oracle_depth} (ODN found {same}); "
-                       f"own epochs {fmt_value(v.odn_cost.get('epochs'))} vs {fmt_value(v.oracle_cost.get('epochs'))}, "
-                       f"cost ratio ODN/oracle {_f(v.ratio('train_macs'))} by training compute (MACs), "
+            same = ("the same depth" if v.search_depth == v.oracle_depth else
+                    "a deeper depth" if (v.search_depth or 0) > (v.oracle_depth or 0) else "a shallower depth")
+            out.append(f"- seed {v.seed}: {sn} depth {v.search_depth}, {on} depth {v.oracle_depth} ({sn} found {same}); "
+                       f"own epochs {fmt_value(v.search_cost.get('epochs'))} vs {fmt_value(v.oracle_cost.get('epochs'))}, "
+                       f"cost ratio {sn}/{on} {_f(v.ratio('train_macs'))} by training compute (MACs), "
                        f"{_f(v.ratio('sample_steps'))} by sample-steps, "
                        f"{_f(v.ratio('train_seconds'))} by training time"
-                       + (f"; against the oracle's cost up to its depth (a sequential search): "
+                       + (f"; against {on}'s cost up to its depth (a sequential search): "
                           f"{_f(v.ratio('train_macs', True))} by training compute, "
                           f"{_f(v.ratio('sample_steps', True))} by sample-steps" if v.oracle_to_depth else ""))
     return out

@@ -6,39 +6,64 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any
-
-if TYPE_CHECKING:
-    from odnbench.report.boards import RowStats
+from typing import Any
 
 #: C0 and C1 control characters but tab and newline, and DEL: ESC starts terminal escape sequences,
 #: BEL rings, CR overwrites a line. Dropped from anything printed to a terminal.
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+#: Every control character, tab and newline too: none belongs in a table cell or a CSV field.
+_ANY_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 #: A CSV cell starting with one of these is a formula to Excel, LibreOffice and Sheets (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+#: What starts a block in markdown when it opens a line: a heading, a list item, a setext underline.
+_BLOCK_START = re.compile(r"^(?:#{1,6}|[-+]|\d{1,9}[.)])(?=\s|$)|^=+$")
+
+# --- The escaping of stored text: one function per medium. Every string that comes from a
+# result.json (a method name, a cell folder, an env string) reaches a page through md_text (or
+# md_code inside a code span), a CSV through csv_cell and a terminal through terminal_text.
 
 
 def terminal_text(text: object) -> str:
-    """``text`` without control characters (ESC, BEL, CR, ...), tab and newline kept."""
+    """For a terminal: ``text`` without control characters (ESC, BEL, CR, ...), tab and newline kept."""
     return _CONTROL.sub("", str(text))
 
 
 def csv_cell(value: Any) -> Any:
-    """A CSV value that no spreadsheet runs: text starting with = + - @ (or tab/CR) gets a leading
-    ``'``, as OWASP recommends; numbers are left as they are (a negative number is not a formula)."""
-    if isinstance(value, str) and value.startswith(_FORMULA_START):
-        return "'" + value
-    return value
+    """For a CSV field: no control character (each becomes a space: no escape sequence reaches a
+    terminal that prints the file, no line break splits a record), and no formula: text starting
+    with = + - @ gets a leading ``'``, as OWASP recommends. Numbers are left as they are (a negative
+    number is not a formula)."""
+    if not isinstance(value, str):
+        return value
+    value = _ANY_CONTROL.sub(" ", value)
+    return "'" + value if value.startswith(_FORMULA_START) else value
 
 
-def md_inline(value: object) -> str:
-    """Stored text inside a markdown sentence: one line, markup escaped, no control characters."""
-    return md_text(terminal_text(value))
+def md_text(text: object) -> str:
+    """For markdown (a table cell, a list item, a sentence, a heading): one line, no control
+    characters, markup escaped (``\\ ` * _ [ ] < > |`` and what would open a block at a line's start)."""
+    text = " ".join(_ANY_CONTROL.sub(" ", str(text)).split())
+    for ch in "\\`*_[]<>|":
+        text = text.replace(ch, "\\" + ch)
+    # "1." -> "1\.", "#" -> "\#", "-" -> "\-": the line no longer opens a heading or a list
+    return _BLOCK_START.sub(lambda m: m.group(0)[:-1] + "\\" + m.group(0)[-1] if m.group(0)[-1] in ".)"
+                            else "\\" + m.group(0), text)
+
+
+def md_code(text: object) -> str:
+    """Stored text as a markdown code span: one line, no control characters, no backtick (a code
+    span cannot escape one)."""
+    return "`" + " ".join(_ANY_CONTROL.sub(" ", str(text)).replace("`", "").split()) + "`"
 
 
 def md_list(values: Iterable[object] | None) -> str:
     """:func:`fmt_list` with each stored value escaped for markdown."""
-    return ", ".join(md_inline(v) for v in values) if values else "?"
+    return ", ".join(md_text(v) for v in values) if values else "?"
+
+
+def md_text_light(text: str) -> str:
+    """Our own markdown (fixed sentences with backticks or bold, no stored text): only stray HTML stopped."""
+    return text.replace("<", "&lt;").replace(">", "&gt;")
 
 
 def fmt_value(v: object) -> str:
@@ -91,21 +116,6 @@ def fmt_depths(depths: Sequence[int] | None) -> str:
     return str(depths[0]) if len(depths) == 1 else f"{min(depths)}–{max(depths)}"
 
 
-def fmt_meets(f: RowStats) -> str:
-    """The board's verdict (yes / no / undecided / –) and on how many seeds Δ alone meets it, then the
-    method's own target when it has one."""
-    word = f.meets_target_verdict + (f" ({f.meets_target_seeds} seeds)" if f.meets_target_seeds else "")
-    own = f.own_target
-    if not own:
-        return word
-    parts = []
-    if own.get("threshold"):
-        parts.append(f"val ≥ {fmt_span(own['threshold'], lambda v: f'{v:.2f}')}")
-    if own.get("of"):
-        parts.append(f"reached {own['reached']}/{own['of']}")
-    return f"{word}; own target: {', '.join(parts)}"
-
-
 def fmt_converged(c: dict[str, int] | None) -> str:
     """``{"yes", "no", "unknown", "n"}`` seed counts: yes, no, k/n, or – when no result says."""
     if not c or not c.get("n"):
@@ -132,17 +142,3 @@ def fmt_span(values: Iterable[object] | None, fmt: Callable[[float], str]) -> st
 
 def fmt_list(values: Iterable[object] | None) -> str:
     return ", ".join(map(str, values)) if values else "?"
-
-
-def md_text(text: object) -> str:
-    """Plain text made safe inside a GitHub markdown table cell or list item (one line)."""
-    text = " ".join(_CONTROL.sub(" ", str(text)).split())
-    for ch in "\\`*_[]<>|":
-        text = text.replace(ch, "\\" + ch)
-    return text
-
-
-
-def md_text_light(text: str) -> str:
-    """Keep our own markup (backticks, bold) but stop stray HTML."""
-    return text.replace("<", "&lt;").replace(">", "&gt;")

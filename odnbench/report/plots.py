@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from odnbench.report.boards import Board, stats_of
 from odnbench.report.curves import Family, Point, all_families, pareto_front, pareto_points
-from odnbench.report.fmt import fmt_value
+from odnbench.report.fmt import fmt_value, terminal_text
 from odnbench.store import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -48,6 +48,13 @@ def _style() -> AbstractContextManager[Any]:
     rc["axes.prop_cycle"] = cycler(color=COLORS)
     # matplotlib's defaults first, so that a user's matplotlibrc cannot change the picture
     return matplotlib.style.context(["default", rc])
+
+
+def _text(name: str, limit: int = 80) -> str:
+    """Stored text as a plot label: one line of at most ``limit`` characters (a longer one would push
+    the axes out of the figure), no control characters, no matplotlib mathtext (``$``)."""
+    text = " ".join(terminal_text(name).split())
+    return (text if len(text) <= limit else text[:limit - 1] + "…").replace("$", r"\$")
 
 
 def _png_bytes(fig: Figure) -> bytes:
@@ -126,16 +133,17 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
                         elinewidth=1.0, zorder=3 + stacked[i])
             spans = spans or xerr is not None
             handles.append(Line2D([], [], color=colour, marker=marker, ms=8, mfc=face, mew=1.6, ls="none",
-                                  label=row.label))
+                                  label=_text(row.label)))
         if front:
             fx = [points[i] for i in sorted(front, key=lambda i: points[i][0])]
             handles += ax.step([p[0] for p in fx], [p[1] for p in fx], where="post", color="black", lw=1.0,
                                ls="-", alpha=0.6, label="Pareto front (filled markers)", zorder=2)
         base = board.baseline.stats if board.baseline else None
         if base and base.top1_mean is not None:
-            handles.append(ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label="full depth"))
+            name = _text(board.baseline_name)
+            handles.append(ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label=f"baseline ({name})"))
             handles.append(ax.axhline(base.top1_mean - board.tolerance, color="grey", lw=0.8, ls="--",
-                                      label=f"full − {fmt_value(float(board.tolerance))} (iso-accuracy bound)"))
+                                      label=f"{name} − {fmt_value(float(board.tolerance))} (iso-accuracy bound)"))
         if log_x:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -145,7 +153,7 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x_label + (" (millions)" if x_field == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{board.title}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
+        ax.set_title(f"{_text(board.title)}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         # Below the axes, never over a point; one entry per configuration at one size.
         title = ("vertical bars: ± std over seeds" + ("; horizontal bars: min–max over seeds that exported "
@@ -278,12 +286,12 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: 
                 continue
             depths.update(d for d, _ in pts)
             style = {"marker": "o", **((styles or {}).get(label) or {})}
-            (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], label=label, **style)
+            (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], label=_text(label), **style)
             colours.setdefault(label, line.get_color())
         dashes = ["--", ":", "-.", (0, (5, 1))]
         for i, (label, value, *owner) in enumerate(hlines):
             ax.axhline(value, linestyle=dashes[i % len(dashes)], linewidth=1,
-                       color=colours.get(owner[0], "grey") if owner else "grey", label=label)
+                       color=colours.get(owner[0], "grey") if owner else "grey", label=_text(label))
         low, high = ax.get_ylim()
         placed: list[tuple[float, float]] = []
         for curve, depth, value in marks:
@@ -325,8 +333,8 @@ def curves_png(board: Board, x_field: str, x_label: str) -> bytes:
 
 def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
     """Top-1 against ``x_field`` (size_mb or macs) for every family of :mod:`odnbench.report.curves`:
-    a line per family (a marker alone for a one-point family), bars ± std over seeds, the full-depth
-    reference and the Pareto front over every point (black step line)."""
+    a line per family (a marker alone for a one-point family), bars ± std over seeds, the baseline's
+    top-1 and the Pareto front over every point (black step line)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -345,7 +353,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.errorbar(xs, ys, yerr=[p.std or 0.0 for p in pts], fmt=MARKERS[i % len(MARKERS)],
                         ls="--" if fam.kind == "depth" else "-", color=COLORS[i % len(COLORS)], ms=6, capsize=3,
                         lw=1.2, elinewidth=0.9,
-                        label=(fam.name if len(fam.name) < 70 else fam.name[:67] + "...").replace("$", r"\$"),
+                        label=_text(fam.name if len(fam.name) < 70 else fam.name[:67] + "..."),
                         zorder=3)
         front = pareto_points(families, attr)
         if front:
@@ -353,7 +361,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
                     color="black", lw=1.0, alpha=0.6, label="Pareto front over all points", zorder=2)
         base = board.baseline.stats if board.baseline else None
         if base and base.top1_mean is not None:
-            ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label="full depth")
+            ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label=f"baseline ({_text(board.baseline_name)})")
         xs_all = [getattr(p, attr) for f in families for p in f.points if getattr(p, attr) > 0]
         if xs_all and max(xs_all) / min(xs_all) > 5:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
@@ -365,10 +373,11 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         clipped = _clip_low_depth_points(ax, families, attr, scale)
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{board.title}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
+        ax.set_title(f"{_text(board.title)}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
-                  title="dashed: one result's models per depth (ODN below its chosen depth: intermediate models)"
+                  title="dashed: one result's models per depth (a depth search's below its chosen depth: "
+                        "intermediate models)"
                   + ("\n▼ at the floor: a point below the axis, with its top-1" if clipped else ""),
                   title_fontsize=7.5)
         fig.tight_layout()

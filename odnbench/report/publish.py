@@ -9,8 +9,10 @@ For each (dataset, backbone, preset, device) board, ``<out>/<slug>/`` gets
 - ``depth-curve.png``: validation accuracy against depth for every result whose
   facts carry a ``depth_curve`` (drawn by :mod:`odnbench.report.plots`);
 - ``curves-vs-size.png`` and ``curves-vs-macs.png`` with a "Trade-off curves" section, when a
-  family has several points (sweeps, ODN's and the oracle's per-depth models;
-  :mod:`odnbench.report.curves`): accuracy at matched size, oracle vs ODN.
+  family has several points (sweeps, a depth search's and a depth oracle's per-depth models;
+  :mod:`odnbench.report.curves`): accuracy at matched size, depth oracle vs depth search.
+
+Which files a board gets is what its sections (:data:`odnbench.report.sections.SECTIONS`) own.
 
 ``<out>/README.md`` links every board with one line. Publishing the same results twice gives
 byte-identical files: rows and numbers are ordered and formatted stably, nothing carries a
@@ -20,7 +22,6 @@ timestamp, and the PNGs are drawn at a fixed size and dpi with no software/date 
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import shlex
@@ -32,18 +33,16 @@ from pathlib import Path
 
 from odnbench.errors import OdnbenchError
 from odnbench.report import boards as lb
-from odnbench.report import curves, plots, records
+from odnbench.report import records, sections
 from odnbench.report.markdown import GENERATED_MARKER, PAGE, render_index, render_page
 from odnbench.store import atomic_write_bytes
 
 INDEX = "README.md"
-SIZE_PLOT = "accuracy-vs-size.png"
-MACS_PLOT = "accuracy-vs-macs.png"
-DEPTH_PLOT = "depth-curve.png"
-CURVES_SIZE_PLOT = "curves-vs-size.png"
-CURVES_MACS_PLOT = "curves-vs-macs.png"
-GENERATED_FILES = (PAGE, "board.json", "board.csv", SIZE_PLOT, MACS_PLOT, DEPTH_PLOT, CURVES_SIZE_PLOT,
-                   CURVES_MACS_PLOT)
+#: What a board's folder holds: its page, its data and every plot a section owns.
+GENERATED_FILES = (PAGE, "board.json", "board.csv", *sections.plot_files())
+# The plots' file names, as 0.2 named them here (the sections own them).
+SIZE_PLOT, MACS_PLOT, DEPTH_PLOT = (plot.file for plot in sections.PLOTS)
+CURVES_SIZE_PLOT, CURVES_MACS_PLOT = (plot.file for plot in sections.CURVE_PLOTS)
 
 
 @dataclass
@@ -81,7 +80,7 @@ def publish(results_dir: str | Path, out_dir: str | Path, tolerance: float = lb.
         raise OdnbenchError(f"results folder {results_dir} does not exist")
     if isinstance(tolerance, bool) or not math.isfinite(tolerance) or not 0 <= tolerance <= 100:
         raise OdnbenchError(f"--tolerance {tolerance} is not allowed; allowed: 0 <= tolerance <= 100 (points of "
-                            "top-1 below full depth, a finite number)")
+                            "top-1 below the baseline, a finite number)")
     if out_dir.exists() and not out_dir.is_dir():
         raise OdnbenchError(f"--out {out_dir} is a file, not a folder; choose another --out")
     index = out_dir / INDEX
@@ -186,32 +185,13 @@ def _inside(path: Path, out_dir: Path) -> None:
 
 
 def _publish_board(board: lb.Board, folder: Path, command: str, report: PublishReport) -> None:
-    shown = {}
-    if board.rows:
-        _write(folder / SIZE_PLOT, plots.pareto_png(board, "size_mb", "Size (MB, saved state_dict)"), report)
-        _write(folder / MACS_PLOT, plots.pareto_png(board, "macs", "MACs per image"), report)
-        shown["Top-1 against size, Pareto front marked"] = SIZE_PLOT
-        shown["Top-1 against MACs, Pareto front marked"] = MACS_PLOT
-    else:
-        _unlink(folder / SIZE_PLOT, report)
-        _unlink(folder / MACS_PLOT, report)
-    if plots.depth_curves(board):
-        _write(folder / DEPTH_PLOT, plots.depth_curve_png(board), report)
-        shown["Validation top-1 against depth"] = DEPTH_PLOT
-    else:
-        _unlink(folder / DEPTH_PLOT, report)
-    curve_plots = {}
-    if curves.curve_sections(board):
-        _write(folder / CURVES_SIZE_PLOT, plots.curves_png(board, "size_mb", "Size (MB, saved state_dict)"), report)
-        _write(folder / CURVES_MACS_PLOT, plots.curves_png(board, "macs", "MACs per image"), report)
-        curve_plots = {"Trade-off curves: top-1 against size": CURVES_SIZE_PLOT,
-                       "Trade-off curves: top-1 against MACs": CURVES_MACS_PLOT}
-    else:
-        _unlink(folder / CURVES_SIZE_PLOT, report)
-        _unlink(folder / CURVES_MACS_PLOT, report)
-    _write(folder / PAGE, render_page(board, command, shown, curves.curve_sections(board, curve_plots)), report)
-    doc = records.board_document(board)
-    _write(folder / "board.json", json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n", report)
+    for plot, drawn in sections.board_plots(board):  # a plot that no longer applies is removed
+        if drawn:
+            _write(folder / plot.file, plot.draw(board), report)
+        else:
+            _unlink(folder / plot.file, report)
+    _write(folder / PAGE, render_page(board, command), report)
+    _write(folder / "board.json", sections.dump_json(sections.board_document(board)), report)
     _write(folder / "board.csv", records.render_csv([board]), report)
 
 
