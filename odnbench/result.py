@@ -454,8 +454,10 @@ def lookup(d: Any, path: str, default: Any = None) -> Any:
     return d
 
 
-def schema_problems(d: Any) -> list[str]:
-    """Problems with one stored result's fields (empty when it conforms). ``d`` is the raw JSON."""
+def schema_problems(d: Any, *, ranges_only: bool = False) -> list[str]:
+    """Problems with one stored result's fields (empty when it conforms). ``d`` is the raw JSON.
+    ``ranges_only``: a missing field other than ``metrics.top1`` is no problem (a board shows it as
+    "–"); what is present must still have its type and range."""
     if not isinstance(d, dict):
         return [f"result.json holds a {type(d).__name__}, not an object"]
     status = d.get("status")
@@ -477,7 +479,8 @@ def schema_problems(d: Any) -> list[str]:
         if path in optional and (value is _MISSING or value is None):
             continue
         if value is _MISSING or value is None:
-            problems.append(f"{path} is missing")
+            if not ranges_only or path == "metrics.top1":
+                problems.append(f"{path} is missing")
             continue
         if not isinstance(value, types) or isinstance(value, bool):
             names = " or ".join(sorted({t.__name__ for t in types}))
@@ -490,13 +493,14 @@ def schema_problems(d: Any) -> list[str]:
             verdict = extra(value)
             if verdict is not True:
                 problems.append(f"{path}={value!r} {verdict}")
-    if status == "ok" and not problems and d.get("schema", 1) >= 3:
+    if status == "ok" and not problems and d.get("schema", 1) >= 3 and d.get("files") is not None \
+            and d.get("model_file") is not None:
         problems += _files_problems(d["files"], d["model_file"])
     if status == "ok" and d.get("curve") is not None:
-        problems += _curve_problems(d["curve"])
+        problems += _curve_problems(d["curve"], ranges_only)
     if d.get("schema", 1) >= 5:
         problems += _v5_problems(d, status)
-    if status == "ok" and not problems:
+    if status == "ok" and not problems and not ranges_only:  # relations between fields all present
         m = d["metrics"]
         if m["macs"] != m["flops"] // 2:
             problems.append(f"metrics.macs {m['macs']} is not flops // 2 = {m['flops'] // 2}")
@@ -505,13 +509,15 @@ def schema_problems(d: Any) -> list[str]:
     return problems
 
 
-def _curve_problems(curve: Any) -> list[str]:
+def _curve_problems(curve: Any, ranges_only: bool = False) -> list[str]:
     if not isinstance(curve, list):
         return [f"curve is {type(curve).__name__}, expected a list of points or null"]
     problems = []
     for i, point in enumerate(curve):
         for path, types, extra in CURVE_POINT_FIELDS:
             value = lookup(point, path, _MISSING)
+            if ranges_only and path != "top1" and (value is _MISSING or value is None):
+                continue
             if value is _MISSING or value is None or not isinstance(value, types) or isinstance(value, bool):
                 problems.append(f"curve[{i}].{path} is {value if value is not _MISSING else 'missing'!r:.60}")
             elif isinstance(value, float) and not math.isfinite(value):

@@ -382,12 +382,13 @@ def signature_status(d: dict[str, Any], key: bytes | None) -> str:
 
 def cheap_record_problems(raw: Any, key: bytes | None) -> list[str]:
     """What a board can check of a stored record without reloading its model (no plugin, no torch):
-    the schema and its ranges (a top-1 of 1e308, a NaN token) and, with ``key`` (ODNBENCH_SIGNING_KEY) set, the signature.
+    the types and ranges of the fields it has (a top-1 of 1e308, a NaN token; a missing field
+    other than top-1 shows as "–") and, with ``key`` (ODNBENCH_SIGNING_KEY) set, the signature.
     A record with any of these problems is left off every board, with a note (``leaderboard verify``
     says more)."""
     from odnbench.result import schema_problems
 
-    problems = schema_problems(raw)
+    problems = schema_problems(raw, ranges_only=True)
     if problems:
         return problems[:3]
     if key is not None:

@@ -29,7 +29,7 @@ def _result(method, seed, top1, size, role=None, params=None, depth=None, curve=
     return Result(status="ok", key=cell_key(config), config=config, role=role,
                   metrics={"top1": top1, "size_mb": size, "macs": int(size * 1e6), "params": int(size * 1e5)},
                   facts=Facts(depth=depth), curve=curve,
-                  cost={"own": {"epochs": 10, "sample_steps": 1000, "train_seconds": 10.0, "train_macs": 1e12}},
+                  cost={"own": {"epochs": 10, "sample_steps": 1000, "train_seconds": 10.0, "train_macs": 10**12}},
                   env={"device": "cpu"})
 
 
