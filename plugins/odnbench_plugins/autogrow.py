@@ -121,7 +121,8 @@ class GrowthSchedule:
     minus the best before it, below ``threshold`` stops the stages it grew), then the stages still growing
     and below their cap grow (all of them, or the next one round robin with ``growth="stage"``). With
     ``stop="target"`` the gain is not judged and growth ends in the first epoch whose reading, rounded to
-    ``digits``, reaches ``target``. Growth also ends when no stage can grow or after ``max_epochs``.
+    ``digits``, reaches ``target``. Growth also ends when no stage can grow, or after ``max_epochs`` (in that
+epoch, before any growth).
     """
 
     def __init__(self, blocks: Sequence[int], max_blocks: Sequence[int], *, interval: int, threshold: float = 0.05,
@@ -160,6 +161,9 @@ class GrowthSchedule:
             self.reached_target = True
             step.done = self.done = "target"
             return step
+        if self.max_epochs is not None and self.epoch >= self.max_epochs:  # no growth that would go untrained
+            step.done = self.done = "max_epochs"
+            return step
         if self.since >= self.interval:
             self.since = 0
             if self.best_before is not None:
@@ -178,8 +182,6 @@ class GrowthSchedule:
             self.best_before, self.last_grown = self.best, list(step.grow)
             self.steps.append({"epoch": self.epoch, "grew": [s + 1 for s in step.grow], "blocks": list(self.blocks),
                                "gain_of_previous": step.gain, "stopped": [s + 1 for s in step.stopped]})
-        if not step.grow and self.max_epochs is not None and self.epoch >= self.max_epochs:
-            step.done = self.done = "max_epochs"
         return step
 
     def _pick(self) -> list[int]:
@@ -210,7 +212,7 @@ class AutoGrow(Method):
         # ODN's targets for the preset, so that stop=target stops where ODN does.
         odn = {k: v for k, v in ODN().preset_defaults(preset, dataset).items() if k in TARGET_PARAMS}
         if preset == "smoke":
-            return {**odn, "interval": 1, "max_growth_epochs": 2, "final_epochs": 1}
+            return {**odn, "interval": 1, "max_growth_epochs": 3, "final_epochs": 1}
         if preset == "tiny":
             return {**odn, "interval": 1, "max_growth_epochs": 6, "final_epochs": 2}
         return odn
