@@ -214,7 +214,7 @@ class AutoGrow(Method):
         if preset == "smoke":
             return {**odn, "interval": 1, "max_growth_epochs": 3, "final_epochs": 1}
         if preset == "tiny":
-            return {**odn, "interval": 1, "max_growth_epochs": 6, "final_epochs": 2}
+            return {**odn, "interval": 1, "max_growth_epochs": 6}
         return odn
 
     def requires(self, params: Mapping[str, Any]) -> list[Requirement]:
