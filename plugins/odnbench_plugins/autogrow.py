@@ -315,12 +315,12 @@ def run_autogrow(ctx):
     from odnbench import CurvePoint, set_lr
 
     p = ctx.params
-    mode = target_mode(p)
+    mode = target_mode(p)  # checked here with autogrow's names; then ODN's own rule gives the number
     threshold = None
-    if mode == "fixed":
-        threshold = round(p["target"] - p["tolerance"], 6)
-    elif mode == "relative":
-        threshold = round(float(ctx.dependency("full").metrics["val_top1"]) - p["relative_tolerance"], 6)
+    if mode is not None:
+        from odnbench_plugins.odn.search import resolve_threshold
+
+        threshold = resolve_threshold(ctx, p)["threshold"]
 
     backbone = ctx.build_backbone().to(ctx.device)
     bounds = [sum(backbone.stages[:i]) for i in range(len(backbone.stages) + 1)]
