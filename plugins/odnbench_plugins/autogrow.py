@@ -343,12 +343,16 @@ def run_autogrow(ctx):
         return fresh.blocks[bounds[s + 1] - 1]
 
     def stage_input(s: int):
-        """An example of what stage s's blocks after the first take (one image)."""
+        """An example of what stage s's blocks after the first take (one image; in eval mode, so that no
+        BatchNorm statistic moves)."""
+        was = net.training
+        net.eval()
         with torch.no_grad():
             x = backbone.stem(torch.zeros((1, *ctx.input_shape), device=ctx.device))
             for t in range(s + 1):
                 for b in stages[t]:
                     x = b(x)
+        net.train(was)
         return x
 
     sched = GrowthSchedule([1] * len(stages), caps, interval=p["interval"], threshold=p["threshold"],
