@@ -237,9 +237,10 @@ def last_branch_norm(block):
     """The last BatchNorm of a block's residual branch (outside its downsample shortcut), or None."""
     from torch import nn
 
+    NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
     found = None
     for name, module in block.named_modules():
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not name.startswith("downsample"):
+        if isinstance(module, NORMS) and not name.startswith("downsample"):
             found = module
     return found
 
