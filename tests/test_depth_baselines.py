@@ -342,3 +342,14 @@ def test_autogrow_on_odns_target_rule(check_method):
     assert info["growth_stopped"] == "max_epochs" and check.result.facts.converged is False
     assert sum(info["blocks_per_stage"]) == 4 + 2  # one stage per step, round robin: stages 1 and 2 grew
     assert [b["stage"] for b in info["new_blocks"]] == [1, 2] and info["new_blocks"][0]["copied_tensors"] > 0
+
+
+@pytest.mark.slow
+def test_autogrow_grows_past_the_backbone_with_fresh_copies_of_a_stages_last_block(check_method):
+    check = check_method("autogrow", sets=["autogrow.max_blocks=3", "autogrow.stop=target", "autogrow.target=100",
+                                           "autogrow.init=zero"])
+    info = check.info
+    # 1-1-1-1 -> 2-2-2-2 (the backbone's own second blocks) -> 3-3-3-3 (fresh blocks), then smoke's epoch cap
+    assert info["blocks_per_stage"] == [3, 3, 3, 3] and info["growth_stopped"] == "max_epochs"
+    assert check.model.depth == 12 and check.model.stages == [3, 3, 3, 3]  # reloaded from its file
+    assert [p["depth"] for p in check.result.curve] == [4, 8, 12]
