@@ -200,6 +200,12 @@ def test_bad_parameters_fail_at_plan_time_with_one_line(reg, sets, needle):
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
+def test_every_numeric_parameter_declares_its_range(reg):
+    for name, params in (("autogrow", AutoGrow.params), ("full", reg.method("full").params),
+                         ("truncate", reg.method("truncate").params), ("blockdrop", reg.method("blockdrop").params)):
+        assert [p.name for p in params if p.type in (int, float) and not p.range_text()] == [], name
+
+
 def test_target_mode_takes_odns_presets_and_needs_full_only_when_relative(reg):
     from odnbench.plan import plan_grid, resolve_params
 
