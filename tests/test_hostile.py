@@ -835,7 +835,7 @@ def _(w):
     assert helped.exit_code == 0 and "Usage: odnbench" in helped.stdout and says(helped.one_error(), *facts)
     listed = main_subprocess(w, "list", "methods", site=site)
     assert listed.exit_code == 0 and says(listed.one_error(), *facts)
-    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "oracle",
+    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["autogrow", "blockdrop", "full", "kd", "odn", "oracle",
                                                                        "prune", "scratch", "slim", "truncate"]
 
 
@@ -873,7 +873,7 @@ def _(w):
     assert out.exit_code == 0
     assert out.stderr.strip() == ("odnbench: warning: plugin 'broken' (?) failed to load: ImportError: no module named "
                                   "torch_magic (skipped; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
-    assert [row.split()[0] for row in out.stdout.splitlines()] == ["blockdrop", "full", "kd", "odn", "oracle", "prune", "scratch",
+    assert [row.split()[0] for row in out.stdout.splitlines()] == ["autogrow", "blockdrop", "full", "kd", "odn", "oracle", "prune", "scratch",
                                                                     "slim", "truncate"]
 
 

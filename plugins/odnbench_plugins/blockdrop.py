@@ -10,7 +10,8 @@ Starting from the trained full-depth model, every removable block is scored:
 
 Blocks are removed, least useful first, until the model keeps ``keep`` blocks (default: as many as
 ODN's model) or, with ``match``, until its size / MACs / parameters are at most the target. The
-rest (stem, kept blocks, the trained head: removable blocks keep the width) is fine-tuned. Blocks
+rest (stem, kept blocks, the trained head: removable blocks keep the width) is fine-tuned. With
+``full_survival`` it starts from the full model trained with stochastic depth (``full.survival``). Blocks
 go whole, so a match rarely lands within 5 %; the result says how far off it is and why
 (``why_not``). When ODN's depth or a match target is below what removing every removable block
 gives, the smallest such model is kept and the result says so; a ``keep`` set by hand below it is
@@ -19,10 +20,10 @@ an error.
 
 from __future__ import annotations
 
-from odnbench import Method, MethodOutput, Param, Requirement, hookimpl
+from odnbench import Method, MethodOutput, Param, hookimpl
 from odnbench.errors import OdnbenchError
 from odnbench_plugins import match_rule
-from odnbench_plugins.depth_rule import chosen_depth, depth_requirements
+from odnbench_plugins.depth_rule import FULL_SURVIVAL_PARAM, chosen_depth, depth_requirements, full_requirement
 
 SCORES = ("drop", "probe", "both")
 
@@ -138,6 +139,7 @@ class BlockDrop(Method):
         Param("finetune_epochs", int, None, nullable=True, ge=1,
               help="Fine-tuning epochs after the removal (none: the recipe's epochs)."),
         Param("finetune_lr", float, None, nullable=True, gt=0, help="Fine-tuning learning rate (none: the recipe's)."),
+        FULL_SURVIVAL_PARAM,
     )
 
     def requires(self, params):
@@ -145,8 +147,8 @@ class BlockDrop(Method):
         if spec is not None and params["keep"] is not None:  # ranges are declared on the Params
             raise OdnbenchError("blockdrop.keep and blockdrop.match both say how many blocks go; set one of them")
         if spec is not None:
-            return [Requirement("full"), *match_rule.match_requirements(spec, ("full",))]
-        return [Requirement("full"), *depth_requirements(params, "keep")]
+            return [full_requirement(params), *match_rule.match_requirements(spec, ("full",))]
+        return [full_requirement(params), *depth_requirements(params, "keep")]
 
     def run(self, ctx):
         import torch
@@ -162,6 +164,8 @@ class BlockDrop(Method):
                                 "so none can be removed")
         info: dict = {"full_depth": full.depth, "removable": [i + 1 for i in removable], "score": p["score"],
                       "val_full_depth": val_full}
+        if p.get("full_survival") is not None:
+            info["full_survival"] = p["full_survival"]
         scores: dict[str, dict[int, float]] = {}
         if p["score"] in ("drop", "both"):
             scores["drop"] = drop_scores(ctx, full, removable, val_full)

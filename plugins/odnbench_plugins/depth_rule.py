@@ -1,6 +1,7 @@
 """The depth rule shared by the ``scratch``, ``truncate`` and ``kd`` controls (and ``blockdrop``'s
 block count): k is set by hand (``--set METHOD.depth=K``) or taken from the matching ``odn``
-result (the depth it states). No torch here: it is imported at registration time."""
+result (the depth it states). Also which full-depth model ``truncate`` and ``blockdrop`` start from
+(``full_survival``). No torch here: it is imported at registration time."""
 
 from __future__ import annotations
 
@@ -11,6 +12,19 @@ DEPTH_PARAM = Param(
     "depth", int, None, nullable=True, ge=1, sweep=True,
     help="Keep the stem and residual blocks 1..depth. none: the optimal depth of the matching odn result.",
 )
+
+
+FULL_SURVIVAL_PARAM = Param(
+    "full_survival", float, None, nullable=True, gt=0, le=1, omit_default=True, sweep=True,
+    help="Start from the full model trained with stochastic depth at this last-block survival (full.survival); "
+         "none: the grid's full model.",
+)
+
+
+def full_requirement(params) -> Requirement:
+    """The full-depth model a control starts from: the grid's, or the stochastic-depth one ``full_survival`` names."""
+    survival = params.get("full_survival")
+    return Requirement("full") if survival is None else Requirement("full", {"survival": survival})
 
 
 def depth_requirements(params, name: str = "depth") -> list[Requirement]:

@@ -1,11 +1,18 @@
 """The ``truncate`` control: the trained full-depth model cut after block k (same k rule as
 ``scratch``), with a new linear head, then fine-tuned. Its cost includes the full-depth training
-it started from (and the ODN search that chose k)."""
+it started from (and the ODN search that chose k). ``full_survival`` starts it from the full model
+trained with stochastic depth (``full.survival``), which was trained to lose blocks."""
 
 from __future__ import annotations
 
-from odnbench import Method, MethodOutput, Param, Requirement, hookimpl
-from odnbench_plugins.depth_rule import DEPTH_PARAM, chosen_depth, depth_requirements
+from odnbench import Method, MethodOutput, Param, hookimpl
+from odnbench_plugins.depth_rule import (
+    DEPTH_PARAM,
+    FULL_SURVIVAL_PARAM,
+    chosen_depth,
+    depth_requirements,
+    full_requirement,
+)
 
 
 class Truncate(Method):
@@ -16,10 +23,11 @@ class Truncate(Method):
         Param("finetune_epochs", int, None, nullable=True, ge=1,
               help="Fine-tuning epochs after the cut (none: the recipe's epochs)."),
         Param("finetune_lr", float, None, nullable=True, gt=0, help="Fine-tuning learning rate (none: the recipe's)."),
+        FULL_SURVIVAL_PARAM,
     )
 
     def requires(self, params):
-        return [Requirement("full"), *depth_requirements(params)]
+        return [full_requirement(params), *depth_requirements(params)]
 
     def run(self, ctx):
         full = ctx.start_from("full")
@@ -39,6 +47,7 @@ class Truncate(Method):
             "finetune_best_epoch": fit.best_epoch,
             "stopped": fit.stopped,
             "history": fit.history,
+            **({"full_survival": p["full_survival"]} if p.get("full_survival") is not None else {}),
         }, depth=k)
 
 
