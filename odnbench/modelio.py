@@ -46,7 +46,7 @@ SUFFIX = ".safetensors"
 #: e.g. ResNet's BasicBlock or MobileNetV3's InvertedResidual), and odnbench's DepthNet and EarlyExitNet. All of them
 #: are library code that odnbench depends on, so a stored model needs no plugin to reload.
 ALLOWED_CLASSES = ("odnbench.depthnet.DepthNet", "odnbench.depthnet.EarlyExitNet")
-ALLOWED = "torch.nn layers, timm's layers and model blocks, and odnbench.DepthNet and EarlyExitNet"
+ALLOWED = "torch.nn layers, timm's layers and model blocks, and odnbench's DepthNet and EarlyExitNet"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_HEADER = 100_000_000  # bytes; a larger header is not a model this code wrote

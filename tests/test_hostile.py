@@ -455,7 +455,7 @@ def _(w):
     assert w.stored("ownlayer")["error"] == (
         "UnstorableModelError: cannot store the model: 1 is a odnbench_testplugin_hostile.Marker, which is not "
         "allowed in a stored model (allowed: torch.nn layers, timm's layers and model blocks, and "
-        "odnbench.DepthNet); export the model built from those, so that it reloads without your plugin's code")
+        "odnbench's DepthNet and EarlyExitNet); export the model built from those, so that it reloads without your plugin's code")
     assert not list(w.results.glob("ownlayer-*/*.safetensors"))
 
 
