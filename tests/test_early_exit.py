@@ -154,9 +154,9 @@ def test_bad_parameters_fail_at_plan_time_with_one_line(reg, sets, needle):
 
 
 def test_the_cli_lists_the_method_and_refuses_bad_thresholds_before_running(tmp_path):
+    from _errors import says
     from click.testing import CliRunner
 
-    from _errors import says
     from odnbench import cli
 
     out = CliRunner().invoke(cli.cli, ["list", "methods"])
