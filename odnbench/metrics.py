@@ -248,8 +248,30 @@ def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windo
 
 def exit_flops(model: EarlyExitNet, input_shape: tuple[int, ...]) -> list[int]:
     """FLOPs an image spends when it leaves an :class:`EarlyExitNet` at each exit (1..N): the stem and
-    blocks up to that exit plus every exit evaluated on the way, its own included (counted on the
-    network cut at that exit, whose head is that exit, plus the exits before it)."""
+    blocks up to that exit plus every exit evaluated on the way, its own included. Counted in one pass
+    through every block and exit, by the flop counter's per-module totals; when those do not add up to
+    the pass's total (work outside the stem, blocks and exits), on the network cut at each exit instead."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = _device_of(model)
+    every = model.with_threshold(2.0)  # no image is that confident: the pass runs every block and exit
+    was_training = model.training
+    every.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        every(torch.zeros((1, *input_shape), device=device))
+    model.train(was_training)
+    per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(model).__name__
+
+    def part(name: str) -> int:
+        return int(per_module.get(f"{root}.{name}", 0))
+
+    stem = part("stem")
+    blocks = [part(f"blocks.{i}") for i in range(model.depth)]
+    exits = [part(f"exits.{i}") for i in range(model.depth)]
+    if stem + sum(blocks) + sum(exits) == counter.get_total_flops():
+        return [stem + sum(blocks[:k]) + sum(exits[:k]) for k in range(1, model.depth + 1)]
     heads = [count_flops(head, (width,)) for head, width in zip(model.exits, model.widths)]
     return [count_flops(model.cut(k), input_shape) + sum(heads[: k - 1]) for k in range(1, model.depth + 1)]
 
