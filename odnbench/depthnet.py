@@ -112,3 +112,124 @@ def _equal_width_runs(widths: Sequence[int]) -> list[int]:
         else:
             runs.append(1)
     return runs
+
+
+class EarlyExitNet(nn.Module):
+    """A multi-exit network used as an anytime classifier: a classifier (pool + ``exits[i]``) after
+    every block, and each image leaves at the first exit whose softmax confidence (its largest
+    class probability) reaches ``threshold`` (Shallow-Deep Networks, Kaya et al. 2019; BranchyNet).
+    ``threshold`` 0 sends every image out at exit 1; above 1 no exit is ever confident enough, so
+    every image runs every block and every exit and leaves at the last.
+
+    The forward returns the logits of each image's exit, so top-1 reads it like any classifier;
+    :meth:`run_exits` also says where each image left (``odnbench.metrics`` counts what it spent).
+    Its parts are a :class:`DepthNet`'s (``stem``, ``blocks``, ``pool``, ``widths``, ``stages``,
+    ``meta``), so a stored one reloads without plugin code (``odnbench.modelio``).
+    """
+
+    def __init__(self, stem: nn.Module, blocks: Sequence[nn.Module], widths: Sequence[int],
+                 exits: Sequence[nn.Module], meta: dict | None = None, *, threshold: float = 1.0,
+                 stages: Sequence[int] | None = None, num_classes: int | None = None, pool: nn.Module | None = None):
+        super().__init__()
+        if not len(blocks) == len(widths) == len(exits) or not blocks:
+            raise ValueError("one width and one exit per block are needed (and at least one block)")
+        if num_classes is None:
+            last = exits[-1]
+            if not isinstance(last, nn.Linear):
+                raise ValueError(f"the last exit is a {type(last).__name__}, not an nn.Linear: pass num_classes")
+            num_classes = last.out_features
+        self.stem = stem
+        self.blocks = nn.Sequential(*blocks)
+        self.pool = pool if pool is not None else nn.AdaptiveAvgPool2d(1)
+        self.exits = nn.ModuleList(exits)
+        self.widths = [int(w) for w in widths]
+        self.stages = [int(n) for n in stages] if stages is not None else _equal_width_runs(self.widths)
+        if sum(self.stages) != len(self.widths) or any(n < 1 for n in self.stages):
+            raise ValueError(f"stages {self.stages} must be positive block counts adding up to {len(self.widths)}")
+        self.classes = int(num_classes)
+        self.threshold = float(threshold)
+        self.meta = dict(meta or {})
+
+    @classmethod
+    def from_depthnet(cls, net: DepthNet, exits: Sequence[nn.Module], threshold: float = 1.0) -> EarlyExitNet:
+        """``net``'s stem, blocks and pool (shared, not copied; its own head is dropped) with ``exits``."""
+        return cls(net.stem, list(net.blocks), net.widths, list(exits), {**net.meta, "exits": len(exits)},
+                   threshold=threshold, stages=net.stages, num_classes=net.num_classes, pool=net.pool)
+
+    @property
+    def depth(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classes
+
+    def with_threshold(self, threshold: float) -> EarlyExitNet:
+        """The same network (its modules shared, not copied, in the same mode) exiting at ``threshold``."""
+        net = EarlyExitNet(self.stem, list(self.blocks), self.widths, list(self.exits), self.meta,
+                           threshold=threshold, stages=self.stages, num_classes=self.classes, pool=self.pool)
+        net.training = self.training
+        return net
+
+    def exit_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits of every exit for every image, in one pass through all blocks (for training all
+        exits jointly and for sweeping thresholds without running the network once per threshold)."""
+        x = self.stem(x)
+        out = []
+        for block, head in zip(self.blocks, self.exits):
+            x = block(x)
+            out.append(head(torch.flatten(self.pool(x), 1)))
+        return out
+
+    def run_exits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, exit)``: each image's logits at its exit and that exit (0-based). Only the
+        images still undecided go through the next block (eval-mode layers treat images one by
+        one, so this gives the logits one pass through every block would)."""
+        x = self.stem(x)
+        n = x.shape[0]
+        logits: torch.Tensor | None = None
+        where = torch.full((n,), self.depth - 1, dtype=torch.long, device=x.device)
+        alive = torch.arange(n, device=x.device)
+        for i, (block, head) in enumerate(zip(self.blocks, self.exits)):
+            x = block(x)
+            out = head(torch.flatten(self.pool(x), 1))
+            if logits is None:
+                logits = out.new_zeros((n, out.shape[1]))
+            if i == self.depth - 1:
+                logits[alive] = out
+                break
+            leave = confident(out, self.threshold)
+            if bool(leave.any()):
+                logits[alive[leave]] = out[leave]
+                where[alive[leave]] = i
+                stay = ~leave
+                x, alive = x[stay], alive[stay]
+                if alive.numel() == 0:
+                    break
+        assert logits is not None
+        return logits, where
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.run_exits(x)[0]
+
+    def cut(self, depth: int) -> DepthNet:
+        """A standalone DepthNet (copies): stem + blocks 1..depth + exit ``depth`` as its head, every
+        image leaving there (the static, one-exit use of this network)."""
+        if not 1 <= depth <= self.depth:
+            raise ValueError(f"depth must be between 1 and {self.depth}, got {depth}")
+        full = DepthNet(self.stem, list(self.blocks), self.widths, self.exits[-1], self.meta, stages=self.stages,
+                        num_classes=self.classes, pool=self.pool)
+        return full.truncated(depth, head=self.exits[depth - 1])  # type: ignore[arg-type]
+
+
+def confident(logits: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Which rows' largest softmax probability reaches ``threshold`` (computed in fp32)."""
+    return torch.softmax(logits.float(), dim=1).amax(dim=1) >= threshold
+
+
+def first_exits(logits: Sequence[torch.Tensor], threshold: float) -> torch.Tensor:
+    """The exit (0-based) each image leaves at, given every exit's logits (``exit_logits``): the
+    first whose confidence reaches ``threshold``, else the last. The same rule as ``run_exits``."""
+    hits = torch.stack([confident(out, threshold) for out in logits[:-1]] +
+                       [torch.ones(logits[-1].shape[0], dtype=torch.bool, device=logits[-1].device)], dim=1)
+    return hits.long().argmax(dim=1)  # the first True

@@ -22,12 +22,21 @@
 
 Top-1, latency and throughput run in the precision and memory format the cell trained in (an
 :class:`odnbench.execution.Execution`; the result's ``env`` says which). FLOPs/MACs are counted in fp32.
+
+An early-exit network (:class:`odnbench.depthnet.EarlyExitNet`) spends different compute on
+different images, so its ``flops``/``macs`` are the mean over the test images of what each one
+spent: the stem, the blocks up to its exit and every exit evaluated on the way (the per-exit counts
+come from the same flop counter, on the network cut at that exit plus the exits before it). Its
+``exits`` record says where images left (``shares``, ``val_shares``), what each exit costs
+(``macs``, cumulative) and the exact means; its latency and throughput run on real test images
+(batch-1 latency one test image per call), since a random input exits anywhere.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import statistics
 import time
 from contextlib import contextmanager
@@ -35,6 +44,7 @@ from contextlib import contextmanager
 import torch
 from torch import nn
 
+from odnbench.depthnet import EarlyExitNet
 from odnbench.result import latency_busy
 
 FLOP_COUNTER = "torch.utils.flop_counter.FlopCounterMode"
@@ -128,17 +138,21 @@ def _sync(device: torch.device) -> None:
 
 
 @torch.inference_mode()
-def timed_windows(model: nn.Module, x: torch.Tensor, warmup: int, windows: int, iters: int) -> list[float]:
-    """Seconds per call, one value per timed window."""
-    device = x.device
+def timed_windows(model: nn.Module, x: torch.Tensor | list[torch.Tensor], warmup: int, windows: int,
+                  iters: int) -> list[float]:
+    """Seconds per call, one value per timed window. ``x``: the input of every call, or a list of
+    inputs taken in turn (an early-exit network's cost depends on the image)."""
+    inputs = x if isinstance(x, list) else [x]
+    calls = itertools.cycle(inputs)
+    device = inputs[0].device
     for _ in range(warmup):
-        model(x)
+        model(next(calls))
     _sync(device)
     per_call = []
     for _ in range(windows):
         start = time.perf_counter()
         for _ in range(iters):
-            model(x)
+            model(next(calls))
         _sync(device)
         per_call.append((time.perf_counter() - start) / iters)
     return per_call
@@ -151,12 +165,18 @@ def _quantile(values: list[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20, threads=0, execution=None) -> dict:
+def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20, threads=0, execution=None,
+               images: torch.Tensor | None = None) -> dict:
+    """Batch-1 latency on a random input, or on ``images`` one per call in turn (``input: "images"``)."""
     device = _device_of(model)
     was_training = model.training
     model.eval()
     with torch_threads(threads) as used, _autocast(execution):
-        x = _input(execution, torch.randn((1, *input_shape), device=device))
+        x: torch.Tensor | list[torch.Tensor]
+        if images is not None:
+            x = [_input(execution, images[i:i + 1].to(device)) for i in range(len(images))]
+        else:
+            x = _input(execution, torch.randn((1, *input_shape), device=device))
         wall, cpu = time.perf_counter(), time.process_time()
         per_call = timed_windows(model, x, warmup, windows, iters)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -179,16 +199,22 @@ def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20,
         # the device.
         "cpu_share": round(cpu / wall, 4) if device.type == "cpu" and wall > 0 else None,
     }
+    if images is not None:
+        out["input"] = "images"
     out["busy"] = bool(latency_busy(out))
     return out
 
 
-def measured_latency(model: nn.Module, input_shape, recipe, execution=None) -> dict:
+def measured_latency(model: nn.Module, input_shape, recipe, execution=None, images: torch.Tensor | None = None) -> dict:
     """Batch-1 latency with the recipe's settings; measured a second time when the first looks
-    busy (the less noisy of the two is kept, ``attempts`` says how many ran)."""
+    busy (the less noisy of the two is kept, ``attempts`` says how many ran). ``images``: see
+    :func:`latency_ms` (the first windows x iterations of them are used)."""
+    if images is not None:
+        images = images[: recipe.latency_windows * recipe.latency_iters]
+
     def once():
         return latency_ms(model, input_shape, warmup=recipe.latency_warmup, windows=recipe.latency_windows,
-                          iters=recipe.latency_iters, threads=recipe.threads, execution=execution)
+                          iters=recipe.latency_iters, threads=recipe.threads, execution=execution, images=images)
 
     first = once()
     if not first["busy"]:
@@ -199,12 +225,17 @@ def measured_latency(model: nn.Module, input_shape, recipe, execution=None) -> d
 
 
 def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windows=3, iters=3, threads=0,
-               execution=None) -> dict:
+               execution=None, images: torch.Tensor | None = None) -> dict:
+    """Images per second at ``batch_size``, on a random batch or on the first ``batch_size`` ``images``."""
     device = _device_of(model)
     was_training = model.training
     model.eval()
     with torch_threads(threads) as used, _autocast(execution):
-        x = _input(execution, torch.randn((batch_size, *input_shape), device=device))
+        if images is not None:
+            batch_size = min(batch_size, len(images))
+            x = _input(execution, images[:batch_size].to(device))
+        else:
+            x = _input(execution, torch.randn((batch_size, *input_shape), device=device))
         per_call = timed_windows(model, x, warmup, windows, iters)
     model.train(was_training)
     return {
@@ -215,11 +246,96 @@ def throughput(model: nn.Module, input_shape, *, batch_size=256, warmup=2, windo
     }
 
 
-def measure_point(model: nn.Module, splits, recipe, *, execution=None) -> dict:
-    """What the harness measures on a method's further models (``MethodOutput.curve``): the accuracy
-    and footprint parts of :func:`measure`, exactly as it measures them, without latency."""
+def exit_flops(model: EarlyExitNet, input_shape: tuple[int, ...]) -> list[int]:
+    """FLOPs an image spends when it leaves an :class:`EarlyExitNet` at each exit (1..N): the stem and
+    blocks up to that exit plus every exit evaluated on the way, its own included. Counted in one pass
+    through every block and exit, by the flop counter's per-module totals; when those do not add up to
+    the pass's total (work outside the stem, blocks and exits), on the network cut at each exit instead."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    device = _device_of(model)
+    every = model.with_threshold(2.0)  # no image is that confident: the pass runs every block and exit
+    was_training = model.training
+    every.eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        every(torch.zeros((1, *input_shape), device=device))
+    model.train(was_training)
+    per_module = {name: sum(ops.values()) for name, ops in counter.get_flop_counts().items()}
+    root = type(model).__name__
+
+    def part(name: str) -> int:
+        return int(per_module.get(f"{root}.{name}", 0))
+
+    stem = part("stem")
+    blocks = [part(f"blocks.{i}") for i in range(model.depth)]
+    exits = [part(f"exits.{i}") for i in range(model.depth)]
+    if stem + sum(blocks) + sum(exits) == counter.get_total_flops():
+        return [stem + sum(blocks[:k]) + sum(exits[:k]) for k in range(1, model.depth + 1)]
+    heads = [count_flops(head, (width,)) for head, width in zip(model.exits, model.widths)]
+    return [count_flops(model.cut(k), input_shape) + sum(heads[: k - 1]) for k in range(1, model.depth + 1)]
+
+
+@torch.inference_mode()
+def exit_counts(model: EarlyExitNet, x: torch.Tensor, y: torch.Tensor, batch_size: int = 512, *,
+                execution=None) -> tuple[int, list[int]]:
+    """(images classified correctly, images that left at each exit) of an early-exit network."""
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.int64, device=y.device)
+    counts = torch.zeros(model.depth, dtype=torch.int64, device=y.device)
+    with _autocast(execution):
+        for start in range(0, len(y), batch_size):
+            logits, where = model.run_exits(_input(execution, x[start:start + batch_size]))
+            correct += (logits.argmax(1) == y[start:start + batch_size]).sum()
+            counts += torch.bincount(where.to(counts.device), minlength=model.depth)
+    model.train(was_training)
+    return int(correct), [int(c) for c in counts.tolist()]
+
+
+def _early_exit_point(model: EarlyExitNet, splits, recipe, shape, execution) -> dict:
+    """measure_point's accuracy and compute for an early-exit network: where each test (and
+    validation) image left, and the mean of what the test images spent."""
+    per_exit = exit_flops(model, shape)
+    batch = recipe.eval_batch_size
+    out: dict = {}
+    shares = {}
+    for split in ("val", "test"):
+        s = getattr(splits, split)
+        correct, counts = exit_counts(model, s.x, s.y, batch, execution=execution)
+        n = max(1, len(s.y))
+        out[split] = (100.0 * correct / n, sum(c * f for c, f in zip(counts, per_exit)) / n)
+        shares[split] = [round(c / n, 6) for c in counts]
+    mean_flops = round(out["test"][1])
+    return {"top1": round(out["test"][0], 4), "val_top1": round(out["val"][0], 4), "flops": mean_flops,
+            "exits": {"threshold": model.threshold, "macs": [f // 2 for f in per_exit], "shares": shares["test"],
+                      "val_shares": shares["val"], "mean_macs": round(out["test"][1] / 2, 3),
+                      "val_mean_macs": round(out["val"][1] / 2, 3)}}
+
+
+def spent_flops(model: nn.Module, splits, recipe, *, execution=None) -> int:
+    """``metrics.flops`` of a model as :func:`measure` stores it: one forward pass on one image, or for
+    an early-exit network the mean over the test images (for re-measuring a stored model)."""
     info = splits.info
     shape = (info.channels, info.image_size, info.image_size)
+    if isinstance(model, EarlyExitNet):
+        return int(_early_exit_point(model, splits, recipe, shape, execution)["flops"])
+    return count_flops(model, shape)
+
+
+def measure_point(model: nn.Module, splits, recipe, *, execution=None) -> dict:
+    """What the harness measures on a method's further models (``MethodOutput.curve``): the accuracy
+    and footprint parts of :func:`measure`, exactly as it measures them, without latency. An
+    early-exit network's point also has its ``exits`` record and its batch-1 latency on test images
+    (the point of such a network is what each threshold costs)."""
+    info = splits.info
+    shape = (info.channels, info.image_size, info.image_size)
+    if isinstance(model, EarlyExitNet):
+        point = _early_exit_point(model, splits, recipe, shape, execution)
+        return {"top1": point["top1"], "val_top1": point["val_top1"], "params": count_params(model),
+                "size_mb": round(saved_size_mb(model), 6), "size_mib": round(tensor_size_mib(model), 6),
+                "flops": point["flops"], "macs": point["flops"] // 2, "exits": point["exits"],
+                "latency_ms": measured_latency(model, shape, recipe, execution, images=splits.test.x)}
     flops = count_flops(model, shape)
     ex = {"execution": execution}
     return {
@@ -246,9 +362,12 @@ def measure(model: nn.Module, splits, recipe, *, execution=None) -> dict:
         "input_shape": list(shape),
         "test_examples": len(splits.test),
     }
-    out["latency_ms"] = measured_latency(model, shape, recipe, **ex)
+    # An early-exit network's cost depends on the image: timed on test images (measure_point did its latency).
+    images = splits.test.x if isinstance(model, EarlyExitNet) else None
+    if "latency_ms" not in out:
+        out["latency_ms"] = measured_latency(model, shape, recipe, **ex)
     out["throughput"] = throughput(
         model, shape, batch_size=recipe.throughput_batch, windows=max(3, recipe.latency_windows // 2),
-        threads=recipe.threads, **ex,
+        threads=recipe.threads, images=images, **ex,
     )
     return out

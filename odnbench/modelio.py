@@ -13,7 +13,7 @@ metadata holds ``architecture``: a tree with one node per module,
 (lists of ``[name, value]`` pairs where order matters: a Sequential runs its children in order).
 
 Loading rebuilds the tree from an allowlist of classes only (:data:`ALLOWED`: the layers of
-``torch.nn``, timm's layers and model blocks, and :class:`odnbench.depthnet.DepthNet`),
+``torch.nn``, timm's layers and model blocks, and :class:`odnbench.depthnet.DepthNet` and ``EarlyExitNet``),
 never from code named by the file: each node is ``cls.__new__(cls)`` plus ``nn.Module.__init__``,
 its attributes set from JSON values (numbers, strings, booleans, None, lists, tuples, dicts) and
 its parameters and buffers taken from the tensors. No constructor runs, so pruned layers come back
@@ -43,10 +43,10 @@ SUFFIX = ".safetensors"
 
 #: Class names a stored architecture may use: ``torch.nn.X`` (an nn.Module class exported by torch.nn),
 #: any nn.Module class defined in timm (``timm.<module path>.X``: its layers and its models' blocks,
-#: e.g. ResNet's BasicBlock or MobileNetV3's InvertedResidual), and odnbench's DepthNet. All of them
+#: e.g. ResNet's BasicBlock or MobileNetV3's InvertedResidual), and odnbench's DepthNet and EarlyExitNet. All of them
 #: are library code that odnbench depends on, so a stored model needs no plugin to reload.
-ALLOWED_CLASSES = ("odnbench.depthnet.DepthNet",)
-ALLOWED = "torch.nn layers, timm's layers and model blocks, and odnbench.DepthNet"
+ALLOWED_CLASSES = ("odnbench.depthnet.DepthNet", "odnbench.depthnet.EarlyExitNet")
+ALLOWED = "torch.nn layers, timm's layers and model blocks, and odnbench's DepthNet and EarlyExitNet"
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _MAX_HEADER = 100_000_000  # bytes; a larger header is not a model this code wrote

@@ -424,6 +424,13 @@ FAILED_FIELDS: list[tuple[str, tuple[type, ...], Any]] = COMMON_FIELDS + [("erro
 OPTIONAL_OK_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [
     ("cost.train_macs", (int,), _non_negative),
     ("cost.own.train_macs", (int,), _non_negative),
+    # An early-exit network's (odnbench.depthnet.EarlyExitNet): where images left and what each exit costs.
+    ("metrics.exits.threshold", _NUMBER, _non_negative),
+    ("metrics.exits.macs", (list,), None),
+    ("metrics.exits.shares", (list,), None),
+    ("metrics.exits.val_shares", (list,), None),
+    ("metrics.exits.mean_macs", _NUMBER, _non_negative),
+    ("metrics.exits.val_mean_macs", _NUMBER, _non_negative),
 ]
 
 #: One point of ``curve`` (schema 4): what the harness measured on a further model of the method.
@@ -434,6 +441,14 @@ CURVE_POINT_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [
     ("size_mb", _NUMBER, _positive),
     ("macs", (int,), _non_negative),
     ("flops", (int,), _non_negative),
+]
+#: ... and what a point may have, checked when present: an early-exit network's ``exits`` record
+#: (its ``macs`` and ``flops`` are then the mean over the test images) and batch-1 latency.
+OPTIONAL_CURVE_POINT_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [
+    (path.removeprefix("metrics."), types, extra) for path, types, extra in OPTIONAL_OK_FIELDS
+    if path.startswith("metrics.exits.")] + [
+    ("latency_ms.p50", _NUMBER, _positive),
+    ("latency_ms.p90", _NUMBER, _positive),
 ]
 
 #: What schema 3 added: every result has a digest; an ok one names its model file, the checksum of
@@ -513,10 +528,11 @@ def _curve_problems(curve: Any, ranges_only: bool = False) -> list[str]:
     if not isinstance(curve, list):
         return [f"curve is {type(curve).__name__}, expected a list of points or null"]
     problems = []
+    optional = {path for path, _, _ in OPTIONAL_CURVE_POINT_FIELDS}
     for i, point in enumerate(curve):
-        for path, types, extra in CURVE_POINT_FIELDS:
+        for path, types, extra in CURVE_POINT_FIELDS + OPTIONAL_CURVE_POINT_FIELDS:
             value = lookup(point, path, _MISSING)
-            if ranges_only and path != "top1" and (value is _MISSING or value is None):
+            if (path in optional or (ranges_only and path != "top1")) and (value is _MISSING or value is None):
                 continue
             if value is _MISSING or value is None or not isinstance(value, types) or isinstance(value, bool):
                 problems.append(f"curve[{i}].{path} is {value if value is not _MISSING else 'missing'!r:.60}")

@@ -409,7 +409,7 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     with metrics.torch_threads(recipe.threads), execution.activate():
         top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size, execution=execution)
         val_top1 = metrics.top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size, execution=execution)
-        flops = metrics.count_flops(model, shape)
+        flops = metrics.spent_flops(model, splits, recipe, execution=execution)  # an early-exit net's: a mean
     measured = {"params": metrics.count_params(model), "flops": flops, "macs": flops // 2,
                 "test_examples": len(splits.test)}
     for key, value in measured.items():

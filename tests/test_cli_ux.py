@@ -48,7 +48,7 @@ def one_line_error(out, *needles: str) -> str:
      ["Error: --set prune.ratio=0.5: method 'prune' is not in this grid (its methods: full)", "--method prune"]),
     # an unknown owner: says it came from --set and that recipe.* is also allowed
     (["-m", "full", "--set", "nosuch.x=1"],
-     ["Error: --set nosuch.x=1: unknown method 'nosuch'", "Available: autogrow, blockdrop, ", "oracle, prune, scratch, slim, truncate",
+     ["Error: --set nosuch.x=1: unknown method 'nosuch'", "Available: autogrow, blockdrop, early-exit, ", "oracle, prune, scratch, slim, truncate",
       "--set also takes recipe.FIELD=VALUE"]),
     # a recipe field that none of the chosen methods uses: ODN's epochs are its own parameters
     (["-m", "odn", "--set", "recipe.epochs=5"],

@@ -455,7 +455,7 @@ def _(w):
     assert w.stored("ownlayer")["error"] == (
         "UnstorableModelError: cannot store the model: 1 is a odnbench_testplugin_hostile.Marker, which is not "
         "allowed in a stored model (allowed: torch.nn layers, timm's layers and model blocks, and "
-        "odnbench.DepthNet); export the model built from those, so that it reloads without your plugin's code")
+        "odnbench's DepthNet and EarlyExitNet); export the model built from those, so that it reloads without your plugin's code")
     assert not list(w.results.glob("ownlayer-*/*.safetensors"))
 
 
@@ -835,14 +835,14 @@ def _(w):
     assert helped.exit_code == 0 and "Usage: odnbench" in helped.stdout and says(helped.one_error(), *facts)
     listed = main_subprocess(w, "list", "methods", site=site)
     assert listed.exit_code == 0 and says(listed.one_error(), *facts)
-    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["autogrow", "blockdrop", "full", "kd", "odn", "oracle",
-                                                                       "prune", "scratch", "slim", "truncate"]
+    assert [row.split()[0] for row in listed.stdout.splitlines()] == ["autogrow", "blockdrop", "early-exit", "full", "kd",
+                                                                       "odn", "oracle", "prune", "scratch", "slim", "truncate"]
 
 
 # --- representative cases that were already handled well ------------------------------------------
 
 for _args, _facts in [
-    (["--method", "odm"], ("unknown method 'odm'", "Did you mean: odn?", "blockdrop, full, kd, odn, oracle, prune")),
+    (["--method", "odm"], ("unknown method 'odm'", "Did you mean: odn?", "blockdrop, early-exit, full, kd, odn, oracle")),
     (["--method", "full", "--dataset", "mnist6k"], ("unknown dataset 'mnist6k'", "mnist5k", "cifar10, emnist")),
     (["--method", "full", "--set", "odn.target"], ("'odn.target'", "METHOD.PARAM=VALUE", "recipe.PARAM=VALUE")),
     (["--method", "full", "--set", "recipe.epochs=abc"], ("recipe.epochs='abc'", "int")),
@@ -873,8 +873,8 @@ def _(w):
     assert out.exit_code == 0
     assert out.stderr.strip() == ("odnbench: warning: plugin 'broken' (?) failed to load: ImportError: no module named "
                                   "torch_magic (skipped; ODNBENCH_STRICT_PLUGINS=1 makes this fatal)")
-    assert [row.split()[0] for row in out.stdout.splitlines()] == ["autogrow", "blockdrop", "full", "kd", "odn", "oracle", "prune", "scratch",
-                                                                    "slim", "truncate"]
+    assert [row.split()[0] for row in out.stdout.splitlines()] == ["autogrow", "blockdrop", "early-exit", "full", "kd", "odn",
+                                                                    "oracle", "prune", "scratch", "slim", "truncate"]
 
 
 @case("already handled: verify, leaderboard and publish of a missing folder are one line, exit 2",

@@ -459,16 +459,19 @@ def test_smoke_run_end_to_end_fixed_target(reg, tmp_path):
     assert [n for n, _ in model.named_parameters()] == [n for n, _ in fresh.named_parameters()]
     # every stored file has its checksum in result.json; verify reloads each (never unpickled) and re-measures
     assert set(result["files"]) == {"model.safetensors", "depth-1.safetensors", "depth-2.safetensors",
-                                    "depth-3.safetensors"}
+                                    "depth-3.safetensors", "warmup-exits.safetensors"}
     # ... each depth model an artifact of the record (ctx.save_model), with what was measured of it
+    # (and the warmed-up network with all its heads, which early-exit reads)
     assert {name: a["file"] for name, a in result["artifacts"].items()} == {
-        f"depth-{k}": f"depth-{k}.safetensors" for k in (1, 2, 3)}
+        **{f"depth-{k}": f"depth-{k}.safetensors" for k in (1, 2, 3)}, "warmup-exits": "warmup-exits.safetensors"}
+    warm = load_model(cell_dir / "warmup-exits.safetensors")
+    assert warm.depth == 8 and count_params(warm) == result["artifacts"]["warmup-exits"]["params"]
     assert [result["artifacts"][f"depth-{r['depth']}"]["params"] for r in info["depth_curve"]] == sizes
     from odnbench.verify import verify
 
     [check] = verify(tmp_path / "results", data_dir=tmp_path / "data", download=False).cells
     assert check.ok and check.reevaluated, check.line()
-    assert "3 other model file(s) reloaded and match" in check.notes
+    assert "4 other model file(s) reloaded and match" in check.notes
 
     cli._add_plugin_commands()
     png = tmp_path / "curve.png"

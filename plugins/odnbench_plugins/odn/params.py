@@ -58,6 +58,10 @@ PARAMS = (
           ge=0, le=6),
     Param("save_depth_models", bool, True, "Save every converged depth's cut model as depth-K.safetensors in the cell "
           "folder"),
+    # Added after results were stored: a config without it ran without saving the warm-up network.
+    Param("save_warmup_exits", bool, True, "Save the warmed-up network with all its heads (every exit) as the "
+          "artifact warmup-exits (an early-exit network, read by early-exit with source=odn); not when there is "
+          "no warm-up", omit_default=True),
 )
 
 

@@ -25,7 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from odnbench import DepthNet, Improvement, OdnbenchError, PlateauLR, cosine_lr, set_lr
+from odnbench.depthnet import EarlyExitNet
 from odnbench_plugins.odn.params import resolve_target_mode
+
+#: The artifact holding the warmed-up network with every head (``save_warmup_exits``).
+WARMUP_EXITS = "warmup-exits"
 
 # ---------------------------------------------------------------------------------------------
 # The network with one exit per block
@@ -60,6 +64,12 @@ class MultiExitNet(nn.Module):
         # Everything but the unused full-depth head. Blocks beyond the active depth get no gradient,
         # and SGD skips parameters without one (no momentum, no weight decay): nothing is frozen.
         return [p for name, p in self.named_parameters() if not name.startswith("backbone.head.")]
+
+    def early_exit_net(self) -> EarlyExitNet:
+        """Every block and every head as an anytime classifier (its modules shared, not copied)."""
+        net = EarlyExitNet.from_depthnet(self.backbone, list(self.heads))
+        net.meta["method"] = "odn"
+        return net
 
     def cut(self, depth: int) -> DepthNet:
         """Standalone stem + blocks 1..depth + head ``depth`` (copies; no dead blocks, no other heads)."""
@@ -331,6 +341,8 @@ def run_odn(ctx):
         f"stop rule {p['stop_rule']}, "
         f"deeper depths start from {'the warm-up' if p['start_from'] == 'warmup' else 'the previous depth'}")
     warm = warm_up(net, ctx.trainer, p["warmup_epochs"], p["warmup_lr"])
+    if warm["epochs"] and p["save_warmup_exits"]:  # the multi-exit network early-exit (source=odn) reads
+        ctx.save_model(WARMUP_EXITS, net.early_exit_net())
     warm_state = copy.deepcopy(net.state_dict())  # every depth restarts from these (start_from=previous: in part)
 
     sched = OdnSchedule(
