@@ -9,7 +9,8 @@ inside ``load``/``build``/``run``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -310,7 +311,7 @@ class MethodContext:
 
         return torch.Generator().manual_seed(self.sub_seed(name))
 
-    def seeded(self, name: str):
+    def seeded(self, name: str) -> AbstractContextManager[None]:
         """``with ctx.seeded(name):`` the sub-run ``name`` builds its network (``ctx.build_backbone``
         draws its initial weights from torch's global generator) and trains (``ctx.trainer`` shuffles
         with its generator) from :meth:`sub_seed` (``name``), and both generators are restored after
@@ -321,7 +322,7 @@ class MethodContext:
         import torch
 
         @contextlib.contextmanager
-        def scope():
+        def scope() -> Iterator[None]:
             devices = [self.device] if getattr(self.device, "type", "cpu") == "cuda" else []
             trainer_generator = getattr(self.trainer, "generator", None)
             with torch.random.fork_rng(devices=devices):
