@@ -72,7 +72,8 @@ def cli():
 
     \b
     Typical use:
-      odnbench compare --method odn --method full            # offline default dataset, CPU preset
+      odnbench compare --method odn --method prune --set prune.match=odn:size  # offline data, CPU
+      odnbench compare --dry-run --grid leaderboards/grids/mnist5k-quick.toml  # plan, stored cells
       odnbench compare --method odn --method prune --dataset mnist --data-dir DIR --preset paper
       odnbench leaderboard --results odnbench-results
     """
