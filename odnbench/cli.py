@@ -354,9 +354,10 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
         click.echo(f"note: not counted: {folder.name}: {why}", err=True)
     click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), {len(done.failed)} failed")
     cells = grid.by_key()
-    for r in done.failed:
-        what = cells[r.key].label() if r.key in cells else f"{r.config['method']} {r.config['dataset']} seed {r.config['seed']}"
-        click.echo(f"  FAILED {what}: {r.error}", err=True)
+    for r in done.failed:  # the swept values too: "prune (ratio=0.3) mnist5k seed 0"
+        varied = cells[r.key].varied() if r.key in cells else {}
+        method = r.config["method"] + (f" ({', '.join(f'{k}={v}' for k, v in varied.items())})" if varied else "")
+        click.echo(f"  FAILED {method} {r.config['dataset']} seed {r.config['seed']}: {r.error}", err=True)
     if done.failed:
         sys.exit(1)
 
