@@ -70,6 +70,7 @@ class Eta:
     clock: Callable[[], float] = time.perf_counter
     durations: list[float] = field(default_factory=list)
     running: dict[str, _Running] = field(default_factory=dict)
+    capped: bool = False  # the last estimate counted a running cell to its epoch cap (an upper bound)
 
     def start(self, key: str, expected: float | None = None) -> None:
         self.running[key] = _Running(self.clock(), expected=expected)
@@ -91,6 +92,7 @@ class Eta:
         elapsed = now - run.started
         per_epoch = run.epoch_seconds / run.epochs_done if run.epochs_done else None
         if per_epoch is not None and run.fit_cap > run.fit_done:
+            self.capped = True
             return (run.fit_cap - run.fit_done) * per_epoch  # its budget at its own pace
         guess = run.expected if run.expected is not None else mean
         if guess is None and per_epoch is None:
@@ -102,6 +104,7 @@ class Eta:
         """Seconds until the grid is done (None when nothing was measured yet). ``pending``: the
         cells still to start, as a count or as each one's expected seconds (None: unknown)."""
         now = self.clock()
+        self.capped = False
         mean = sum(self.durations) / len(self.durations) if self.durations else None
         expected = [None] * pending if isinstance(pending, int) else list(pending)
         left, known = 0.0, mean is not None
@@ -126,7 +129,8 @@ class Eta:
         seconds = self.seconds_left(pending, slots) if waiting or self.running else None
         if seconds is None:
             return f"{finished}/{total} finished"
-        return f"{finished}/{total} finished, ETA {seconds / 60:.1f} min"
+        bound = ", running cells to their epoch caps" if self.capped else ""
+        return f"{finished}/{total} finished, ETA {seconds / 60:.1f} min{bound}"
 
 
 class Scheduler:

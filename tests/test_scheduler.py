@@ -222,7 +222,7 @@ def test_the_scheduler_reports_a_running_cells_epochs_in_its_eta(reg, tmp_path):
     schedule(reg, grid, tmp_path, EpochsExecutor(clock=clock, seconds=0.0), lines=lines, clock=clock)
     eta_lines = [line for line in lines if line.startswith("grid: ")]
     # 60 s after the first cell started: 7 epochs x 20 s left, and the other cell guessed as long (200 s).
-    assert eta_lines[0] == f"grid: 0/2 finished, ETA {(7 * 20 + 200) / 60:.1f} min"
+    assert eta_lines[0] == f"grid: 0/2 finished, ETA {(7 * 20 + 200) / 60:.1f} min, running cells to their epoch caps"
     assert ETA_LINE_SECONDS == 60.0
 
 
@@ -286,4 +286,4 @@ def test_the_serial_executor_passes_a_cells_epochs_to_the_eta(reg, tmp_path):
     lines = [line for line in stream.getvalue().splitlines() if line.startswith("grid: ")]
     # The first line a minute in (epoch 2): 8 epochs x 30 s left, the other cell guessed as long (300 s);
     # one cell at a time.
-    assert lines[0] == f"grid: 0/2 finished, ETA {(8 * 30 + 300) / 60:.1f} min"
+    assert lines[0] == f"grid: 0/2 finished, ETA {(8 * 30 + 300) / 60:.1f} min, running cells to their epoch caps"

@@ -63,6 +63,7 @@ def test_a_methods_remaining_budget_times_its_measured_epochs():
     eta.epoch("odn", 3, 3 + 25, 10.0)
     eta.epoch("odn", 4, 4 + 24, 20.0)  # mean 15 s an epoch, 24 epochs of budget left
     assert eta.seconds_left(pending=0) == pytest.approx(24 * 15.0)
+    assert eta.text(0, 1, 0) == "0/1 finished, ETA 6.0 min, running cells to their epoch caps"  # said as a bound
 
 
 def test_odn_reports_its_remaining_search_and_fine_tune_budget():
