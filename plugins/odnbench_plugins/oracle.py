@@ -123,7 +123,8 @@ class Oracle(Method):
         info = {"optimal_depth": chosen, "min_depth": p["min_depth"], "max_depth": last, "blocks": blocks, **target,
                 "reached_target": reached, "train_all": p["train_all"], "depths": depths,
                 "total": _rounded({n: sum(d["cost"][n] for d in depths) for n in depths[0]["cost"]})}
-        return MethodOutput(models[chosen], info, depth=chosen, reached_target=reached, threshold=target["threshold"], tolerance=target["tolerance"],
+        return MethodOutput(models[chosen], info, depth=chosen, reached_target=reached, threshold=target["threshold"],
+                            tolerance=target["tolerance"],
                             depth_curve=[{"depth": d["depth"], "val": round(d["val"], p["search_digits"])}
                                          for d in depths], curve=curve)
 

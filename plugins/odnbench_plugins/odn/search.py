@@ -446,7 +446,8 @@ def run_odn(ctx):
     }
     say(f"ODN: optimal depth {k} of {net.depth} ({'reached' if sched.reached_target else 'did not reach'} "
         f"threshold {target['threshold']:.2f}), {ctx.cost.epochs} epochs in all")
-    return MethodOutput(model, info, depth=k, reached_target=sched.reached_target, threshold=target["threshold"], tolerance=target["tolerance"],
+    return MethodOutput(model, info, depth=k, reached_target=sched.reached_target, threshold=target["threshold"],
+                        tolerance=target["tolerance"],
                         converged=cut_short is None, cut_short=cut_short,
                         depth_curve=[{"depth": r["depth"], "val": r["best_val"]} for r in curve],
                         curve=depth_points(searched, curve, k))
