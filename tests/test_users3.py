@@ -23,10 +23,21 @@ from odnbench.progress import Progress
 from odnbench.result import Result
 from odnbench.scheduler import Eta, Scheduler, stored_times
 from odnbench.store import ResultStore
-from odnbench.testing import registry_with, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
-pytest_plugins = ["odnbench.testing"]
+pytest_plugins = ["odnbench.testing"]  # check_method (imported here by pytest, so imported lazily below)
+
+
+def run_cli(args):
+    from odnbench.testing import run_cli
+
+    return run_cli(args)
+
+
+def registry_with(*plugins):
+    from odnbench.testing import registry_with
+
+    return registry_with(*plugins)
 
 
 class Clock:
