@@ -21,7 +21,10 @@ PROTOCOL_VERSION = 2
 hookimpl = pluggy.HookimplMarker("odnbench")
 
 from odnbench.contract import (  # noqa: E402  (re-exported for plugin authors)
+    DEFAULT_TOLERANCE,
+    TARGET_TOLERANCES,
     Backbone,
+    BackboneShape,
     CurvePoint,
     Dataset,
     Dependency,
@@ -30,6 +33,7 @@ from odnbench.contract import (  # noqa: E402  (re-exported for plugin authors)
     MethodOutput,
     Param,
     Requirement,
+    target_tolerance,
 )
 from odnbench.errors import OdnbenchDeprecationWarning, OdnbenchError  # noqa: E402
 
@@ -68,9 +72,12 @@ def __getattr__(name):
 
 
 __all__ = [
+    "DEFAULT_TOLERANCE",
     "PROTOCOL_VERSION",
+    "TARGET_TOLERANCES",
     "RESULT_SCHEMA_VERSION",
     "Backbone",
+    "BackboneShape",
     "CurvePoint",
     "Dataset",
     "Dependency",
@@ -85,5 +92,6 @@ __all__ = [
     "Result",
     "__version__",
     "hookimpl",
+    "target_tolerance",
     *_LAZY,
 ]

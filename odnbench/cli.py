@@ -88,7 +88,8 @@ def cli():
 
     \b
     Typical use:
-      odnbench compare --method odn --method full            # offline default dataset, CPU preset
+      odnbench compare --method odn --method prune --set prune.match=odn:size  # offline data, CPU
+      odnbench compare --dry-run --grid leaderboards/grids/mnist5k-quick.toml  # plan, stored cells
       odnbench compare --method odn --method prune --dataset mnist --data-dir DIR --preset paper
       odnbench leaderboard --results odnbench-results
     """
@@ -301,6 +302,9 @@ def _grid_options(f):
               help="Ray cluster to use [default: $RAY_ADDRESS, else a local Ray instance on this machine].")
 @click.option("--ray-gpus", type=float, default=None, help="GPUs per cell on Ray (fractions share one, e.g. 0.25).")
 @click.option("--ray-cpus", type=float, default=None, help="CPUs per cell on Ray [default: 1].")
+@click.option("--dry-run", is_flag=True,
+              help="Train nothing: list the grid's cells in run order, which are stored already in --results, what "
+                   "each needs, and the time the rest should take, from stored cells of the same configuration.")
 @click.option("--grid", "grid_file", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="A grid file (TOML, docs/grids.md) declaring methods with their parameters and sweeps, datasets, "
                    "backbones, seeds, preset, recipe. Options given here win: --dataset/--backbone/--seed replace "
@@ -309,7 +313,7 @@ def _grid_options(f):
               help="The most cells the grid may ask for (a guard against sweeps that multiply out of hand) "
                    "[default: 1000].")
 def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir, download, device, quiet,
-            resume, fail_fast, jobs, executor, worker_threads, ray_address, ray_gpus, ray_cpus, grid_file,
+            resume, fail_fast, jobs, executor, worker_threads, ray_address, ray_gpus, ray_cpus, dry_run, grid_file,
             max_cells):
     """Run the grid method x dataset x backbone x seed, write the leaderboard to
     RESULTS/leaderboard.md and print a summary of it that fits 100 columns.
@@ -348,6 +352,9 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     grid = plan.plan_grid(reg, list(methods), list(datasets) or [plan.DEFAULT_DATASET],
                           list(backbones) or [plan.DEFAULT_BACKBONE], list(seeds) or [0], preset, list(sets),
                           entries=entries, provenance=provenance, max_cells=max_cells or plan.MAX_CELLS)
+    if dry_run:
+        _dry_run(grid, results, resume, jobs)
+        return
     runner = make_executor(executor, jobs, worker_threads, ray_address, ray_gpus, ray_cpus)
     check_results_root(results, [c.dirname for c in grid.cells])  # before any training: one line, exit 2
     device = pick_device(device)
@@ -367,11 +374,63 @@ def compare(methods, datasets, backbones, seeds, preset, sets, results, data_dir
     for folder, why in skipped_results(results):  # copies, planted folders, unreadable records
         click.echo(f"note: not counted: {folder.name}: {why}", err=True)
     click.echo(f"{len(done.results) - len(done.failed)} ok ({done.skipped} resumed), {len(done.failed)} failed")
-    for r in done.failed:
-        click.echo(f"  FAILED {r.config['method']} {r.config['dataset']} seed {r.config['seed']}: {r.error}",
-                   err=True)
+    cells = grid.by_key()
+    for r in done.failed:  # the swept values too: "prune (ratio=0.3) mnist5k seed 0"
+        varied = cells[r.key].varied() if r.key in cells else {}
+        method = r.config["method"] + (f" ({', '.join(f'{k}={v}' for k, v in varied.items())})" if varied else "")
+        click.echo(f"  FAILED {method} {r.config['dataset']} seed {r.config['seed']}: {r.error}", err=True)
     if done.failed:
         sys.exit(1)
+
+
+def _dry_run(grid, results: Path, resume: bool, jobs: int) -> None:
+    """``compare --dry-run``: the plan, what is stored and an estimate of the rest; nothing trains,
+    nothing is written."""
+    from odnbench.scheduler import expected_seconds, readable, stored_times
+    from odnbench.store import ResultStore
+
+    store = ResultStore(results)
+    times = stored_times(store)
+    index = {c.key: i for i, c in enumerate(grid.cells, 1)}
+    stored = to_run = 0
+    estimate, unknown = 0.0, 0
+    click.echo(f"odnbench compare --dry-run: {len(grid.cells)} cells in run order, results in {results}; "
+               "nothing is trained")
+    for i, cell in enumerate(grid.cells, 1):
+        prior = readable(store.stored, cell.config)
+        needs = ", ".join(f"[{index[k]}]" for k in cell.requires.values() if k in index)
+        note = (" (needed by another cell)" if cell.added_as_dependency else "") + (f"; needs {needs}" if needs else "")
+        if cell.error:
+            state = f"fails at once: {cell.error}"
+        elif prior is not None and prior.ok and resume:
+            stored += 1
+            state = f"stored ({prior.finished_at or 'time unknown'}), used as it is"
+        else:
+            to_run += 1
+            seconds = expected_seconds(cell, times)
+            again = "stored as failed, runs again" if prior is not None and resume else (
+                "stored, runs again (--no-resume)" if prior is not None else "to run")
+            if seconds is None:
+                unknown += 1
+                state = f"{again}; no stored cell of this configuration to estimate its time from"
+            else:
+                estimate += seconds
+                same = len(times.get(_config_without_seed(cell), []))
+                state = f"{again}; ~{seconds / 60:.1f} min (mean of {same} stored cell{'s' * (same != 1)} of this " \
+                        "configuration)"
+        click.echo(f"[{i}/{len(grid.cells)}] {cell.label()}{note}: {state}")
+    line = f"{stored} stored, {to_run} to run"
+    if to_run:
+        line += (f"; ~{estimate / 60:.1f} min of cells from stored cells of the same configuration"
+                 + (f" (with --jobs {jobs}: about {estimate / 60 / max(1, jobs):.1f} min of wall time)" if jobs > 1 else "")
+                 + (f", {unknown} cell{'s' * (unknown != 1)} without an estimate" if unknown else ""))
+    click.echo(line)
+
+
+def _config_without_seed(cell) -> str:
+    from odnbench.scheduler import config_without_seed
+
+    return config_without_seed(cell.config)
 
 
 @cli.command()
@@ -567,6 +626,12 @@ def _add_plugin_commands() -> None:
         sys.exit(2)
 
 
-def main(argv=None):
+def command() -> click.Group:
+    """The ``odnbench`` command with every plugin's commands added: what :func:`main` runs, and what
+    click's ``CliRunner().invoke`` takes (``odnbench.testing.run_cli`` does that)."""
     _add_plugin_commands()
-    return cli.main(args=argv, prog_name="odnbench")
+    return cli
+
+
+def main(argv=None):
+    return command().main(args=argv, prog_name="odnbench")

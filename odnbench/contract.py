@@ -9,7 +9,8 @@ inside ``load``/``build``/``run``.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from odnbench.trainer import CostMeter, Trainer
 
 _PARAM_TYPES = (int, float, str, bool)
+
+#: The board's tolerance: a row "meets target" when its test top-1 is within this many points of full
+#: depth's (Δ vs full >= -tolerance), in every preset (``leaderboard publish --tolerance`` may say otherwise).
+DEFAULT_TOLERANCE = 1.75
+#: How far below full depth's *validation* top-1 a method that stops at a target sets its threshold,
+#: per preset, so that its *test* top-1 lands within DEFAULT_TOLERANCE: a depth's best validation
+#: reading is the maximum of several readings of a small split, which overstates it (quick: 500
+#: images, about a point; tiny: 256 images, about two). Other presets: DEFAULT_TOLERANCE.
+TARGET_TOLERANCES: Mapping[str, float] = {"quick": 0.75, "tiny": 3.0}
+
+
+def target_tolerance(preset: str) -> float:
+    """The tolerance below full depth's validation top-1 that follows the board's in ``preset``
+    (:data:`TARGET_TOLERANCES`, else :data:`DEFAULT_TOLERANCE`): what a method declaring
+    ``Method.follows_board_tolerance`` gets as that parameter's default."""
+    return float(TARGET_TOLERANCES.get(preset, DEFAULT_TOLERANCE))
 
 
 @dataclass(frozen=True)
@@ -216,6 +233,18 @@ class Backbone:
         raise NotImplementedError
 
 
+@dataclass(frozen=True)
+class BackboneShape:
+    """What :meth:`Method.check_backbone` sees of a cell's backbone at plan time, built (untrained)
+    at the cell's stem and widths: ``depth`` residual blocks grouped into ``stages`` (blocks per
+    stage, e.g. ResNet-18: (2, 2, 2, 2)), and each stage's output width."""
+
+    name: str
+    depth: int
+    stages: tuple[int, ...]
+    stage_widths: tuple[int, ...]
+
+
 @dataclass
 class MethodContext:
     """Everything a method receives for one cell of the grid.
@@ -266,6 +295,47 @@ class MethodContext:
         self.artifacts[name] = artifact_entry(file, path.read_bytes(), "model", params=count_params(model),
                                               size_mb=round(saved_size_mb(model), 6))
         return path
+
+    def sub_seed(self, name: str) -> int:
+        """A seed of its own for the sub-run ``name`` of this cell (a method that trains several
+        networks: one per depth, a teacher and a student), from the cell's seed, method and ``name``
+        alone: the same on every run and platform, whatever ran before it."""
+        import hashlib
+
+        digest = hashlib.sha256(f"odnbench:{self.method}:{self.seed}:{name}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") & (2**63 - 1)
+
+    def generator(self, name: str) -> torch.Generator:
+        """A ``torch.Generator`` seeded with :meth:`sub_seed` (``name``), for the sub-run's own random draws."""
+        import torch
+
+        return torch.Generator().manual_seed(self.sub_seed(name))
+
+    def seeded(self, name: str) -> AbstractContextManager[None]:
+        """``with ctx.seeded(name):`` the sub-run ``name`` builds its network (``ctx.build_backbone``
+        draws its initial weights from torch's global generator) and trains (``ctx.trainer`` shuffles
+        with its generator) from :meth:`sub_seed` (``name``), and both generators are restored after
+        it. So each sub-run's weights depend on its name and the cell's seed, not on how many random
+        numbers the sub-runs before it drew (nor on their order)."""
+        import contextlib
+
+        import torch
+
+        @contextlib.contextmanager
+        def scope() -> Iterator[None]:
+            devices = [self.device] if getattr(self.device, "type", "cpu") == "cuda" else []
+            trainer_generator = getattr(self.trainer, "generator", None)
+            with torch.random.fork_rng(devices=devices):
+                torch.manual_seed(self.sub_seed(name))
+                if trainer_generator is not None:
+                    self.trainer.generator = self.generator(f"{name}/batches")
+                try:
+                    yield
+                finally:
+                    if trainer_generator is not None:
+                        self.trainer.generator = trainer_generator
+
+        return scope()
 
     @property
     def input_shape(self) -> tuple[int, int, int]:
@@ -435,6 +505,11 @@ class Method:
     #: default, empty, means "uses every field"). ``--set recipe.FIELD`` is refused when no method
     #: in the grid uses FIELD, since it would only make separate cells that train the same way.
     unused_recipe_fields: Mapping[str, str] = {}
+    #: The name of a float parameter that follows the board's tolerance per preset: its default in each
+    #: preset is :func:`target_tolerance` (0.75 in quick, 3 in tiny, DEFAULT_TOLERANCE = 1.75 otherwise),
+    #: below the values of :meth:`preset_defaults` and ``--set`` (ODN and the oracle: ``relative_tolerance``).
+    #: None: the method's parameters declare their own defaults.
+    follows_board_tolerance: str | None = None
 
     def preset_defaults(self, preset: str, dataset: str) -> dict[str, Any]:
         """Parameter defaults that depend on the preset or dataset (e.g. the paper's targets)."""
@@ -443,6 +518,12 @@ class Method:
     def requires(self, params: Mapping[str, Any]) -> list[Requirement]:
         """Other methods' results this cell needs, given its resolved parameters."""
         return []
+
+    def check_backbone(self, params: Mapping[str, Any], backbone: BackboneShape) -> None:
+        """Raise :class:`odnbench.errors.OdnbenchError` (one line: the value, and what this backbone
+        allows) when this cell cannot run on ``backbone``, e.g. a depth bound beyond its blocks. Called
+        when the grid is planned, before anything trains (only for methods that override it); the
+        default accepts every backbone."""
 
     def reference_results(self, dataset: str, backbone: str) -> dict[str, Any] | None:
         """Numbers a paper published for this method on (dataset, backbone), shown as "reported"

@@ -48,6 +48,19 @@ class DepthNet(nn.Module):
         self.meta = dict(meta or {})
 
     @property
+    def meta(self) -> dict:
+        """The input policy and whatever the backbone and methods record (saved with the model)."""
+        found = self.__dict__.get("meta")
+        if not isinstance(found, _Meta):  # a plain dict, e.g. from a stored model: wrap it in place
+            found = self.__dict__["meta"] = _Meta(found or {})
+        found.stages = self.stages
+        return found
+
+    @meta.setter
+    def meta(self, value: dict) -> None:
+        self.__dict__["meta"] = _Meta(value)
+
+    @property
     def depth(self) -> int:
         return len(self.blocks)
 
@@ -112,6 +125,37 @@ def _equal_width_runs(widths: Sequence[int]) -> list[int]:
         else:
             runs.append(1)
     return runs
+
+
+class _Meta(dict):
+    """A DepthNet's ``meta``: a plain dict, except that odnbench 0.1's ``meta["stage_blocks"]`` (blocks
+    per stage, which 0.1's backbones stored there) still reads the network's ``stages``, with an
+    OdnbenchDeprecationWarning, until odnbench 0.3.0."""
+
+    stages: list[int] | None = None
+
+    def _stage_blocks(self) -> list[int]:
+        import warnings
+
+        from odnbench.errors import OdnbenchDeprecationWarning
+
+        warnings.warn('net.meta["stage_blocks"]: odnbench 0.2 keeps the blocks per stage in net.stages; use '
+                      'net.stages instead (meta["stage_blocks"] is removed in odnbench 0.3.0).',
+                      OdnbenchDeprecationWarning, stacklevel=3)
+        return list(self.stages or [])
+
+    def __missing__(self, key):
+        if key == "stage_blocks" and self.stages is not None:
+            return self._stage_blocks()
+        raise KeyError(key)
+
+    def get(self, key, default=None):
+        if key == "stage_blocks" and key not in self.keys() and self.stages is not None:
+            return self._stage_blocks()
+        return super().get(key, default)
+
+    def __contains__(self, key) -> bool:
+        return super().__contains__(key) or (key == "stage_blocks" and self.stages is not None)
 
 
 class EarlyExitNet(nn.Module):

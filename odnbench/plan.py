@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odnbench import PROTOCOL_VERSION
-from odnbench.contract import Param, Requirement
+from odnbench.contract import BackboneShape, Method, Param, Requirement, target_tolerance
 from odnbench.errors import OdnbenchError, PluginError, UnknownNameError
-from odnbench.recipes import Recipe, make_recipe, recipe_params
+from odnbench.recipes import PRESETS, Recipe, make_recipe, recipe_params
 from odnbench.registry import Registry
 from odnbench.store import cell_dirname, cell_key
 
@@ -103,6 +103,12 @@ def resolve_params(registry: Registry, method_name: str, preset: str, dataset: s
             raise PluginError(f"plugin {plugin!r}: method {method_name!r} declares parameter {p.name!r} twice")
         declared[p.name] = p
     params = {name: p.default for name, p in declared.items()}
+    follows = getattr(method, "follows_board_tolerance", None)
+    if follows is not None:  # the board's tolerance for this preset, below the method's own preset values
+        if follows not in declared or declared[follows].type is not float:
+            raise PluginError(f"plugin {plugin!r}: method {method_name!r}: follows_board_tolerance={follows!r} must "
+                              "name one of its float parameters")
+        params[follows] = declared[follows].check(target_tolerance(preset), method_name)
     try:  # the plugin's values, not the user's: a bad one names the plugin and fails its cells only
         preset_values = method.preset_defaults(preset, dataset) or {}
         if not isinstance(preset_values, dict):
@@ -210,6 +216,35 @@ def make_config(method: str, params: dict, dataset: str, backbone: str, seed: in
     }
 
 
+_SHAPES: dict[tuple, BackboneShape] = {}  # (registry, backbone, stem, widths) -> its shape, built once
+
+
+def backbone_shape(registry: Registry, backbone: str, recipe: Recipe) -> BackboneShape:
+    """The depth and stages of ``backbone`` at the recipe's stem and widths, from one untrained build."""
+    key = (id(registry), backbone, recipe.stem, recipe.widths)
+    if key not in _SHAPES:
+        net = registry.backbone(backbone).build(in_chans=3, num_classes=10, stem=recipe.stem, width=recipe.widths)
+        _SHAPES[key] = BackboneShape(backbone, net.depth, tuple(net.stages), tuple(net.stage_widths))
+    return _SHAPES[key]
+
+
+def _check_backbone(registry: Registry, method: str, params: dict[str, Any], backbone: str,
+                    recipe: Recipe) -> str | None:
+    """``Method.check_backbone`` at plan time, for a method that overrides it: its OdnbenchError (the
+    user's value does not fit the backbone) stops the plan with one line; anything else it raises is a
+    plugin bug, returned to fail this cell only."""
+    found = registry.method(method)
+    if getattr(type(found), "check_backbone", Method.check_backbone) is Method.check_backbone:
+        return None  # nothing to check: the backbone is not even built
+    try:
+        found.check_backbone(params, backbone_shape(registry, backbone, recipe))
+    except OdnbenchError as exc:
+        raise OdnbenchError(f"{method} on backbone {backbone!r}: {exc}") from None
+    except Exception as exc:
+        return f"check_backbone() raised {type(exc).__name__}: {exc}"
+    return None
+
+
 @dataclass
 class Cell:
     config: dict
@@ -218,6 +253,7 @@ class Cell:
     error: str | None = None  # a plugin's contract error found while planning: run_cell records it as failed
     defaults: dict = field(default_factory=dict)  # the parameters had nobody set any (stored for board labels)
     provenance: dict = field(default_factory=dict)  # what asked for it (a grid file): stored, not in the key
+    asked: tuple[str, ...] = ()  # the parameters --set or a grid file set for it (shown in its label)
 
     @property
     def key(self) -> str:
@@ -227,9 +263,24 @@ class Cell:
     def dirname(self) -> str:
         return cell_dirname(self.config)
 
-    def label(self) -> str:
+    def varied(self) -> dict[str, Any]:
+        """What makes this cell differ from its method's defaults under its preset: the parameters
+        set away from them (a sweep's value, a match) and the recipe fields set away from the preset's."""
         c = self.config
-        return f"{c['method']} | {c['dataset']} | {c['backbone']} | seed {c['seed']} | {c['preset']}"
+        out = {k: v for k, v in (c.get("params") or {}).items()
+               if k in self.asked or (k in self.defaults and self.defaults[k] != v)}
+        preset = c.get("preset")
+        if preset in PRESETS and isinstance(c.get("recipe"), dict):
+            base = PRESETS[preset].as_dict()
+            out.update({f"recipe.{k}": v for k, v in c["recipe"].items() if k in base and base[k] != v})
+        return out
+
+    def label(self) -> str:
+        """``prune (match=odn:size) | mnist5k | resnet18 | seed 0 | quick``: the swept values shown."""
+        c = self.config
+        varied = self.varied()
+        shown = f"{c['method']} ({', '.join(f'{k}={v}' for k, v in varied.items())})" if varied else c["method"]
+        return f"{shown} | {c['dataset']} | {c['backbone']} | seed {c['seed']} | {c['preset']}"
 
 
 @dataclass
@@ -390,7 +441,7 @@ def _plan_cells(registry: Registry, ordered: dict[str, Cell], involved: set[str]
             return ordered.setdefault(cell.key, cell)
         config = make_config(method, stored_params(registry.method(method), params), dataset, backbone, seed, recipe)
         cell = Cell(config, added_as_dependency=as_dep, defaults=resolve_params(registry, method, preset, dataset, {}),
-                    provenance=dict(provenance or {}))
+                    provenance=dict(provenance or {}), asked=tuple(sets.get(method, {})))
         if cell.key in ordered:
             return ordered[cell.key]
         if method in stack:
@@ -410,6 +461,8 @@ def _plan_cells(registry: Registry, ordered: dict[str, Cell], involved: set[str]
             raise  # requires() rejected the user's parameters (one-line error), not a plugin bug
         except Exception as exc:
             why = f"requires() raised {type(exc).__name__}: {exc}"
+        if why is None:
+            why = _check_backbone(registry, method, params, backbone, recipe)
         if why is not None:
             cell.error = f"plugin {plugin!r}: method {method!r}: {why}"
             reqs = []

@@ -59,6 +59,7 @@ class Facts:
     depth: int | None = None  # residual blocks kept in the exported model
     reached_target: bool | None = None  # the method met its own target (e.g. ODN's stop threshold)
     threshold: float | None = None  # that target, as validation top-1 %
+    tolerance: float | None = None  # how far below its reference (full depth's validation top-1) that threshold sits
     converged: bool | None = None  # training ended by patience, not by an epoch cap
     cut_short: str | None = None  # why not converged, in words
     depth_curve: list[dict[str, Any]] | None = None  # [{"depth", "val"}]: validation top-1 per depth tried
@@ -143,6 +144,8 @@ class Result:
             raise KeyError(key)
         _deprecated_mapping(how, f"result.{key}", stacklevel=4)
         value = getattr(self, key)
+        if key == "method_info":  # 0.1's method_info held the facts 0.2 moved to ``facts`` (ODN's depth)
+            return {**{k: v for k, v in asdict(self.facts).items() if v is not None}, **value}
         return asdict(value) if isinstance(value, Facts) else value
 
     @classmethod

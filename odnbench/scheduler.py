@@ -26,7 +26,7 @@ from odnbench.executors import RunSpec
 from odnbench.plan import Cell, Grid
 from odnbench.progress import Progress
 from odnbench.result import Result
-from odnbench.store import RESULT_FILE, CellLock, ResultStore
+from odnbench.store import RESULT_FILE, CellLock, ResultStore, canonical_json
 
 #: How often a run waiting for a cell that another run holds looks again.
 LOCK_POLL_SECONDS = 0.5
@@ -46,29 +46,34 @@ class _Running:
     started: float
     epochs_done: int = 0  # over all its fits so far
     epoch_seconds: float = 0.0  # measured, summed over those epochs
-    fit_done: int = 0  # epochs done in the fit it is in now ...
-    fit_cap: int = 0  # ... of at most this many (an upper bound: patience may end it sooner)
+    fit_done: int = 0  # epochs done in the loop it is in now ...
+    fit_cap: int = 0  # ... of at most this many (its budget: patience or a target may end it sooner)
+    expected: float | None = None  # seconds a stored record of the same configuration took, when there is one
 
 
 @dataclass
 class Eta:
     """The grid's remaining time, from what was measured.
 
-    Each finished cell's wall time counts towards the mean cell time. A running cell that has
-    reported epochs (:meth:`epoch`) is estimated from its own measured epoch time: the epochs its
-    current fit has left (up to its cap) at that pace, and at least the mean cell time once a cell
-    has finished; until one has, a pending cell is guessed to take as long as the running ones.
-    A running cell without epochs yet counts as the mean cell time. The work left is divided over
-    the cells that run at once. (It was "cells left x mean cell time" alone, which says nothing
-    while the first cell runs and under-estimates a long cell that follows short ones.)
+    A running cell that has reported epochs (:meth:`epoch`) is estimated from its own measured
+    epoch time and its method's remaining budget: the epochs its current loop has left (up to its
+    cap: ``fit`` passes its epochs; a method with its own loop passes its whole remaining budget,
+    ODN its remaining search depths x ``max_epochs_per_depth`` plus its fine-tune cap) at that pace,
+    an upper bound where patience or a target may end the loop sooner. Without a known budget it
+    counts as the mean cell time, and while work remains never less than one more epoch. A pending
+    cell counts as long as a stored record of the same configuration took (``expected``), else the
+    mean finished cell, else the running ones. The work left is divided over the cells that run at
+    once. (Earlier versions said 0.0 min while an ODN search still had minutes to go: a cell past the
+    mean cell time counted as done.)
     """
 
     clock: Callable[[], float] = time.perf_counter
     durations: list[float] = field(default_factory=list)
     running: dict[str, _Running] = field(default_factory=dict)
+    capped: bool = False  # the last estimate counted a running cell to its epoch cap (an upper bound)
 
-    def start(self, key: str) -> None:
-        self.running[key] = _Running(self.clock())
+    def start(self, key: str, expected: float | None = None) -> None:
+        self.running[key] = _Running(self.clock(), expected=expected)
 
     def epoch(self, key: str, done: int, cap: int, seconds: float) -> None:
         run = self.running.get(key)
@@ -82,36 +87,50 @@ class Eta:
         if run is not None and timed:
             self.durations.append(self.clock() - run.started)
 
-    def seconds_left(self, pending: int, slots: int = 1) -> float | None:
-        """Seconds until the grid is done (None when nothing was measured yet)."""
+    def _running_left(self, run: _Running, now: float, mean: float | None) -> float | None:
+        """Seconds the running cell still needs (None: nothing known about it yet)."""
+        elapsed = now - run.started
+        per_epoch = run.epoch_seconds / run.epochs_done if run.epochs_done else None
+        if per_epoch is not None and run.fit_cap > run.fit_done:
+            self.capped = True
+            return (run.fit_cap - run.fit_done) * per_epoch  # its budget at its own pace
+        guess = run.expected if run.expected is not None else mean
+        if guess is None and per_epoch is None:
+            return None
+        # Past its guess (or with no guess), a cell that is still running needs at least one more epoch.
+        return max((guess or 0.0) - elapsed, per_epoch or 0.0, 1.0)
+
+    def seconds_left(self, pending: int | list[float | None], slots: int = 1) -> float | None:
+        """Seconds until the grid is done (None when nothing was measured yet). ``pending``: the
+        cells still to start, as a count or as each one's expected seconds (None: unknown)."""
         now = self.clock()
+        self.capped = False
         mean = sum(self.durations) / len(self.durations) if self.durations else None
-        left, measured = 0.0, mean is not None
+        expected = [None] * pending if isinstance(pending, int) else list(pending)
+        left, known = 0.0, mean is not None
         running_guess = []
         for run in self.running.values():
-            elapsed = now - run.started
-            if run.epochs_done:
-                per_epoch = run.epoch_seconds / run.epochs_done
-                fit_left = (run.fit_cap - run.fit_done) * per_epoch
-                total = elapsed + fit_left
-                if mean is not None:
-                    total = max(total, mean)
-                left += total - elapsed
-                running_guess.append(total)
-                measured = True
-            elif mean is not None:
-                left += max(0.0, mean - elapsed)
-        if not measured:
+            run_left = self._running_left(run, now, mean)
+            if run_left is None:
+                continue
+            left += run_left
+            known = True
+            running_guess.append(now - run.started + run_left)
+        known = known or any(e is not None for e in expected)
+        if not known:
             return None
-        per_pending = mean if mean is not None else sum(running_guess) / len(running_guess)
-        left += pending * per_pending
+        fallback = mean if mean is not None else (sum(running_guess) / len(running_guess) if running_guess else None)
+        for one in expected:
+            left += one if one is not None else (fallback or 0.0)
         return left / max(1, slots)
 
-    def text(self, finished: int, total: int, pending: int, slots: int = 1) -> str:
-        seconds = self.seconds_left(pending, slots) if pending or self.running else None
+    def text(self, finished: int, total: int, pending: int | list[float | None], slots: int = 1) -> str:
+        waiting = pending if isinstance(pending, int) else len(pending)
+        seconds = self.seconds_left(pending, slots) if waiting or self.running else None
         if seconds is None:
             return f"{finished}/{total} finished"
-        return f"{finished}/{total} finished, ETA {seconds / 60:.1f} min"
+        bound = ", running cells to their epoch caps" if self.capped else ""
+        return f"{finished}/{total} finished, ETA {seconds / 60:.1f} min{bound}"
 
 
 class Scheduler:
@@ -130,6 +149,9 @@ class Scheduler:
         self.total = len(grid.cells)
         self.index = {c.key: i for i, c in enumerate(grid.cells, 1)}
         self.stamps = {c.key: stamp(self.store, c) for c in grid.cells}  # each result.json as this run found it
+        # cells a resume will use, not run (the ETA counts no time for them)
+        self.resumable = {c.key for c in grid.cells if resume and self.stamps[c.key] is not None
+                          and (readable(self.store.stored, c.config) or Result("failed", "", {})).ok}
         self.done: dict[str, Result] = {}
         self.pending: list[Cell] = list(grid.cells)
         self.running: dict[str, CellLock] = {}
@@ -138,6 +160,7 @@ class Scheduler:
         self.executed = 0  # cells that did run (the ETA's rate counts only those)
         self.stop = False
         self.eta = Eta(clock)
+        self.times = stored_times(self.store)  # wall seconds of stored cells, by configuration but seed
         self._clock = clock
         self._last_eta_line = clock()
         run.on_epoch = self.epoch
@@ -212,9 +235,9 @@ class Scheduler:
                                                progress=self.progress.child(f"  [{cell.config['method']}] "),
                                                grid_cells=r.grid_cells, executor=self.executor.info()), timed=False)
                 continue
+            self.eta.start(cell.key, expected_seconds(cell, self.times))  # first, so that the ETA counts it
             self.progress.line(f"{self.tag(cell)} {cell.label()}{note}" + (f"; {self.eta_text()}" if self.executed
                                                                           else ""))
-            self.eta.start(cell.key)
             self.executor.submit(cell)
         return acted
 
@@ -229,9 +252,8 @@ class Scheduler:
         self.eta.finish(cell.key, timed)
         if result.ok:
             m = result.metrics or {}
-            cost = result.cost or {}
             self.progress.line(f"{self.tag(cell)} done {cell.label()}: top-1 {m['top1']:.2f}%, {m['params']:,} params, "
-                               f"{m['size_mb']:.3f} MB, {cost['train_seconds']:.0f}s training; {self.eta_text()}")
+                               f"{m['size_mb']:.3f} MB, {training_time(result.cost or {})}; {self.eta_text()}")
         else:
             self.progress.line(f"{self.tag(cell)} FAILED {cell.label()}: {result.error}; {self.eta_text()}")
             self.stop = self.stop or self.fail_fast
@@ -261,7 +283,8 @@ class Scheduler:
 
     def eta_text(self) -> str:
         slots = max(1, int(self.executor.info().get("cells_at_once") or 1))  # cells that can run at once
-        return self.eta.text(len(self.done), self.total, len(self.pending), slots)
+        pending = [0.0 if c.key in self.resumable else expected_seconds(c, self.times) for c in self.pending]
+        return self.eta.text(len(self.done), self.total, pending, slots)
 
     def dependency_ok(self, key: str) -> bool:
         result = self.done.get(key) or readable(self.store.get, key)
@@ -275,6 +298,37 @@ class Scheduler:
         if stamp(self.store, cell) != self.stamps[cell.key]:
             return prior  # written since this run started, by another run: its outcome stands
         return prior if self.resume and prior.ok else None
+
+
+def training_time(cost: dict) -> str:
+    """``249s own training + 181s of its dependencies = 430s``: a cell's own time and the time with
+    its dependencies, said as such (a cell without dependencies: ``93s own training``)."""
+    own = (cost.get("own") or {}).get("train_seconds", cost.get("train_seconds", 0.0))
+    total = cost.get("train_seconds", own)
+    if not cost.get("dependencies") or total - own < 0.5:
+        return f"{own:.0f}s own training"
+    return f"{own:.0f}s own training, {total:.0f}s with dependencies"
+
+
+def config_without_seed(config: dict) -> str:
+    """What stored cells of the same configuration share: the canonical config less its seed."""
+    return canonical_json({k: v for k, v in config.items() if k != "seed"})
+
+
+def stored_times(store: ResultStore) -> dict[str, list[float]]:
+    """The wall seconds of every stored ``ok`` cell (its own run, not its dependencies'), by
+    :func:`config_without_seed`: what a cell of the same configuration is expected to take."""
+    out: dict[str, list[float]] = {}
+    for _, result in store:
+        if result.ok and isinstance(result.wall_seconds, (int, float)) and result.wall_seconds > 0:
+            out.setdefault(config_without_seed(result.config), []).append(float(result.wall_seconds))
+    return out
+
+
+def expected_seconds(cell: Cell, times: dict[str, list[float]]) -> float | None:
+    """The mean wall time of the stored cells of ``cell``'s configuration (any seed); None when none is stored."""
+    found = times.get(config_without_seed(cell.config))
+    return sum(found) / len(found) if found else None
 
 
 def readable(read, what) -> Result | None:

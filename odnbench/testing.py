@@ -405,3 +405,27 @@ def check_backbone(tmp_path):
 
 
 __all__ += ["ContractError", "check_declaration"]
+
+
+# ----------------------------------------------------------------------------------- the command line
+
+
+def run_cli(args: Iterable[str], *, env: dict[str, str] | None = None, input: str | None = None,
+            catch_exceptions: bool = True):
+    """Run ``odnbench ARGS`` in this process with click's ``CliRunner`` and return its
+    ``click.testing.Result`` (``exit_code``, ``stdout``, ``stderr``, ``output``), the plugins' own
+    commands included, exactly as the installed ``odnbench`` (and ``python -m odnbench``) run them::
+
+        out = run_cli(["compare", "--method", "mymethod", "--preset", "smoke", "--results", str(tmp_path)])
+        assert out.exit_code == 0, out.output
+
+    An error is one line on ``stderr`` and exit code 2, as for a user."""
+    from click.testing import CliRunner
+
+    from odnbench.cli import command
+
+    return CliRunner().invoke(command(), [str(a) for a in args], env=env, input=input, prog_name="odnbench",
+                              catch_exceptions=catch_exceptions)
+
+
+__all__ += ["run_cli"]

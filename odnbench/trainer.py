@@ -194,6 +194,7 @@ class EpochStats:
     loss: float  # mean training loss
     samples: int
     seconds: float
+    train_macs: int = 0  # its training compute, as counted in the CostMeter (see CostMeter)
 
 
 @dataclass
@@ -206,6 +207,9 @@ class FitResult:
     optimizer: torch.optim.Optimizer
     sample_steps: int
     seconds: float
+    #: This fit's training compute (MACs), counted as the CostMeter counts it (``CostMeter.train_macs``):
+    #: what a method reports for one part of its work, e.g. ``info["finetune_macs"] = fit.train_macs``.
+    train_macs: int = 0
 
     @property
     def converged(self) -> bool:
@@ -330,15 +334,15 @@ class Trainer:
                 seen += len(y)
                 advance()
         seconds = time.perf_counter() - started
-        self.cost.add(cost_part or label, epochs=1, sample_steps=seen, train_seconds=seconds,
-                      train_macs=seen * FORWARDS_PER_STEP * self.forward_macs(model))
+        macs = seen * FORWARDS_PER_STEP * self.forward_macs(model)
+        self.cost.add(cost_part or label, epochs=1, sample_steps=seen, train_seconds=seconds, train_macs=macs)
         self.epochs_trained += 1
         self.progress.epoch(*(position or (0, 0)), seconds)
         mean = float(total) / max(1, seen)
         if not math.isfinite(mean):  # one NaN/inf step poisons the sum, so one check per epoch sees it
             raise DivergedError(f"training diverged at epoch {self.epochs_trained} ({label}): the loss is {mean}; "
                                 f"lower the learning rate (recipe.lr={r.lr:g}) or check the data")
-        return EpochStats(mean, seen, seconds)
+        return EpochStats(mean, seen, seconds, macs)
 
     def fit(
         self,
@@ -375,7 +379,7 @@ class Trainer:
                    if schedule == "plateau" else None)
         tracker = Improvement(best, round_digits)
         best_state = None  # set at the first improvement; without one there is nothing to restore
-        best_epoch, history, steps, seconds = 0, [], 0, 0.0
+        best_epoch, history, steps, seconds, macs = 0, [], 0, 0.0, 0
         stopped = "fixed" if patience is None else "max_epochs"
         for epoch in range(1, epochs + 1):
             lr_now = opt.param_groups[0]["lr"]
@@ -383,6 +387,7 @@ class Trainer:
                                      cost_part=cost_part or label, position=(epoch, epochs))
             steps += stats.samples
             seconds += stats.seconds
+            macs += stats.train_macs
             val = eval_fn(model)
             improved = tracker.update(val)
             if improved:
@@ -410,4 +415,4 @@ class Trainer:
             self.unconverged.append(label)
         elif stopped == "patience":
             self.converged.append(label)
-        return FitResult(tracker.best, best_epoch, len(history), stopped, history, opt, steps, seconds)
+        return FitResult(tracker.best, best_epoch, len(history), stopped, history, opt, steps, seconds, macs)

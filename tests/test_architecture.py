@@ -41,7 +41,7 @@ LAYERS: list[tuple[str, set[str]]] = [
                 "odnbench.report.remeasure", "odnbench.report.columns", "odnbench.report.sections"}),
     ("plugins and planning", {"odnbench.registry", "odnbench.plan", "odnbench.runtime", "odnbench.gridfile"}),
     ("running", {"odnbench.harness", "odnbench.executors", "odnbench.scheduler", "odnbench.verify"}),
-    ("entry points", {"odnbench.cli", "odnbench.testing", "odnbench.scaffold"}),
+    ("entry points", {"odnbench.cli", "odnbench.__main__", "odnbench.testing", "odnbench.scaffold"}),
 ]
 REPORT_MAY_NOT_IMPORT = ("odnbench.harness", "odnbench.plan", "odnbench.runtime", "odnbench.registry")
 PLUGINS_MAY_NOT_IMPORT = ("odnbench.harness", "odnbench.scheduler", "odnbench.plan", "odnbench.cli",

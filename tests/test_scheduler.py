@@ -198,10 +198,12 @@ def test_eta_of_a_method_whose_own_loop_has_no_known_length():
     eta.start("odn")
     clock.now += 50
     eta.epoch("odn", 0, 0, 25.0)  # train_epoch outside fit: its time is known, not how many are left
-    # The running cell counts as at least the mean (10 s) and at least what it already took (50 s).
-    assert eta.seconds_left(pending=1) == pytest.approx(0 + 10)
+    # Past the mean (10 s) and with no known budget, the running cell still needs at least one more
+    # epoch (25 s), never 0 while it runs; the pending cell counts as the mean.
+    assert eta.seconds_left(pending=1) == pytest.approx(25 + 10)
     eta.durations.clear()
-    assert eta.seconds_left(pending=1) == pytest.approx(50)  # the pending cell guessed as long as it
+    # Without a finished cell: one more epoch, and the pending cell guessed as long as it (50 + 25 s).
+    assert eta.seconds_left(pending=1) == pytest.approx(25 + 75)
 
 
 def test_the_scheduler_reports_a_running_cells_epochs_in_its_eta(reg, tmp_path):
@@ -220,7 +222,7 @@ def test_the_scheduler_reports_a_running_cells_epochs_in_its_eta(reg, tmp_path):
     schedule(reg, grid, tmp_path, EpochsExecutor(clock=clock, seconds=0.0), lines=lines, clock=clock)
     eta_lines = [line for line in lines if line.startswith("grid: ")]
     # 60 s after the first cell started: 7 epochs x 20 s left, and the other cell guessed as long (200 s).
-    assert eta_lines[0] == f"grid: 0/2 finished, ETA {(7 * 20 + 200) / 60:.1f} min"
+    assert eta_lines[0] == f"grid: 0/2 finished, ETA {(7 * 20 + 200) / 60:.1f} min, running cells to their epoch caps"
     assert ETA_LINE_SECONDS == 60.0
 
 
@@ -284,4 +286,4 @@ def test_the_serial_executor_passes_a_cells_epochs_to_the_eta(reg, tmp_path):
     lines = [line for line in stream.getvalue().splitlines() if line.startswith("grid: ")]
     # The first line a minute in (epoch 2): 8 epochs x 30 s left, the other cell guessed as long (300 s);
     # one cell at a time.
-    assert lines[0] == f"grid: 0/2 finished, ETA {(8 * 30 + 300) / 60:.1f} min"
+    assert lines[0] == f"grid: 0/2 finished, ETA {(8 * 30 + 300) / 60:.1f} min, running cells to their epoch caps"

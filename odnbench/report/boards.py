@@ -48,6 +48,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, cast
 
+from odnbench import contract
 from odnbench.envinfo import FINGERPRINT_KEYS
 from odnbench.errors import OdnbenchDeprecationWarning
 from odnbench.report import stats
@@ -57,7 +58,7 @@ from odnbench.store import ResultStore, board_results, canonical_json
 
 #: The role (Method.role, stored in each result) of the row Δ top-1 and size reductions compare with.
 BASELINE_ROLE = "baseline"
-DEFAULT_TOLERANCE = 1.75
+DEFAULT_TOLERANCE = contract.DEFAULT_TOLERANCE  # public as odnbench.DEFAULT_TOLERANCE; kept importable here
 #: A latency whose slowest timed window took more than this many times its fastest was measured
 #: while something else ran: the measured speed-up is not shown (as is one marked busy).
 LATENCY_SPREAD_BOUND = 1.5

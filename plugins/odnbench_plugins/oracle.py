@@ -65,6 +65,14 @@ class Oracle(Method):
         *(_odn_param(name) for name in SHARED),
     )
 
+    follows_board_tolerance = "relative_tolerance"  # as ODN's, so that both stop on the same threshold
+
+    def check_backbone(self, params: Mapping[str, Any], backbone) -> None:
+        for name in ("min_depth", "max_depth"):
+            if params[name] is not None and params[name] > backbone.depth:
+                raise OdnbenchError(f"oracle.{name}={params[name]}: backbone {backbone.name!r} has {backbone.depth} "
+                                    f"blocks (stages {list(backbone.stages)}); allowed: 1..{backbone.depth}")
+
     def preset_defaults(self, preset: str, dataset: str) -> dict[str, Any]:
         from odnbench_plugins.odn import ODN
 
@@ -116,6 +124,7 @@ class Oracle(Method):
                 "reached_target": reached, "train_all": p["train_all"], "depths": depths,
                 "total": _rounded({n: sum(d["cost"][n] for d in depths) for n in depths[0]["cost"]})}
         return MethodOutput(models[chosen], info, depth=chosen, reached_target=reached, threshold=target["threshold"],
+                            tolerance=target["tolerance"],
                             depth_curve=[{"depth": d["depth"], "val": round(d["val"], p["search_digits"])}
                                          for d in depths], curve=curve)
 

@@ -310,6 +310,18 @@ class OdnSchedule:
 # The real loop
 
 
+def epochs_left(sched: OdnSchedule, p: dict) -> int:
+    """The most epochs the search and fine-tune may still train after the one about to run: the rest
+    of this depth's cap, every deeper depth at its cap, then the fine-tune's cap (an upper bound: a
+    depth ends sooner at the threshold or on patience). The grid's ETA multiplies it by the measured
+    epoch time."""
+    finetune = p["finetune_max_epochs"] if sched.finetune else 0
+    if sched.phase == "fine-tune":
+        return max(0, finetune - sched.epoch - 1)
+    cap = p["max_epochs_per_depth"]
+    return max(0, cap - sched.epoch - 1) + (sched.last_depth - sched.depth) * cap + finetune
+
+
 def resolve_threshold(ctx, p: dict) -> dict:
     """threshold, target, tolerance and the resolved mode (see the plugin's docstring)."""
     mode = resolve_target_mode(p)
@@ -358,6 +370,7 @@ def run_odn(ctx):
     history, curve, spent = [], [], {}
     searched: list[tuple[int, DepthNet]] = []  # each depth's best search checkpoint, for the harness to measure
     best_cut, opt = None, None
+    loop_epochs = 0  # search and fine-tune epochs so far (the grid's ETA: this, of at most this + epochs_left)
     while not sched.done:
         phase, depth = sched.phase, sched.depth
         if sched.fresh:
@@ -369,8 +382,10 @@ def run_odn(ctx):
             best_cut = None
         set_lr(opt, sched.lr)
         lr_now = sched.lr
+        loop_epochs += 1
         stats = trainer.train_epoch(net, opt, label=f"odn {'depth' if phase == 'search' else 'fine-tune depth'} "
-                                    f"{depth} epoch {sched.epoch + 1}", cost_part=phase)
+                                    f"{depth} epoch {sched.epoch + 1}", cost_part=phase,
+                                    position=(loop_epochs, loop_epochs + epochs_left(sched, p)))
         step = sched.observe(trainer.evaluate(net, "val"))
         cost = spent.setdefault((phase, depth), {"sample_steps": 0, "seconds": 0.0})
         cost["sample_steps"] += stats.samples
@@ -444,6 +459,7 @@ def run_odn(ctx):
     say(f"ODN: optimal depth {k} of {net.depth} ({'reached' if sched.reached_target else 'did not reach'} "
         f"threshold {target['threshold']:.2f}), {ctx.cost.epochs} epochs in all")
     return MethodOutput(model, info, depth=k, reached_target=sched.reached_target, threshold=target["threshold"],
+                        tolerance=target["tolerance"],
                         converged=cut_short is None, cut_short=cut_short,
                         depth_curve=[{"depth": r["depth"], "val": r["best_val"]} for r in curve],
                         curve=depth_points(searched, curve, k))
