@@ -235,6 +235,7 @@ def epoch_reporting_run_cell(registry, cell, results_dir, *, progress, **kwargs)
     return result
 
 
+@pytest.mark.slow
 def test_a_worker_process_reports_its_cells_epochs_to_the_driver(reg, tmp_path):
     import time
 
