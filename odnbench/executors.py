@@ -4,14 +4,10 @@ machine (``compare --jobs N``), or as tasks on a Ray cluster (``compare --execut
 :class:`odnbench.scheduler.Scheduler` decides which cell runs when (dependencies, resume, locks,
 ``--fail-fast``); an executor only runs the cells it is given, each through
 :func:`odnbench.harness.run_cell`, and hands back each finished cell's stored
-:class:`~odnbench.result.Result`. Every executor has the same five methods:
-
-- ``start(run) -> str``: get ready; returns a line for the log (workers start, and Ray is
-  connected, when the first cell is submitted, so a grid that is all resumed costs nothing);
-- ``free() -> int``: how many more cells it can take now;
-- ``submit(cell)``: start one cell;
-- ``wait(timeout) -> [(cell, result)]``: cells finished since the last call, their results stored;
-- ``close()``; and ``info()``, the dict stored as a result's ``env["executor"]``.
+:class:`~odnbench.result.Result`. Every executor is an :class:`Executor` (a typing protocol: the
+six methods the scheduler calls), and ``compare --executor NAME`` builds the one
+:data:`EXECUTORS` names, from :class:`ExecutorOptions`. A new executor is a class with those six
+methods and a factory added to :data:`EXECUTORS` (docs/architecture.md, "Where to add things").
 
 Workers get names and configs only (a :class:`~odnbench.plan.Cell` is plain data): each loads
 the plugins itself, from the installed entry points, so no plugin object is ever pickled.
@@ -34,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from odnbench.errors import OdnbenchError
 from odnbench.plan import Cell
@@ -47,7 +43,6 @@ from odnbench.store import RESULT_FILE, ResultStore, atomic_write_bytes
 LOG_FILE = "log.txt"
 #: Ray re-runs a task this many times when the process running it dies (not when the cell fails).
 RAY_MAX_RETRIES = 2
-EXECUTORS = ("local", "ray")
 
 
 #: A result's env["executor"] when its cell ran alone in the ``compare``/``run`` process.
@@ -79,13 +74,61 @@ class RunSpec:
         return None if on_epoch is None else (lambda done, cap, seconds: on_epoch(cell.key, done, cap, seconds))
 
 
+@runtime_checkable
+class Executor(Protocol):
+    """Where cells run: what the :class:`~odnbench.scheduler.Scheduler` calls, and nothing else."""
+
+    def info(self) -> dict[str, Any]:
+        """Stored as each result's ``env["executor"]``: ``name`` and ``cells_at_once`` at least."""
+        ...
+
+    def start(self, run: RunSpec) -> str:
+        """Get ready for ``run``; returns a line for the log ("" for none). Costly set-up (workers, a
+        Ray connection) waits for the first :meth:`submit`, so a grid that is all resumed costs nothing."""
+        ...
+
+    def free(self) -> int:
+        """How many more cells it can take now."""
+        ...
+
+    def submit(self, cell: Cell) -> None:
+        """Start one cell (through ``run.run_cell``)."""
+        ...
+
+    def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
+        """The cells finished since the last call, each with its stored result (ok or failed), waiting
+        at most ``timeout`` seconds (None: until one finishes)."""
+        ...
+
+    def close(self) -> None:
+        """Stop: idle workers exit; a cell still running is stopped and stores nothing."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """``compare``'s scale-out options, as given (None: not given), for an executor's factory."""
+
+    jobs: int = 1
+    worker_threads: int | None = None
+    ray_address: str | None = None
+    ray_gpus: float | None = None
+    ray_cpus: float | None = None
+
+
+#: Builds an executor from the options, or raises a one-line OdnbenchError naming a bad option.
+ExecutorFactory = Callable[[ExecutorOptions], Executor]
+
+
 #: The most cells (or torch threads per worker, or Ray CPUs/GPUs per cell) one option may ask for.
 MAX_PARALLEL = 1024
 
 
 def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | None = None,
-                  ray_address: str | None = None, ray_gpus: float | None = None, ray_cpus: float | None = None):
-    """The executor ``compare``'s options ask for; a bad combination is a one-line error before anything runs."""
+                  ray_address: str | None = None, ray_gpus: float | None = None,
+                  ray_cpus: float | None = None) -> Executor:
+    """The executor ``compare``'s options ask for (``executor``: a name in :data:`EXECUTORS`); a bad
+    combination is a one-line error before anything runs."""
     if executor not in EXECUTORS:
         raise OdnbenchError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     if jobs < 1:
@@ -99,25 +142,38 @@ def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | 
     for name, value in (("--ray-gpus", ray_gpus), ("--ray-cpus", ray_cpus)):
         if value is not None and not (math.isfinite(value) and value <= MAX_PARALLEL):
             raise OdnbenchError(f"{name} {value}: must be a finite number, at most {MAX_PARALLEL}")
-    ray_given = [name for name, value in (("--ray-address", ray_address), ("--ray-gpus", ray_gpus),
-                                          ("--ray-cpus", ray_cpus)) if value is not None]
-    if executor == "local":
-        if ray_given:
-            raise OdnbenchError(f"{ray_given[0]} applies to --executor ray only")
-        if jobs == 1:
-            if worker_threads is not None:
-                raise OdnbenchError("--worker-threads applies to worker processes (--jobs 2 or more, or "
-                                    "--executor ray); a single-process run takes --set recipe.threads=N")
-            return SerialExecutor()
-        return ProcessExecutor(jobs, threads=worker_threads)
+    return EXECUTORS[executor](ExecutorOptions(jobs, worker_threads, ray_address, ray_gpus, ray_cpus))
+
+
+def local_executor(options: ExecutorOptions) -> Executor:
+    """``--executor local``: this process (``--jobs 1``) or ``--jobs`` worker processes."""
+    ray_given = [name for name, value in (("--ray-address", options.ray_address), ("--ray-gpus", options.ray_gpus),
+                                          ("--ray-cpus", options.ray_cpus)) if value is not None]
+    if ray_given:
+        raise OdnbenchError(f"{ray_given[0]} applies to --executor ray only")
+    if options.jobs == 1:
+        if options.worker_threads is not None:
+            raise OdnbenchError("--worker-threads applies to worker processes (--jobs 2 or more, or "
+                                "--executor ray); a single-process run takes --set recipe.threads=N")
+        return SerialExecutor()
+    return ProcessExecutor(options.jobs, threads=options.worker_threads)
+
+
+def ray_executor(options: ExecutorOptions) -> Executor:
+    """``--executor ray``: a Ray task per cell (``pip install 'odnbench[ray]'``)."""
+    ray_gpus, ray_cpus = options.ray_gpus, options.ray_cpus
     if ray_gpus is not None and ray_gpus < 0:
         raise OdnbenchError(f"--ray-gpus {ray_gpus}: must be ≥ 0 (a fraction such as 0.25 shares a GPU)")
     if ray_cpus is not None and ray_cpus <= 0:
         raise OdnbenchError(f"--ray-cpus {ray_cpus}: must be positive")
     if importlib.util.find_spec("ray") is None:
         raise OdnbenchError("--executor ray needs Ray, which is not installed: pip install 'odnbench[ray]'")
-    return RayExecutor(address=ray_address, jobs=jobs if jobs > 1 else None, cpus_per_cell=ray_cpus or 1.0,
-                       gpus_per_cell=ray_gpus or 0.0, threads=worker_threads)
+    return RayExecutor(address=options.ray_address, jobs=options.jobs if options.jobs > 1 else None,
+                       cpus_per_cell=ray_cpus or 1.0, gpus_per_cell=ray_gpus or 0.0, threads=options.worker_threads)
+
+
+#: ``compare --executor NAME``: each name's factory (the CLI's choices, in this order).
+EXECUTORS: dict[str, ExecutorFactory] = {"local": local_executor, "ray": ray_executor}
 
 
 # --------------------------------------------------------------------------------------- serial

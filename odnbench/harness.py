@@ -25,7 +25,7 @@ from odnbench.errors import (
     OdnbenchError,
     PluginError,
 )
-from odnbench.executors import SERIAL, RunSpec, SerialExecutor
+from odnbench.executors import SERIAL, Executor, RunSpec, SerialExecutor
 from odnbench.plan import Cell, Grid, method_params
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
@@ -352,7 +352,7 @@ def _finite_or_null(value, path: str, nulled: list[str]):
 
 def run_grid(registry: Registry, grid: Grid, results_dir: Path, *, data_dir: Path, download: bool = True,
              device=None, resume: bool = True, fail_fast: bool = False, progress: Progress | None = None,
-             executor=None) -> GridReport:
+             executor: Executor | None = None) -> GridReport:
     """Run the grid's cells on ``executor`` (default: one after another in this process), each
     as soon as the cells it requires have finished, and return what happened to every cell.
     Which cell runs when (dependency order, resume, cell locks, ``fail_fast``, the ETA) is the
