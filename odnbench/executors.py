@@ -184,7 +184,7 @@ class SerialExecutor:
 
     def __init__(self):
         self._done: list[tuple[Cell, Result]] = []
-        self._run: RunSpec | None = None
+        self._run: RunSpec  # given by start()
 
     def info(self) -> dict:
         return dict(SERIAL)
@@ -265,7 +265,7 @@ class ProcessExecutor:
         self.jobs = jobs
         self.threads = threads
         self._workers: list[_Worker] = []
-        self._run: RunSpec | None = None
+        self._run: RunSpec  # given by start()
         self._devices: list[str] = []
 
     def info(self) -> dict:
@@ -286,6 +286,7 @@ class ProcessExecutor:
 
     def _spawn(self, index: int) -> _Worker:
         r = self._run
+        assert self.threads is not None  # chosen by start()
         setup = _WorkerSetup(os.getpid(), str(r.results_dir), str(r.data_dir), r.download, self._devices[index],
                              self.threads, self.info(), r.run_cell)
         ours, theirs = self._ctx.Pipe()
@@ -314,10 +315,10 @@ class ProcessExecutor:
         worker.cell = cell
 
     def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
-        busy = [w for w in self._workers if w.cell is not None]
-        ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
+        busy = [(w, w.cell) for w in self._workers if w.cell is not None]
+        ready = set(wait_for([w.conn for w, _ in busy] + [w.process.sentinel for w, _ in busy], timeout))
         done = []
-        for w in busy:
+        for w, cell in busy:
             if w.conn not in ready and w.process.sentinel not in ready:
                 continue
             message = None
@@ -326,13 +327,13 @@ class ProcessExecutor:
                     message = w.conn.recv()
                     if message[0] == "epoch":  # the cell goes on: its epochs feed the ETA
                         if self._run.on_epoch is not None:
-                            self._run.on_epoch(w.cell.key, *message[1:])
+                            self._run.on_epoch(cell.key, *message[1:])
                         message = None
             except (EOFError, OSError):
                 pass
             if message is None and w.process.is_alive() and w.process.sentinel not in ready:
                 continue  # only epochs arrived (or the pipe closed as it exits: the sentinel says so next)
-            cell, w.cell = w.cell, None
+            w.cell = None
             if message is not None:
                 done.append((cell, self._stored(cell, w, message)))
                 continue
@@ -381,10 +382,10 @@ def _process_worker(conn, setup: _WorkerSetup) -> None:
     from odnbench.registry import get_registry
 
     try:
-        registry, load_error = get_registry(), None
-    except Exception as exc:  # every cell sent here fails with the reason
-        registry, load_error = None, (f"the worker could not load the plugins: {type(exc).__name__}: {exc}",
-                                      traceback.format_exc(limit=8))
+        registry: Registry | tuple[str, str] = get_registry()
+    except Exception as exc:  # every cell sent here fails with the reason (message, traceback)
+        registry = (f"the worker could not load the plugins: {type(exc).__name__}: {exc}",
+                    traceback.format_exc(limit=8))
     while True:
         try:
             cell = conn.recv()
@@ -392,8 +393,8 @@ def _process_worker(conn, setup: _WorkerSetup) -> None:
             return
         if cell is None:
             return
-        if load_error:
-            conn.send(("error", *load_error))
+        if isinstance(registry, tuple):
+            conn.send(("error", *registry))
             continue
         conn.send(run_logged(setup.run_cell, registry, cell, Path(setup.results_dir), data_dir=Path(setup.data_dir),
                              download=setup.download, device=setup.device, threads=setup.threads,
@@ -443,16 +444,16 @@ def run_logged(run_cell: Callable[..., Result], registry: Registry, cell: Cell, 
 
     folder = ResultStore(results_dir).cell_dir(cell.config)
     folder.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
+    where = torch.device(device)
+    if where.type == "cuda" and where.index is not None:
+        torch.cuda.set_device(where)
     with open(folder / LOG_FILE, "w", buffering=1) as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         progress = Progress(stream=log, on_epoch=on_epoch)
-        progress.line(f"odnbench worker (pid {os.getpid()}, {executor['name']}): {cell.label()} on {device}, "
+        progress.line(f"odnbench worker (pid {os.getpid()}, {executor['name']}): {cell.label()} on {where}, "
                       f"{threads} torch thread{'s' if threads > 1 else ''}, key {cell.key}")
         try:
-            result = run_cell(registry, cell, results_dir, data_dir=data_dir, download=download, device=device,
+            result = run_cell(registry, cell, results_dir, data_dir=data_dir, download=download, device=where,
                               progress=progress, executor=executor)
         except Exception as exc:
             text = traceback.format_exc(limit=8)
@@ -489,7 +490,7 @@ class RayExecutor:
         self._started_ray = False
         self._tasks: dict[Any, Cell] = {}
         self._dep_refs: dict[str, Any] = {}
-        self._run: RunSpec | None = None
+        self._run: RunSpec  # given by start()
 
     def info(self) -> dict:
         return {"name": "ray", "cells_at_once": self.slots, "cluster": "remote" if self.address else "local"}
@@ -506,7 +507,7 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+            quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
             if self.address:
                 ray.init(address=self.address, **quiet)
             else:
@@ -553,7 +554,9 @@ class RayExecutor:
         if key not in self._dep_refs:
             store = ResultStore(self._run.results_dir)
             folder = store.find(key)
-            files = (RESULT_FILE, *store.read(folder).stored_files())  # by its record: model and artifacts
+            result = store.read(folder) if folder is not None else None
+            assert folder is not None and result is not None  # the scheduler submits a cell once its dependencies are stored
+            files = (RESULT_FILE, *result.stored_files())  # by its record: model and artifacts
             self._dep_refs[key] = ray.put((folder.name, read_folder(folder, only=files)))
         return self._dep_refs[key]
 

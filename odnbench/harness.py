@@ -16,6 +16,7 @@ import traceback
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 from odnbench.contract import Dependency, MethodContext, MethodOutput
 from odnbench.errors import (
@@ -52,7 +53,7 @@ def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell
     for name, key in cell.requires.items():
         found = store.find(key)
         result = store.read(found) if found else None
-        if result is None or not result.ok:
+        if found is None or result is None or not result.ok:  # (no folder: no result)
             dep_method = grid_cells[key].config["method"] if grid_cells and key in grid_cells else name
             c = cell.config
             needs = (f"{c['method']} needs a finished '{dep_method}' result for {c['dataset']}/{c['backbone']}/seed "
@@ -69,7 +70,7 @@ def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell
                 f"--backbone {c['backbone']} --seed {c['seed']} --preset {c['preset']}` with the same --set "
                 f"options (it orders them), or run the '{dep_method}' cell first."
             )
-        model_file = result.model_file if plain_file_name(result.model_file) else MODEL_FILE
+        model_file = result.model_file if result.model_file and plain_file_name(result.model_file) else MODEL_FILE
         deps[name] = Dependency(result=result, model_path=found / model_file)
     return deps
 
@@ -251,7 +252,7 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
     for name, types in Facts.types().items():
         value = getattr(facts, name)
         if value is not None and (not isinstance(value, types) or (name == "depth" and isinstance(value, bool))
-                                  or (name == "threshold" and not math.isfinite(value))):
+                                  or (name == "threshold" and not math.isfinite(cast(float, value)))):
             raise PluginError(f"method {method!r} (plugin {plugin!r}): MethodOutput.{name} must be "
                               f"{' or '.join(t.__name__ for t in types)} or None, got {value!r}")
     if facts.depth_curve:
