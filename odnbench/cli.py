@@ -11,6 +11,7 @@ import click
 
 from odnbench import __version__
 from odnbench.errors import OdnbenchError
+from odnbench.executors import EXECUTORS
 from odnbench.runtime import default_data_dir
 
 DEFAULT_RESULTS = "odnbench-results"
@@ -293,7 +294,7 @@ def _grid_options(f):
 @click.option("--jobs", "-j", type=int, default=1, show_default=True,
               help="Cells run at once. Above 1: in that many worker processes (spread over the visible GPUs, "
                    "several may share one); with --executor ray: at most that many Ray tasks.")
-@click.option("--executor", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+@click.option("--executor", type=click.Choice(list(EXECUTORS)), default="local", show_default=True,
               help="local: this machine (--jobs processes); ray: a Ray task per cell (pip install 'odnbench[ray]').")
 @click.option("--worker-threads", type=int, default=None,
               help="Torch threads per worker process, for cells with recipe.threads=0 (each cell runs with "

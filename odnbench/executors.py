@@ -4,14 +4,10 @@ machine (``compare --jobs N``), or as tasks on a Ray cluster (``compare --execut
 :class:`odnbench.scheduler.Scheduler` decides which cell runs when (dependencies, resume, locks,
 ``--fail-fast``); an executor only runs the cells it is given, each through
 :func:`odnbench.harness.run_cell`, and hands back each finished cell's stored
-:class:`~odnbench.result.Result`. Every executor has the same five methods:
-
-- ``start(run) -> str``: get ready; returns a line for the log (workers start, and Ray is
-  connected, when the first cell is submitted, so a grid that is all resumed costs nothing);
-- ``free() -> int``: how many more cells it can take now;
-- ``submit(cell)``: start one cell;
-- ``wait(timeout) -> [(cell, result)]``: cells finished since the last call, their results stored;
-- ``close()``; and ``info()``, the dict stored as a result's ``env["executor"]``.
+:class:`~odnbench.result.Result`. Every executor is an :class:`Executor` (a typing protocol: the
+six methods the scheduler calls), and ``compare --executor NAME`` builds the one
+:data:`EXECUTORS` names, from :class:`ExecutorOptions`. A new executor is a class with those six
+methods and a factory added to :data:`EXECUTORS` (docs/architecture.md, "Where to add things").
 
 Workers get names and configs only (a :class:`~odnbench.plan.Cell` is plain data): each loads
 the plugins itself, from the installed entry points, so no plugin object is ever pickled.
@@ -34,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.connection import wait as wait_for
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from odnbench.errors import OdnbenchError
 from odnbench.plan import Cell
@@ -47,7 +43,6 @@ from odnbench.store import RESULT_FILE, ResultStore, atomic_write_bytes
 LOG_FILE = "log.txt"
 #: Ray re-runs a task this many times when the process running it dies (not when the cell fails).
 RAY_MAX_RETRIES = 2
-EXECUTORS = ("local", "ray")
 
 
 #: A result's env["executor"] when its cell ran alone in the ``compare``/``run`` process.
@@ -79,13 +74,61 @@ class RunSpec:
         return None if on_epoch is None else (lambda done, cap, seconds: on_epoch(cell.key, done, cap, seconds))
 
 
+@runtime_checkable
+class Executor(Protocol):
+    """Where cells run: what the :class:`~odnbench.scheduler.Scheduler` calls, and nothing else."""
+
+    def info(self) -> dict[str, Any]:
+        """Stored as each result's ``env["executor"]``: ``name`` and ``cells_at_once`` at least."""
+        ...
+
+    def start(self, run: RunSpec) -> str:
+        """Get ready for ``run``; returns a line for the log ("" for none). Costly set-up (workers, a
+        Ray connection) waits for the first :meth:`submit`, so a grid that is all resumed costs nothing."""
+        ...
+
+    def free(self) -> int:
+        """How many more cells it can take now."""
+        ...
+
+    def submit(self, cell: Cell) -> None:
+        """Start one cell (through ``run.run_cell``)."""
+        ...
+
+    def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
+        """The cells finished since the last call, each with its stored result (ok or failed), waiting
+        at most ``timeout`` seconds (None: until one finishes)."""
+        ...
+
+    def close(self) -> None:
+        """Stop: idle workers exit; a cell still running is stopped and stores nothing."""
+        ...
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """``compare``'s scale-out options, as given (None: not given), for an executor's factory."""
+
+    jobs: int = 1
+    worker_threads: int | None = None
+    ray_address: str | None = None
+    ray_gpus: float | None = None
+    ray_cpus: float | None = None
+
+
+#: Builds an executor from the options, or raises a one-line OdnbenchError naming a bad option.
+ExecutorFactory = Callable[[ExecutorOptions], Executor]
+
+
 #: The most cells (or torch threads per worker, or Ray CPUs/GPUs per cell) one option may ask for.
 MAX_PARALLEL = 1024
 
 
 def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | None = None,
-                  ray_address: str | None = None, ray_gpus: float | None = None, ray_cpus: float | None = None):
-    """The executor ``compare``'s options ask for; a bad combination is a one-line error before anything runs."""
+                  ray_address: str | None = None, ray_gpus: float | None = None,
+                  ray_cpus: float | None = None) -> Executor:
+    """The executor ``compare``'s options ask for (``executor``: a name in :data:`EXECUTORS`); a bad
+    combination is a one-line error before anything runs."""
     if executor not in EXECUTORS:
         raise OdnbenchError(f"--executor {executor!r}: choose one of {', '.join(EXECUTORS)}")
     if jobs < 1:
@@ -99,25 +142,38 @@ def make_executor(executor: str = "local", jobs: int = 1, worker_threads: int | 
     for name, value in (("--ray-gpus", ray_gpus), ("--ray-cpus", ray_cpus)):
         if value is not None and not (math.isfinite(value) and value <= MAX_PARALLEL):
             raise OdnbenchError(f"{name} {value}: must be a finite number, at most {MAX_PARALLEL}")
-    ray_given = [name for name, value in (("--ray-address", ray_address), ("--ray-gpus", ray_gpus),
-                                          ("--ray-cpus", ray_cpus)) if value is not None]
-    if executor == "local":
-        if ray_given:
-            raise OdnbenchError(f"{ray_given[0]} applies to --executor ray only")
-        if jobs == 1:
-            if worker_threads is not None:
-                raise OdnbenchError("--worker-threads applies to worker processes (--jobs 2 or more, or "
-                                    "--executor ray); a single-process run takes --set recipe.threads=N")
-            return SerialExecutor()
-        return ProcessExecutor(jobs, threads=worker_threads)
+    return EXECUTORS[executor](ExecutorOptions(jobs, worker_threads, ray_address, ray_gpus, ray_cpus))
+
+
+def local_executor(options: ExecutorOptions) -> Executor:
+    """``--executor local``: this process (``--jobs 1``) or ``--jobs`` worker processes."""
+    ray_given = [name for name, value in (("--ray-address", options.ray_address), ("--ray-gpus", options.ray_gpus),
+                                          ("--ray-cpus", options.ray_cpus)) if value is not None]
+    if ray_given:
+        raise OdnbenchError(f"{ray_given[0]} applies to --executor ray only")
+    if options.jobs == 1:
+        if options.worker_threads is not None:
+            raise OdnbenchError("--worker-threads applies to worker processes (--jobs 2 or more, or "
+                                "--executor ray); a single-process run takes --set recipe.threads=N")
+        return SerialExecutor()
+    return ProcessExecutor(options.jobs, threads=options.worker_threads)
+
+
+def ray_executor(options: ExecutorOptions) -> Executor:
+    """``--executor ray``: a Ray task per cell (``pip install 'odnbench[ray]'``)."""
+    ray_gpus, ray_cpus = options.ray_gpus, options.ray_cpus
     if ray_gpus is not None and ray_gpus < 0:
         raise OdnbenchError(f"--ray-gpus {ray_gpus}: must be ≥ 0 (a fraction such as 0.25 shares a GPU)")
     if ray_cpus is not None and ray_cpus <= 0:
         raise OdnbenchError(f"--ray-cpus {ray_cpus}: must be positive")
     if importlib.util.find_spec("ray") is None:
         raise OdnbenchError("--executor ray needs Ray, which is not installed: pip install 'odnbench[ray]'")
-    return RayExecutor(address=ray_address, jobs=jobs if jobs > 1 else None, cpus_per_cell=ray_cpus or 1.0,
-                       gpus_per_cell=ray_gpus or 0.0, threads=worker_threads)
+    return RayExecutor(address=options.ray_address, jobs=options.jobs if options.jobs > 1 else None,
+                       cpus_per_cell=ray_cpus or 1.0, gpus_per_cell=ray_gpus or 0.0, threads=options.worker_threads)
+
+
+#: ``compare --executor NAME``: each name's factory (the CLI's choices, in this order).
+EXECUTORS: dict[str, ExecutorFactory] = {"local": local_executor, "ray": ray_executor}
 
 
 # --------------------------------------------------------------------------------------- serial
@@ -128,7 +184,7 @@ class SerialExecutor:
 
     def __init__(self):
         self._done: list[tuple[Cell, Result]] = []
-        self._run: RunSpec | None = None
+        self._run: RunSpec  # given by start()
 
     def info(self) -> dict:
         return dict(SERIAL)
@@ -209,7 +265,7 @@ class ProcessExecutor:
         self.jobs = jobs
         self.threads = threads
         self._workers: list[_Worker] = []
-        self._run: RunSpec | None = None
+        self._run: RunSpec  # given by start()
         self._devices: list[str] = []
 
     def info(self) -> dict:
@@ -230,6 +286,7 @@ class ProcessExecutor:
 
     def _spawn(self, index: int) -> _Worker:
         r = self._run
+        assert self.threads is not None  # chosen by start()
         setup = _WorkerSetup(os.getpid(), str(r.results_dir), str(r.data_dir), r.download, self._devices[index],
                              self.threads, self.info(), r.run_cell)
         ours, theirs = self._ctx.Pipe()
@@ -258,10 +315,10 @@ class ProcessExecutor:
         worker.cell = cell
 
     def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
-        busy = [w for w in self._workers if w.cell is not None]
-        ready = set(wait_for([w.conn for w in busy] + [w.process.sentinel for w in busy], timeout))
+        busy = [(w, w.cell) for w in self._workers if w.cell is not None]
+        ready = set(wait_for([w.conn for w, _ in busy] + [w.process.sentinel for w, _ in busy], timeout))
         done = []
-        for w in busy:
+        for w, cell in busy:
             if w.conn not in ready and w.process.sentinel not in ready:
                 continue
             message = None
@@ -270,13 +327,13 @@ class ProcessExecutor:
                     message = w.conn.recv()
                     if message[0] == "epoch":  # the cell goes on: its epochs feed the ETA
                         if self._run.on_epoch is not None:
-                            self._run.on_epoch(w.cell.key, *message[1:])
+                            self._run.on_epoch(cell.key, *message[1:])
                         message = None
             except (EOFError, OSError):
                 pass
             if message is None and w.process.is_alive() and w.process.sentinel not in ready:
                 continue  # only epochs arrived (or the pipe closed as it exits: the sentinel says so next)
-            cell, w.cell = w.cell, None
+            w.cell = None
             if message is not None:
                 done.append((cell, self._stored(cell, w, message)))
                 continue
@@ -325,10 +382,10 @@ def _process_worker(conn, setup: _WorkerSetup) -> None:
     from odnbench.registry import get_registry
 
     try:
-        registry, load_error = get_registry(), None
-    except Exception as exc:  # every cell sent here fails with the reason
-        registry, load_error = None, (f"the worker could not load the plugins: {type(exc).__name__}: {exc}",
-                                      traceback.format_exc(limit=8))
+        registry: Registry | tuple[str, str] = get_registry()
+    except Exception as exc:  # every cell sent here fails with the reason (message, traceback)
+        registry = (f"the worker could not load the plugins: {type(exc).__name__}: {exc}",
+                    traceback.format_exc(limit=8))
     while True:
         try:
             cell = conn.recv()
@@ -336,8 +393,8 @@ def _process_worker(conn, setup: _WorkerSetup) -> None:
             return
         if cell is None:
             return
-        if load_error:
-            conn.send(("error", *load_error))
+        if isinstance(registry, tuple):
+            conn.send(("error", *registry))
             continue
         conn.send(run_logged(setup.run_cell, registry, cell, Path(setup.results_dir), data_dir=Path(setup.data_dir),
                              download=setup.download, device=setup.device, threads=setup.threads,
@@ -387,16 +444,16 @@ def run_logged(run_cell: Callable[..., Result], registry: Registry, cell: Cell, 
 
     folder = ResultStore(results_dir).cell_dir(cell.config)
     folder.mkdir(parents=True, exist_ok=True)
-    device = torch.device(device)
-    if device.type == "cuda" and device.index is not None:
-        torch.cuda.set_device(device)
+    where = torch.device(device)
+    if where.type == "cuda" and where.index is not None:
+        torch.cuda.set_device(where)
     with open(folder / LOG_FILE, "w", buffering=1) as log, \
             contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
         progress = Progress(stream=log, on_epoch=on_epoch)
-        progress.line(f"odnbench worker (pid {os.getpid()}, {executor['name']}): {cell.label()} on {device}, "
+        progress.line(f"odnbench worker (pid {os.getpid()}, {executor['name']}): {cell.label()} on {where}, "
                       f"{threads} torch thread{'s' if threads > 1 else ''}, key {cell.key}")
         try:
-            result = run_cell(registry, cell, results_dir, data_dir=data_dir, download=download, device=device,
+            result = run_cell(registry, cell, results_dir, data_dir=data_dir, download=download, device=where,
                               progress=progress, executor=executor)
         except Exception as exc:
             text = traceback.format_exc(limit=8)
@@ -438,7 +495,7 @@ class RayExecutor:
         self._started_ray = False
         self._tasks: dict[Any, Cell] = {}
         self._dep_refs: dict[str, Any] = {}
-        self._run: RunSpec | None = None
+        self._run: RunSpec  # given by start()
 
     def info(self) -> dict:
         return {"name": "ray", "cells_at_once": self.slots, "cluster": "remote" if self.address else "local"}
@@ -455,7 +512,7 @@ class RayExecutor:
         import ray
 
         if not ray.is_initialized():
-            quiet = {"log_to_driver": False, "logging_level": logging.WARNING}
+            quiet: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
             if self.address:
                 ray.init(address=self.address, **quiet)
             else:
@@ -502,7 +559,9 @@ class RayExecutor:
         if key not in self._dep_refs:
             store = ResultStore(self._run.results_dir)
             folder = store.find(key)
-            files = (RESULT_FILE, *store.read(folder).stored_files())  # by its record: model and artifacts
+            result = store.read(folder) if folder is not None else None
+            assert folder is not None and result is not None  # the scheduler submits a cell once its dependencies are stored
+            files = (RESULT_FILE, *result.stored_files())  # by its record: model and artifacts
             self._dep_refs[key] = ray.put((folder.name, read_folder(folder, only=files)))
         return self._dep_refs[key]
 

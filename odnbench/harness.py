@@ -18,6 +18,7 @@ import traceback
 import warnings
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import cast
 
 from odnbench.contract import Dependency, MethodContext, MethodOutput
 from odnbench.errors import (
@@ -27,7 +28,7 @@ from odnbench.errors import (
     OdnbenchError,
     PluginError,
 )
-from odnbench.executors import SERIAL, RunSpec, SerialExecutor
+from odnbench.executors import SERIAL, Executor, RunSpec, SerialExecutor
 from odnbench.plan import Cell, Grid, check_config, method_params
 from odnbench.progress import Progress
 from odnbench.recipes import Recipe
@@ -49,21 +50,18 @@ from odnbench.store import (
     MAX_MODEL_BYTES,
     MODEL_FILE,
     MODEL_SUFFIX,
-    CorruptResultError,
+    CellWriter,
     ResultStore,
     UnsafePathError,
     read_regular,
-    refuse_link,
 )
-from odnbench.store import load_model as store_load_model
 
 
-def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell] | None) -> dict[str, Dependency]:
+def load_dependencies(cell: Cell, writer: CellWriter, grid_cells: dict[str, Cell] | None) -> dict[str, Dependency]:
     deps = {}
     for name, key in cell.requires.items():
-        found = store.find(key)
-        result = store.read(found) if found else None
-        if result is None or not result.ok:
+        found, result = writer.dependency(key)
+        if found is None or result is None or not result.ok:  # (no folder: no result)
             dep_method = grid_cells[key].config["method"] if grid_cells and key in grid_cells else name
             c = cell.config
             needs = (f"{c['method']} needs a finished '{dep_method}' result for {c['dataset']}/{c['backbone']}/seed "
@@ -75,12 +73,12 @@ def load_dependencies(cell: Cell, store: ResultStore, grid_cells: dict[str, Cell
                     f"(finished cells are kept; the failed ones run again)."
                 )
             raise MissingDependencyError(
-                f"{needs}, which has no stored result in {store.root}. Run "
+                f"{needs}, which has no stored result in {writer.store.root}. Run "
                 f"`odnbench compare --method {dep_method} --method {c['method']} --dataset {c['dataset']} "
                 f"--backbone {c['backbone']} --seed {c['seed']} --preset {c['preset']}` with the same --set "
                 f"options (it orders them), or run the '{dep_method}' cell first."
             )
-        model_file = result.model_file if plain_file_name(result.model_file) else MODEL_FILE
+        model_file = result.model_file if result.model_file and plain_file_name(result.model_file) else MODEL_FILE
         deps[name] = Dependency(result=result, model_path=found / model_file)
     return deps
 
@@ -97,10 +95,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     from odnbench.execution import Execution
     from odnbench.trainer import CostMeter, Trainer
 
-    store = ResultStore(results_dir)
     config = cell.config
     device = device or pick_device()
-    out_dir = store.cell_dir(config)
     progress = progress or Progress()
     method = registry.method(config["method"])
     plugin = registry.owner.get(("method", config["method"]), "?")
@@ -109,9 +105,8 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result = _blank_result(registry, cell)
     threads = torch.get_num_threads()
     started = time.perf_counter()
-    refuse_link(out_dir)  # a linked cell folder would write outside --results (one line, nothing run)
-    _tidy_cell_folder(store, out_dir, progress)
-    before = {p.name: p.stat().st_mtime_ns for p in store.model_files(out_dir)}
+    # The cell's folder: refused when a link, tidied; every read and write of this run goes through it.
+    writer = ResultStore(results_dir).open_cell(config, progress)
     execution = None
     try:
         result.reference = _finite_or_null(_reference(method, config), "reference", [])
@@ -120,13 +115,13 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             if cell.error:
                 raise PluginError(cell.error)
             check_config(registry, config, "the cell's config")  # from a record or a worker's message too
-            deps = load_dependencies(cell, store, grid_cells)
+            deps = load_dependencies(cell, writer, grid_cells)
             for dep in deps.values():  # everything a model needed is part of what it cost
                 cost.add_dependency(dep.key, dep.result.method, dep.result.cost or {})
             seed_everything(config["seed"])
             splits = DATA_CACHE.get(registry, config["dataset"], data_dir, download, config["seed"], recipe, device)
             result.data = data_record(splits, data_dir)
-            out_dir.mkdir(parents=True, exist_ok=True)
+            out_dir = writer.create()
             trainer = Trainer(splits, recipe, device, progress, cost, config["seed"], execution=execution)
             ctx = MethodContext(
                 method=config["method"], params=method_params(method, config["params"]), splits=splits,
@@ -149,10 +144,9 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
             result.facts = _facts(output, model, trainer, config["method"], plugin, progress)
             result.curve = _curve(output, splits, recipe, execution, config["method"], plugin, progress)
             # Stored without pickling, and checked to reload into the same outputs (odnbench.modelio).
-            model_path = store.save_model(model, out_dir, example=example)
-            result.model_file = model_path.name
-            result.artifacts = {**ctx.artifacts, **_unrecorded_models(store, out_dir, before, ctx, plugin)}
-            result.files = files_record(result.model_file, file_entry(model_path.read_bytes()), result.artifacts)
+            result.model_file, model_entry = writer.save_model(model, example=example)
+            result.artifacts = {**ctx.artifacts, **_unrecorded_models(writer, ctx, plugin)}
+            result.files = files_record(result.model_file, model_entry, result.artifacts)
             result.status = "ok"
     except KeyboardInterrupt:
         raise
@@ -178,15 +172,7 @@ def run_cell(registry: Registry, cell: Cell, results_dir: Path, *, data_dir: Pat
     result.env = env_record(envinfo.fingerprint(device), threads=threads, executor=executor or SERIAL,
                             execution=execution.env() if execution is not None else None,
                             packages=envinfo.versions(method.env_packages))
-    try:
-        store.write(result)
-    except ValueError as exc:  # a non-finite number slipped through: store the cell as failed, never invalid JSON
-        result.status, result.metrics, result.files, result.model_file = "failed", None, None, None
-        result.method_info, result.facts, result.reference = {}, Facts(), None
-        result.artifacts, result.curve = {}, None
-        result.error = f"the result could not be stored{' as strict JSON' * (type(exc) is ValueError)} ({exc})"
-        store.write(result)
-    return result
+    return writer.record(result)
 
 
 #: OSErrors that say the disk or a quota is full (a file-size limit included), whoever's write met them.
@@ -215,18 +201,6 @@ def record_failure(registry: Registry, cell: Cell, results_dir: Path, error: str
                             executor=executor or SERIAL)
     ResultStore(results_dir).write(result)
     return result
-
-
-def _tidy_cell_folder(store: ResultStore, out_dir: Path, progress: Progress) -> None:
-    """Before a cell runs: an unreadable result.json (a truncated write, a bad edit) is moved aside,
-    with a warning, rather than stopping every later run; stale temporary files are removed."""
-    try:
-        store.read(out_dir)
-    except CorruptResultError as exc:
-        moved = store.set_aside(out_dir)
-        progress.warn(f"{exc}; moved it to {moved.name} and running the cell again")
-    for p in store.clean_stale_temp_files(out_dir):
-        progress.line(f"removed {p.name}, left in {out_dir.name} by an interrupted write")
 
 
 def _check_exported(model, splits, method: str, plugin: str, execution):
@@ -270,7 +244,7 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
     for name, types in Facts.types().items():
         value = getattr(facts, name)
         if value is not None and (not isinstance(value, types) or (name == "depth" and isinstance(value, bool))
-                                  or (name == "threshold" and not math.isfinite(value))):
+                                  or (name == "threshold" and not math.isfinite(cast(float, value)))):
             raise PluginError(f"method {method!r} (plugin {plugin!r}): MethodOutput.{name} must be "
                               f"{' or '.join(t.__name__ for t in types)} or None, got {value!r}")
     if facts.depth_curve:
@@ -288,8 +262,7 @@ def _facts(output: MethodOutput, model, trainer, method: str, plugin: str, progr
     return facts
 
 
-def _unrecorded_models(store: ResultStore, out_dir: Path, before: dict[str, int], ctx: MethodContext,
-                       plugin: str) -> dict[str, dict]:
+def _unrecorded_models(writer: CellWriter, ctx: MethodContext, plugin: str) -> dict[str, dict]:
     """Model files the method wrote into ``ctx.workdir`` itself (odnbench 0.1's way, by the
     ``*.safetensors`` name) rather than through ``ctx.save_model``: still recorded as artifacts,
     with a deprecation warning, until odnbench 0.3.0. Files an earlier, unfinished attempt left
@@ -299,9 +272,7 @@ def _unrecorded_models(store: ResultStore, out_dir: Path, before: dict[str, int]
 
     recorded = {entry.get("file") for entry in ctx.artifacts.values()}
     found = {}
-    for path in store.model_files(out_dir):
-        if path.name == MODEL_FILE or path.name in recorded or before.get(path.name) == path.stat().st_mtime_ns:
-            continue
+    for path in writer.new_model_files(recorded):
         name = path.name[: -len(MODEL_SUFFIX)]
         warnings.warn(f"method {ctx.method!r} (plugin {plugin!r}) wrote {path.name} into ctx.workdir itself; use "
                       f"ctx.save_model({name!r}, model) (a file found by its name is recorded until odnbench 0.3.0)",
@@ -313,7 +284,7 @@ def _unrecorded_models(store: ResultStore, out_dir: Path, before: dict[str, int]
                               f"recorded: {' '.join(str(exc).replace(str(path), path.name).split())}")
             continue
         try:
-            model = store_load_model(path, expected_sha256=file_entry(data)["sha256"])
+            model = writer.load_model(path, expected_sha256=file_entry(data)["sha256"])
             measured = {"params": count_params(model), "size_mb": round(saved_size_mb(model), 6)}
         except ModelFileError:
             measured = {}  # not a model odnbench can load: recorded, and verify says what is wrong with it
@@ -376,7 +347,7 @@ def _finite_or_null(value, path: str, nulled: list[str]):
 
 def run_grid(registry: Registry, grid: Grid, results_dir: Path, *, data_dir: Path, download: bool = True,
              device=None, resume: bool = True, fail_fast: bool = False, progress: Progress | None = None,
-             executor=None) -> GridReport:
+             executor: Executor | None = None) -> GridReport:
     """Run the grid's cells on ``executor`` (default: one after another in this process), each
     as soon as the cells it requires have finished, and return what happened to every cell.
     Which cell runs when (dependency order, resume, cell locks, ``fail_fast``, the ETA) is the

@@ -23,8 +23,8 @@ import dataclasses
 from dataclasses import dataclass, fields
 from typing import Any
 
-from odnbench.contract import Param
 from odnbench.errors import OdnbenchError, UnknownNameError
+from odnbench.params import Param
 
 
 @dataclass(frozen=True)

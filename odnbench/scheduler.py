@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from odnbench.errors import CorruptResultError
-from odnbench.executors import RunSpec
+from odnbench.executors import Executor, RunSpec
 from odnbench.plan import Cell, Grid
 from odnbench.progress import Progress
 from odnbench.result import Result
@@ -136,7 +136,7 @@ class Eta:
 class Scheduler:
     """Runs one grid on one executor; :meth:`run` returns what happened to every cell."""
 
-    def __init__(self, grid: Grid, executor, run: RunSpec, *, resume: bool = True, fail_fast: bool = False,
+    def __init__(self, grid: Grid, executor: Executor, run: RunSpec, *, resume: bool = True, fail_fast: bool = False,
                  clock: Callable[[], float] = time.perf_counter, sleep: Callable[[float], None] = time.sleep):
         self.grid = grid
         self.executor = executor

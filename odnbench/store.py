@@ -44,13 +44,14 @@ import stat
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from odnbench.errors import CorruptResultError as CorruptResultError  # re-exported for the harness
 from odnbench.errors import OdnbenchError
-from odnbench.result import Result
+from odnbench.progress import Progress
+from odnbench.result import Facts, Result, file_entry
 
 # Re-exported (``X as X``): the store is where callers look for them.
 from odnbench.safeio import MAX_JSON_DEPTH as MAX_JSON_DEPTH
@@ -231,6 +232,11 @@ class ResultStore:
         write_json(folder / RESULT_FILE, record)
         return folder
 
+    def open_cell(self, config: dict[str, Any], progress: Progress) -> CellWriter:
+        """The folder of the cell a run is about to run, ready for it (:class:`CellWriter`): everything
+        one run of a cell reads from and writes to the results folder goes through what this returns."""
+        return CellWriter(self, config, progress)
+
     def lock(self, key: str) -> CellLock:
         """The lock of cell ``key`` (not yet taken: call :meth:`CellLock.acquire`)."""
         return CellLock(self.root / LOCK_DIR / f"{key}.lock")
@@ -318,6 +324,71 @@ def unreadable_record_problem(record: dict[str, Any]) -> str | None:
         return (f"the record would be {size:,} bytes, more than the {MAX_RECORD_BYTES:,} a reader accepts ({field} "
                 f"is {sizes[field]:,} bytes); report less in it")
     return None
+
+
+class CellWriter:
+    """One run of one cell, as the store sees it (made by :meth:`ResultStore.open_cell`): the cell's
+    folder is checked and tidied when it opens, the run reads its dependencies and saves its models
+    through it, and :meth:`record` stores its result, so that running a cell crosses into the store
+    once and nothing else knows how its folder is laid out.
+
+    Opening: a folder that is a symbolic link is refused (UnsafePathError, nothing run); an unreadable
+    result.json (a truncated write, a bad edit) is moved aside with a warning rather than stopping every
+    later run; stale temporary files are removed; the model files already there are noted, so that
+    :meth:`new_model_files` finds only this run's."""
+
+    def __init__(self, store: ResultStore, config: dict[str, Any], progress: Progress) -> None:
+        self.store = store
+        self.path = store.cell_dir(config)
+        refuse_link(self.path)  # a linked cell folder would write outside --results (one line, nothing run)
+        try:
+            store.read(self.path)
+        except CorruptResultError as exc:
+            moved = store.set_aside(self.path)
+            progress.warn(f"{exc}; moved it to {moved.name} and running the cell again")
+        for p in store.clean_stale_temp_files(self.path):
+            progress.line(f"removed {p.name}, left in {self.path.name} by an interrupted write")
+        self._before = {p.name: p.stat().st_mtime_ns for p in store.model_files(self.path)}
+
+    def dependency(self, key: str) -> tuple[Path | None, Result | None]:
+        """The folder and stored result of the finished cell ``key`` this one needs (None, None when
+        there is none; a failed one's result when it failed)."""
+        found = self.store.find(key)
+        return found, (self.store.read(found) if found else None)
+
+    def create(self) -> Path:
+        """Make the folder (the method's ``ctx.workdir``) and return it."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        return self.path
+
+    def save_model(self, model: nn.Module, example: torch.Tensor | None = None) -> tuple[str, dict[str, Any]]:
+        """Store the cell's model (:data:`MODEL_FILE`; checked to reload into the same outputs on
+        ``example``); returns its file name and its ``files`` entry (checksum, size)."""
+        path = self.store.save_model(model, self.path, example=example)
+        return path.name, file_entry(path.read_bytes())
+
+    def new_model_files(self, recorded: Collection[str | None]) -> list[Path]:
+        """Model files written into the folder since it opened, other than the cell's model and those
+        in ``recorded`` (files an earlier, unfinished attempt left, unchanged since, are not this run's)."""
+        return [p for p in self.store.model_files(self.path)
+                if p.name != MODEL_FILE and p.name not in recorded and self._before.get(p.name) != p.stat().st_mtime_ns]
+
+    def load_model(self, path: Path, expected_sha256: str | None = None) -> nn.Module:
+        """A model file of this folder, reloaded (:func:`load_model`)."""
+        return load_model(path, expected_sha256=expected_sha256)
+
+    def record(self, result: Result) -> Result:
+        """Store the run's result (ok or failed). A non-finite number that slipped through cannot be
+        strict JSON: the cell is then stored as failed, saying so, never as invalid JSON."""
+        try:
+            self.store.write(result)
+        except ValueError as exc:
+            result.status, result.metrics, result.files, result.model_file = "failed", None, None, None
+            result.method_info, result.facts, result.reference = {}, Facts(), None
+            result.artifacts, result.curve = {}, None
+            result.error = f"the result could not be stored{' as strict JSON' * (type(exc) is ValueError)} ({exc})"
+            self.store.write(result)
+        return result
 
 
 def _link_looks_like_cell(p: Path) -> bool:

@@ -44,8 +44,10 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, cast
 
 from odnbench.errors import OdnbenchError
 from odnbench.result import Result, plain_file_name, schema_problems
@@ -388,7 +390,7 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     from odnbench.store import load_model
 
     config = result.config
-    stored = result.metrics
+    stored = cast(dict[str, Any], result.metrics)  # re-evaluated: an ok result, which has metrics
     recipe = Recipe.from_dict(config["recipe"])
     data_dir, download, note = data_source(result, data_dir, download)
     try:
@@ -400,8 +402,9 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
     if stored_fp is not None and stored_fp != splits.fingerprint:
         problems.append(f"the data differ from those the result was measured on (fingerprint {splits.fingerprint[:19]}…, "
                         f"stored {stored_fp[:19]}…): other files under --data-dir?{f' ({note})' if note else ''}")
-    entry = (result.files or {}).get(result.model_file) or {}
-    model = load_model(folder / result.model_file, device=device, expected_sha256=entry.get("sha256"))
+    model_file = cast(str, result.model_file)  # an ok result names its model file
+    entry = (result.files or {}).get(model_file) or {}
+    model = load_model(folder / model_file, device=device, expected_sha256=entry.get("sha256"))
     execution = Execution.for_recipe(recipe, device)  # the precision and memory format it was measured in
     model = execution.model(model).eval()
     info = splits.info
@@ -410,7 +413,7 @@ def reevaluate(folder: Path, result: Result, *, data_dir, download, device, regi
         top1 = metrics.top1(model, splits.test.x, splits.test.y, recipe.eval_batch_size, execution=execution)
         val_top1 = metrics.top1(model, splits.val.x, splits.val.y, recipe.eval_batch_size, execution=execution)
         flops = metrics.spent_flops(model, splits, recipe, execution=execution)  # an early-exit net's: a mean
-    measured = {"params": metrics.count_params(model), "flops": flops, "macs": flops // 2,
+    measured: dict[str, Any] = {"params": metrics.count_params(model), "flops": flops, "macs": flops // 2,
                 "test_examples": len(splits.test)}
     for key, value in measured.items():
         if stored.get(key) is not None and stored[key] != value:
@@ -449,7 +452,7 @@ def _check_timings(model, shape, recipe, result: Result, device, notes: list[str
 
     from odnbench import metrics
 
-    stored = result.metrics
+    stored = cast(dict[str, Any], result.metrics)
     # With the thread count the stored numbers were measured with (a different one can be far slower:
     # several OpenMP threads on a busy machine spin-wait on each other).
     threads = stored["latency_ms"].get("threads") or recipe.threads
@@ -508,7 +511,7 @@ def _check_other_files(folder: Path, result: Result, device, notes: list[str]) -
 
 # ------------------------------------------------------------------------------------------ rerun
 
-def rerun(results_dir, cells: list[str] = (), *, data_dir: Path | None = None, download: bool = True, device=None,
+def rerun(results_dir, cells: Sequence[str] = (), *, data_dir: Path | None = None, download: bool = True, device=None,
           tolerance: float = RERUN_TOLERANCE, progress=None) -> VerifyReport:
     """Train each chosen cell again from its recorded config, through the normal harness, in a
     temporary results folder (its dependencies' folders copied in), and compare: top-1 within
@@ -594,7 +597,7 @@ def compare_rerun(old: Result, new: Result, tolerance: float, device_type: str, 
     if not new.ok:
         return [f"the rerun from its recorded config failed: {' '.join(str(new.error).split())[:300]}"]
     problems = []
-    was, now = old.metrics, new.metrics
+    was, now = cast(dict[str, Any], old.metrics), cast(dict[str, Any], new.metrics)  # both ok: both measured
     for key in ("params", "macs", "flops", "test_examples"):
         if was.get(key) is not None and was[key] != now.get(key):
             problems.append(f"rerun from its config measured metrics.{key} {now.get(key):,}, stored {was[key]:,}")

@@ -4,6 +4,7 @@ so whatever else is installed on the machine cannot change the outcome."""
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,97 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 # ODNBENCH_SHARED_DATA points elsewhere (e.g. from a worktree that has no ../shared next to it).
 SHARED_DATA = Path(os.environ.get("ODNBENCH_SHARED_DATA") or REPO.parent / "shared" / "data")
+
+
+#: The fast tier (``pytest -m "not slow"``) stays under 2 CPU-minutes because no test in it is costly:
+#: a test not marked ``slow`` fails when its body (the call phase) takes more than
+#: ``CPU_LIMIT_SECONDS``, or its setup or teardown (fixtures; a shared one is charged to the first
+#: test that needs it) more than ``FIXTURE_CPU_LIMIT_SECONDS``. CPU seconds of this process and the
+#: subprocesses it waited for (user + system), not wall time, so a busy machine does not fail a test.
+#: Make such a test cheaper or mark it ``@pytest.mark.slow``. ``ODNBENCH_TEST_CPU_LIMIT=SECONDS``
+#: sets the body's limit (the fixtures' scales with it; 0 turns the check off), e.g. on a slow CPU.
+#: The summary gives the tier's total and its costliest ``ODNBENCH_TEST_CPU_SHOW`` phases (10), and
+#: warns when a whole fast-tier run's phases took more than ``FAST_TIER_CPU_BUDGET``.
+CPU_LIMIT_SECONDS = 3.0
+FIXTURE_CPU_LIMIT_SECONDS = 5.0
+#: Leaves room for start-up and collection (about 10 CPU seconds) under the 2 minutes.
+FAST_TIER_CPU_BUDGET = 105.0
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and of the children it has waited for."""
+    own, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
+def cpu_limit(when: str = "call") -> float:
+    """The most CPU seconds phase ``when`` of a test not marked slow may take (0: no limit)."""
+    text = os.environ.get("ODNBENCH_TEST_CPU_LIMIT")
+    try:
+        limit = float(text) if text else CPU_LIMIT_SECONDS
+    except ValueError:
+        raise pytest.UsageError(f"ODNBENCH_TEST_CPU_LIMIT={text!r}: a number of CPU seconds (0: no limit)") from None
+    return limit if when == "call" else limit * FIXTURE_CPU_LIMIT_SECONDS / CPU_LIMIT_SECONDS
+
+
+_FAST_TIER_CPU: list[tuple[float, str]] = []  # (CPU seconds, "test id phase") of unmarked tests, for the summary
+_PHASE_CPU = pytest.StashKey[dict]()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Time each phase of a test not marked slow in CPU seconds; fail the phase over the limit."""
+    outcome = yield
+    report = outcome.get_result()
+    used = item.stash.get(_PHASE_CPU, {}).get(call.when)
+    if used is None or item.get_closest_marker("slow") is not None:
+        return
+    _FAST_TIER_CPU.append((used, f"{item.nodeid} {call.when}"))
+    limit = cpu_limit(call.when)
+    if limit and used > limit and report.passed:
+        report.outcome = "failed"
+        report.longrepr = (f"{item.nodeid}: its {call.when} took {used:.1f} CPU seconds, more than the "
+                           f"{limit:g} allowed a test not marked slow (tests/conftest.py): make it cheaper or "
+                           "mark it @pytest.mark.slow")
+
+
+def _timed_phase(item, when: str):
+    start = cpu_seconds()
+    yield
+    item.stash.setdefault(_PHASE_CPU, {})[when] = cpu_seconds() - start
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_setup(item):
+    yield from _timed_phase(item, "setup")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_call(item):
+    yield from _timed_phase(item, "call")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_teardown(item):
+    yield from _timed_phase(item, "teardown")
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """The CPU time of the tests not marked slow, and the costliest of them (the candidates for a
+    slow mark when the fast tier grows)."""
+    if not _FAST_TIER_CPU:
+        return
+    total = sum(used for used, _ in _FAST_TIER_CPU)
+    terminalreporter.section("CPU time of tests not marked slow")
+    terminalreporter.write_line(f"{total:.1f} CPU seconds in their phases (a body may take {cpu_limit():g}, a "
+                                f"setup or teardown {cpu_limit('setup'):g}: tests/conftest.py); the costliest:")
+    for used, what in sorted(_FAST_TIER_CPU, reverse=True)[:int(os.environ.get("ODNBENCH_TEST_CPU_SHOW") or 10)]:
+        terminalreporter.write_line(f"{used:6.2f}s {what}")
+    whole_tier = config.getoption("markexpr") == "not slow" and config.args == config.getini("testpaths")
+    if whole_tier and total > FAST_TIER_CPU_BUDGET:
+        terminalreporter.write_line(f"the fast tier took {total:.0f} CPU seconds, more than its budget of "
+                                    f"{FAST_TIER_CPU_BUDGET:g} (tests/conftest.py FAST_TIER_CPU_BUDGET): mark the "
+                                    "costliest tests above @pytest.mark.slow", red=True, bold=True)
 
 
 @pytest.fixture(autouse=True)

@@ -8,7 +8,8 @@
 - no module imports or reaches a private (``_name``) name of another module;
 - the core holds no built-in plugin's name (method, declared package) as a string literal, but
   where old records are upgraded (``CORE_MAY_NAME``);
-- no import cycles, counting imports inside functions (only ``if TYPE_CHECKING:`` ones are free);
+- no import cycles, counting imports inside functions and type-only ones (``if TYPE_CHECKING:``:
+  two modules that name each other's types cannot be read or changed apart either);
 - what ``odnbench --help`` and ``odnbench list`` import at start-up imports no torch (the same is
   checked by running them in tests/test_plugins.py::test_help_and_listing_do_not_import_torch).
 
@@ -30,7 +31,7 @@ SOURCES = {"odnbench": REPO / "odnbench", "odnbench_plugins": REPO / "plugins" /
 #: Who may import whom: a module imports modules of its own layer or of layers listed before it.
 #: Keep in step with the table in docs/architecture.md (a test below checks that it names them all).
 LAYERS: list[tuple[str, set[str]]] = [
-    ("foundation", {"odnbench.errors", "odnbench.result", "odnbench.progress", "odnbench.envinfo",
+    ("foundation", {"odnbench.errors", "odnbench.params", "odnbench.result", "odnbench.progress", "odnbench.envinfo",
                     "odnbench.hookspecs", "odnbench.depthnet", "odnbench.data", "odnbench.metrics",
                     "odnbench.execution", "odnbench.modelio", "odnbench.safeio", "odnbench.initialization"}),
     ("contract and storage", {"odnbench", "odnbench.contract", "odnbench.store", "odnbench.recipes",
@@ -211,7 +212,7 @@ def import_cycles(known: dict[str, Path], imports: list[Import]) -> list[str]:
     """Strongly connected groups of modules (Tarjan), each with the import lines that close it."""
     graph: dict[str, dict[str, Import]] = {m: {} for m in known}
     for i in imports:
-        if i.target in known and i.target != i.importer and not i.type_checking:
+        if i.target in known and i.target != i.importer:
             graph[i.importer].setdefault(i.target, i)
     index: dict[str, int] = {}
     low: dict[str, int] = {}
@@ -244,7 +245,8 @@ def import_cycles(known: dict[str, Path], imports: list[Import]) -> list[str]:
     for group in groups:
         edges = [graph[a][b] for a in group for b in group if b in graph[a]]
         problems.append("import cycle between " + ", ".join(group) + ": " + "; ".join(
-            f"{e.where} {e.importer} imports {e.target}{' (inside a function)' if e.lazy else ''}" for e in edges))
+            f"{e.where} {e.importer} imports {e.target}{' (inside a function)' if e.lazy else ''}"
+            f"{' (under if TYPE_CHECKING)' if e.type_checking else ''}" for e in edges))
     return problems
 
 
@@ -307,10 +309,32 @@ def test_no_module_uses_a_private_name_of_another(source):
     assert not problems, "\n".join(problems)
 
 
+#: Cycles still allowed while the change that removes them is under way, each with its reason. An
+#: entry whose cycle is gone fails the test below, so that the list only ever shrinks.
+CYCLES_UNDER_WAY: set[str] = set()  # cycles being removed, each with the issue that removes it
+
+
 def test_no_import_cycles(source):
     known, imports = source
     problems = import_cycles(known, imports)
+    found = {p.removeprefix("import cycle between ").split(":")[0] for p in problems}
+    assert not CYCLES_UNDER_WAY - found, (f"{sorted(CYCLES_UNDER_WAY - found)} no longer form a cycle: remove them "
+                                          "from CYCLES_UNDER_WAY")
+    problems = [p for p in problems if p.removeprefix("import cycle between ").split(":")[0] not in CYCLES_UNDER_WAY]
     assert not problems, "\n".join(problems)
+
+
+def test_a_type_only_cycle_is_a_cycle(tmp_path):
+    core = tmp_path / "odnbench"
+    core.mkdir()
+    (core / "__init__.py").write_text("")
+    (core / "contract.py").write_text("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from odnbench.recipes "
+                                      "import Recipe\n")
+    (core / "recipes.py").write_text("from odnbench.contract import Param\n")
+    known, imports = all_imports({"odnbench": core})
+    assert import_cycles(known, imports) == [
+        "import cycle between odnbench.contract, odnbench.recipes: odnbench/contract.py:3 odnbench.contract imports "
+        "odnbench.recipes (under if TYPE_CHECKING); odnbench/recipes.py:1 odnbench.recipes imports odnbench.contract"]
 
 
 def test_help_and_list_start_without_torch(source):

@@ -71,6 +71,7 @@ def test_imagenet_reference_points(reg, name, params, gmacs):
     assert macs == pytest.approx(gmacs * 1e9, rel=0.01)
 
 
+@pytest.mark.slow
 def test_resnet18_cut_after_two_blocks(reg):
     net = reg.backbone("resnet18").build(in_chans=1, num_classes=10)  # cifar stem, full width
     assert net.depth == 8 and net.widths == [64, 64, 128, 128, 256, 256, 512, 512]

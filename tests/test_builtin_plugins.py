@@ -26,7 +26,8 @@ FAST = {
     "kd": ["kd.depth=2"],
 }
 #: Checks that train dependencies or load a full dataset (tens of seconds on a busy CPU).
-SLOW = {"odn", "prune", "truncate", "blockdrop", "kd", "resnet34", "resnet50", "mnist", "emnist", "fashion-mnist", "svhn", "cifar10"}
+SLOW = {"odn", "prune", "truncate", "blockdrop", "kd", "oracle", "resnet34", "resnet50", "mnist5k", "mnist", "emnist",
+        "fashion-mnist", "svhn", "cifar10"}
 
 
 def builtin(kind: str) -> list:

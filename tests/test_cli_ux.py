@@ -97,6 +97,7 @@ def test_unused_recipe_fields_must_name_recipe_fields():
 # ----------------------------------------------------------------------------- run: finished cells
 
 
+@pytest.mark.slow
 def test_run_skips_a_finished_cell_and_force_redoes_it(tmp_path):
     results = tmp_path / "results"
     args = ["run", "-m", "full", "--preset", "smoke", "--results", str(results), "-q", "--set", "recipe.threads=1"]

@@ -30,6 +30,7 @@ def committed():
     return RESULTS
 
 
+@pytest.mark.slow
 def test_republishing_reproduces_the_committed_pages(committed, tmp_path):
     copy = tmp_path / "leaderboards" / "results"
     shutil.copytree(committed, copy, ignore=shutil.ignore_patterns("*.pt", "leaderboard.md"))

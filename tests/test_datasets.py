@@ -189,6 +189,7 @@ def test_missing_files_name_the_expected_place(reg, tmp_path, name, folder):
 # ----------------------------------------------------------------------------- offline default
 
 
+@pytest.mark.slow
 def test_mnist5k_splits(reg):
     ds = reg.dataset("mnist5k")
     a = ds.load(None, download=False, seed=0)

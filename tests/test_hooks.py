@@ -42,6 +42,7 @@ def register_datasets(register):
 '''
 
 
+@pytest.mark.slow
 def test_hook_register_datasets(monkeypatch, tmp_path):
     install_plugin(monkeypatch, tmp_path, "hookdata", DATASET_PLUGIN)
     listed = CliRunner().invoke(cli, ["list", "datasets"])
@@ -135,6 +136,7 @@ def register_methods(register):
 '''
 
 
+@pytest.mark.slow
 def test_hook_register_methods(monkeypatch, tmp_path):
     install_plugin(monkeypatch, tmp_path, "hookmethod", METHOD_PLUGIN)
     runner = CliRunner()

@@ -951,7 +951,14 @@ def _(w):
     assert all(p.name.startswith(".result.json.") for p in target.parent.iterdir() if p != target)
 
 
-@pytest.mark.parametrize("name", list(CASES))
+#: Cases that train or re-evaluate for more than a CPU second or two: the slow tier's.
+SLOW_CASES = {
+    "security: a third-party model re-evaluates after its plugin is uninstalled (example oneshot-odn)",
+    "integrity: verify catches an edited throughput",
+}
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_CASES else n for n in CASES])
 def test_hostile(name, world):
     CASES[name](world)
     world.intact()
@@ -966,7 +973,8 @@ def test_case_count():
 
 # ------------------------------------------------------------------------------ planted malicious model
 
-@pytest.mark.parametrize("where", ["model.safetensors", "model.pt beside it", "0.1 record"])
+@pytest.mark.parametrize("where", [pytest.param("model.safetensors", marks=pytest.mark.slow),
+                                   pytest.param("model.pt beside it", marks=pytest.mark.slow), "0.1 record"])
 def test_planted_model_never_runs(world, where):
     w = world
     marker = w.root / "PWNED"

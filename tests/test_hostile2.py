@@ -84,6 +84,7 @@ def test_case1_planted_copy_is_a_stray_never_counted_nor_used(world):
     w.intact()
 
 
+@pytest.mark.slow
 def test_case1_backup_copy_under_another_name_is_not_a_dependency(world):
     w = world
     import shutil
@@ -130,6 +131,7 @@ def test_case2_verify_says_what_it_cannot_check_and_signatures_catch_edits(world
     assert "the recorded config" in note and "a forged record" in note and "--rerun" in note
 
 
+@pytest.mark.slow
 def test_case2_rerun_catches_a_forged_record(world):
     """A model trained with other recipe values, relabelled as the smoke cell, every hash recomputed:
     verify passes it (it cannot know); --rerun trains the recorded config again and tells."""
@@ -336,6 +338,7 @@ def _seed1_key() -> str:
     return plan.plan_grid(get_registry(), ["full"], ["mnist5k"], ["resnet18"], [1], "smoke").cells[0].key
 
 
+@pytest.mark.slow
 def test_case6_run_refuses_a_cell_another_process_holds_then_takes_over_a_dead_lock(world):
     w = world
     key = _seed1_key()

@@ -158,6 +158,7 @@ def _tree_bytes(folder: Path) -> dict[str, str]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+@pytest.mark.slow
 def test_publish_is_byte_identical_and_complete(results_dir, tmp_path):
     from odnbench.cli import cli
 

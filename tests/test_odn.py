@@ -501,6 +501,7 @@ def test_start_from_decides_where_deeper_depths_start(reg, tmp_path, monkeypatch
 
 
 @pytest.mark.parametrize("rule", ["first", "patience"])
+@pytest.mark.slow
 def test_stop_rule_end_to_end(reg, tmp_path, rule):
     # threshold 0.5 %: depth 1 reaches it in its first epoch; patience 2 keeps it 3 epochs (its cap)
     sets = ["odn.target=1", "odn.max_epochs_per_depth=3", "odn.patience=2", "odn.lr_decay_patience=1",
@@ -559,6 +560,7 @@ def test_registration_module_is_light():
     assert json.loads(out.stdout) == [False, False]
 
 
+@pytest.mark.slow
 def test_compute_cost_of_an_odn_cell_is_the_sum_over_its_phases(reg, tmp_path):
     """cost.train_macs = Σ over phases of (forward MACs of the network trained then) × samples × 3: the
     warm-up through every block, each searched depth k (stem + blocks 1..k + head k), the fine-tune at

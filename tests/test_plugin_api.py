@@ -120,6 +120,7 @@ def test_result_mapping_access_warns_and_names_the_attribute():
         assert r.metrics["top1"] == 90.0 and bool(r)
 
 
+@pytest.mark.slow
 def test_a_plugin_written_against_01_runs_through_compare_with_a_deprecation_warning(site, tmp_path, monkeypatch):
     path, tag = site
     make_dist(path, "odnbench-distill01", "0.1.0", {"distill01": (f"distill01_{tag}", DISTILL_01)})

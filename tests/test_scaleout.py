@@ -444,6 +444,7 @@ def _report_an_epoch_to_a_dead_driver(marker: str) -> None:
     Path(marker).write_text("the method went on and could have stored a failure")
 
 
+@pytest.mark.slow
 def test_a_worker_whose_driver_died_dies_at_its_next_epoch_report_without_storing_anything(tmp_path):
     """kill -9 of compare while a cell trains: the worker's next epoch report fails; it must die then,
     not raise into the method (run_cell would store a BrokenPipeError as the cell's failed result)."""

@@ -3,13 +3,16 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 
 from odnbench import plan
-from odnbench.executors import RunSpec
+from odnbench.executors import Executor, RunSpec
+from odnbench.plan import Cell
 from odnbench.progress import Progress
 from odnbench.result import Result
 from odnbench.scheduler import ETA_LINE_SECONDS, Eta, Scheduler
@@ -48,12 +51,12 @@ class FakeExecutor:
 
     def __init__(self, slots: int = 1, clock: FakeClock | None = None, seconds: float = 10.0):
         self.slots, self.clock, self.seconds = slots, clock, seconds
-        self.queue: list = []
+        self.queue: list[Cell] = []
         self.submitted: list[str] = []
         self.max_at_once = 0
         self.closed = False
 
-    def info(self) -> dict:
+    def info(self) -> dict[str, Any]:
         return {"name": "fake", "cells_at_once": self.slots}
 
     def start(self, run: RunSpec) -> str:
@@ -63,12 +66,12 @@ class FakeExecutor:
     def free(self) -> int:
         return self.slots - len(self.queue)
 
-    def submit(self, cell) -> None:
+    def submit(self, cell: Cell) -> None:
         self.queue.append(cell)
         self.submitted.append(cell.config["method"])
         self.max_at_once = max(self.max_at_once, len(self.queue))
 
-    def wait(self, timeout):
+    def wait(self, timeout: float | None) -> list[tuple[Cell, Result]]:
         cell = self.queue.pop(0)
         if self.clock is not None:
             self.clock.now += self.seconds
@@ -78,6 +81,33 @@ class FakeExecutor:
 
     def close(self) -> None:
         self.closed = True
+
+
+def test_the_fake_executor_is_an_executor() -> None:
+    """The scheduler's tests hold for every executor only if the fake is one: the protocol's six
+    methods, with its parameters (mypy checks the types where a FakeExecutor is used as an Executor)."""
+    fake: Executor = FakeExecutor()
+    assert isinstance(fake, Executor)
+    for name in ("info", "start", "free", "submit", "wait", "close"):
+        ours, theirs = inspect.signature(getattr(FakeExecutor, name)), inspect.signature(getattr(Executor, name))
+        assert list(ours.parameters) == list(theirs.parameters), name
+        assert ours.return_annotation == theirs.return_annotation, name
+
+
+def test_compare_offers_every_registered_executor_and_each_builds_one():
+    import importlib.util
+
+    from odnbench.cli import compare
+    from odnbench.executors import EXECUTORS, ExecutorOptions, ProcessExecutor, SerialExecutor
+
+    option = next(p for p in compare.params if p.name == "executor")
+    assert list(option.type.choices) == list(EXECUTORS) == ["local", "ray"]
+    assert type(EXECUTORS["local"](ExecutorOptions())) is SerialExecutor
+    assert type(EXECUTORS["local"](ExecutorOptions(jobs=2))) is ProcessExecutor
+    built = [EXECUTORS["local"](ExecutorOptions(jobs=j)) for j in (1, 2)]
+    if importlib.util.find_spec("ray") is not None:
+        built.append(EXECUTORS["ray"](ExecutorOptions(jobs=2)))  # connects only when a cell is submitted
+    assert all(isinstance(e, Executor) for e in built)
 
 
 @pytest.fixture
@@ -237,6 +267,7 @@ def epoch_reporting_run_cell(registry, cell, results_dir, *, progress, **kwargs)
     return result
 
 
+@pytest.mark.slow
 def test_a_worker_process_reports_its_cells_epochs_to_the_driver(reg, tmp_path):
     import time
 

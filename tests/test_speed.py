@@ -180,6 +180,7 @@ def test_harness_overhead_script_prints_a_ratio(capsys):
     assert lines[-1].startswith("ratio ") and float(lines[-1].split()[1]) > 0
 
 
+@pytest.mark.slow
 def test_gpu_speed_report_runs_tiny_on_cpu(tmp_path):
     report = _script("gpu_speed_report")
     out = tmp_path / "speed.md"
@@ -246,6 +247,7 @@ def test_compiled_training_step_on_full_batches_only():
         assert trainer.train_epoch(net, opt).loss > 0
 
 
+@pytest.mark.slow
 def test_cpu_roofline_runs_tiny_and_ends_with_the_fraction(capsys):
     """benchmarks/cpu_roofline.py at toy size (its speed target lives in the benchmark, not here):
     each eager setting runs through the harness's Trainer and the last line is ``fraction X``."""

@@ -59,6 +59,7 @@ def _cli(results: Path, *extra):
     return CliRunner().invoke(cli, ["leaderboard", "verify", "--results", str(results), "--no-download", *extra])
 
 
+@pytest.mark.slow
 def test_fresh_results_pass_with_reevaluation(fresh):
     res = _cli(fresh)
     assert res.exit_code == 0, res.output
@@ -67,6 +68,7 @@ def test_fresh_results_pass_with_reevaluation(fresh):
         assert f"ok       {cell.name}: schema ok; re-evaluated on cpu" in res.output
 
 
+@pytest.mark.slow
 def test_verify_loads_the_data_folder_recorded_in_each_result(fresh, tmp_path, monkeypatch):
     from odnbench import runtime
     from odnbench import verify as verify_module
@@ -98,6 +100,7 @@ def test_verify_refuses_a_data_dir_that_does_not_exist(fresh, tmp_path):
     assert res.output.startswith(f"Error: --data-dir {tmp_path / 'nope' / 'data'} does not exist")
 
 
+@pytest.mark.slow
 def test_tampered_top1_is_reported(results):
     cell = _cells(results)[0]
     stored = json.loads((cell / RESULT_FILE).read_text())
@@ -114,6 +117,7 @@ def test_tampered_top1_is_reported(results):
     assert line.startswith("PROBLEM") and "metrics.top1 stored" in line and "edited" not in line
 
 
+@pytest.mark.slow
 def test_overwritten_weights_are_caught(results):
     a, b = _cells(results)
     top_a = json.loads((a / RESULT_FILE).read_text())["metrics"]["top1"]
@@ -131,6 +135,7 @@ def test_overwritten_weights_are_caught(results):
     assert any(p.startswith("metrics.top1 stored") for p in bad[a.name].problems)
 
 
+@pytest.mark.slow
 def test_replaced_architecture_is_caught(results):
     cell = _cells(results)[0]
     model = load_model(cell / MODEL_FILE)
@@ -143,6 +148,7 @@ def test_replaced_architecture_is_caught(results):
     assert "metrics.macs stored" in problems
 
 
+@pytest.mark.slow
 def test_garbage_model_file_is_a_finding_not_a_crash(results):
     cell = _cells(results)[0]
     (cell / MODEL_FILE).write_bytes(b"not a model")

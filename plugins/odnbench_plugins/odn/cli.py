@@ -22,6 +22,7 @@ def load_odn_result(cell_dir: Path):
         result = ResultStore(Path(cell_dir).parent).read(cell_dir)
     except (json.JSONDecodeError, ValueError) as exc:
         raise OdnbenchError(f"{f}: not a readable result ({exc})") from None
+    assert result is not None  # its result.json is there (checked above)
     if result.method != "odn":
         raise OdnbenchError(f"{cell_dir}: holds a {result.method!r} result; odn-curve needs an 'odn' result")
     if not result.ok or not result.method_info.get("depth_curve"):

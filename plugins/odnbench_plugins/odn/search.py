@@ -19,6 +19,7 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 import torch.nn.functional as F
@@ -87,7 +88,7 @@ def load_shallower(net: MultiExitNet, cut: DepthNet) -> None:
 
 def summed_exit_loss(model: MultiExitNet, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The warm-up loss: unweighted sum of every head's cross-entropy."""
-    return sum(F.cross_entropy(logits, y) for logits in model.exit_logits(x))
+    return cast(torch.Tensor, sum(F.cross_entropy(logits, y) for logits in model.exit_logits(x)))
 
 
 @torch.inference_mode()
@@ -228,13 +229,14 @@ class OdnSchedule:
         start = self.carried if self.best_reading == "carry" else -math.inf
         self._tracker = Improvement(start, self.search_digits)
         self._carried_start = start
+        self._own_raw: float | None  # the unrounded best of this depth's search, None before its first epoch
         self._own, self._own_raw, self._own_epoch = -math.inf, None, 0
 
     def _start_finetune(self) -> None:
         self.phase, self.epoch, self.decays = "fine-tune", 0, 0
         self._lr_start = self._plateau.lr  # continues with the decayed LR
         self._plateau = PlateauLR(self._lr_start, self.decay_factor, self.decay_patience)
-        start = round(self._own_raw, self.finetune_digits)
+        start = round(cast(float, self._own_raw), self.finetune_digits)  # fine-tuning follows a searched epoch
         self._tracker = Improvement(start, self.finetune_digits)
         self._ft_start, self._ft_best, self._ft_epoch = start, start, 0
 

@@ -21,6 +21,7 @@ import copy
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -60,8 +61,9 @@ def needs_gradients(criterion: str) -> bool:
 
 def _classifier(model: nn.Module) -> nn.Module:
     head = getattr(model, "head", None)
-    if head is None and hasattr(model, "get_classifier"):
-        head = model.get_classifier()
+    get_classifier = getattr(model, "get_classifier", None)  # timm's models
+    if head is None and get_classifier is not None:
+        head = get_classifier()
     if not isinstance(head, nn.Module):
         raise OdnbenchError(f"cannot find the classifier of {type(model).__name__} (expected .head) to protect it")
     return head
@@ -111,12 +113,13 @@ def check_shrunk(before: dict, after: dict, what: str) -> None:
 def refresh_widths(model: nn.Module, example_inputs: torch.Tensor) -> list[int]:
     """Set a DepthNet's ``widths`` to its block output widths after pruning (read off a forward pass)."""
     if hasattr(model, "block_outputs") and hasattr(model, "widths"):
-        was = model.training
-        model.eval()
+        net: Any = model  # a DepthNet, or any model with its two attributes
+        was = net.training
+        net.eval()
         with torch.no_grad():
-            model.widths = [int(o.shape[1]) for o in model.block_outputs(example_inputs)]
-        model.train(was)
-        return list(model.widths)
+            net.widths = [int(o.shape[1]) for o in net.block_outputs(example_inputs)]
+        net.train(was)
+        return list(net.widths)
     return []
 
 
@@ -305,7 +308,7 @@ def sparse_train(trainer, model: nn.Module, example_inputs: torch.Tensor, pruner
     Counted under "sparse training". ``reg``/``delta_reg`` None: torch-pruning's defaults."""
     if pruner not in SPARSE_PRUNERS:
         raise OdnbenchError(f"unknown sparse-training pruner {pruner!r}; choose one of: {', '.join(SPARSE_PRUNERS)}")
-    extra = {k: v for k, v in (("reg", reg), ("delta_reg", delta_reg)) if v is not None}
+    extra: dict[str, Any] = {k: v for k, v in (("reg", reg), ("delta_reg", delta_reg)) if v is not None}
     regulariser = make_pruner(model, example_inputs, make_importance(PRUNER_CRITERION[pruner]), ratio=0.5,
                               scope=scope, round_to=round_to, cls=getattr(tp.pruner, SPARSE_PRUNERS[pruner]), **extra)
     before = mean_bn_scale(model)
