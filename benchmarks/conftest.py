@@ -102,6 +102,7 @@ def pytest_sessionfinish(session, exitstatus):
             session.exitstatus = 1
 
 
+@pytest.hookimpl(trylast=True)  # under pytest-benchmark's tables
 def pytest_terminal_summary(terminalreporter):
     if "now" not in _report:
         return

@@ -102,20 +102,23 @@ def bare_run(model, splits, recipe, device, epochs: int, seed: int) -> None:
         _ = 100.0 * correct.item() / len(val)  # read once an epoch, as a loop that prints it would
 
 
-def matmul_peak(dtype, size: int = 1024, repeats: int = 3, min_seconds: float = 0.2) -> float:
-    """GFLOP/s of ``size``² x ``size``² matmuls in ``dtype`` (best of ``repeats`` timed windows)."""
+def matmul_peak(dtype, size: int = 1024, repeats: int = 3, min_seconds: float = 0.2, device="cpu") -> float:
+    """GFLOP/s of ``size``² x ``size``² matmuls in ``dtype`` on ``device`` (best of ``repeats`` timed windows)."""
     import torch
 
     g = torch.Generator().manual_seed(0)
-    a = torch.randn(size, size, generator=g).to(dtype)
-    b = torch.randn(size, size, generator=g).to(dtype)
-    out = torch.empty(size, size, dtype=dtype)
-    torch.mm(a, b, out=out)  # warm-up (oneDNN picks its kernel)
+    a = torch.randn(size, size, generator=g).to(device, dtype)
+    b = torch.randn(size, size, generator=g).to(device, dtype)
+    out = torch.empty(size, size, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    torch.mm(a, b, out=out)  # warm-up (oneDNN or cuBLAS picks its kernel)
+    sync()
     best = 0.0
     for _ in range(repeats):
         calls, start = 0, time.perf_counter()
         while True:
             torch.mm(a, b, out=out)
+            sync()
             calls += 1
             elapsed = time.perf_counter() - start
             if elapsed >= min_seconds:

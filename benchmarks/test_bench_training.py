@@ -75,11 +75,11 @@ SETTINGS = {
 }
 
 
-def peak_gflops(precision: str, smoke: bool) -> float:
-    """This CPU's matmul GFLOP/s in ``precision`` (1024² matmuls, best of 3), the roof an epoch is
+def peak_gflops(precision: str, smoke: bool, device) -> float:
+    """The device's matmul GFLOP/s in ``precision`` (1024² matmuls, best of 3), the roof an epoch is
     divided by: measured in the same test, just before it, so the fraction holds on a busy machine."""
     size, repeats, least = (256, 1, 0.02) if smoke else (1024, 3, 0.2)
-    return matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32, size, repeats, least)
+    return matmul_peak(torch.bfloat16 if precision == "bf16" else torch.float32, size, repeats, least, device)
 
 
 @pytest.mark.parametrize("setting", list(SETTINGS))
@@ -101,7 +101,7 @@ def test_quick_width_training_epoch(benchmark, smoke, device, setting):
     trainer = Trainer(splits, recipe, device, Progress(quiet=True), CostMeter(), seed=0)
     opt = trainer.make_optimizer(net.parameters())
     rates: list[float] = []
-    peak = peak_gflops(recipe.precision, smoke)
+    peak = peak_gflops(recipe.precision, smoke, device)
 
     def epoch():
         stats = trainer.train_epoch(net, opt)
