@@ -21,7 +21,8 @@ import ratios as ratio_check  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 _measured: dict[str, dict[str, float]] = {}  # fullname -> extra_info["ratios"] of this session
-_report: dict[str, list[str]] = {}
+_report: dict[str, list[str]] = {}  # lines for the terminal summary
+_baseline: list[Path] = []  # the saved run --ratio-baseline names, resolved at start-up
 
 
 def pytest_addoption(parser):
@@ -42,6 +43,12 @@ def pytest_configure(config):
     # means running them (pytest-benchmark would refuse the pair; --benchmark-enable is its override).
     if config.getoption("benchmark_only", False):
         config.option.benchmark_enable = True
+    baseline = config.getoption("ratio_baseline", None)
+    if baseline:  # a wrong file is a usage error now, not a surprise after minutes of benchmarks
+        try:
+            _baseline[:] = [ratio_check.resolve(baseline, config.getoption("benchmark_storage").split("://")[-1])]
+        except ValueError as exc:
+            raise pytest.UsageError(f"--ratio-baseline {exc}") from None
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -91,9 +98,8 @@ def pytest_sessionfinish(session, exitstatus):
         return
     _report["now"] = [f"{name.split('::', 1)[-1]} {key}: {value:.3f}"
                       for name, ratios in sorted(_measured.items()) for key, value in sorted(ratios.items())]
-    baseline = session.config.getoption("ratio_baseline")
-    if baseline:
-        path = ratio_check.resolve(baseline, session.config.getoption("benchmark_storage").split("://")[-1])
+    if _baseline:
+        path = _baseline[0]
         tolerance = session.config.getoption("ratio_tolerance")
         lines, regressions = ratio_check.compare(ratio_check.load(path), _measured, tolerance)
         _report["compare"] = [f"against {path} (tolerance {tolerance:.0%}):", *lines]

@@ -35,7 +35,7 @@ def resolve(spec: str, storage: str | Path = ".benchmarks") -> Path:
     found = sorted(glob.glob(str(Path(storage) / "*" / f"{spec}*.json")))
     if len(found) != 1:
         where = f"{storage}/*/{spec}*.json"
-        raise SystemExit(f"--ratio-baseline {spec}: no such file, and {len(found)} saved runs match {where} "
+        raise ValueError(f"{spec}: no such file, and {len(found)} saved runs match {where} "
                          "(give a path, or an id such as 0001 that matches one)")
     return Path(found[0])
 
@@ -83,7 +83,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tolerance", type=float, default=DEFAULT_TOLERANCE,
                         help=f"allowed fall, a fraction of the baseline (default {DEFAULT_TOLERANCE})")
     args = parser.parse_args(argv)
-    lines, regressions = compare(load(resolve(args.baseline)), load(resolve(args.current)), args.tolerance)
+    try:
+        baseline, current = resolve(args.baseline), resolve(args.current)
+    except ValueError as exc:
+        parser.error(str(exc))
+    lines, regressions = compare(load(baseline), load(current), args.tolerance)
     print("\n".join(lines) or "no ratios in common")
     print(f"{len(regressions)} of {len(lines)} ratios fell more than {args.tolerance:.0%}")
     return 1 if regressions else 0

@@ -315,8 +315,19 @@ def test_ratio_check_fails_a_fall_beyond_the_tolerance_only(tmp_path, capsys):
     assert ratios.resolve("0002", tmp_path) == tmp_path / "Linux" / "0002_now.json"
     assert ratios.main([str(tmp_path / "Linux" / "0001_base.json"), str(tmp_path / "Linux" / "0002_now.json")]) == 1
     assert "t r: 1.000 -> 0.500 (-50.0%) REGRESSED" in capsys.readouterr().out
-    with pytest.raises(SystemExit, match="0003: no such file, and 0 saved runs match"):
+    with pytest.raises(ValueError, match="0003: no such file, and 0 saved runs match"):
         ratios.resolve("0003", tmp_path)
+
+
+def test_a_ratio_baseline_that_is_not_there_stops_the_suite_before_it_runs(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTEST_ADDOPTS", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-only", "--ratio-baseline", "9999", "--benchmark-storage", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+    assert f"--ratio-baseline 9999: no such file, and 0 saved runs match {tmp_path}/*/9999*.json" in done.stderr
+    assert "passed" not in done.stdout
 
 
 class _Classifier(torch.nn.Module):
