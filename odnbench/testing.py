@@ -419,7 +419,7 @@ def check_latency(benchmark: Any, model: Any, input_shape: tuple[int, ...], *, b
 
     import torch
 
-    from odnbench.metrics import _device_of, _sync, torch_threads
+    from odnbench.metrics import torch_threads
 
     if not isinstance(model, torch.nn.Module):
         _fail(f"check_latency: model is a {type(model).__name__}, not a torch.nn.Module")
@@ -428,7 +428,8 @@ def check_latency(benchmark: Any, model: Any, input_shape: tuple[int, ...], *, b
         _fail(f"check_latency: input_shape {input_shape!r} must be positive ints (C, H, W), without the batch")
     if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
         _fail(f"check_latency: batch={batch!r} must be a positive int")
-    device = _device_of(model)
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
     x = torch.randn((batch, *shape), device=device)
     was_training = model.training
     model.eval()
@@ -437,7 +438,8 @@ def check_latency(benchmark: Any, model: Any, input_shape: tuple[int, ...], *, b
     def forward():
         start = time.perf_counter()
         out = model(x)
-        _sync(device)
+        if device.type == "cuda":  # the time of the work, not of queueing it
+            torch.cuda.synchronize(device)
         calls.append(time.perf_counter() - start)
         return out
 
