@@ -108,7 +108,7 @@ PRESETS: dict[str, Recipe] = {
         eval_batch_size=256, latency_warmup=2, latency_windows=3, latency_iters=3, throughput_batch=32,
     ),
     # bf16 autocast + channels-last: 1.6-1.9x the fp32 training rate on a CPU with bf16 instructions
-    # (benchmarks/cpu_roofline.py), with top-1 inside the seed spread of fp32 (docs/speed.md).
+    # (docs/speed.md, the roofline), with top-1 inside the seed spread of fp32 (docs/speed.md).
     "quick": Recipe(
         preset="quick", train_limit=6000, val_limit=1000, width="16,32,64,128",
         lr=0.05, batch_size=64, epochs=12, schedule="cosine", patience=4,

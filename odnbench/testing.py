@@ -429,3 +429,68 @@ def run_cli(args: Iterable[str], *, env: dict[str, str] | None = None, input: st
 
 
 __all__ += ["run_cli"]
+
+
+# ----------------------------------------------------------------------------------- latency (pytest-benchmark)
+
+
+def check_latency(benchmark: Any, model: Any, input_shape: tuple[int, ...], *, batch: int = 1, rounds: int = 10,
+                  warmup_rounds: int = 1, threads: int = 1, round_seconds: float = 0.02) -> float:
+    """Time ``model``'s forward pass on ``batch`` images of ``input_shape`` (C, H, W) with
+    pytest-benchmark's ``benchmark`` fixture, as the harness times an exported model: eval mode,
+    ``inference_mode``, ``threads`` torch threads, on the device of its parameters. Returns
+    milliseconds per image and puts ``ms_per_image``, ``images_per_s``, ``batch`` and ``threads`` in
+    ``benchmark.extra_info`` (saved with ``--benchmark-save``). Each of ``rounds`` rounds runs the
+    forward pass enough times to last about ``round_seconds``. Under ``--benchmark-disable`` it runs
+    one forward pass (a smoke check that the model takes the input) and times that one."""
+    import time
+
+    import torch
+
+    from odnbench.metrics import torch_threads
+
+    if not isinstance(model, torch.nn.Module):
+        _fail(f"check_latency: model is a {type(model).__name__}, not a torch.nn.Module")
+    shape = tuple(input_shape)
+    if not shape or not all(isinstance(d, int) and d > 0 for d in shape):
+        _fail(f"check_latency: input_shape {input_shape!r} must be positive ints (C, H, W), without the batch")
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        _fail(f"check_latency: batch={batch!r} must be a positive int")
+    first = next(iter(model.parameters()), None)
+    device = first.device if first is not None else torch.device("cpu")
+    x = torch.randn((batch, *shape), device=device)
+    was_training = model.training
+    model.eval()
+    calls: list[float] = []
+
+    def forward():
+        start = time.perf_counter()
+        out = model(x)
+        if device.type == "cuda":  # the time of the work, not of queueing it
+            torch.cuda.synchronize(device)
+        calls.append(time.perf_counter() - start)
+        return out
+
+    try:
+        with torch_threads(threads) as used, torch.inference_mode():
+            out = forward()  # checks the output and sizes the rounds
+            if not isinstance(out, torch.Tensor) or out.dim() < 1 or out.shape[0] != batch:
+                got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+                _fail(f"check_latency: the model returns {got} for a batch of {batch}; it must return one row per "
+                      "image (a tensor of shape (batch, classes))")
+            iterations = max(1, min(1000, int(round_seconds / max(calls[-1], 1e-6))))
+            calls.clear()
+            benchmark.pedantic(forward, rounds=rounds, warmup_rounds=warmup_rounds, iterations=iterations)
+    finally:
+        model.train(was_training)
+    if getattr(benchmark, "enabled", False) and getattr(benchmark, "stats", None) is not None:
+        per_call = float(benchmark.stats.stats.median)  # the table's median (seconds per call)
+    else:
+        per_call = sorted(calls)[len(calls) // 2]
+    ms_per_image = 1000.0 * per_call / batch
+    benchmark.extra_info.update({"ms_per_image": round(ms_per_image, 6), "images_per_s": round(1000.0 / ms_per_image, 1),
+                                 "batch": batch, "threads": used, "device": device.type})
+    return ms_per_image
+
+
+__all__ += ["check_latency"]

@@ -2,7 +2,9 @@
 
 Speed targets themselves live in benchmarks/ (never wall-clock asserts here); these tests check
 that the options are validated, recorded and keyed, that the defaults leave CPU training exactly
-a plain PyTorch loop, and that the benchmark scripts run at tiny scale on a CPU.
+a plain PyTorch loop, that the speed suite (``pytest benchmarks``) runs every benchmark once with
+benchmarks disabled and its ratio check catches a fall, that ``odnbench.testing.check_latency``
+works, and that the GPU report script runs at tiny scale on a CPU.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import copy
 import importlib.util
 import json
 import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -79,7 +84,7 @@ def test_default_trainer_is_exactly_a_bare_pytorch_loop():
     """With the default recipe on a CPU the harness's Trainer does the very arithmetic a hand-written
     loop does: same data order, same steps, bit-identical weights (so this speed work changed no
     CPU result)."""
-    bench = _script("harness_overhead")
+    bench = _script("loops")  # the loops the speed suite compares (benchmarks/test_bench_training.py)
     device = torch.device("cpu")
     splits = bench.load_splits(192, 64, device)
     recipe = make_recipe("smoke", {"batch_size": "64", "schedule": "none", "eval_batch_size": "50"})
@@ -171,15 +176,6 @@ def test_evaluation_and_timing_run_in_the_training_precision_and_format():
     assert set(spy.seen) == {(False, False)}
 
 
-def test_harness_overhead_script_prints_a_ratio(capsys):
-    bench = _script("harness_overhead")
-    assert bench.main(["--width", "8,8,8,8", "--train", "128", "--val", "32", "--batch-size", "64",
-                       "--repeats", "1"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    assert "identical final weights (bare vs harness): True" in lines
-    assert lines[-1].startswith("ratio ") and float(lines[-1].split()[1]) > 0
-
-
 @pytest.mark.slow
 def test_gpu_speed_report_runs_tiny_on_cpu(tmp_path):
     report = _script("gpu_speed_report")
@@ -202,7 +198,7 @@ def test_compiled_training_step_on_full_batches_only():
     """The compile path (dynamo + AOTAutograd; 'aot_eager' generates no code, so it runs on a CPU):
     full batches go through the compiled step, the short last batch runs eagerly, and the result
     matches eager training; ODN's multi-exit loss and depth switch trace too."""
-    bench = _script("harness_overhead")
+    bench = _script("loops")
     from odnbench.progress import Progress
     from odnbench.registry import get_registry
     from odnbench.trainer import CostMeter, Trainer
@@ -248,22 +244,6 @@ def test_compiled_training_step_on_full_batches_only():
 
 
 @pytest.mark.slow
-def test_cpu_roofline_runs_tiny_and_ends_with_the_fraction(capsys):
-    """benchmarks/cpu_roofline.py at toy size (its speed target lives in the benchmark, not here):
-    each eager setting runs through the harness's Trainer and the last line is ``fraction X``."""
-    roof = _script("cpu_roofline")
-    assert roof.main(["--matmul-size", "64", "--matmul-repeats", "1", "--width", "8,8,8,8", "--images", "48",
-                      "--batch-size", "16", "--epochs", "1", "--warmup-epochs", "0", "--no-compile"]) == 0
-    lines = capsys.readouterr().out.strip().splitlines()
-    eager = [name for name, s in roof.SETTINGS.items() if not s.get("compile")]
-    assert all(any(line.startswith(name + " ") and "img/s" in line for line in lines) for name in eager), lines
-    assert lines[-1].startswith("fraction ") and float(lines[-1].split()[1]) > 0
-    out = roof.train_throughput(roof.SETTINGS["bf16 channels-last"], width="8,8,8,8", batch_size=16, images=32,
-                                epochs=1, warmup_epochs=0)
-    assert out["img_s"] > 0
-    assert (out["execution"]["precision"], out["execution"]["memory_format"]) == ("bf16", "channels_last")
-
-
 def test_one_thread_per_cell_by_default_and_old_records_read_as_they_ran():
     from odnbench.recipes import Recipe
 
@@ -280,3 +260,110 @@ def test_the_thread_count_is_in_the_cell_key(reg):
     assert one.config["recipe"]["threads"] == 1
     default = plan.plan_grid(reg, ["full"], ["mnist5k"], ["resnet18"], [0], "smoke", ["recipe.threads=0"]).cells[0]
     assert one.key != default.key
+
+
+# ----------------------------------------------------------------------------------- the speed suite
+
+
+BENCH = REPO / "benchmarks"
+HARNESS_BENCH = "benchmarks/test_bench_training.py::test_harness_epoch_against_a_bare_loop"
+
+
+@pytest.mark.slow
+def test_the_speed_suite_runs_every_benchmark_once_and_its_ratio_check_catches_a_fall(tmp_path):
+    """``pytest benchmarks --benchmark-disable`` (the suite's smoke run, each test once at its small
+    size) against a ratio baseline in which the harness/bare-loop ratio was 100 (a fall now) and an
+    epoch's fraction of peak was almost 0 (a rise): every benchmark passes, the fall fails the run."""
+    grids = len(list((REPO / "leaderboards" / "grids").glob("*.toml")))
+    expected = 1 + 4 + 6 + 3 + grids  # harness vs bare, 4 epoch settings, 3 depths x 2 batches, records/publish/help
+    baseline = tmp_path / "0001_base.json"
+    baseline.write_text(json.dumps({"benchmarks": [
+        {"fullname": HARNESS_BENCH, "extra_info": {"ratios": {"bare_over_harness": 100.0}}},
+        {"fullname": "benchmarks/test_bench_training.py::test_quick_width_training_epoch[fp32]",
+         "extra_info": {"ratios": {"fraction_of_peak": 1e-9}}},
+    ]}))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTEST_ADDOPTS", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-disable", "--ratio-baseline", str(baseline)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    out = done.stdout + done.stderr
+    assert re.search(rf"\b{expected} passed\b", out) and " failed" not in out and " error" not in out, out
+    assert done.returncode == 1, out  # the planted fall, nothing else
+    lines = out.splitlines()
+    fall = next(line for line in lines if line.startswith("test_harness_epoch_against_a_bare_loop bare_over_harness"))
+    assert "100.000 -> " in fall and fall.endswith("REGRESSED")
+    rise = next(line for line in lines if line.startswith("test_quick_width_training_epoch[fp32] fraction_of_peak"))
+    assert rise.endswith(" ok")
+    assert "test_quick_width_training_epoch[bf16] fraction_of_peak" in out and "(not in the baseline)" in out
+    assert "1 ratio(s) regressed" in out
+
+
+def test_ratio_check_fails_a_fall_beyond_the_tolerance_only(tmp_path, capsys):
+    ratios = _script("ratios")
+    base = {"b.py::t": {"r": 1.0, "gone": 2.0}}
+    lines, regressions = ratios.compare(base, {"b.py::t": {"r": 0.91, "new": 3.0}}, 0.10)
+    assert regressions == [] and "t r: 1.000 -> 0.910 (-9.0%) ok" in lines
+    assert "t new: 3.000 (not in the baseline)" in lines and "t gone: in the baseline, not measured now" in lines
+    _, regressions = ratios.compare(base, {"b.py::t": {"r": 0.89}}, 0.10)
+    assert regressions == ["t r: 1.000 -> 0.890 (-11.0%) REGRESSED"]
+    assert ratios.compare(base, {"b.py::t": {"r": 1.5}}, 0.10)[1] == []  # a rise never fails
+    # the standalone form on two saved runs (pytest-benchmark's JSON, as --benchmark-save writes it)
+    for name, value in (("0001_base", 1.0), ("0002_now", 0.5)):
+        saved = {"benchmarks": [{"fullname": "b.py::t", "extra_info": {"ratios": {"r": value}, "other": 1}},
+                                {"fullname": "b.py::u", "extra_info": {}}]}
+        (tmp_path / "Linux" / f"{name}.json").parent.mkdir(exist_ok=True)
+        (tmp_path / "Linux" / f"{name}.json").write_text(json.dumps(saved))
+    assert ratios.resolve("0002", tmp_path) == tmp_path / "Linux" / "0002_now.json"
+    assert ratios.main([str(tmp_path / "Linux" / "0001_base.json"), str(tmp_path / "Linux" / "0002_now.json")]) == 1
+    assert "t r: 1.000 -> 0.500 (-50.0%) REGRESSED" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="0003: no such file, and 0 saved runs match"):
+        ratios.resolve("0003", tmp_path)
+
+
+def test_a_ratio_baseline_that_is_not_there_stops_the_suite_before_it_runs(tmp_path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("PYTEST_ADDOPTS", None)
+    done = subprocess.run([sys.executable, "-m", "pytest", "benchmarks", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-only", "--ratio-baseline", "9999", "--benchmark-storage", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 4, done.stdout + done.stderr  # pytest's usage error
+    assert f"--ratio-baseline 9999: no such file, and 0 saved runs match {tmp_path}/*/9999*.json" in done.stderr
+    assert "passed" not in done.stdout
+
+
+class _Classifier(torch.nn.Module):
+    def __init__(self, per_image: bool = True):
+        super().__init__()
+        self.conv, self.head, self.per_image = torch.nn.Conv2d(1, 4, 3), torch.nn.Linear(4, 10), per_image
+
+    def forward(self, x):
+        logits = self.head(self.conv(x).mean((2, 3)))
+        return logits if self.per_image else logits.mean(0)
+
+
+def test_check_latency_times_a_model_with_the_benchmark_fixture(benchmark):
+    from odnbench.testing import check_latency
+
+    model = _Classifier()
+    ms = check_latency(benchmark, model, (1, 12, 12), batch=4)
+    assert ms > 0 and model.training  # timed in eval mode, given back as it was
+    info = benchmark.extra_info
+    assert (info["batch"], info["threads"], info["device"], info["ms_per_image"]) == (4, 1, "cpu", round(ms, 6))
+    assert info["images_per_s"] == pytest.approx(1000 / ms, rel=1e-3)
+
+
+@pytest.mark.filterwarnings("ignore:Benchmark fixture was not used")  # each error comes before any timing
+@pytest.mark.parametrize("model, shape, batch, message", [
+    (_Classifier(per_image=False), (1, 12, 12), 2,
+     "the model returns (10,) for a batch of 2; it must return one row per image"),
+    (_Classifier(), (1, 12, 12), 0, "batch=0 must be a positive int"),
+    (_Classifier(), (2, 12, 12.0), 1, "input_shape (2, 12, 12.0) must be positive ints (C, H, W), without the batch"),
+    (lambda x: x, (1, 12, 12), 1, "model is a function, not a torch.nn.Module"),
+], ids=["one-output-per-batch", "batch-0", "float-in-shape", "not-a-module"])
+def test_check_latency_says_what_is_wrong(benchmark, model, shape, batch, message):
+    from odnbench.testing import ContractError, check_latency
+
+    with pytest.raises(ContractError) as err:
+        check_latency(benchmark, model, shape, batch=batch)
+    assert f"check_latency: {message}" in str(err.value)
