@@ -11,7 +11,6 @@ import errno
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -21,24 +20,13 @@ import test_hostile
 from _plugin_helpers import install_plugin
 from test_hostile import World, line_of
 from test_hostile2 import _outside, _restamp
+from test_hostile2 import _time_limit as _time_limit  # autouse: a hang (a FIFO, /dev/zero) fails the test
 
 from odnbench.store import MODEL_FILE, RESULT_FILE, ResultStore, cell_dirname, cell_key, result_digest, write_json
 
 finished, world = test_hostile.finished, test_hostile.world  # the fixtures: one real finished `full` cell
 REPO = Path(__file__).resolve().parents[1]
 
-
-@pytest.fixture(autouse=True)
-def _time_limit():
-    """A hang (a FIFO, /dev/zero) must fail the test, not the session."""
-    def alarm(*_):
-        raise TimeoutError("the command hung")
-
-    old = signal.signal(signal.SIGALRM, alarm)
-    signal.alarm(300)
-    yield
-    signal.alarm(0)
-    signal.signal(signal.SIGALRM, old)
 
 
 def _files(root: Path) -> set[Path]:
