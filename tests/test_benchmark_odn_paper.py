@@ -54,6 +54,7 @@ def test_bad_overrides_fail_before_any_run(tmp_path):
     assert out.returncode == 2 and "warmup, previous" in out.stderr and "started" not in out.stdout
 
 
+@pytest.mark.slow  # plans the paper grid: builds a full-width backbone for the plan-time depth check (torch, timm)
 def test_dry_run_prints_the_cells_and_the_papers_cost_counted_once(tmp_path):
     out = run("--dry-run", "--seed", "0", "--seed", "1", "--results", str(tmp_path / "r"), timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr

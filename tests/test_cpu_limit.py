@@ -49,8 +49,20 @@ def test_an_unmarked_test_over_the_cpu_limit_fails(pytester):
     pytester.makepyfile(test_costly=COSTLY)
     with pytest.MonkeyPatch.context() as mp:  # the inner run's limit only, not this test's
         mp.setenv("ODNBENCH_TEST_CPU_LIMIT", "0.09")  # fixtures then get 0.09 * 5 / 3 = 0.15
-        result = pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider")
-    result.assert_outcomes(passed=2, failed=1)
+        result = pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider", "-m", "not slow")
+    result.assert_outcomes(passed=1, failed=1, deselected=1)
     result.stdout.fnmatch_lines(["*test_costly.py::test_costly: its call took * CPU seconds, more than the 0.09 "
                                  "allowed a test not marked slow*"])
     result.stdout.fnmatch_lines(["*CPU time of tests not marked slow*"])
+
+
+def test_a_full_run_lists_a_costly_unmarked_test_instead_of_failing_it(pytester):
+    """Without ``-m "not slow"`` (CI's full run) the same test passes and the summary names it."""
+    pytester.makeconftest(CONFTEST.read_text())
+    pytester.makeini("[pytest]\nmarkers =\n    slow: costly\n")
+    pytester.makepyfile(test_costly=COSTLY)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ODNBENCH_TEST_CPU_LIMIT", "0.09")
+        result = pytester.runpytest_inprocess("-p", "no:randomly", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=3)
+    result.stdout.fnmatch_lines(["*over the limit, to mark @pytest.mark.slow*", "*test_costly.py::test_costly call*"])
