@@ -205,6 +205,7 @@ class AutoGrow(Method):
     description = ("AutoGrow (Wen et al. 2020): start at one block per stage, add a block every K epochs while it "
                    "pays (or until ODN's target), then train the grown network on")
     params = PARAMS
+    follows_board_tolerance = "relative_tolerance"  # as ODN's, so that stop=target stops where ODN does
 
     def preset_defaults(self, preset: str, dataset: str) -> dict[str, Any]:
         from odnbench_plugins.odn import ODN
