@@ -117,3 +117,30 @@ def test_prune_matched_on_the_smoke_preset_stores_ratio_as_unused(smoke_full_res
     labels = [row.label for board in lb.build_boards(lb.load_results(results)) for row in board.rows
               if row.method == "prune"]
     assert len(labels) == 1 and "match=params" in labels[0] and "ratio=" not in labels[0]
+
+
+@pytest.mark.slow
+def test_slim_and_blockdrop_matched_on_the_smoke_preset_store_what_matching_overrode(smoke_full_results, tmp_path,
+                                                                                      reg):
+    """slim's width and blockdrop's keep do not shape a matched model; unmatched, nothing is unused."""
+    from odnbench import harness, plan
+    from odnbench.progress import Progress
+
+    results = copy_cells(smoke_full_results, tmp_path / "results", seeds=(0,))
+    [full] = [json.loads((p / "result.json").read_text()) for p in results.iterdir()]
+    params = full["metrics"]["params"]
+    for sets in (["slim.match=params", f"slim.target={params // 2}", "blockdrop.match=params",
+                  f"blockdrop.target={params * 9 // 10}"], ["slim.width=0.5", "blockdrop.keep=6"]):
+        grid = plan.plan_grid(reg, ["slim", "blockdrop"], ["mnist5k"], ["resnet18"], [0], "smoke", sets)
+        report = harness.run_grid(reg, grid, results, data_dir=smoke_full_results / "data", download=False,
+                                  progress=Progress(quiet=True))
+        assert not report.failed, [r.error for r in report.failed]
+    stored = {}
+    for p in results.glob("*/result.json"):
+        d = json.loads(p.read_text())
+        stored[d["config"]["method"], d["config"]["params"].get("match")] = d
+    assert stored["slim", "params"]["facts"]["unused_params"] == ["width"]
+    assert stored["blockdrop", "params"]["facts"]["unused_params"] == ["keep"]
+    assert stored["slim", None]["facts"]["unused_params"] is None
+    assert stored["blockdrop", None]["facts"]["unused_params"] is None
+    assert all(schema_problems(d) == [] for d in stored.values())
