@@ -63,6 +63,9 @@ class Facts:
     converged: bool | None = None  # training ended by patience, not by an epoch cap
     cut_short: str | None = None  # why not converged, in words
     depth_curve: list[dict[str, Any]] | None = None  # [{"depth", "val"}]: validation top-1 per depth tried
+    # Parameters of this cell's config that did not shape its model, e.g. prune's ratio when match
+    # chose how far to prune: a board's label leaves them out (the config and key keep them).
+    unused_params: list[str] | None = None
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> Facts:
@@ -389,6 +392,10 @@ def _percentage(v: float) -> bool | str:
     return 0 <= v <= 100 or "must be a percentage in [0, 100]"
 
 
+def _names(v: list[Any]) -> bool | str:
+    return all(isinstance(n, str) for n in v) or "must be a list of parameter names (strings)"
+
+
 #: (dotted path, allowed types, extra check or None): what every stored result has.
 COMMON_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [
     ("status", (str,), None),
@@ -434,6 +441,8 @@ OPTIONAL_OK_FIELDS: list[tuple[str, tuple[type, ...], Any]] = [
     ("metrics.exits.val_shares", (list,), None),
     ("metrics.exits.mean_macs", _NUMBER, _non_negative),
     ("metrics.exits.val_mean_macs", _NUMBER, _non_negative),
+    # A method's statement of which parameters did not shape its model (Facts.unused_params).
+    ("facts.unused_params", (list,), _names),
 ]
 
 #: One point of ``curve`` (schema 4): what the harness measured on a further model of the method.

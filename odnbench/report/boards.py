@@ -332,26 +332,40 @@ def _flat(c: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _labels(firsts: dict[str, Result]) -> dict[str, str]:
+def _labels(rows: dict[str, list[Result]]) -> dict[str, str]:
     """Label = method + its key parameters: those set away from the defaults stored with the
-    result, and any parameter, recipe or input field that differs between rows on this board."""
+    result, and any parameter, recipe or input field that differs between rows on this board.
+    A parameter that every seed's facts list as unused (``Facts.unused_params``, e.g. prune's ratio
+    when match chose it) did not shape the row's model: it is left out of that row's label and does
+    not make the others' vary, unless leaving it out would give two rows one label. Records without
+    the field are labelled as before it existed."""
+    firsts = {ident: members[0] for ident, members in rows.items()}
     flats = {ident: _flat(r.config) for ident, r in firsts.items()}
     every = sorted({k for f in flats.values() for k in f})
     varying_board = {k for k in every if k.split(".")[0] in ("recipe", "input", "protocol")
                      and len({canonical_json(f.get(k)) for f in flats.values()}) > 1}
-    out = {}
-    for ident, r in firsts.items():
-        method = r.method
-        same = [flats[i] for i, other in firsts.items() if other.method == method]
+    unused: dict[str, set[str]] = {}
+    for ident, members in rows.items():
+        said = [frozenset(n for n in u if isinstance(n, str)) if isinstance(u, list) else None
+                for u in (m.facts.unused_params for m in members)]
+        unused[ident] = set(said[0]) if said[0] is not None and all(s == said[0] for s in said) else set()
+
+    def label(ident: str, hide: bool) -> str:
+        r = firsts[ident]
+        hidden = unused[ident] if hide else set()
         params = r.config.get("params") or {}
         defaults = r.defaults or {}
-        keys = [k for k in sorted(params) if (k in defaults and defaults[k] != params[k])
-                or any(f.get(k) != params[k] for f in same)]
+        keys = [k for k in sorted(params) if k not in hidden and (
+            (k in defaults and defaults[k] != params[k])
+            or any(flats[i].get(k) != params[k] for i, other in firsts.items()
+                   if other.method == r.method and not (hide and k in unused[i])))]
         keys += sorted(varying_board)
-        flat = flats[ident]
-        extra = ", ".join(f"{k}={fmt_value(flat.get(k))}" for k in keys)
-        out[ident] = f"{method} ({extra})" if extra else method
-    return out
+        extra = ", ".join(f"{k}={fmt_value(flats[ident].get(k))}" for k in keys)
+        return f"{r.method} ({extra})" if extra else r.method
+
+    out = {ident: label(ident, hide=True) for ident in rows}
+    shared = {text for text in out.values() if list(out.values()).count(text) > 1}
+    return {ident: label(ident, hide=False) if text in shared else text for ident, text in out.items()}
 
 
 def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) -> list[Board]:
@@ -367,7 +381,7 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
         by_conf: dict[str, list[Result]] = {}
         for r in ok:
             by_conf.setdefault(_row_identity(r), []).append(r)
-        labels = _labels({i: members[0] for i, members in by_conf.items()})
+        labels = _labels(by_conf)
         rows = []
         for ident, members in by_conf.items():
             members.sort(key=lambda r: (r.config.get("seed"), str(r.key)))

@@ -199,7 +199,8 @@ class BlockDrop(Method):
         fit = ctx.trainer.fit(model, label="fine-tune", epochs=p["finetune_epochs"], lr=p["finetune_lr"])
         info.update(val_after_finetune=fit.best_val, finetune_epochs=fit.epochs, finetune_best_epoch=fit.best_epoch,
                     finetune_stopped=fit.stopped, history=fit.history)
-        return MethodOutput(model, info)
+        # With a match the target chose how many blocks go: keep (none) did not shape the model.
+        return MethodOutput(model, info, unused_params=None if spec is None else ["keep"])
 
     @staticmethod
     def _match(ctx, full, order, spec):

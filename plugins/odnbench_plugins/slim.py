@@ -122,7 +122,8 @@ class Slim(Method):
         fit = ctx.trainer.fit(model, label="slim")
         info.update(multiplier=round(m, 6), widths=list(widths),
                     stage_ratios=[round(w / b, 4) for w, b in zip(widths, base)], **fit.summary())
-        return MethodOutput(model, info)
+        # With a match the search chose the multiplier: width did not shape the model.
+        return MethodOutput(model, info, unused_params=None if spec is None else ["width"])
 
 
 @hookimpl

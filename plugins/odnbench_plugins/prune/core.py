@@ -449,4 +449,7 @@ def run(ctx, spec):
         "library": f"torch-pruning {importlib.metadata.version('torch-pruning')}",
         **extra_info,
     }
-    return MethodOutput(model, out)
+    # Matching chose how far to prune: ratio did not shape the model, nor steps unless fine-tuning
+    # between steps split the way to the target into stages (board labels leave them out).
+    unused = None if spec.mode == "ratio" else ["ratio"] + ([] if p["finetune_between"] else ["steps"])
+    return MethodOutput(model, out, unused_params=unused)
