@@ -68,7 +68,10 @@ STORED: tuple[Stored, ...] = (
     Stored("delta_n", "seeds"), Stored("delta_ci", "points"), Stored("verdict"), Stored("tie_rank"),
     Stored("tied"), Stored("meets_target_verdict"), Stored("cost_train_macs", "MACs"),
     Stored("cost_own_train_macs", "MACs"), Stored("measured_speedup_reliable"), Stored("latency_unreliable_reason"),
-    Stored("latency_remeasured"), Stored("reference_cut_short"),
+    Stored("latency_remeasured"), Stored("reference_cut_short"), Stored("delta_p"), Stored("delta_p_holm"),
+    Stored("search", "label"), Stored("delta_vs_search", "points"), Stored("delta_search_n", "seeds"),
+    Stored("delta_search_ci", "points"), Stored("delta_search_p"), Stored("delta_search_p_holm"),
+    Stored("verdict_vs_search"),
 )
 #: The row fields stored per row in board.json / board.csv, in this order.
 RECORD_FIELDS: tuple[str, ...] = tuple(s.name for s in STORED)
@@ -119,10 +122,26 @@ def fmt_rank(f: RowStats) -> str:
     return f"{f.tie_rank}{'=' if f.tied else ''}"
 
 
+def fmt_holm(p: float | None) -> str:
+    return "" if p is None else f" (Holm p={p:.2g})"
+
+
 def fmt_verdict(f: RowStats) -> str:
     if f.verdict in ("–", "reference"):
         return f.verdict
-    return f"{f.verdict} · target {f.meets_target_verdict}"
+    return f"{f.verdict}{fmt_holm(f.delta_p_holm)} · target {f.meets_target_verdict}"
+
+
+def _md_delta_search(f: RowStats) -> str:
+    """Δ vs the depth search, paired by seed, with its Holm-adjusted verdict."""
+    if f.search is None:
+        return "–"
+    if f.verdict_vs_search == "reference":
+        return "reference"
+    if f.delta_vs_search is None:
+        return "–"
+    return (f"{fmt_interval(f.delta_vs_search, f.delta_search_ci, f.delta_search_n, signed=True)}: "
+            f"{short_verdict(f.verdict_vs_search)}{fmt_holm(f.delta_search_p_holm)}")
 
 
 def fmt_compute(v: float | None) -> str:
@@ -268,10 +287,12 @@ class Column:
     def header(self, board: Board | None) -> str:
         if board is not None and self.title_of is not None:
             return self.title_of(board)
-        return self.title.format(baseline=md_text(board.baseline_name) if board is not None else "baseline")
+        return self.title.format(baseline=md_text(board.baseline_name) if board is not None else "baseline",
+                                 search=md_text(board.search_name) if board is not None else "depth search")
 
     def terminal_header(self, board: Board) -> str:
-        return (self.terminal_title or self.title).format(baseline=terminal_text(board.baseline_name))
+        return (self.terminal_title or self.title).format(baseline=terminal_text(board.baseline_name),
+                                                          search=terminal_text(board.search_name))
 
 
 def latency_title(board: Board) -> str:
@@ -322,6 +343,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("delta_ci", "Δ vs {baseline} (paired, 95 % CI)",
            ("delta_vs_baseline", "delta_ci", "delta_n", "verdict", "reference_cut_short"), _md_delta_ci,
            terminal_title="Δ {baseline}\npaired", terminal=_t_delta),
+    Column("delta_search", "Δ vs {search} (paired, 95 % CI; Holm verdict)",
+           ("search", "delta_vs_search", "delta_search_ci", "delta_search_n", "verdict_vs_search",
+            "delta_search_p_holm"), _md_delta_search),
     Column("params", "Params ‡", ("params", "params_per_seed", "networks_differ"), lambda f: _net(f, "params", fmt_int)),
     Column("size_mb", "Size MB ‡", ("size_mb", "size_mb_per_seed", "networks_differ"),
            lambda f: _net(f, "size_mb", fmt_f), terminal_title="MB",
@@ -362,9 +386,9 @@ COLUMNS: tuple[Column, ...] = (
 BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 
 #: The page opens with these 9 columns (what a reader decides on); everything else is in DETAIL.
-MAIN = ("ranked", "depth", "top1_ci", "delta_ci", "size_mb", "macs", "compute", "verdict", "converged")
+MAIN = ("ranked", "depth", "top1_ci", "delta_ci", "delta_search", "size_mb", "macs", "compute", "verdict")
 DETAIL = ("ranked", "top1", "params", "size_mib", "latency", "macs_speedup", "measured_speedup", "cost_own", "cost",
-          "meets")
+          "meets", "converged")
 ISO = ("iso_rank", "method", "top1_ci", "delta_ci", "size_mb_saved", "reduction", "macs", "macs_speedup",
        "measured_speedup", "compute", "converged")
 #: ``compare``'s summary: the main table's columns, narrow enough for 100 columns.

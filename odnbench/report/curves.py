@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from odnbench.errors import OdnbenchDeprecationWarning
-from odnbench.report.boards import Board, Row, own_cost
+from odnbench.report.boards import Board, Row, own_cost, pick_depth_search
 from odnbench.report.fmt import fmt_value, md_text
 from odnbench.result import LEGACY_DEPTH_ROLES, Result
 from odnbench.store import canonical_json
@@ -209,9 +209,7 @@ def pareto_points(families: list[Family], x: str = "size_mb") -> list[tuple[str,
 
 def depth_search_row(board: Board) -> Row | None:
     """The depth search's row (ODN's) for matched sizes: the one with the method's defaults (shortest label) first."""
-    rows = [r for r in board.rows if depth_role(r) == DEPTH_SEARCH]
-    rows.sort(key=lambda r: (bool(r.params_config) and r.label != r.method, len(r.label), r.label))
-    return rows[0] if rows else None
+    return board.search if board.search is not None else pick_depth_search(board.rows)
 
 
 def odn_row(board: Board) -> Row | None:

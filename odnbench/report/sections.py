@@ -13,10 +13,10 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from odnbench.report import curves, plots
-from odnbench.report.boards import Board, cut_short_reason, failure_reason, reference_note, stats_of
+from odnbench.report import curves, plots, stats
+from odnbench.report.boards import Board, cut_short_reason, detectable, failure_reason, reference_note, stats_of
 from odnbench.report.columns import (
     DETAIL,
     ISO,
@@ -133,22 +133,38 @@ def tolerance_line(board: Board) -> str:
 
 
 def statistics_note(board: Board) -> str:
-    """How the intervals, ties and verdicts are made, and which differences from the baseline are significant."""
+    """How the intervals, ties and verdicts are made, and which differences are significant after Holm."""
     base = md_text(board.baseline_name)
     ns = sorted({stats_of(r).delta_n for r in board.rows
                  if stats_of(r).delta_vs_baseline is not None and r is not board.baseline})
     n_text = "/".join(map(str, ns)) or "0"
     sig = [r for r in board.rows if stats_of(r).verdict.startswith(("better than ", "worse than "))]
-    found = ("; ".join(f"{md_text(r.label)} {md_text(stats_of(r).verdict)}" for r in sig) if sig
-             else "none: no row's interval excludes 0")
+    found = ("; ".join(f"{md_text(r.label)} {md_text(stats_of(r).verdict)} (Holm p={stats_of(r).delta_p_holm:.2g})"
+                       for r in sig) if sig
+             else "none after Holm's adjustment")
+    raw = [r for r in board.rows if r is not board.baseline and stats_of(r).delta_p is not None
+           and cast(float, stats_of(r).delta_p) < stats.ALPHA]
+    search = ""
+    if board.search is not None:
+        sn = md_text(board.search_name)
+        ssig = [r for r in board.rows if stats_of(r).verdict_vs_search.startswith(("better than ", "worse than "))]
+        search = (f" Against {sn} (the depth search; its own family of {board.search_family_size} contrasts, "
+                  f"Holm-adjusted the same way): "
+                  + ("; ".join(f"{md_text(r.label)} {md_text(stats_of(r).verdict_vs_search)}" for r in ssig)
+                     if ssig else "no row differs significantly") + ".")
     return (f"Statistics: ± is the half-width of a 95 % Student t-interval over seeds; Δ vs {base} is a **paired "
             f"t-interval over n={n_text} seeds** (each seed fixes the split and the batch order, so each row is "
-            f"compared with {base} seed by seed). A row is called better or worse than {base} only when that interval "
-            "excludes 0; with one seed no interval exists (\"n=1, no interval\"). Ranks: by mean top-1, but a row "
-            "whose paired interval against the leader of its tie group (the best row not yet separated) includes "
-            "0, or that has no interval, shares the leader's rank (marked `=`). Target: yes when the interval's "
+            f"compared with {base} seed by seed). Verdicts are corrected for multiplicity with **Holm's step-down "
+            f"over this board's family of {board.family_size} contrasts** (every row vs {base}): a row is called "
+            f"better or worse than {base} only when its paired t-test's Holm-adjusted p-value is below "
+            f"{stats.ALPHA:g} (family-wise error ≤ 5 %); the printed intervals are the per-contrast 95 % intervals, "
+            "so one may exclude 0 while the verdict says not distinguishable. With one seed no interval exists "
+            "(\"n=1, no interval\"). Ranks: by mean top-1, but a row that its tie group's leader (the best row not "
+            f"yet separated) does not beat at {stats.ALPHA:g}/{max(board.family_size, 1)} (Holm's strictest step), "
+            "or that has no interval, shares the leader's rank (marked `=`). Target: yes when the interval's "
             f"lower bound is ≥ −{fmt_value(float(board.tolerance))} points, no when its upper bound is below, "
-            f"else undecided. Significant differences from {base} on this board: {found}.")
+            f"else undecided. Significant differences from {base} on this board after Holm: {found} "
+            f"({len(raw)} before the adjustment).{search}")
 
 
 def definitions(board: Board) -> str:
@@ -212,6 +228,22 @@ def _ranked(board: Board, view: View) -> list[str]:
 def _ranked_document(board: Board) -> dict[str, Any]:
     return {"baseline": board.baseline.label if board.baseline else None,
             "rows": [row_record(board, row) for row in board.rows]}
+
+
+def _power(board: Board, view: View) -> list[str]:
+    parts = []
+    for d in detectable(board):
+        if d["detectable_points"] is None:
+            parts.append(f"vs {md_text(d['reference'])}: none (fewer than two paired seeds)")
+            continue
+        parts.append(f"**{d['detectable_points']:.2f} points vs {md_text(d['reference'])}** (n = {d['n']} seeds; "
+                     f"paired sd {d['paired_sd']:.2f} points, the median over {d['rows']} rows of the sd of "
+                     f"(row − {md_text(d['reference'])}))")
+    if not parts:
+        return []
+    return [f"Detectable difference: the smallest true difference this board finds with 80 % power (two-sided "
+            f"α = {stats.ALPHA:g}, paired t-test, before the Holm adjustment, which makes it larger): "
+            + "; ".join(parts) + ". A smaller difference between two rows is not evidence that they are equal."]
 
 
 def _iso(board: Board, view: View) -> list[str]:
@@ -306,6 +338,7 @@ CURVE_PLOTS: tuple[Plot, ...] = (
 SECTIONS: tuple[Section, ...] = (
     Section("caption", _caption, document=_caption_document),
     Section("ranked", _ranked, document=_ranked_document),
+    Section("detectable-difference", _power, document=lambda b: {"detectable_difference": detectable(b)}),
     Section("iso-accuracy", _iso, document=lambda b: {"iso_accuracy": [row.label for row in b.iso_rows]}),
     Section("reported", _reported, applies=lambda b: bool(b.reported or b.reference_notes),
             document=lambda b: {"reported": b.reported, "reference_notes": b.reference_notes}),
