@@ -105,3 +105,31 @@ def test_the_boards_detectable_difference_is_the_hand_computed_one():
     from odnbench.report.sections import View, _power
     line = _power(b, View(2, False))[0]
     assert f"**{vs_full['detectable_points']:.2f} points vs full** (n = 3 seeds" in line and "80 % power" in line
+
+
+def test_every_page_says_what_was_measured_from_the_records():
+    rs = []
+    for seed in (0, 1, 2):
+        for method, role, converged in (("full", "baseline", True), ("odn", "depth-search", False),
+                                        ("kd", None, seed != 0)):
+            r = result(method, seed, 97.0 + seed / 10, 0.4, role=role, converged=converged)
+            r.config["input"] = {"width": "16,32,64,128"}
+            r.config["recipe"] = {"epochs": 12, "patience": 4, "schedule": "cosine", "train_limit": 6000}
+            r.config["params"] = {"epochs": 30} if method == "full" else {
+                "max_epochs_per_depth": 10, "target": None} if method == "odn" else {}
+            r.data = {"sizes": {"train": 6000, "val": 1000, "test": 10000}}
+            r.metrics["params"] = 701178 if method == "full" else 5000
+            rs.append(r)
+    b = lb.build_boards(rs)[0]
+    assert lb.width_scale("resnet18", "16,32,64,128") == "¼" and lb.width_scale("vit", "16,32,64,128") is None
+    assert b.title.startswith("b (16-32-64-128), 701,178 parameters, d 6,000 train")
+    m = b.caption["measured"]
+    assert m["full_params"] == [701178] and m["images"] == {"train": [6000], "val": [1000], "test": [10000]}
+    assert (m["cells"], m["cut_short"]) == (9, 4) and m["epoch_budgets"]["full"][0]["epochs"] == 30
+    from odnbench.report.sections import board_document, measured_line
+    line = measured_line(b)
+    assert "stage widths 16-32-64-128" in line and "701,178 parameters" in line
+    assert "6,000 training, 1,000 validation, 10,000 test images" in line
+    assert "**4 of 9 cells (44 %) were cut short**" in line and "full: epochs 30" in line
+    assert "odn: max\\_epochs\\_per\\_depth 10" in line and "not the paper's recipe" in line
+    assert board_document(b)["caption"]["measured"]["cut_short"] == 4

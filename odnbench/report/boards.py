@@ -231,8 +231,23 @@ class Board:
         return self.baseline.method if self.baseline is not None else "baseline"
 
     @property
-    def title(self) -> str:
+    def key_title(self) -> str:
+        """The board's key alone (the terminal summary's heading, which must fit 100 columns)."""
         return f"{self.dataset} · {self.backbone} · preset {self.preset} · {self.device}"
+
+    @property
+    def title(self) -> str:
+        """The board's key, then the scale it measured (widths, parameters, training images) from its records."""
+        m = self.caption.get("measured") or {}
+        widths, params, train = m.get("widths") or [], m.get("full_params") or [], (m.get("images") or {}).get("train")
+        scale = ""
+        if len(widths) == 1:
+            frac = width_scale(self.backbone, widths[0])
+            scale = (f" at {frac} width" if frac and frac != "full" else "") + f" ({widths[0].replace(',', '-')})"
+        if len(params) == 1:
+            scale += f", {params[0]:,} parameters"
+        data = f", {self.dataset} {train[0]:,} train" if train and len(train) == 1 else ""
+        return f"{self.backbone}{scale}{data} · {self.dataset} · preset {self.preset} · {self.device}"
 
     @property
     def iso_rows(self) -> list[Row]:
@@ -739,6 +754,7 @@ def _caption(key: tuple[Any, ...], results: list[Result]) -> dict[str, Any]:
     together = max([n for e in envs if isinstance(e.get("executor"), dict)
                     for n in [e["executor"].get("cells_at_once")] if isinstance(n, int)], default=1)
     return {
+        "measured": measured(results),
         # Only when cells ran side by side (compare --jobs / Ray): their timings shared the machine.
         **({"cells_at_once": together} if together > 1 else {}),
         **_remeasured(results),
@@ -761,6 +777,64 @@ def _caption(key: tuple[Any, ...], results: list[Result]) -> dict[str, Any]:
         # The grid files that produced the results (compare --grid), each with its sha256; only when any did.
         **({"grids": grids, "cells_wall_seconds": round(sum(r.wall_seconds or 0 for r in results), 1),
             **_elapsed(results)} if grids else {}),
+    }
+
+
+#: A ResNet's standard stage widths, against which a board names the scale it measured ("¼ width").
+RESNET_WIDTHS = (64, 128, 256, 512)
+_FRACTIONS = {0.125: "⅛", 0.25: "¼", 0.5: "½", 1.0: "full"}
+
+
+def _widths(results: list[Result]) -> list[str]:
+    return distinct([str(w) for r in results for w in [(r.config.get("input") or {}).get("width")
+                                                         or (r.config.get("recipe") or {}).get("width")] if w])
+
+
+def width_scale(backbone: str, width: str) -> str | None:
+    """"¼" when every stage of a ResNet is a quarter of its standard width, else None."""
+    try:
+        ws = [int(x) for x in str(width).split(",")]
+    except ValueError:
+        return None
+    if not backbone.startswith("resnet") or len(ws) != len(RESNET_WIDTHS):
+        return None
+    ratios = {w / s for w, s in zip(ws, RESNET_WIDTHS)}
+    return _FRACTIONS.get(ratios.pop()) if len(ratios) == 1 else None
+
+
+def _epoch_budget(r: Result) -> dict[str, Any]:
+    """A cell's epoch budget and caps as stored: the recipe's cap, patience and schedule, and every
+    parameter of its method that sets epochs or patience (those left unset are left out)."""
+    recipe = r.config.get("recipe") or {}
+    own = {k: v for k, v in sorted((r.config.get("params") or {}).items())
+           if ("epoch" in k or "patience" in k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"recipe_epochs": recipe.get("epochs"), "recipe_patience": recipe.get("patience"),
+            "schedule": recipe.get("schedule"), **own}
+
+
+def measured(results: list[Result]) -> dict[str, Any]:
+    """What a board measured, from its stored records alone: the backbone's widths, the full network's
+    parameters (the baseline's exported model), the image counts of each split, each method's epoch
+    budget and caps, and how many cells an epoch cap cut short."""
+    ok = [r for r in results if r.ok and usable(r)]
+    sizes = [r.data.get("sizes") for r in ok if isinstance(r.data, dict) and isinstance(r.data.get("sizes"), dict)]
+    budgets: dict[str, list[Any]] = {}
+    for r in ok:
+        budgets.setdefault(r.method, [])
+        budget = _epoch_budget(r)
+        if budget not in budgets[r.method]:
+            budgets[r.method].append(budget)
+    search = [r for r in ok if (r.role or LEGACY_DEPTH_ROLES.get(r.method)) == DEPTH_SEARCH_ROLE]
+    cut = [r for r in ok if r.facts.converged is False]
+    return {
+        "widths": _widths(ok),
+        "full_params": distinct([_get(r.metrics, "params") for r in ok if r.role == BASELINE_ROLE]),
+        "images": {split: distinct([s.get(split) for s in sizes if s is not None]) for split in ("train", "val", "test")},
+        "epoch_budgets": budgets,
+        "cells": len(ok), "cut_short": len(cut),
+        "train_limit": distinct([(r.config.get("recipe") or {}).get("train_limit") for r in ok]),
+        "search_threshold_auto": bool(search) and all((r.config.get("params") or {}).get("target") is None
+                                                      for r in search),
     }
 
 

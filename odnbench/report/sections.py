@@ -16,7 +16,16 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from odnbench.report import curves, plots, stats
-from odnbench.report.boards import Board, cut_short_reason, detectable, failure_reason, reference_note, stats_of
+from odnbench.report.boards import (
+    RESNET_WIDTHS,
+    Board,
+    cut_short_reason,
+    detectable,
+    failure_reason,
+    reference_note,
+    stats_of,
+    width_scale,
+)
 from odnbench.report.columns import (
     DETAIL,
     ISO,
@@ -200,7 +209,54 @@ def _h(view: View) -> str:
 # --- the sections -------------------------------------------------------------------------------------------
 
 def _caption(board: Board, view: View) -> list[str]:
-    return [caption_line(board), "", tolerance_line(board)]
+    return [caption_line(board), "", measured_line(board), "", tolerance_line(board)]
+
+
+def _budget_text(budget: dict[str, Any]) -> str:
+    own = ", ".join(f"{md_text(k)} {fmt_value(v)}" for k, v in budget.items()
+                    if k not in ("recipe_epochs", "recipe_patience", "schedule"))
+    return own or "the recipe's"
+
+
+def measured_line(board: Board) -> str:
+    """What the board measured, from its records (board.json's caption.measured holds the same)."""
+    m = board.caption.get("measured") or {}
+    parts = []
+    for w in m.get("widths") or []:
+        frac = width_scale(board.backbone, w)
+        parts.append(f"{md_text(board.backbone)} with stage widths {md_text(w.replace(',', '-'))}"
+                     + (f" ({frac} of ResNet's standard {'-'.join(map(str, RESNET_WIDTHS))})"
+                        if frac and frac != "full" else ""))
+    if m.get("full_params"):
+        parts.append(f"{' / '.join(f'{p:,}' for p in m['full_params'])} parameters at full depth "
+                     f"({md_text(board.baseline_name)}'s exported network)")
+    images = m.get("images") or {}
+    if any(images.values()):
+        parts.append(f"{md_text(board.dataset)} with " + ", ".join(
+            f"{'/'.join(f'{v:,}' for v in images[k])} {name}" for k, name in
+            (("train", "training"), ("val", "validation"), ("test", "test")) if images.get(k)) + " images")
+    budgets = m.get("epoch_budgets") or {}
+    recipes = {(b.get("recipe_epochs"), b.get("recipe_patience"), b.get("schedule"))
+               for bs in budgets.values() for b in bs}
+    recipe = "; ".join(f"≤ {e} epochs, patience {p}, {md_text(sch)} schedule" for e, p, sch in sorted(recipes, key=str))
+    own = "; ".join(f"{md_text(meth)}: " + " | ".join(_budget_text(b) for b in bs) for meth, bs in sorted(budgets.items())
+                    if any(_budget_text(b) != "the recipe's" for b in bs))
+    cells, cut = m.get("cells") or 0, m.get("cut_short") or 0
+    text = ("What was measured: " + "; ".join(parts) + ". " if parts else "")
+    if budgets:
+        text += (f"Epoch budgets as stored: the shared recipe caps training at {recipe}; method parameters that set "
+                 f"epochs or patience: {own or 'none'}. ")
+    if cells:
+        text += (f"**{cut} of {cells} cells ({100 * cut / cells:.0f} %) were cut short** (stopped on an epoch cap "
+                 "before patience: their results say converged = false).")
+    if board.preset == "quick":
+        search = md_text(board.search_name)
+        text += (" Preset `quick` is a reduced CPU budget, not the paper's recipe ("
+                 + (f"a training subset of recipe.train_limit = {md_list(m['train_limit'])} images, "
+                    if m.get("train_limit") else "") + "the epoch caps above"
+                 + (f", and {search}'s threshold set from full depth's validation top-1 rather than a fixed target"
+                    if m.get("search_threshold_auto") else "") + ").")
+    return text.strip()
 
 
 def _caption_document(board: Board) -> dict[str, Any]:
