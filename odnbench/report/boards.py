@@ -159,6 +159,9 @@ class RowStats:
     delta_search_p: float | None = None
     delta_search_p_holm: float | None = None
     verdict_vs_search: str = "–"
+    # A matched control whose records say its match missed its target (report.boards.match_missed): flagged
+    # on its row and left out of matched claims.
+    match_missed: str | None = None
 
     @property
     def delta_vs_full(self) -> float | None:
@@ -447,6 +450,13 @@ def pick_depth_search(rows: list[Row]) -> Row | None:
     return found[0] if found else None
 
 
+def match_missed(row: Row) -> str | None:
+    """"missed its match target on k/n seeds" when a matched control's records say so (the match rule
+    stores ``within_tolerance: false`` in its method_info; no typed fact holds it yet), else None."""
+    missed = [r.seed for r in row.results if (r.method_info or {}).get("within_tolerance") is False]
+    return f"missed its match target on {len(missed)}/{len(row.results)} seeds" if missed else None
+
+
 def _holm_verdicts(rows: list[Row], base: Row | None, search: Row | None) -> tuple[int, int]:
     """Holm's step-down over each family (every other row vs the baseline; every other row vs the
     depth search): adjusted p-values and the verdicts they decide. Returns the two family sizes."""
@@ -558,6 +568,7 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
         f.meets_target, f.meets_target_verdict, f.meets_target_seeds, f.meets_target_basis = _meets_target(
             row, row is base, f, base_seeds, tolerance)
         f.own_target = _own_target(row)
+        f.match_missed = match_missed(row)
 
 
 def _bounds(interval: stats.Interval) -> list[Any] | None:

@@ -71,7 +71,7 @@ STORED: tuple[Stored, ...] = (
     Stored("latency_remeasured"), Stored("reference_cut_short"), Stored("delta_p"), Stored("delta_p_holm"),
     Stored("search", "label"), Stored("delta_vs_search", "points"), Stored("delta_search_n", "seeds"),
     Stored("delta_search_ci", "points"), Stored("delta_search_p"), Stored("delta_search_p_holm"),
-    Stored("verdict_vs_search"),
+    Stored("verdict_vs_search"), Stored("match_missed"),
 )
 #: The row fields stored per row in board.json / board.csv, in this order.
 RECORD_FIELDS: tuple[str, ...] = tuple(s.name for s in STORED)
@@ -326,8 +326,9 @@ def _top1(f: RowStats) -> str:
 # min–max over seeds when they differ (markdown's NETWORK_NOTE).
 COLUMNS: tuple[Column, ...] = (
     Column("rank", "Rank", ("rank",), lambda f: str(f.rank)),
-    Column("ranked", "Rank · method", ("tie_rank", "tied", "method"), lambda f: f"{fmt_rank(f)} {md_text(f.method)}",
-           "left"),
+    Column("ranked", "Rank · method", ("tie_rank", "tied", "method", "match_missed"),
+           lambda f: f"{fmt_rank(f)} {md_text(f.method)}" + (f" {REFERENCE_MARK} _{md_text(f.match_missed)}_"
+                                                             if f.match_missed else ""), "left"),
     Column("tie_rank", "#", ("tie_rank", "tied"), fmt_rank, terminal=fmt_rank),
     Column("method", "Method", ("method",), lambda f: md_text(f.method), "left",
            terminal=lambda f: terminal_text(f.method)),

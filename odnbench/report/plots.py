@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from odnbench.report.boards import Board, stats_of
-from odnbench.report.curves import Family, Point, all_families, pareto_front, pareto_points
+from odnbench.report.curves import Family, Point, all_families, board_seeds, pareto_front, pareto_points
 from odnbench.report.fmt import fmt_value, terminal_text
 from odnbench.store import atomic_write_bytes
 
@@ -117,7 +117,9 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
         scale = 1e6 if x_field == "macs" else 1.0
         points: list[tuple[float, float]] = [(getattr(stats_of(r), x_field) / scale, cast(float, stats_of(r).top1_mean))
                                              for r in rows]
-        front = set(pareto_front(points))
+        # A row of different networks is not one point: it is drawn seed by seed and is no front candidate.
+        one = [i for i, r in enumerate(rows) if not stats_of(r).networks_differ]
+        front = {one[k] for k in pareto_front([points[i] for i in one])}
         xs = [p[0] for p in points]
         log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
         stacked = _overlap_counts(points, log_x)
@@ -125,13 +127,16 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
         for i, (row, (x, y)) in enumerate(zip(rows, points)):
             colour, marker = styles[row.label]
             per_seed = [v / scale for v in getattr(stats_of(row), f"{x_field}_per_seed") or [] if isinstance(v, (int, float))]
-            xerr = ([[x - min(per_seed)], [max(per_seed) - x]] if stats_of(row).networks_differ and per_seed
-                    else None)
             face = colour if i in front else "white"
-            ax.errorbar([x], [y], yerr=[stats_of(row).top1_std or 0.0], xerr=xerr, fmt=marker,
-                        ms=max(4.0, 11.0 - 4.0 * stacked[i]), color=colour, mfc=face, mew=1.6, capsize=3,
-                        elinewidth=1.0, zorder=3 + stacked[i])
-            spans = spans or xerr is not None
+            if stats_of(row).networks_differ and per_seed:
+                ax.plot(per_seed, [t for t, v in zip(row.top1, getattr(stats_of(row), f"{x_field}_per_seed"))
+                                   if isinstance(v, (int, float))], ls=":", lw=0.8, marker=marker, ms=5,
+                        color=colour, mfc="white", mew=1.2, zorder=3)
+                spans = True
+            else:
+                ax.errorbar([x], [y], yerr=[stats_of(row).top1_std or 0.0], fmt=marker,
+                            ms=max(4.0, 11.0 - 4.0 * stacked[i]), color=colour, mfc=face, mew=1.6, capsize=3,
+                            elinewidth=1.0, zorder=3 + stacked[i])
             handles.append(Line2D([], [], color=colour, marker=marker, ms=8, mfc=face, mew=1.6, ls="none",
                                   label=_text(row.label)))
         if front:
@@ -153,11 +158,11 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(x_label + (" (millions)" if x_field == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{_text(board.title)}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
+        ax.set_title(f"{_text(board.key_title)}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         # Below the axes, never over a point; one entry per configuration at one size.
-        title = ("vertical bars: ± std over seeds" + ("; horizontal bars: min–max over seeds that exported "
-                                                      "different networks" if spans else ""))
+        title = ("vertical bars: ± std over seeds" + ("; small markers joined by a dotted line: each seed of a row "
+                                                      "whose seeds exported different networks" if spans else ""))
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False,
                   title=title, title_fontsize=8.0)
         fig.tight_layout()
@@ -340,6 +345,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
 
 
     families = all_families(board)
+    board_n = board_seeds(board)
     attr = "size_mb" if x_field == "size_mb" else "macs"
     scale = 1e6 if attr == "macs" else 1.0
     with _style():
@@ -351,14 +357,21 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             xs = [getattr(p, attr) / scale for p in pts]
             ys = [p.top1 for p in pts]
             ax.errorbar(xs, ys, yerr=[p.std or 0.0 for p in pts], fmt=MARKERS[i % len(MARKERS)],
-                        ls="--" if fam.kind == "depth" else "-", color=COLORS[i % len(COLORS)], ms=6, capsize=3,
-                        lw=1.2, elinewidth=0.9,
-                        label=_text(fam.name if len(fam.name) < 70 else fam.name[:67] + "..."),
-                        zorder=3)
-        front = pareto_points(families, attr)
+                        ls={"depth": "--", "seeds": "none"}.get(fam.kind, "-"), color=COLORS[i % len(COLORS)], ms=6,
+                        capsize=3, lw=1.2, elinewidth=0.9,
+                        label=_text(fam.name if len(fam.name) < 70 else fam.name[:67] + "...")
+                        + (" (each seed)" if fam.kind == "seeds" else ""), zorder=3)
+            for p in pts:  # a point on fewer seeds than the board: hollow, with its n
+                if p.marked(board_n) and fam.kind != "seeds":
+                    x = getattr(p, attr) / scale
+                    ax.plot([x], [p.top1], marker=MARKERS[i % len(MARKERS)], ms=6, color=COLORS[i % len(COLORS)],
+                            mfc="white", ls="none", zorder=4)
+                    ax.annotate(f"n={p.n}", (x, p.top1), textcoords="offset points", xytext=(4, 4), fontsize=6.5,
+                                color=COLORS[i % len(COLORS)])
+        front = pareto_points(families, attr, board_seeds(board))
         if front:
             ax.step([getattr(p, attr) / scale for _, p in front], [p.top1 for _, p in front], where="post",
-                    color="black", lw=1.0, alpha=0.6, label="Pareto front over all points", zorder=2)
+                    color="black", lw=1.0, alpha=0.6, label="Pareto front over the points on every seed", zorder=2)
         base = board.baseline.stats if board.baseline else None
         if base and base.top1_mean is not None:
             ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label=f"baseline ({_text(board.baseline_name)})")
@@ -373,7 +386,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         clipped = _clip_low_depth_points(ax, families, attr, scale)
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{_text(board.title)}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
+        ax.set_title(f"{_text(board.key_title)}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
                   title="dashed: one result's models per depth (a depth search's below its chosen depth: "
