@@ -372,3 +372,31 @@ def test_matched_sizes_are_taken_per_seed_and_best_needs_a_paired_separation():
     assert sweep[2] == pytest.approx(sum(expect) / 3)
     assert table.best[2] is None and table.separated[2] is False  # odn vs prune: paired lead straddles 0
     assert "not separated" in "\n".join(curves.curve_sections(b))
+
+
+def test_early_exit_points_form_their_own_family_over_the_threshold_not_one_bogus_point():
+    def exits(seed):
+        # depth null, one network (one size) exiting earlier as τ falls: fewer MACs, lower top-1
+        return [{"depth": None, "exits": {"threshold": tau, "exit_fractions": [0.5, 0.5]}, "top1": top1 + seed / 10,
+                 "size_mb": 0.5, "macs": macs} for tau, top1, macs in ((0.5, 96.0, 1000), (0.9, 97.5, 2000),
+                                                                      (0.99, 98.0, 3000))] + [
+               {"depth": 1, "top1": 90.0, "size_mb": 0.1, "macs": 500}, {"depth": 2, "top1": 95.0, "size_mb": 0.2,
+                                                                      "macs": 1000}]
+
+    rs = []
+    for seed in (0, 1):
+        rs += [result("full", seed, 98.0, 1.0), result("early-exit", seed, 97.5, 0.5, depth=4, curve=exits(seed))]
+    b = board(rs)
+    fams = {f.name: f for f in curves.depth_families(b)}
+    tau = fams["early-exit: early exits over τ"]
+    assert tau.kind == "exits" and [p.label for p in tau.points] == ["τ=0.5", "τ=0.9", "τ=0.99"]
+    assert [p.macs for p in tau.points] == [1000, 2000, 3000] and [p.n for p in tau.points] == [2, 2, 2]
+    assert tau.points[1].top1 == pytest.approx(97.55)
+    static = fams["early-exit: model per depth"]  # the exits alone (depth set) stay a per-depth curve
+    assert [p.label for p in static.points] == ["depth 1", "depth 2"]
+    assert all(p.label != "point" for f in fams.values() for p in f.points)  # no merged null-depth point
+    on_size = curves.pareto_points(curves.all_families(b), "size_mb", 2)
+    assert not any(name.endswith("over τ") for name, _ in on_size)  # one size for every τ: MACs only
+    on_macs = curves.pareto_points(curves.all_families(b), "macs", 2)
+    assert any(name.endswith("over τ") for name, _ in on_macs)
+    assert "τ=0.9: 2000 MACs → 97.55" in "\n".join(curves.curve_sections(b))

@@ -3,6 +3,8 @@
 - **Families**: a method's rows that differ only in numeric parameters (a sweep: ``prune.ratio``,
   ``slim.width``) form one curve, one point per row: top-1 mean and std over seeds against the
   mean size (or MACs). A row alone is a one-point family.
+- **Early exits**: an early-exit network's points (``depth`` null, ``exits.threshold`` τ) form a family of
+  their own, one point per τ over seeds, on accuracy against MACs (every τ is the same network, one size).
 - **Depth curves**: a result's ``curve`` (a depth search's best checkpoint at every depth it tried,
   a depth oracle's model at every depth) forms a curve of its own, points grouped by depth over seeds.
   A search's points below the chosen depth are its intermediate models, not models it exports.
@@ -213,10 +215,18 @@ def depth_families(board: Board) -> list[Family]:
     families = []
     for row in board.rows:
         by_depth: dict[Any, list[tuple[Result, dict[str, Any]]]] = {}
+        by_tau: dict[float, list[tuple[Result, dict[str, Any]]]] = {}  # an early-exit network's thresholds
         for r in row.results:
             for p in r.curve or []:
                 if isinstance(p, dict) and _numeric(p.get("top1")) and _numeric(p.get("size_mb")):
-                    by_depth.setdefault(p.get("depth"), []).append((r, p))
+                    exits = p.get("exits")
+                    tau = exits.get("threshold") if isinstance(exits, dict) else None
+                    if p.get("depth") is None and isinstance(tau, (int, float)) and not isinstance(tau, bool):
+                        by_tau.setdefault(float(tau), []).append((r, p))
+                    else:
+                        by_depth.setdefault(p.get("depth"), []).append((r, p))
+        if by_tau:
+            families.append(_exit_family(row, by_tau))
         if not by_depth:
             continue
         points = []
@@ -235,6 +245,23 @@ def depth_families(board: Board) -> list[Family]:
         what = "search checkpoint per depth" if depth_role(row) == DEPTH_SEARCH else "model per depth"
         families.append(Family(f"{row.label}: {what}", row.method, "depth", ["depth"], points, by_seed))
     return families
+
+
+def _exit_family(row: Row, by_tau: dict[float, list[tuple[Result, dict[str, Any]]]]) -> Family:
+    """An early-exit network's points, one per confidence threshold τ (depth = null: every point is the
+    same network, exiting earlier or later), grouped by τ over seeds: accuracy against the mean MACs spent."""
+    points: list[Point] = []
+    by_seed: dict[Any, list[tuple[float, float, float]]] = {}
+    for tau, members in sorted(by_tau.items()):
+        tops = [float(p["top1"]) for _, p in members]
+        points.append(Point(statistics.fmean(float(p["size_mb"]) for _, p in members),
+                            statistics.fmean(float(p.get("macs") or 0) for _, p in members),
+                            statistics.fmean(tops), _std(tops), len(tops), f"τ={tau:g}",
+                            [r.key for r, _ in members], [r.seed for r, _ in members]))
+        for r, p in members:
+            by_seed.setdefault(r.seed, []).append((float(p["size_mb"]), float(p.get("macs") or 0), float(p["top1"])))
+    points.sort(key=lambda p: (p.macs, p.top1))
+    return Family(f"{row.label}: early exits over τ", row.method, "exits", ["threshold"], points, by_seed)
 
 
 def _is_curve(f: Family) -> bool:
@@ -266,7 +293,8 @@ def board_seeds(board: Board) -> int:
 def pareto_points(families: list[Family], x: str = "size_mb", board_n: int = 0) -> list[tuple[str, Point]]:
     """The points no other point beats (smaller-or-equal x and higher-or-equal top-1), by x; points on
     fewer seeds than ``board_n`` are not candidates (a mean of fewer seeds is not comparable)."""
-    flat = [(f.name, p) for f in families for p in f.points if not p.marked(board_n)]
+    flat = [(f.name, p) for f in families if x == "macs" or f.kind != "exits"  # τ moves MACs, not size
+            for p in f.points if not p.marked(board_n)]
     front = pareto_front([(getattr(p, x), p.top1) for _, p in flat])
     return [flat[i] for i in front]
 
@@ -313,7 +341,8 @@ def matched_size_table(board: Board, families: list[Family] | None = None) -> Ma
     sizes = [(caption.format(search=search.method), {seed: factor * v for seed, v in own.items()})
              for factor, caption in MATCHED]
     excluded = [(f.name, f.match_missed) for f in families if f.match_missed]
-    kept = [f for f in families if not f.match_missed]
+    # an early-exit family is one network at every τ (one size): it trades MACs, not size
+    kept = [f for f in families if not f.match_missed and f.kind != "exits"]
     per_seed: dict[str, list[dict[Any, float]]] = {}
     for f in kept:
         per_seed[f.name] = [{seed: v for seed, size in at.items() for v in [f.at_seed(seed, size)] if v is not None}
@@ -499,7 +528,8 @@ def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int
     out += ["| Family | Points (size MB → top-1 %) |", "|---|---|"]
     for f in families:
         if _is_curve(f):
-            pts = "; ".join(f"{p.label}: {p.size_mb:.3f} → {_f(p.top1)}" + (f" ± {p.std:.2f}" if p.std else "")
+            pts = "; ".join((f"{p.label}: {fmt_value(p.macs)} MACs" if f.kind == "exits" else
+                             f"{p.label}: {p.size_mb:.3f}") + f" → {_f(p.top1)}" + (f" ± {p.std:.2f}" if p.std else "")
                             + (f" (n={p.n})" if p.marked(n) else "") for p in f.points)
             out.append(f"| {md_text(f.name)} | {md_text(pts)} |")
     table = matched_size_table(board, families)

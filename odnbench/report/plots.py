@@ -353,6 +353,8 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
         for i, fam in enumerate(families):
+            if fam.kind == "exits" and attr == "size_mb":  # one network at every τ: only MACs move
+                continue
             pts = sorted(fam.points, key=lambda p: getattr(p, attr))
             xs = [getattr(p, attr) / scale for p in pts]
             ys = [p.top1 for p in pts]
