@@ -400,3 +400,31 @@ def test_early_exit_points_form_their_own_family_over_the_threshold_not_one_bogu
     on_macs = curves.pareto_points(curves.all_families(b), "macs", 2)
     assert any(name.endswith("over τ") for name, _ in on_macs)
     assert "τ=0.9: 2000 MACs → 97.55" in "\n".join(curves.curve_sections(b))
+
+
+def test_costs_split_own_from_dependencies_and_close_depth_decisions_are_marked():
+    def depth_curve(vals):
+        return [{"depth": d, "val": v} for d, v in enumerate(vals, 1)]
+
+    full = result("full", 0, 98.0, 1.0, cost={"own": {"epochs": 20, "train_macs": 8e12}, "train_macs": 8e12})
+    odn = result("odn", 0, 97.0, 0.4, depth=3, curve=[{"depth": 3, "top1": 97.0, "size_mb": 0.4, "macs": 3000},
+                                                      {"depth": 2, "top1": 95.0, "size_mb": 0.2, "macs": 2000}],
+                 cost={"own": {"epochs": 30, "train_macs": 4e12}, "train_macs": 12e12})
+    odn.facts = Facts(depth=3, threshold=98.15, depth_curve=depth_curve([91.0, 98.1, 98.6]))
+    odn.data = {"sizes": {"train": 6000, "val": 1000, "test": 10000}}
+    oracle = result("oracle", 0, 96.0, 0.2, {"train_all": False}, depth=2,
+                    curve=[{"depth": 2, "top1": 96.0, "size_mb": 0.2, "macs": 2000}])
+    oracle.facts = Facts(depth=2, threshold=98.15, depth_curve=depth_curve([90.0, 99.0]))
+    oracle.data = odn.data
+    b = board([full, odn, oracle])
+    row = next(r for r in b.rows if r.method == "odn").stats
+    assert (row.cost_own_train_macs, row.cost_deps_train_macs) == (4e12, 8e12)
+    from odnbench.report.columns import BY_KEY
+    assert BY_KEY["compute"].markdown(row) == "4.00 T + 8.00 T"
+    # 98.1 against 98.15 on 1,000 validation images: half an image decided depth 2 was not enough
+    assert curves.near_threshold(odn) == ("depth 2 read 98.1 against the threshold 98.15, 0.5 validation images "
+                                          "(of 1,000) away")
+    assert curves.near_threshold(oracle) is None  # 90.0 and 99.0: 81 and 8.5 images away
+    text = "\n".join(curves.curve_sections(b))
+    assert "## Sequential from-scratch depth search (oracle) vs depth search (odn)" in text
+    assert "◆ odn: depth 2 read 98.1" in text and "◆ oracle" not in text

@@ -140,6 +140,8 @@ class RowStats:
     # Training compute (cost.train_macs), mean over seeds; None when a seed's result lacks it.
     cost_train_macs: float | None = None
     cost_own_train_macs: float | None = None
+    # What its dependencies (the network it started from, the full-depth run that set a threshold) cost: total − own.
+    cost_deps_train_macs: float | None = None
     # Latency: measured speed-up is withheld ("unreliable") when a row's or the baseline's latency was busy
     # or its windows spread beyond LATENCY_SPREAD_BOUND; the MACs speed-up stays.
     measured_speedup_reliable: bool = True
@@ -569,6 +571,8 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
             row, row is base, f, base_seeds, tolerance)
         f.own_target = _own_target(row)
         f.match_missed = match_missed(row)
+        f.cost_deps_train_macs = (f.cost_train_macs - f.cost_own_train_macs
+                                  if f.cost_train_macs is not None and f.cost_own_train_macs is not None else None)
 
 
 def _bounds(interval: stats.Interval) -> list[Any] | None:

@@ -72,6 +72,7 @@ STORED: tuple[Stored, ...] = (
     Stored("search", "label"), Stored("delta_vs_search", "points"), Stored("delta_search_n", "seeds"),
     Stored("delta_search_ci", "points"), Stored("delta_search_p"), Stored("delta_search_p_holm"),
     Stored("verdict_vs_search"), Stored("match_missed"),
+    Stored("cost_deps_train_macs", "MACs"),
 )
 #: The row fields stored per row in board.json / board.csv, in this order.
 RECORD_FIELDS: tuple[str, ...] = tuple(s.name for s in STORED)
@@ -146,6 +147,13 @@ def _md_delta_search(f: RowStats) -> str:
 
 def fmt_compute(v: float | None) -> str:
     return "not recorded" if v is None else fmt_macs(v)
+
+
+def _md_compute(f: RowStats) -> str:
+    """The method's own training compute, then its dependencies' (the total is their sum)."""
+    if f.cost_own_train_macs is None or not f.cost_deps_train_macs:
+        return fmt_compute(f.cost_train_macs)
+    return f"{fmt_macs(f.cost_own_train_macs)} + {fmt_macs(f.cost_deps_train_macs)}"
 
 
 def fmt_meets(f: RowStats) -> str:
@@ -367,8 +375,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("measured_speedup", "Speed-up measured ‡",
            ("measured_speedup", "measured_speedup_range", "measured_speedup_reliable", "networks_differ"),
            _md_measured),
-    Column("compute", "Training compute (MACs, with dependencies)", ("cost_train_macs",),
-           lambda f: fmt_compute(f.cost_train_macs), terminal_title="Train\ncompute",
+    Column("compute", "Training compute, MACs (own + dependencies)",
+           ("cost_train_macs", "cost_own_train_macs", "cost_deps_train_macs"), _md_compute, terminal_title="Train\ncompute",
            terminal=lambda f: "n/r" if f.cost_train_macs is None else fmt_macs(f.cost_train_macs, ".3g")),
     Column("cost_own", "Cost, own part (compute / epochs / wall)",
            ("cost_own_train_macs", "cost_own_epochs", "cost_own_seconds"),

@@ -380,6 +380,9 @@ class OracleVsSearch:
     search: str  # the two methods' names
     oracle: str
     oracle_to_depth: dict[str, Any] | None = None  # its cost up to its depth, when it trained deeper ones too
+    search_close: str | None = None  # a decision within a few validation images of the threshold (near_threshold)
+    oracle_close: str | None = None
+    sequential: bool = False  # the oracle stopped at the first depth that reached the threshold (train_all false)
 
     def ratio(self, key: str, to_depth: bool = False) -> float | None:
         a, b = self.search_cost.get(key), ((self.oracle_to_depth if to_depth else self.oracle_cost) or {}).get(key)
@@ -399,7 +402,9 @@ def oracle_vs_search(board: Board) -> list[OracleVsSearch]:
         o = by_seed.get(r.seed)
         if o is not None:
             out.append(OracleVsSearch(r.seed, r.facts.depth, o.facts.depth, own_cost(r.cost or {}),
-                                      own_cost(o.cost or {}), search.method, oracles[0].method, _cost_to_depth(o)))
+                                      own_cost(o.cost or {}), search.method, oracles[0].method, _cost_to_depth(o),
+                                      near_threshold(r), near_threshold(o),
+                                      (o.config.get("params") or {}).get("train_all") is False))
     return out
 
 
@@ -408,6 +413,32 @@ def oracle_vs_odn(board: Board) -> list[OracleVsSearch]:
     warnings.warn("odnbench.report.curves.oracle_vs_odn is deprecated and will be removed in odnbench 0.4; call "
                   "oracle_vs_search", OdnbenchDeprecationWarning, stacklevel=2)
     return oracle_vs_search(board)
+
+
+#: A depth decision is marked when a validation reading it rested on was within this many images of the threshold.
+CLOSE_IMAGES = 2
+
+
+def near_threshold(r: Result, images: int = CLOSE_IMAGES) -> str | None:
+    """When a depth search's (or the oracle's) decision rested on a validation reading within ``images``
+    validation images of its threshold (any depth it tried up to the chosen one, from facts.depth_curve,
+    facts.threshold and the stored validation count), that reading in words; else None."""
+    thr, depth, curve = r.facts.threshold, r.facts.depth, r.facts.depth_curve or []
+    sizes = r.data.get("sizes") if isinstance(r.data, dict) else None
+    n_val = sizes.get("val") if isinstance(sizes, dict) else None
+    if not _numeric(thr) or not isinstance(depth, int) or not _numeric(n_val) or not n_val:
+        return None
+    close = []
+    for c in curve:
+        if isinstance(c, dict) and _numeric(c.get("val")) and _numeric(c.get("depth")) and c["depth"] <= depth:
+            gap = abs(c["val"] - thr) * n_val / 100
+            if gap <= images:
+                close.append((gap, c["depth"], c["val"]))
+    if not close:
+        return None
+    gap, d, val = min(close)
+    return (f"depth {d} read {fmt_value(val)} against the threshold {fmt_value(thr)}, {gap:.1f} validation images "
+            f"(of {int(n_val):,}) away")
 
 
 def _cost_to_depth(r: Result) -> dict[str, Any] | None:
@@ -461,6 +492,8 @@ def curves_document(board: Board) -> dict[str, Any] | None:
         "oracle_vs_search": [{"seed": v.seed, "search_depth": v.search_depth, "oracle_depth": v.oracle_depth,
                               "search_own_cost": v.search_cost, "oracle_own_cost": v.oracle_cost,
                               "oracle_cost_to_its_depth": v.oracle_to_depth,
+                              "search_near_threshold": v.search_close, "oracle_near_threshold": v.oracle_close,
+                              "oracle_runs": oracle_name(v.sequential),
                               "ratio_train_macs": v.ratio("train_macs"),
                               "ratio_sample_steps": v.ratio("sample_steps"),
                               "ratio_train_seconds": v.ratio("train_seconds")} for v in oracle_vs_search(board)],
@@ -489,10 +522,19 @@ def matched_intro(search: str) -> str:
         "records say its match missed its target is left out.")
 
 
-def oracle_intro(search: str, oracle: str) -> str:
-    return (f"Per seed: the depth the depth search ({search}) chose and the depth the depth oracle "
-            f"({oracle}) chose (each depth trained from scratch, the same threshold rule), and {search}'s own cost over "
-            f"{oracle}'s (the results both depend on are left out of both).")
+def oracle_name(sequential: bool) -> str:
+    """What the oracle row runs, from its stored train_all: depths from scratch one by one until the threshold
+    (a sequential from-scratch depth search), or every depth."""
+    return "sequential from-scratch depth search" if sequential else "depth oracle"
+
+
+def oracle_intro(search: str, oracle: str, sequential: bool = False) -> str:
+    what = ("each depth trained from scratch in turn, shallowest first, stopping at the first that reaches the "
+            "threshold" if sequential else "each depth trained from scratch")
+    return (f"Per seed: the depth the depth search ({search}) chose and the depth the {oracle_name(sequential)} "
+            f"({oracle}) chose ({what}, the same threshold rule), and {search}'s own cost over "
+            f"{oracle}'s (the results both depend on are left out of both). ◆ marks a decision that a validation "
+            f"reading within {CLOSE_IMAGES} images of the threshold decided.")
 
 
 def _mb_range(at: dict[Any, float]) -> str:
@@ -548,7 +590,9 @@ def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int
     versus = oracle_vs_search(board)
     if versus:
         sn, on = md_text(versus[0].search), md_text(versus[0].oracle)
-        out += ["", f"{h} Depth oracle ({on}) vs depth search ({sn})", "", oracle_intro(sn, on), ""]
+        seq = all(v.sequential for v in versus)
+        out += ["", f"{h} {oracle_name(seq).capitalize()} ({on}) vs depth search ({sn})", "",
+                oracle_intro(sn, on, seq), ""]
         for v in versus:
             same = ("the same depth" if v.search_depth == v.oracle_depth else
                     "a deeper depth" if (v.search_depth or 0) > (v.oracle_depth or 0) else "a shallower depth")
@@ -559,5 +603,7 @@ def curve_sections(board: Board, plots: dict[str, str] | None = None, level: int
                        f"{_f(v.ratio('train_seconds'))} by training time"
                        + (f"; against {on}'s cost up to its depth (a sequential search): "
                           f"{_f(v.ratio('train_macs', True))} by training compute, "
-                          f"{_f(v.ratio('sample_steps', True))} by sample-steps" if v.oracle_to_depth else ""))
+                          f"{_f(v.ratio('sample_steps', True))} by sample-steps" if v.oracle_to_depth else "")
+                       + "".join(f"; ◆ {who}: {md_text(close)}" for who, close in ((sn, v.search_close),
+                                                                                  (on, v.oracle_close)) if close))
     return out

@@ -114,11 +114,13 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
         fig = Figure(figsize=PARETO_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        scale = 1e6 if x_field == "macs" else 1.0
+        scale = {"macs": 1e6, "cost_train_macs": 1e12}.get(x_field, 1.0)
+        # training compute is a cost per seed, not a property of one network: its mean is meaningful
+        differ = {id(r): stats_of(r).networks_differ and x_field != "cost_train_macs" for r in rows}
         points: list[tuple[float, float]] = [(getattr(stats_of(r), x_field) / scale, cast(float, stats_of(r).top1_mean))
                                              for r in rows]
         # A row of different networks is not one point: it is drawn seed by seed and is no front candidate.
-        one = [i for i, r in enumerate(rows) if not stats_of(r).networks_differ]
+        one = [i for i, r in enumerate(rows) if not differ[id(r)]]
         front = {one[k] for k in pareto_front([points[i] for i in one])}
         xs = [p[0] for p in points]
         log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
@@ -126,9 +128,10 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
         handles, spans = [], False
         for i, (row, (x, y)) in enumerate(zip(rows, points)):
             colour, marker = styles[row.label]
-            per_seed = [v / scale for v in getattr(stats_of(row), f"{x_field}_per_seed") or [] if isinstance(v, (int, float))]
+            per_seed = ([v / scale for v in getattr(stats_of(row), f"{x_field}_per_seed") or []
+                         if isinstance(v, (int, float))] if differ[id(row)] else [])
             face = colour if i in front else "white"
-            if stats_of(row).networks_differ and per_seed:
+            if per_seed:
                 ax.plot(per_seed, [t for t, v in zip(row.top1, getattr(stats_of(row), f"{x_field}_per_seed"))
                                    if isinstance(v, (int, float))], ls=":", lw=0.8, marker=marker, ms=5,
                         color=colour, mfc="white", mew=1.2, zorder=3)
@@ -156,9 +159,10 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.01, not 10^-2
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(x_label + (" (millions)" if x_field == "macs" else ""))
+        ax.set_xlabel(x_label + {"macs": " (millions)", "cost_train_macs": " (×10¹²)"}.get(x_field, ""))
         ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{_text(board.key_title)}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
+        what = {"size_mb": "size", "macs": "MACs", "cost_train_macs": "training compute"}.get(x_field, x_field)
+        ax.set_title(f"{_text(board.key_title)}: top-1 against {what}")
         ax.grid(True, lw=0.4, alpha=0.5)
         # Below the axes, never over a point; one entry per configuration at one size.
         title = ("vertical bars: ± std over seeds" + ("; small markers joined by a dotted line: each seed of a row "

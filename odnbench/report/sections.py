@@ -185,8 +185,10 @@ def definitions(board: Board) -> str:
             f"{md_code(board.baseline_name)} row "
             "(speed-up measured = its latency p50 / this row's). Training compute = forward MACs per image of the network "
             "trained at each step × samples × 3 (forward + backward), summed over every phase (a depth search's "
-            "warm-up, each searched depth, fine-tuning) and every result it needed (the trained network it started "
-            "from, the depth search that chose its depth or size), each counted once; \"not recorded\" for results "
+            "warm-up, each searched depth, fine-tuning); the main table shows the method's own part + its "
+            "dependencies' (every result it needed, each counted once: the trained network it started from, the "
+            "full-depth run whose validation top-1 set a depth search's threshold, the depth search that chose its "
+            "depth or size); \"not recorded\" for results "
             "stored before odnbench 0.2 counted it. Epochs, sample-steps and training wall time are in the details. "
             "Converged: training ended on patience, not on an epoch cap (– when the result does not say). "
             f"Meets target: the 95 % CI of Δ vs {base} ≥ −{tol} points (– for the baseline); a method's own target is its "
@@ -374,12 +376,16 @@ def _curves_document(board: Board) -> dict[str, Any]:
 
 SIZE_LABEL = "Size (MB, saved state_dict)"
 MACS_LABEL = "MACs per image"
+COMPUTE_LABEL = "Training compute, total with dependencies (MACs)"
 
 PLOTS: tuple[Plot, ...] = (
     Plot("accuracy-vs-size.png", "Top-1 against size, Pareto front marked", lambda b: bool(b.rows),
          lambda b: plots.pareto_png(b, "size_mb", SIZE_LABEL)),
     Plot("accuracy-vs-macs.png", "Top-1 against MACs, Pareto front marked", lambda b: bool(b.rows),
          lambda b: plots.pareto_png(b, "macs", MACS_LABEL)),
+    Plot("accuracy-vs-compute.png", "Top-1 against total training compute (with dependencies)",
+         lambda b: any(stats_of(r).cost_train_macs for r in b.rows),
+         lambda b: plots.pareto_png(b, "cost_train_macs", COMPUTE_LABEL)),
     Plot("depth-curve.png", "Validation top-1 against depth", lambda b: bool(plots.depth_curves(b)),
          plots.depth_curve_png),
 )
