@@ -133,3 +133,20 @@ def test_every_page_says_what_was_measured_from_the_records():
     assert "**4 of 9 cells (44 %) were cut short**" in line and "full: epochs 30" in line
     assert "odn: max\\_epochs\\_per\\_depth 10" in line and "not the paper's recipe" in line
     assert board_document(b)["caption"]["measured"]["cut_short"] == 4
+
+
+def test_plots_colour_each_method_the_same_on_every_board_and_draw_95_percent_intervals():
+    from odnbench.report import plots
+
+    a = _family_board()
+    rs = [result("full", s, 90.0 + s, 3.0, role="baseline") for s in (0, 1)]
+    rs += [result("odn", s, 89.0 + s, 0.4, role="depth-search") for s in (0, 1)]
+    rs += [result(m, s, 88.0 + s, 1.0) for m in ("near", "edge", "noise1", "noise2") for s in (0, 1)]
+    b = lb.build_boards(rs)[0]
+    sa, sb = plots.row_styles(a), plots.row_styles(b)
+    assert sa == sb  # the same methods: the same colour and marker, whatever their numbers
+    assert len({colour for colour, _ in sa.values()}) == len(sa)  # no two methods share a colour
+    assert plots.shade("#1f77b4", 0) == "#1f77b4" and plots.shade("#1f77b4", 1) != "#1f77b4"
+    assert plots.ci_half(0.3, 3) == pytest.approx(4.3027 * 0.3 / math.sqrt(3)) and plots.ci_half(None, 1) == 0.0
+    png = plots.pareto_png(a, "size_mb", "Size")
+    assert png.startswith(b"\x89PNG")
