@@ -248,7 +248,7 @@ class Board:
         scale = ""
         if len(widths) == 1:
             frac = width_scale(self.backbone, widths[0])
-            scale = (f" at {frac} width" if frac and frac != "full" else "") + f" ({widths[0].replace(',', '-')})"
+            scale = (f" at {frac} width" if frac and frac != "1×" else "") + f" ({widths[0].replace(',', '-')})"
         if len(params) == 1:
             scale += f", {params[0]:,} parameters"
         data = f", {self.dataset} {train[0]:,} train" if train and len(train) == 1 else ""
@@ -797,7 +797,7 @@ def _caption(key: tuple[Any, ...], results: list[Result]) -> dict[str, Any]:
 
 #: A ResNet's standard stage widths, against which a board names the scale it measured ("¼ width").
 RESNET_WIDTHS = (64, 128, 256, 512)
-_FRACTIONS = {0.125: "⅛", 0.25: "¼", 0.5: "½", 1.0: "full"}
+_FRACTIONS = {0.125: "⅛", 0.25: "¼", 0.5: "½", 1.0: "1×"}
 
 
 def _widths(results: list[Result]) -> list[str]:

@@ -228,7 +228,7 @@ def measured_line(board: Board) -> str:
         frac = width_scale(board.backbone, w)
         parts.append(f"{md_text(board.backbone)} with stage widths {md_text(w.replace(',', '-'))}"
                      + (f" ({frac} of ResNet's standard {'-'.join(map(str, RESNET_WIDTHS))})"
-                        if frac and frac != "full" else ""))
+                        if frac and frac != "1×" else ""))
     if m.get("full_params"):
         parts.append(f"{' / '.join(f'{p:,}' for p in m['full_params'])} parameters at full depth "
                      f"({md_text(board.baseline_name)}'s exported network)")
