@@ -204,6 +204,11 @@ def _delta_mark(f: RowStats) -> str:
     return f" {REFERENCE_MARK}" if f.reference_cut_short and f.delta_vs_baseline is not None else ""
 
 
+def _md_missed(f: RowStats) -> str:
+    """A matched control whose records say its match missed its target: flagged wherever it is named."""
+    return f" {REFERENCE_MARK} _{md_text(f.match_missed)}_" if f.match_missed else ""
+
+
 def _md_delta_ci(f: RowStats) -> str:
     if f.delta_vs_baseline is None:
         return "–"
@@ -335,10 +340,9 @@ def _top1(f: RowStats) -> str:
 COLUMNS: tuple[Column, ...] = (
     Column("rank", "Rank", ("rank",), lambda f: str(f.rank)),
     Column("ranked", "Rank · method", ("tie_rank", "tied", "method", "match_missed"),
-           lambda f: f"{fmt_rank(f)} {md_text(f.method)}" + (f" {REFERENCE_MARK} _{md_text(f.match_missed)}_"
-                                                             if f.match_missed else ""), "left"),
+           lambda f: f"{fmt_rank(f)} {md_text(f.method)}{_md_missed(f)}", "left"),
     Column("tie_rank", "#", ("tie_rank", "tied"), fmt_rank, terminal=fmt_rank),
-    Column("method", "Method", ("method",), lambda f: md_text(f.method), "left",
+    Column("method", "Method", ("method", "match_missed"), lambda f: md_text(f.method) + _md_missed(f), "left",
            terminal=lambda f: terminal_text(f.method)),
     Column("iso_rank", "Rank", (), None),
     Column("depth", "Depth ‡", ("depth",), lambda f: fmt_depths(f.depth), terminal_title="Depth",

@@ -187,7 +187,7 @@ def definitions(board: Board) -> str:
             "trained at each step × samples × 3 (forward + backward), summed over every phase (a depth search's "
             "warm-up, each searched depth, fine-tuning); the main table shows the method's own part + its "
             "dependencies' (every result it needed, each counted once: the trained network it started from, the "
-            "full-depth run whose validation top-1 set a depth search's threshold, the depth search that chose its "
+            f"{base} run whose validation top-1 set a depth search's threshold, the depth search that chose its "
             "depth or size); \"not recorded\" for results "
             "stored before odnbench 0.2 counted it. Epochs, sample-steps and training wall time are in the details. "
             "Converged: training ended on patience, not on an epoch cap (– when the result does not say). "
@@ -230,8 +230,8 @@ def measured_line(board: Board) -> str:
                      + (f" ({frac} of ResNet's standard {'-'.join(map(str, RESNET_WIDTHS))})"
                         if frac and frac != "1×" else ""))
     if m.get("full_params"):
-        parts.append(f"{' / '.join(f'{p:,}' for p in m['full_params'])} parameters at full depth "
-                     f"({md_text(board.baseline_name)}'s exported network)")
+        parts.append(f"{' / '.join(f'{p:,}' for p in m['full_params'])} parameters in "
+                     f"{md_text(board.baseline_name)}'s exported network (every block)")
     images = m.get("images") or {}
     if any(images.values()):
         parts.append(f"{md_text(board.dataset)} with " + ", ".join(
@@ -256,7 +256,8 @@ def measured_line(board: Board) -> str:
         text += (" Preset `quick` is a reduced CPU budget, not the paper's recipe ("
                  + (f"a training subset of recipe.train_limit = {md_list(m['train_limit'])} images, "
                     if m.get("train_limit") else "") + "the epoch caps above"
-                 + (f", and {search}'s threshold set from full depth's validation top-1 rather than a fixed target"
+                 + (f", and {search}'s threshold set from {md_text(board.baseline_name)}'s validation top-1 rather than a "
+                    "fixed target"
                     if m.get("search_threshold_auto") else "") + ").")
     return text.strip()
 
