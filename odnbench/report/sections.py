@@ -254,8 +254,8 @@ def measured_line(board: Board) -> str:
     if board.preset == "quick":
         search = md_text(board.search_name)
         text += (" Preset `quick` is a reduced CPU budget, not the paper's recipe ("
-                 + (f"a training subset of recipe.train_limit = {md_list(m['train_limit'])} images, "
-                    if m.get("train_limit") else "") + "the epoch caps above"
+                 + (f"{'/'.join(f'{v:,}' for v in images['train'])} training images, "
+                    if images.get("train") else "") + "the epoch caps above"
                  + (f", and {search}'s threshold set from {md_text(board.baseline_name)}'s validation top-1 rather than a "
                     "fixed target"
                     if m.get("search_threshold_auto") else "") + ").")
