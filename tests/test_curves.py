@@ -196,8 +196,8 @@ def test_swept_rows_form_one_family_and_matched_rows_stay_apart():
     assert sweep[0].points[0].std == pytest.approx(0.4 / 2 ** 0.5) and sweep[0].points[0].n == 2
     assert any(f.method == "prune" and len(f.points) == 1 for f in fams.values())  # the matched row
     table = curves.matched_size_table(b)
-    sizes = [s for _, s in table.sizes]
-    assert sizes == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    sizes = [s for _, s in table.sizes]  # per seed: each seed's own odn size (the same network here)
+    assert sizes == [pytest.approx({0: v, 1: v}) for v in (0.1, 0.2, 0.4, 0.8)]
     values = dict(table.rows)[sweep[0].name]
     # at 0.4 MB: between 0.3 MB (95.2) and 0.8 MB (97.2), linear in log size
     t = (pytest.importorskip("math").log(0.4 / 0.3)) / __import__("math").log(0.8 / 0.3)
@@ -295,3 +295,136 @@ def test_depth_points_far_below_every_row_are_marked_at_the_floor_not_squashing_
     near = board([*rows, result("odn", 0, 97.0, 0.4, depth=4, curve=pts([93.0, 95.0, 96.0, 97.0]))])
     ax = curves_figure(near, "size_mb", "Size").axes[0]
     assert ax.get_ylim()[0] < 93.0 and not ax.texts
+
+
+def test_a_depth_point_on_one_seed_of_three_is_marked_and_never_on_the_pareto_front_nor_best():
+    """The oracle tried depth 4 on seed 0 only: that point is a mean of one seed, so it is marked n=1 and
+    kept out of the front although it would beat every other point there."""
+    def pts(tops, seed):
+        return [{"depth": d, "top1": t, "size_mb": 0.1 * d, "macs": 1000 * d} for d, t in enumerate(tops, 1)]
+
+    rs = []
+    for seed in (0, 1, 2):
+        rs.append(result("full", seed, 98.0 + seed / 10, 1.0))
+        rs.append(result("odn", seed, 96.0 + seed / 10, 0.3, depth=3, curve=pts([90, 94, 96 + seed / 10], seed)))
+        tops = [91, 95, 96.5 + seed / 10] + ([99.5] if seed == 0 else [])  # depth 4 on seed 0 alone
+        rs.append(result("oracle", seed, tops[-1], 0.1 * len(tops), depth=len(tops), curve=pts(tops, seed)))
+    b = board(rs)
+    oracle = next(f for f in curves.depth_families(b) if f.method == "oracle")
+    four = next(p for p in oracle.points if p.label == "depth 4")
+    assert (four.n, four.seeds, four.marked(3)) == (1, [0], True)
+    front = curves.pareto_points(curves.all_families(b), board_n=curves.board_seeds(b))
+    assert all(p.n == 3 for _, p in front) and four not in [p for _, p in front]
+    unruled = curves.pareto_points(curves.all_families(b))[-1][1]  # without the rule a one-seed point leads
+    assert (unruled.top1, unruled.n) == (99.5, 1)
+    doc = curves.curves_document(b)
+    point = next(p for f in doc["families"] if f["method"] == "oracle" for p in f["points"] if p["label"] == "depth 4")
+    assert point["n"] == 1 and point["fewer_seeds"] is True
+    assert all(p["n"] == 3 for p in doc["pareto_front"])
+    text = "\n".join(curves.curve_sections(b))
+    assert "depth 4: 0.400 → 99.50 (n=1)" in text
+    # oracle's row exported different networks (depth 3 and 4): shown seed by seed, never at a mean size
+    seeds = next(f for f in curves.sweep_families(b) if f.method == "oracle")
+    assert seeds.kind == "seeds" and [p.n for p in seeds.points] == [1, 1, 1]
+
+
+def test_a_control_whose_record_says_its_match_failed_is_flagged_and_left_out_of_matched_claims():
+    rs = []
+    for seed in (0, 1, 2):
+        rs.append(result("full", seed, 98.0 + seed / 10, 2.8))
+        rs.append(result("odn", seed, 97.0 + seed / 10, 0.4, depth=4))
+        missed = seed != 0
+        rs.append(result("blockdrop", seed, 97.5 + seed / 10, 1.24 if missed else 0.4, {"match": "odn:size"},
+                         info={"within_tolerance": not missed, "achieved": 1.24 if missed else 0.4}))
+        rs += [result("slim", seed, top1, size, {"width": w}) for w, top1, size in ((0.25, 95.0, 0.2), (0.5, 97.0, 0.8))]
+    b = board(rs)
+    row = next(r for r in b.rows if r.method == "blockdrop")
+    assert row.stats.match_missed == "missed its match target on 2/3 seeds"
+    from odnbench.report.columns import BY_KEY
+    cell = BY_KEY["ranked"].markdown(row.stats)
+    assert "⚠" in cell and "missed its match target on 2/3 seeds" in cell
+    table = curves.matched_size_table(b)
+    assert all(not name.startswith("blockdrop") for name, _ in table.rows)
+    assert [name for name, _ in table.excluded] == ["blockdrop"]
+    assert "Left out: blockdrop missed its match target on 2/3 seeds" in "\n".join(curves.curve_sections(b))
+    assert curves.curves_document(b)["matched_size"]["excluded"][0]["name"] == "blockdrop"
+
+
+def test_matched_sizes_are_taken_per_seed_and_best_needs_a_paired_separation():
+    """odn chose a different network on each seed: the matched size is each seed's own, never their mean,
+    and two families whose paired lead straddles 0 give no "Best"."""
+    rs = []
+    for seed, (size, odn_top, a_jit) in enumerate(((0.2, 96.0, 0.0), (0.4, 97.0, 0.9), (0.8, 97.5, -0.8))):
+        rs.append(result("full", seed, 98.0, 3.0))
+        rs.append(result("odn", seed, odn_top, size, depth=seed + 2))
+        for ratio, top1, s in ((0.3, 95.0, 0.1), (0.5, 97.0, 1.6)):
+            rs.append(result("prune", seed, top1 + a_jit, s, {"ratio": ratio}))
+    b = board(rs)
+    table = curves.matched_size_table(b)
+    caption, at = table.sizes[2]
+    assert at == pytest.approx({0: 0.2, 1: 0.4, 2: 0.8})  # no 0.467 MB network anywhere
+    import math
+    sweep = dict(table.rows)["prune over ratio"]
+    expect = []
+    for size, jit in ((0.2, 0.0), (0.4, 0.9), (0.8, -0.8)):
+        t = math.log(size / 0.1) / math.log(1.6 / 0.1)
+        expect.append(95.0 + jit + t * 2.0)
+    assert sweep[2] == pytest.approx(sum(expect) / 3)
+    assert table.best[2] is None and table.separated[2] is False  # odn vs prune: paired lead straddles 0
+    assert "not separated" in "\n".join(curves.curve_sections(b))
+
+
+def test_early_exit_points_form_their_own_family_over_the_threshold_not_one_bogus_point():
+    def exits(seed):
+        # depth null, one network (one size) exiting earlier as τ falls: fewer MACs, lower top-1
+        return [{"depth": None, "exits": {"threshold": tau, "exit_fractions": [0.5, 0.5]}, "top1": top1 + seed / 10,
+                 "size_mb": 0.5, "macs": macs} for tau, top1, macs in ((0.5, 96.0, 1000), (0.9, 97.5, 2000),
+                                                                      (0.99, 98.0, 3000))] + [
+               {"depth": 1, "top1": 90.0, "size_mb": 0.1, "macs": 500}, {"depth": 2, "top1": 95.0, "size_mb": 0.2,
+                                                                      "macs": 1000}]
+
+    rs = []
+    for seed in (0, 1):
+        rs += [result("full", seed, 98.0, 1.0), result("early-exit", seed, 97.5, 0.5, depth=4, curve=exits(seed))]
+    b = board(rs)
+    fams = {f.name: f for f in curves.depth_families(b)}
+    tau = fams["early-exit: early exits over τ"]
+    assert tau.kind == "exits" and [p.label for p in tau.points] == ["τ=0.5", "τ=0.9", "τ=0.99"]
+    assert [p.macs for p in tau.points] == [1000, 2000, 3000] and [p.n for p in tau.points] == [2, 2, 2]
+    assert tau.points[1].top1 == pytest.approx(97.55)
+    static = fams["early-exit: model per depth"]  # the exits alone (depth set) stay a per-depth curve
+    assert [p.label for p in static.points] == ["depth 1", "depth 2"]
+    assert all(p.label != "point" for f in fams.values() for p in f.points)  # no merged null-depth point
+    on_size = curves.pareto_points(curves.all_families(b), "size_mb", 2)
+    assert not any(name.endswith("over τ") for name, _ in on_size)  # one size for every τ: MACs only
+    on_macs = curves.pareto_points(curves.all_families(b), "macs", 2)
+    assert any(name.endswith("over τ") for name, _ in on_macs)
+    assert "τ=0.9: 2000 MACs → 97.55" in "\n".join(curves.curve_sections(b))
+
+
+def test_costs_split_own_from_dependencies_and_close_depth_decisions_are_marked():
+    def depth_curve(vals):
+        return [{"depth": d, "val": v} for d, v in enumerate(vals, 1)]
+
+    full = result("full", 0, 98.0, 1.0, cost={"own": {"epochs": 20, "train_macs": 8e12}, "train_macs": 8e12})
+    odn = result("odn", 0, 97.0, 0.4, depth=3, curve=[{"depth": 3, "top1": 97.0, "size_mb": 0.4, "macs": 3000},
+                                                      {"depth": 2, "top1": 95.0, "size_mb": 0.2, "macs": 2000}],
+                 cost={"own": {"epochs": 30, "train_macs": 4e12}, "train_macs": 12e12})
+    odn.facts = Facts(depth=3, threshold=98.15, depth_curve=depth_curve([91.0, 98.1, 98.6]))
+    odn.data = {"sizes": {"train": 6000, "val": 1000, "test": 10000}}
+    oracle = result("oracle", 0, 96.0, 0.2, {"train_all": False}, depth=2,
+                    curve=[{"depth": 2, "top1": 96.0, "size_mb": 0.2, "macs": 2000}])
+    oracle.facts = Facts(depth=2, threshold=98.15, depth_curve=depth_curve([90.0, 99.0]))
+    oracle.data = odn.data
+    b = board([full, odn, oracle])
+    row = next(r for r in b.rows if r.method == "odn").stats
+    assert (row.cost_own_train_macs, row.cost_deps_train_macs) == (4e12, 8e12)
+    from odnbench.report.columns import BY_KEY
+    assert BY_KEY["compute"].markdown(row) == "4.00 T + 8.00 T"
+    # 98.1 against 98.15 on 1,000 validation images: half an image decided depth 2 was not enough
+    assert curves.near_threshold(odn) == ("depth 2 read 98.1 against the threshold 98.15, 0.5 validation images "
+                                          "(of 1,000) away")
+    assert curves.near_threshold(oracle) is None  # 90.0 and 99.0: 81 and 8.5 images away
+    text = "\n".join(curves.curve_sections(b))
+    assert "## Sequential from-scratch depth search (oracle) vs depth search (odn)" in text
+    assert "◆ odn: depth 2 read 98.1" in text and "◆ oracle" not in text

@@ -67,7 +67,9 @@ def test_ties_are_grouped_when_intervals_overlap():
     assert rows["c"].verdict == "worse than full" and rows["c"].delta_ci[1] < 0
     text = md.render_markdown([board], "res")
     assert "| 1= a |" in text and "| 4= d |" in text and "paired t-interval over n=3 seeds" in text
-    assert "Significant differences from full on this board: d worse than full; c worse than full." in text
+    assert ("Significant differences from full on this board after Holm: d worse than full (Holm p=0.00096); "
+            "c worse than full (Holm p=0.00018) (2 before the adjustment)." in text)
+    assert "Holm's step-down over this board's family of 4 contrasts" in text
     # separated rows each lead their own group, unmarked
     _, apart = board_of({"full": [90.0, 91.0, 92.0], "x": [80.0, 81.1, 82.0]})
     assert (apart["full"].tie_rank, apart["full"].tied, apart["x"].tie_rank, apart["x"].tied) == (1, False, 2, False)
@@ -93,7 +95,7 @@ def test_one_seed_board_prints_no_interval():
     text = md.render_markdown([board], "res")
     main = text.split("### Details")[0]
     assert "± 0.00" not in main and "91.00 (n=1, no interval)" in main and "+1.00 (n=1, no interval)" in main
-    assert "Significant differences from full on this board: none" in text
+    assert "Significant differences from full on this board after Holm: none" in text
     out = terminal.summary([board], "x", width=100)
     assert "±0.00" not in out and "n=1" in out
 

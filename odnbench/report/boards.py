@@ -53,7 +53,7 @@ from odnbench.envinfo import FINGERPRINT_KEYS
 from odnbench.errors import OdnbenchDeprecationWarning
 from odnbench.report import stats
 from odnbench.report.fmt import fmt_value
-from odnbench.result import Result, latency_busy
+from odnbench.result import LEGACY_DEPTH_ROLES, Result, latency_busy
 from odnbench.store import ResultStore, board_results, canonical_json
 
 #: The role (Method.role, stored in each result) of the row Δ top-1 and size reductions compare with.
@@ -140,6 +140,8 @@ class RowStats:
     # Training compute (cost.train_macs), mean over seeds; None when a seed's result lacks it.
     cost_train_macs: float | None = None
     cost_own_train_macs: float | None = None
+    # What its dependencies (the network it started from, the full-depth run that set a threshold) cost: total − own.
+    cost_deps_train_macs: float | None = None
     # Latency: measured speed-up is withheld ("unreliable") when a row's or the baseline's latency was busy
     # or its windows spread beyond LATENCY_SPREAD_BOUND; the MACs speed-up stays.
     measured_speedup_reliable: bool = True
@@ -147,6 +149,21 @@ class RowStats:
     latency_remeasured: bool = False
     # The baseline's seeds that an epoch cap cut short: every Δ against it carries a warning.
     reference_cut_short: str | None = None
+    # The paired t-test of Δ vs the baseline: its p-value and that p adjusted by Holm's step-down over the
+    # board's family of contrasts (every row vs the baseline); the verdict reads the adjusted one.
+    delta_p: float | None = None
+    delta_p_holm: float | None = None
+    # The same against the board's depth search (its role "depth-search", e.g. odn), a family of its own.
+    search: str | None = None
+    delta_vs_search: float | None = None
+    delta_search_n: int = 0
+    delta_search_ci: list[Any] | None = None
+    delta_search_p: float | None = None
+    delta_search_p_holm: float | None = None
+    verdict_vs_search: str = "–"
+    # A matched control whose records say its match missed its target (report.boards.match_missed): flagged
+    # on its row and left out of matched claims.
+    match_missed: str | None = None
 
     @property
     def delta_vs_full(self) -> float | None:
@@ -198,6 +215,15 @@ class Board:
     reference_elsewhere: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     #: the caption keys that are package versions methods declared (env keys, e.g. ``torch_pruning``)
     packages: list[str] = field(default_factory=list)
+    #: the row of the depth search (stored role "depth-search"), the second reference of the paired Δs
+    search: Row | None = None
+    #: how many contrasts Holm's step-down adjusts over: rows vs the baseline, rows vs the depth search
+    family_size: int = 0
+    search_family_size: int = 0
+
+    @property
+    def search_name(self) -> str:
+        return self.search.method if self.search is not None else "depth search"
 
     @property
     def slug(self) -> str:
@@ -210,8 +236,23 @@ class Board:
         return self.baseline.method if self.baseline is not None else "baseline"
 
     @property
-    def title(self) -> str:
+    def key_title(self) -> str:
+        """The board's key alone (the terminal summary's heading, which must fit 100 columns)."""
         return f"{self.dataset} · {self.backbone} · preset {self.preset} · {self.device}"
+
+    @property
+    def title(self) -> str:
+        """The board's key, then the scale it measured (widths, parameters, training images) from its records."""
+        m = self.caption.get("measured") or {}
+        widths, params, train = m.get("widths") or [], m.get("full_params") or [], (m.get("images") or {}).get("train")
+        scale = ""
+        if len(widths) == 1:
+            frac = width_scale(self.backbone, widths[0])
+            scale = (f" at {frac} width" if frac and frac != "1×" else "") + f" ({widths[0].replace(',', '-')})"
+        if len(params) == 1:
+            scale += f", {params[0]:,} parameters"
+        data = f", {self.dataset} {train[0]:,} train" if train and len(train) == 1 else ""
+        return f"{self.backbone}{scale}{data} · {self.dataset} · preset {self.preset} · {self.device}"
 
     @property
     def iso_rows(self) -> list[Row]:
@@ -391,22 +432,101 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
                             [cast(dict[str, Any], r.metrics)["top1"] for r in members], members))
         baseline = _pick_baseline(rows)
         _fill_stats(rows, baseline, tolerance)
+        search = pick_depth_search(rows)
+        family, search_family = _holm_verdicts(rows, baseline, search)
         rows.sort(key=lambda row: (-(stats_of(row).top1_mean or 0), _num_or(stats_of(row).size_mb, math.inf),
                                    row.label))
         for rank, row in enumerate(rows, 1):
             stats_of(row).rank = rank
         by_seed = {id(row): dict(zip(row.seeds, row.top1)) for row in rows}
-        shared = stats.tie_groups([id(row) for row in rows], by_seed)
+        shared = stats.tie_groups([id(row) for row in rows], by_seed, family=family)
         for row, tie_rank in zip(rows, shared):
             stats_of(row).tie_rank = tie_rank
             stats_of(row).tied = shared.count(tie_rank) > 1
         cut = [r for r in ok if cut_short_reason(r)]
         board = Board(*key, rows=rows, failed=failed, caption=_caption(key, rs), cut_short=cut,
                       packages=env_packages([r.env or {} for r in rs]),
-                      tolerance=tolerance, baseline=baseline)
+                      tolerance=tolerance, baseline=baseline, search=search, family_size=family,
+                      search_family_size=search_family)
         _add_references(board)
         boards.append(board)
     return boards
+
+
+#: Stored roles of the depth comparison's rows (report.curves names them; here to pick the search row).
+DEPTH_SEARCH_ROLE = "depth-search"
+
+
+def pick_depth_search(rows: list[Row]) -> Row | None:
+    """The depth search's row (ODN's): its stored role, or the legacy one of its method; the one with the
+    method's defaults (shortest label) first."""
+    found = [r for r in rows if (next((x.role for x in r.results if x.role in ("depth-search", "depth-oracle")), None)
+                                 or LEGACY_DEPTH_ROLES.get(r.method)) == DEPTH_SEARCH_ROLE]
+    found.sort(key=lambda r: (bool(r.params_config) and r.label != r.method, len(r.label), r.label))
+    return found[0] if found else None
+
+
+def match_missed(row: Row) -> str | None:
+    """"missed its match target on k/n seeds" when a matched control's records say so (the match rule
+    stores ``within_tolerance: false`` in its method_info; no typed fact holds it yet), else None."""
+    missed = [r.seed for r in row.results if (r.method_info or {}).get("within_tolerance") is False]
+    return f"missed its match target on {len(missed)}/{len(row.results)} seeds" if missed else None
+
+
+def _holm_verdicts(rows: list[Row], base: Row | None, search: Row | None) -> tuple[int, int]:
+    """Holm's step-down over each family (every other row vs the baseline; every other row vs the
+    depth search): adjusted p-values and the verdicts they decide. Returns the two family sizes."""
+    by_seed = {id(row): dict(zip(row.seeds, row.top1)) for row in rows}
+    sizes = []
+    for ref in (base, search):
+        if ref is None:
+            sizes.append(0)
+            continue
+        tests = {}
+        for row in rows:
+            if row is not ref:
+                tests[id(row)] = stats.paired(by_seed[id(row)], by_seed[id(ref)])
+        adjusted = stats.holm({k: stats.p_value(d) for k, d in tests.items()})
+        sizes.append(sum(p is not None for p in adjusted.values()))
+        for row in rows:
+            f = stats_of(row)
+            diff = tests.get(id(row))
+            if ref is base:
+                if diff is not None:
+                    f.delta_p, f.delta_p_holm = stats.p_value(diff), adjusted[id(row)]
+                if f.verdict not in ("–",):
+                    f.verdict = _verdict(row is ref, diff or stats.Interval(0, None), ref.method, f.delta_p_holm)
+                continue
+            f.search = ref.label
+            if diff is None:
+                f.verdict_vs_search = "reference"
+                continue
+            f.delta_search_n = diff.n
+            f.delta_vs_search = diff.mean
+            f.delta_search_ci = _bounds(diff)
+            f.delta_search_p, f.delta_search_p_holm = stats.p_value(diff), adjusted[id(row)]
+            f.verdict_vs_search = _verdict(False, diff, ref.method, f.delta_search_p_holm)
+    return sizes[0], sizes[1]
+
+
+def detectable(board: Board) -> list[dict[str, Any]]:
+    """Per reference (the baseline, then the depth search): the smallest difference the board could
+    detect at 80 % power (two-sided α = 0.05, paired t) from its number of seeds and the **median over
+    rows** of the observed paired sd of (row − reference), each row's sd over the seeds it shares with it."""
+    out = []
+    for ref in (board.baseline, board.search):
+        if ref is None:
+            continue
+        ref_seeds = dict(zip(ref.seeds, ref.top1))
+        diffs = [stats.paired(dict(zip(r.seeds, r.top1)), ref_seeds) for r in board.rows if r is not ref]
+        sds = [sd for d in diffs for sd in [stats.paired_sd(d)] if sd is not None]
+        n = max((d.n for d in diffs), default=0)
+        sd = statistics.median(sds) if sds else None
+        out.append({"reference": ref.method, "n": n, "rows": len(sds), "paired_sd": sd,
+                    "sd_rule": "median over rows of the paired sd of (row − reference)",
+                    "detectable_points": stats.detectable_difference(n, sd),
+                    "power": 0.8, "alpha": stats.ALPHA})
+    return out
 
 
 def usable(r: Result) -> bool:
@@ -464,23 +584,24 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
         f.meets_target, f.meets_target_verdict, f.meets_target_seeds, f.meets_target_basis = _meets_target(
             row, row is base, f, base_seeds, tolerance)
         f.own_target = _own_target(row)
+        f.match_missed = match_missed(row)
+        f.cost_deps_train_macs = (f.cost_train_macs - f.cost_own_train_macs
+                                  if f.cost_train_macs is not None and f.cost_own_train_macs is not None else None)
 
 
 def _bounds(interval: stats.Interval) -> list[Any] | None:
     return [interval.low, interval.high] if interval.exists else None
 
 
-def _verdict(is_baseline: bool, diff: stats.Interval, baseline: str) -> str:
-    """Against the baseline (named by its method), by the paired interval: never "better" or "worse"
-    when it includes 0."""
+def _verdict(is_baseline: bool, diff: stats.Interval, baseline: str, p_holm: float | None = None) -> str:
+    """Against a reference (named by its method), by the paired test: "better" or "worse" only when the
+    interval excludes 0 and, when given, the Holm-adjusted p-value is below stats.ALPHA."""
     if is_baseline:
         return "reference"
-    if diff.low is None or diff.high is None:  # (no interval: diff.exists, spelt out for the checker)
+    if diff.low is None or diff.high is None or diff.mean is None:  # no interval (spelt out for the checker)
         return f"n={diff.n}, no interval"
-    if diff.low > 0:
-        return f"better than {baseline}"
-    if diff.high < 0:
-        return f"worse than {baseline}"
+    if diff.significant and (p_holm is None or p_holm < stats.ALPHA):
+        return f"better than {baseline}" if diff.mean > 0 else f"worse than {baseline}"
     return f"not distinguishable from {baseline}"
 
 
@@ -662,6 +783,7 @@ def _caption(key: tuple[Any, ...], results: list[Result]) -> dict[str, Any]:
     together = max([n for e in envs if isinstance(e.get("executor"), dict)
                     for n in [e["executor"].get("cells_at_once")] if isinstance(n, int)], default=1)
     return {
+        "measured": measured(results),
         # Only when cells ran side by side (compare --jobs / Ray): their timings shared the machine.
         **({"cells_at_once": together} if together > 1 else {}),
         **_remeasured(results),
@@ -684,6 +806,64 @@ def _caption(key: tuple[Any, ...], results: list[Result]) -> dict[str, Any]:
         # The grid files that produced the results (compare --grid), each with its sha256; only when any did.
         **({"grids": grids, "cells_wall_seconds": round(sum(r.wall_seconds or 0 for r in results), 1),
             **_elapsed(results)} if grids else {}),
+    }
+
+
+#: A ResNet's standard stage widths, against which a board names the scale it measured ("¼ width").
+RESNET_WIDTHS = (64, 128, 256, 512)
+_FRACTIONS = {0.125: "⅛", 0.25: "¼", 0.5: "½", 1.0: "1×"}
+
+
+def _widths(results: list[Result]) -> list[str]:
+    return distinct([str(w) for r in results for w in [(r.config.get("input") or {}).get("width")
+                                                         or (r.config.get("recipe") or {}).get("width")] if w])
+
+
+def width_scale(backbone: str, width: str) -> str | None:
+    """"¼" when every stage of a ResNet is a quarter of its standard width, else None."""
+    try:
+        ws = [int(x) for x in str(width).split(",")]
+    except ValueError:
+        return None
+    if not backbone.startswith("resnet") or len(ws) != len(RESNET_WIDTHS):
+        return None
+    ratios = {w / s for w, s in zip(ws, RESNET_WIDTHS)}
+    return _FRACTIONS.get(ratios.pop()) if len(ratios) == 1 else None
+
+
+def _epoch_budget(r: Result) -> dict[str, Any]:
+    """A cell's epoch budget and caps as stored: the recipe's cap, patience and schedule, and every
+    parameter of its method that sets epochs or patience (those left unset are left out)."""
+    recipe = r.config.get("recipe") or {}
+    own = {k: v for k, v in sorted((r.config.get("params") or {}).items())
+           if ("epoch" in k or "patience" in k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+    return {"recipe_epochs": recipe.get("epochs"), "recipe_patience": recipe.get("patience"),
+            "schedule": recipe.get("schedule"), **own}
+
+
+def measured(results: list[Result]) -> dict[str, Any]:
+    """What a board measured, from its stored records alone: the backbone's widths, the full network's
+    parameters (the baseline's exported model), the image counts of each split, each method's epoch
+    budget and caps, and how many cells an epoch cap cut short."""
+    ok = [r for r in results if r.ok and usable(r)]
+    sizes = [r.data.get("sizes") for r in ok if isinstance(r.data, dict) and isinstance(r.data.get("sizes"), dict)]
+    budgets: dict[str, list[Any]] = {}
+    for r in ok:
+        budgets.setdefault(r.method, [])
+        budget = _epoch_budget(r)
+        if budget not in budgets[r.method]:
+            budgets[r.method].append(budget)
+    search = [r for r in ok if (r.role or LEGACY_DEPTH_ROLES.get(r.method)) == DEPTH_SEARCH_ROLE]
+    cut = [r for r in ok if r.facts.converged is False]
+    return {
+        "widths": _widths(ok),
+        "full_params": distinct([_get(r.metrics, "params") for r in ok if r.role == BASELINE_ROLE]),
+        "images": {split: distinct([s.get(split) for s in sizes if s is not None]) for split in ("train", "val", "test")},
+        "epoch_budgets": budgets,
+        "cells": len(ok), "cut_short": len(cut),
+        "train_limit": distinct([(r.config.get("recipe") or {}).get("train_limit") for r in ok]),
+        "search_threshold_auto": bool(search) and all((r.config.get("params") or {}).get("target") is None
+                                                      for r in search),
     }
 
 

@@ -68,7 +68,11 @@ STORED: tuple[Stored, ...] = (
     Stored("delta_n", "seeds"), Stored("delta_ci", "points"), Stored("verdict"), Stored("tie_rank"),
     Stored("tied"), Stored("meets_target_verdict"), Stored("cost_train_macs", "MACs"),
     Stored("cost_own_train_macs", "MACs"), Stored("measured_speedup_reliable"), Stored("latency_unreliable_reason"),
-    Stored("latency_remeasured"), Stored("reference_cut_short"),
+    Stored("latency_remeasured"), Stored("reference_cut_short"), Stored("delta_p"), Stored("delta_p_holm"),
+    Stored("search", "label"), Stored("delta_vs_search", "points"), Stored("delta_search_n", "seeds"),
+    Stored("delta_search_ci", "points"), Stored("delta_search_p"), Stored("delta_search_p_holm"),
+    Stored("verdict_vs_search"), Stored("match_missed"),
+    Stored("cost_deps_train_macs", "MACs"),
 )
 #: The row fields stored per row in board.json / board.csv, in this order.
 RECORD_FIELDS: tuple[str, ...] = tuple(s.name for s in STORED)
@@ -119,14 +123,37 @@ def fmt_rank(f: RowStats) -> str:
     return f"{f.tie_rank}{'=' if f.tied else ''}"
 
 
+def fmt_holm(p: float | None) -> str:
+    return "" if p is None else f" (Holm p={p:.2g})"
+
+
 def fmt_verdict(f: RowStats) -> str:
     if f.verdict in ("–", "reference"):
         return f.verdict
-    return f"{f.verdict} · target {f.meets_target_verdict}"
+    return f"{f.verdict}{fmt_holm(f.delta_p_holm)} · target {f.meets_target_verdict}"
+
+
+def _md_delta_search(f: RowStats) -> str:
+    """Δ vs the depth search, paired by seed, with its Holm-adjusted verdict."""
+    if f.search is None:
+        return "–"
+    if f.verdict_vs_search == "reference":
+        return "reference"
+    if f.delta_vs_search is None:
+        return "–"
+    return (f"{fmt_interval(f.delta_vs_search, f.delta_search_ci, f.delta_search_n, signed=True)}: "
+            f"{short_verdict(f.verdict_vs_search)}{fmt_holm(f.delta_search_p_holm)}")
 
 
 def fmt_compute(v: float | None) -> str:
     return "not recorded" if v is None else fmt_macs(v)
+
+
+def _md_compute(f: RowStats) -> str:
+    """The method's own training compute, then its dependencies' (the total is their sum)."""
+    if f.cost_own_train_macs is None or not f.cost_deps_train_macs:
+        return fmt_compute(f.cost_train_macs)
+    return f"{fmt_macs(f.cost_own_train_macs)} + {fmt_macs(f.cost_deps_train_macs)}"
 
 
 def fmt_meets(f: RowStats) -> str:
@@ -175,6 +202,11 @@ def _net(f: RowStats, key: str, fmt: Callable[[Any], str], span: Callable[..., s
 
 def _delta_mark(f: RowStats) -> str:
     return f" {REFERENCE_MARK}" if f.reference_cut_short and f.delta_vs_baseline is not None else ""
+
+
+def _md_missed(f: RowStats) -> str:
+    """A matched control whose records say its match missed its target: flagged wherever it is named."""
+    return f" {REFERENCE_MARK} _{md_text(f.match_missed)}_" if f.match_missed else ""
 
 
 def _md_delta_ci(f: RowStats) -> str:
@@ -268,10 +300,12 @@ class Column:
     def header(self, board: Board | None) -> str:
         if board is not None and self.title_of is not None:
             return self.title_of(board)
-        return self.title.format(baseline=md_text(board.baseline_name) if board is not None else "baseline")
+        return self.title.format(baseline=md_text(board.baseline_name) if board is not None else "baseline",
+                                 search=md_text(board.search_name) if board is not None else "depth search")
 
     def terminal_header(self, board: Board) -> str:
-        return (self.terminal_title or self.title).format(baseline=terminal_text(board.baseline_name))
+        return (self.terminal_title or self.title).format(baseline=terminal_text(board.baseline_name),
+                                                          search=terminal_text(board.search_name))
 
 
 def latency_title(board: Board) -> str:
@@ -305,10 +339,10 @@ def _top1(f: RowStats) -> str:
 # min–max over seeds when they differ (markdown's NETWORK_NOTE).
 COLUMNS: tuple[Column, ...] = (
     Column("rank", "Rank", ("rank",), lambda f: str(f.rank)),
-    Column("ranked", "Rank · method", ("tie_rank", "tied", "method"), lambda f: f"{fmt_rank(f)} {md_text(f.method)}",
-           "left"),
+    Column("ranked", "Rank · method", ("tie_rank", "tied", "method", "match_missed"),
+           lambda f: f"{fmt_rank(f)} {md_text(f.method)}{_md_missed(f)}", "left"),
     Column("tie_rank", "#", ("tie_rank", "tied"), fmt_rank, terminal=fmt_rank),
-    Column("method", "Method", ("method",), lambda f: md_text(f.method), "left",
+    Column("method", "Method", ("method", "match_missed"), lambda f: md_text(f.method) + _md_missed(f), "left",
            terminal=lambda f: terminal_text(f.method)),
     Column("iso_rank", "Rank", (), None),
     Column("depth", "Depth ‡", ("depth",), lambda f: fmt_depths(f.depth), terminal_title="Depth",
@@ -322,6 +356,9 @@ COLUMNS: tuple[Column, ...] = (
     Column("delta_ci", "Δ vs {baseline} (paired, 95 % CI)",
            ("delta_vs_baseline", "delta_ci", "delta_n", "verdict", "reference_cut_short"), _md_delta_ci,
            terminal_title="Δ {baseline}\npaired", terminal=_t_delta),
+    Column("delta_search", "Δ vs {search} (paired, 95 % CI; Holm verdict)",
+           ("search", "delta_vs_search", "delta_search_ci", "delta_search_n", "verdict_vs_search",
+            "delta_search_p_holm"), _md_delta_search),
     Column("params", "Params ‡", ("params", "params_per_seed", "networks_differ"), lambda f: _net(f, "params", fmt_int)),
     Column("size_mb", "Size MB ‡", ("size_mb", "size_mb_per_seed", "networks_differ"),
            lambda f: _net(f, "size_mb", fmt_f), terminal_title="MB",
@@ -342,8 +379,8 @@ COLUMNS: tuple[Column, ...] = (
     Column("measured_speedup", "Speed-up measured ‡",
            ("measured_speedup", "measured_speedup_range", "measured_speedup_reliable", "networks_differ"),
            _md_measured),
-    Column("compute", "Training compute (MACs, with dependencies)", ("cost_train_macs",),
-           lambda f: fmt_compute(f.cost_train_macs), terminal_title="Train\ncompute",
+    Column("compute", "Training compute, MACs (own + dependencies)",
+           ("cost_train_macs", "cost_own_train_macs", "cost_deps_train_macs"), _md_compute, terminal_title="Train\ncompute",
            terminal=lambda f: "n/r" if f.cost_train_macs is None else fmt_macs(f.cost_train_macs, ".3g")),
     Column("cost_own", "Cost, own part (compute / epochs / wall)",
            ("cost_own_train_macs", "cost_own_epochs", "cost_own_seconds"),
@@ -362,9 +399,9 @@ COLUMNS: tuple[Column, ...] = (
 BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 
 #: The page opens with these 9 columns (what a reader decides on); everything else is in DETAIL.
-MAIN = ("ranked", "depth", "top1_ci", "delta_ci", "size_mb", "macs", "compute", "verdict", "converged")
+MAIN = ("ranked", "depth", "top1_ci", "delta_ci", "delta_search", "size_mb", "macs", "compute", "verdict")
 DETAIL = ("ranked", "top1", "params", "size_mib", "latency", "macs_speedup", "measured_speedup", "cost_own", "cost",
-          "meets")
+          "meets", "converged")
 ISO = ("iso_rank", "method", "top1_ci", "delta_ci", "size_mb_saved", "reduction", "macs", "macs_speedup",
        "measured_speedup", "compute", "converged")
 #: ``compare``'s summary: the main table's columns, narrow enough for 100 columns.

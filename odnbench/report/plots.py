@@ -11,14 +11,17 @@ change the picture), with a fixed size and dpi and no "Software"/date metadata i
 
 from __future__ import annotations
 
+import hashlib
 import io
-from collections.abc import Sequence
+import math
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from odnbench.report.boards import Board, stats_of
-from odnbench.report.curves import Family, Point, all_families, pareto_front, pareto_points
+from odnbench.report.curves import Family, Point, all_families, board_seeds, pareto_front, pareto_points
 from odnbench.report.fmt import fmt_value, terminal_text
+from odnbench.report.stats import t975
 from odnbench.store import atomic_write_bytes
 
 if TYPE_CHECKING:
@@ -67,12 +70,68 @@ MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*"]
 PARETO_FIGSIZE = (7.6, 6.0)
 
 
+#: Method colours: matplotlib's tab10 then ten darker distinct ones; each method's is picked by a hash of its
+#: name (method_colours), so a method keeps its colour on every board unless another method there hashed
+#: to the same one first.
+METHOD_COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
+                 "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+                 "#e6550d", "#31a354", "#756bb1", "#636363"]
+
+
+def _name_hash(method: str) -> int:
+    return int(hashlib.sha256(method.encode()).hexdigest(), 16)
+
+
+def method_colours(methods: Iterable[str]) -> dict[str, str]:
+    """A colour per method, by a hash of its name: in hash order, each takes its hashed colour, or the
+    next one free on this board (the same set of methods gets the same colours on every board)."""
+    taken: dict[str, str] = {}
+    for method in sorted(set(methods), key=lambda m: (_name_hash(m) % len(METHOD_COLORS), m)):
+        i = _name_hash(method) % len(METHOD_COLORS)
+        while METHOD_COLORS[i] in taken.values():
+            i = (i + 1) % len(METHOD_COLORS)
+        taken[method] = METHOD_COLORS[i]
+    return taken
+
+
+def method_marker(method: str, variant: int = 0) -> str:
+    """A method's marker, by a hash of its name; its variants (prune at several ratios) take the next ones."""
+    return MARKERS[(_name_hash(method) // len(METHOD_COLORS) + variant) % len(MARKERS)]
+
+
+#: How a method's variants shade its colour: (toward black or white, by how much); the first is the method's own.
+SHADES = ((0.0, 0.0), (0.0, 0.35), (1.0, 0.35), (0.0, 0.6), (1.0, 0.55), (0.0, 0.15), (1.0, 0.2), (0.0, 0.75))
+
+
+def shade(colour: str, variant: int) -> str:
+    """The method's colour for its ``variant``-th configuration: the same hue, darker or lighter, so that
+    prune at three ratios reads as prune and still tells its three points apart."""
+    if variant == 0:
+        return colour
+    target, amount = SHADES[variant % len(SHADES)] if variant % len(SHADES) else (0.0, 0.85)
+    rgb = [int(colour[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+    mixed = [c + (target - c) * amount for c in rgb]
+    return "#" + "".join(f"{round(255 * c):02x}" for c in mixed)
+
+
+def board_colours(board: Board) -> dict[str, str]:
+    return method_colours(r.method for r in board.rows)
+
+
 def row_styles(board: Board) -> dict[str, tuple[str, str]]:
-    """One (colour, marker) per configuration (row label), the same in every plot of a board:
-    assigned in label order so that two prune variants never share a look."""
-    labels = sorted({r.label for r in board.rows})
-    return {label: (COLORS[i % len(COLORS)], MARKERS[(i + i // len(COLORS)) % len(MARKERS)])
-            for i, label in enumerate(labels)}
+    """One (colour, marker) per configuration (row label): its method's colour, the same on every board
+    with the same methods, its variants (in label order) in shades of it and the next markers."""
+    colours = board_colours(board)
+    out: dict[str, tuple[str, str]] = {}
+    for method in sorted(colours):
+        for i, label in enumerate(sorted({r.label for r in board.rows if r.method == method})):
+            out[label] = (shade(colours[method], i), method_marker(method, i))
+    return out
+
+
+def ci_half(std: float | None, n: int) -> float:
+    """Half-width of the 95 % t-interval of a mean of n values of sample std ``std`` (0 when n < 2)."""
+    return t975(n - 1) * std / math.sqrt(n) if std and n > 1 else 0.0
 
 
 def _overlap_counts(points: list[tuple[float, float]], log_x: bool, near: float = 0.03) -> list[int]:
@@ -114,24 +173,36 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
         fig = Figure(figsize=PARETO_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        scale = 1e6 if x_field == "macs" else 1.0
+        scale = {"macs": 1e6, "cost_train_macs": 1e12}.get(x_field, 1.0)
+        # training compute is a cost per seed, not a property of one network: its mean is meaningful
+        differ = {id(r): stats_of(r).networks_differ and x_field != "cost_train_macs" for r in rows}
         points: list[tuple[float, float]] = [(getattr(stats_of(r), x_field) / scale, cast(float, stats_of(r).top1_mean))
                                              for r in rows]
-        front = set(pareto_front(points))
+        # A row of different networks is not one point: it is drawn seed by seed and is no front candidate.
+        one = [i for i, r in enumerate(rows) if not differ[id(r)]]
+        front = {one[k] for k in pareto_front([points[i] for i in one])}
         xs = [p[0] for p in points]
         log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
         stacked = _overlap_counts(points, log_x)
-        handles, spans = [], False
+        handles, spans, single = [], False, False
         for i, (row, (x, y)) in enumerate(zip(rows, points)):
             colour, marker = styles[row.label]
-            per_seed = [v / scale for v in getattr(stats_of(row), f"{x_field}_per_seed") or [] if isinstance(v, (int, float))]
-            xerr = ([[x - min(per_seed)], [max(per_seed) - x]] if stats_of(row).networks_differ and per_seed
-                    else None)
+            per_seed = ([v / scale for v in getattr(stats_of(row), f"{x_field}_per_seed") or []
+                         if isinstance(v, (int, float))] if differ[id(row)] else [])
             face = colour if i in front else "white"
-            ax.errorbar([x], [y], yerr=[stats_of(row).top1_std or 0.0], xerr=xerr, fmt=marker,
-                        ms=max(4.0, 11.0 - 4.0 * stacked[i]), color=colour, mfc=face, mew=1.6, capsize=3,
-                        elinewidth=1.0, zorder=3 + stacked[i])
-            spans = spans or xerr is not None
+            if per_seed:
+                ax.plot(per_seed, [t for t, v in zip(row.top1, getattr(stats_of(row), f"{x_field}_per_seed"))
+                                   if isinstance(v, (int, float))], ls=":", lw=0.8, marker=marker, ms=5,
+                        color=colour, mfc="white", mew=1.2, zorder=3)
+                spans = True
+            else:
+                f = stats_of(row)
+                half = (f.top1_ci[1] - f.top1_ci[0]) / 2 if f.top1_ci else 0.0
+                single = single or f.n < 2
+                ax.errorbar([x], [y], yerr=[half], fmt=marker,
+                            ms=max(4.0, 11.0 - 4.0 * stacked[i]), color=colour, mfc=face, mew=1.6, capsize=3,
+                            elinewidth=1.0, zorder=3 + stacked[i],
+                            alpha=0.4 if f.n < 2 else 1.0)  # one seed: no interval, faded (no text on points)
             handles.append(Line2D([], [], color=colour, marker=marker, ms=8, mfc=face, mew=1.6, ls="none",
                                   label=_text(row.label)))
         if front:
@@ -151,13 +222,16 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))  # 0.01, not 10^-2
             ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel(x_label + (" (millions)" if x_field == "macs" else ""))
-        ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{_text(board.title)}: top-1 against {'size' if x_field == 'size_mb' else 'MACs'}")
+        ax.set_xlabel(x_label + {"macs": " (millions)", "cost_train_macs": " (×10¹²)"}.get(x_field, ""))
+        ax.set_ylabel("Top-1 % on test (mean, 95 % CI over seeds)")
+        what = {"size_mb": "size", "macs": "MACs", "cost_train_macs": "training compute"}.get(x_field, x_field)
+        ax.set_title(f"{_text(board.key_title)}: top-1 against {what}")
         ax.grid(True, lw=0.4, alpha=0.5)
         # Below the axes, never over a point; one entry per configuration at one size.
-        title = ("vertical bars: ± std over seeds" + ("; horizontal bars: min–max over seeds that exported "
-                                                      "different networks" if spans else ""))
+        title = ("bars: 95 % t-interval over seeds" + ("; faded: one seed, no interval" if single else "")
+                 + ("\nsmall markers on a dotted line: each seed of a row whose seeds exported different networks"
+                    if spans else ""))
+        ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False,
                   title=title, title_fontsize=8.0)
         fig.tight_layout()
@@ -229,7 +303,7 @@ def depth_curve_png(board: Board) -> bytes:
                 "color": COLORS[seeds.index(seed) % len(COLORS)] if seed in seeds else "grey",
                 "marker": MARKERS[labels.index(row.label) % len(MARKERS)]}
     with _style():
-        fig = depth_figure(curves, title=f"{board.title}: validation top-1 by depth", hlines=hlines,
+        fig = depth_figure(curves, title=f"{board.key_title}: validation top-1 by depth", hlines=hlines,
                            marks=marks, styles=styles)
         return _depth_png_bytes(fig)
 
@@ -340,25 +414,37 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
 
 
     families = all_families(board)
+    board_n = board_seeds(board)
+    colours = board_colours(board)
     attr = "size_mb" if x_field == "size_mb" else "macs"
     scale = 1e6 if attr == "macs" else 1.0
     with _style():
         fig = Figure(figsize=CURVES_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        for i, fam in enumerate(families):
+        for fam in families:
+            if fam.kind == "exits" and attr == "size_mb":  # one network at every τ: only MACs move
+                continue
             pts = sorted(fam.points, key=lambda p: getattr(p, attr))
             xs = [getattr(p, attr) / scale for p in pts]
             ys = [p.top1 for p in pts]
-            ax.errorbar(xs, ys, yerr=[p.std or 0.0 for p in pts], fmt=MARKERS[i % len(MARKERS)],
-                        ls="--" if fam.kind == "depth" else "-", color=COLORS[i % len(COLORS)], ms=6, capsize=3,
-                        lw=1.2, elinewidth=0.9,
-                        label=_text(fam.name if len(fam.name) < 70 else fam.name[:67] + "..."),
-                        zorder=3)
-        front = pareto_points(families, attr)
+            colour = colours.get(fam.method, "grey")
+            marker = method_marker(fam.method, {"depth": 1, "exits": 2}.get(fam.kind, 0))
+            ax.errorbar(xs, ys, yerr=[ci_half(p.std, p.n) for p in pts], fmt=marker,
+                        ls={"depth": "--", "seeds": "none", "exits": "-."}.get(fam.kind, "-"), color=colour, ms=6,
+                        capsize=3, lw=1.2, elinewidth=0.9,
+                        label=_text(fam.name if len(fam.name) < 70 else fam.name[:67] + "...")
+                        + (" (each seed)" if fam.kind == "seeds" else ""), zorder=3)
+            for p in pts:  # a point on fewer seeds than the board: hollow, with its n
+                if p.marked(board_n) and fam.kind != "seeds":
+                    x = getattr(p, attr) / scale
+                    ax.plot([x], [p.top1], marker=marker, ms=6, color=colour, mfc="white", ls="none", zorder=4)
+                    ax.annotate(f"n={p.n}", (x, p.top1), textcoords="offset points", xytext=(4, 4), fontsize=6.5,
+                                color=colour)
+        front = pareto_points(families, attr, board_seeds(board))
         if front:
             ax.step([getattr(p, attr) / scale for _, p in front], [p.top1 for _, p in front], where="post",
-                    color="black", lw=1.0, alpha=0.6, label="Pareto front over all points", zorder=2)
+                    color="black", lw=1.0, alpha=0.6, label="Pareto front over the points on every seed", zorder=2)
         base = board.baseline.stats if board.baseline else None
         if base and base.top1_mean is not None:
             ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label=f"baseline ({_text(board.baseline_name)})")
@@ -370,10 +456,11 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        clipped = _clip_low_depth_points(ax, families, attr, scale)
+        clipped = _clip_low_depth_points(ax, families, attr, scale, colours)
+        ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
-        ax.set_ylabel("Top-1 % on test (mean ± std over seeds)")
-        ax.set_title(f"{_text(board.title)}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
+        ax.set_ylabel("Top-1 % on test (mean, 95 % CI over seeds)")
+        ax.set_title(f"{_text(board.key_title)}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
         ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
                   title="dashed: one result's models per depth (a depth search's below its chosen depth: "
@@ -384,25 +471,28 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         return fig
 
 
-def _clip_low_depth_points(ax: Any, families: Sequence[Family], attr: str, scale: float) -> int:
+def _clip_low_depth_points(ax: Any, families: Sequence[Family], attr: str, scale: float,
+                           board_colours_of: dict[str, str] | None = None) -> int:
     """When per-depth points reach far below every other point (a 1-block net at 70 % against rows at
     95-98 %), end the y axis under the other points and mark each lower point at the floor with its
     value. Returns how many points were marked (0: the axis was left as it was)."""
     def low(p: Point) -> float:
-        return p.top1 - (p.std or 0.0)
+        return p.top1 - ci_half(p.std, p.n)
 
     rows = [low(p) for f in families if f.kind != "depth" for p in f.points]
     points = [(i, p) for i, f in enumerate(families) for p in f.points]
     if not rows or min(low(p) for _, p in points) > min(rows) - CURVES_CLIP_SPAN:
         return 0
+    board_colours_of = board_colours_of or {}
     floor = min(rows) - 1.0
-    ax.set_ylim(floor, min(ax.get_ylim()[1], max(p.top1 + (p.std or 0.0) for _, p in points) + 0.5))
+    ax.set_ylim(floor, min(ax.get_ylim()[1], max(p.top1 + ci_half(p.std, p.n) for _, p in points) + 0.5))
     below = [(i, p) for i, p in points if p.top1 < floor]
     stacked: dict[float, int] = {}  # labels at one x (the same depth of two curves) go one above the other
     for i, p in below:
         x = getattr(p, attr) / scale
         n = stacked[x] = stacked.get(x, -1) + 1
-        ax.plot([x], [floor], marker="v", color=COLORS[i % len(COLORS)], ms=7, clip_on=False, zorder=4)
+        colour = board_colours_of.get(families[i].method, "grey")
+        ax.plot([x], [floor], marker="v", color=colour, ms=7, clip_on=False, zorder=4)
         ax.annotate(f"{p.label}: {p.top1:.1f}", (x, floor), xytext=(5, 3 + 8 * n), textcoords="offset points",
-                    fontsize=6.5, color=COLORS[i % len(COLORS)])
+                    fontsize=6.5, color=colour)
     return len(below)

@@ -41,7 +41,7 @@ INDEX = "README.md"
 #: What a board's folder holds: its page, its data and every plot a section owns.
 GENERATED_FILES = (PAGE, "board.json", "board.csv", *sections.plot_files())
 # The plots' file names, as 0.2 named them here (the sections own them).
-SIZE_PLOT, MACS_PLOT, DEPTH_PLOT = (plot.file for plot in sections.PLOTS)
+SIZE_PLOT, MACS_PLOT, COMPUTE_PLOT, DEPTH_PLOT = (plot.file for plot in sections.PLOTS)
 CURVES_SIZE_PLOT, CURVES_MACS_PLOT = (plot.file for plot in sections.CURVE_PLOTS)
 
 

@@ -13,10 +13,19 @@ import json
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
-from odnbench.report import curves, plots
-from odnbench.report.boards import Board, cut_short_reason, failure_reason, reference_note, stats_of
+from odnbench.report import curves, plots, stats
+from odnbench.report.boards import (
+    RESNET_WIDTHS,
+    Board,
+    cut_short_reason,
+    detectable,
+    failure_reason,
+    reference_note,
+    stats_of,
+    width_scale,
+)
 from odnbench.report.columns import (
     DETAIL,
     ISO,
@@ -133,22 +142,38 @@ def tolerance_line(board: Board) -> str:
 
 
 def statistics_note(board: Board) -> str:
-    """How the intervals, ties and verdicts are made, and which differences from the baseline are significant."""
+    """How the intervals, ties and verdicts are made, and which differences are significant after Holm."""
     base = md_text(board.baseline_name)
     ns = sorted({stats_of(r).delta_n for r in board.rows
                  if stats_of(r).delta_vs_baseline is not None and r is not board.baseline})
     n_text = "/".join(map(str, ns)) or "0"
     sig = [r for r in board.rows if stats_of(r).verdict.startswith(("better than ", "worse than "))]
-    found = ("; ".join(f"{md_text(r.label)} {md_text(stats_of(r).verdict)}" for r in sig) if sig
-             else "none: no row's interval excludes 0")
+    found = ("; ".join(f"{md_text(r.label)} {md_text(stats_of(r).verdict)} (Holm p={stats_of(r).delta_p_holm:.2g})"
+                       for r in sig) if sig
+             else "none after Holm's adjustment")
+    raw = [r for r in board.rows if r is not board.baseline and stats_of(r).delta_p is not None
+           and cast(float, stats_of(r).delta_p) < stats.ALPHA]
+    search = ""
+    if board.search is not None:
+        sn = md_text(board.search_name)
+        ssig = [r for r in board.rows if stats_of(r).verdict_vs_search.startswith(("better than ", "worse than "))]
+        search = (f" Against {sn} (the depth search; its own family of {board.search_family_size} contrasts, "
+                  f"Holm-adjusted the same way): "
+                  + ("; ".join(f"{md_text(r.label)} {md_text(stats_of(r).verdict_vs_search)}" for r in ssig)
+                     if ssig else "no row differs significantly") + ".")
     return (f"Statistics: ± is the half-width of a 95 % Student t-interval over seeds; Δ vs {base} is a **paired "
             f"t-interval over n={n_text} seeds** (each seed fixes the split and the batch order, so each row is "
-            f"compared with {base} seed by seed). A row is called better or worse than {base} only when that interval "
-            "excludes 0; with one seed no interval exists (\"n=1, no interval\"). Ranks: by mean top-1, but a row "
-            "whose paired interval against the leader of its tie group (the best row not yet separated) includes "
-            "0, or that has no interval, shares the leader's rank (marked `=`). Target: yes when the interval's "
+            f"compared with {base} seed by seed). Verdicts are corrected for multiplicity with **Holm's step-down "
+            f"over this board's family of {board.family_size} contrasts** (every row vs {base}): a row is called "
+            f"better or worse than {base} only when its paired t-test's Holm-adjusted p-value is below "
+            f"{stats.ALPHA:g} (family-wise error ≤ 5 %); the printed intervals are the per-contrast 95 % intervals, "
+            "so one may exclude 0 while the verdict says not distinguishable. With one seed no interval exists "
+            "(\"n=1, no interval\"). Ranks: by mean top-1, but a row that its tie group's leader (the best row not "
+            f"yet separated) does not beat at {stats.ALPHA:g}/{max(board.family_size, 1)} (Holm's strictest step), "
+            "or that has no interval, shares the leader's rank (marked `=`). Target: yes when the interval's "
             f"lower bound is ≥ −{fmt_value(float(board.tolerance))} points, no when its upper bound is below, "
-            f"else undecided. Significant differences from {base} on this board: {found}.")
+            f"else undecided. Significant differences from {base} on this board after Holm: {found} "
+            f"({len(raw)} before the adjustment).{search}")
 
 
 def definitions(board: Board) -> str:
@@ -160,8 +185,10 @@ def definitions(board: Board) -> str:
             f"{md_code(board.baseline_name)} row "
             "(speed-up measured = its latency p50 / this row's). Training compute = forward MACs per image of the network "
             "trained at each step × samples × 3 (forward + backward), summed over every phase (a depth search's "
-            "warm-up, each searched depth, fine-tuning) and every result it needed (the trained network it started "
-            "from, the depth search that chose its depth or size), each counted once; \"not recorded\" for results "
+            "warm-up, each searched depth, fine-tuning); the main table shows the method's own part + its "
+            "dependencies' (every result it needed, each counted once: the trained network it started from, the "
+            f"{base} run whose validation top-1 set a depth search's threshold, the depth search that chose its "
+            "depth or size); \"not recorded\" for results "
             "stored before odnbench 0.2 counted it. Epochs, sample-steps and training wall time are in the details. "
             "Converged: training ended on patience, not on an epoch cap (– when the result does not say). "
             f"Meets target: the 95 % CI of Δ vs {base} ≥ −{tol} points (– for the baseline); a method's own target is its "
@@ -184,7 +211,55 @@ def _h(view: View) -> str:
 # --- the sections -------------------------------------------------------------------------------------------
 
 def _caption(board: Board, view: View) -> list[str]:
-    return [caption_line(board), "", tolerance_line(board)]
+    return [caption_line(board), "", measured_line(board), "", tolerance_line(board)]
+
+
+def _budget_text(budget: dict[str, Any]) -> str:
+    own = ", ".join(f"{md_text(k)} {fmt_value(v)}" for k, v in budget.items()
+                    if k not in ("recipe_epochs", "recipe_patience", "schedule"))
+    return own or "the recipe's"
+
+
+def measured_line(board: Board) -> str:
+    """What the board measured, from its records (board.json's caption.measured holds the same)."""
+    m = board.caption.get("measured") or {}
+    parts = []
+    for w in m.get("widths") or []:
+        frac = width_scale(board.backbone, w)
+        parts.append(f"{md_text(board.backbone)} with stage widths {md_text(w.replace(',', '-'))}"
+                     + (f" ({frac} of ResNet's standard {'-'.join(map(str, RESNET_WIDTHS))})"
+                        if frac and frac != "1×" else ""))
+    if m.get("full_params"):
+        parts.append(f"{' / '.join(f'{p:,}' for p in m['full_params'])} parameters in "
+                     f"{md_text(board.baseline_name)}'s exported network (every block)")
+    images = m.get("images") or {}
+    if any(images.values()):
+        parts.append(f"{md_text(board.dataset)} with " + ", ".join(
+            f"{'/'.join(f'{v:,}' for v in images[k])} {name}" for k, name in
+            (("train", "training"), ("val", "validation"), ("test", "test")) if images.get(k)) + " images")
+    budgets = m.get("epoch_budgets") or {}
+    recipes = {(b.get("recipe_epochs"), b.get("recipe_patience"), b.get("schedule"))
+               for bs in budgets.values() for b in bs}
+    recipe = "; ".join(f"≤ {e} epochs, patience {p}, {md_text(sch)} schedule" for e, p, sch in sorted(recipes, key=str))
+    own = "; ".join(f"{md_text(meth)}: " + " | ".join(_budget_text(b) for b in bs) for meth, bs in sorted(budgets.items())
+                    if any(_budget_text(b) != "the recipe's" for b in bs))
+    cells, cut = m.get("cells") or 0, m.get("cut_short") or 0
+    text = ("What was measured: " + "; ".join(parts) + ". " if parts else "")
+    if budgets:
+        text += (f"Epoch budgets as stored: the shared recipe caps training at {recipe}; method parameters that set "
+                 f"epochs or patience: {own or 'none'}. ")
+    if cells:
+        text += (f"**{cut} of {cells} cells ({100 * cut / cells:.0f} %) were cut short** (stopped on an epoch cap "
+                 "before patience: their results say converged = false).")
+    if board.preset == "quick":
+        search = md_text(board.search_name)
+        text += (" Preset `quick` is a reduced CPU budget, not the paper's recipe ("
+                 + (f"{'/'.join(f'{v:,}' for v in images['train'])} training images, "
+                    if images.get("train") else "") + "the epoch caps above"
+                 + (f", and {search}'s threshold set from {md_text(board.baseline_name)}'s validation top-1 rather than a "
+                    "fixed target"
+                    if m.get("search_threshold_auto") else "") + ").")
+    return text.strip()
 
 
 def _caption_document(board: Board) -> dict[str, Any]:
@@ -212,6 +287,22 @@ def _ranked(board: Board, view: View) -> list[str]:
 def _ranked_document(board: Board) -> dict[str, Any]:
     return {"baseline": board.baseline.label if board.baseline else None,
             "rows": [row_record(board, row) for row in board.rows]}
+
+
+def _power(board: Board, view: View) -> list[str]:
+    parts = []
+    for d in detectable(board):
+        if d["detectable_points"] is None:
+            parts.append(f"vs {md_text(d['reference'])}: none (fewer than two paired seeds)")
+            continue
+        parts.append(f"**{d['detectable_points']:.2f} points vs {md_text(d['reference'])}** (n = {d['n']} seeds; "
+                     f"paired sd {d['paired_sd']:.2f} points, the median over {d['rows']} rows of the sd of "
+                     f"(row − {md_text(d['reference'])}))")
+    if not parts:
+        return []
+    return [f"Detectable difference: the smallest true difference this board finds with 80 % power (two-sided "
+            f"α = {stats.ALPHA:g}, paired t-test, before the Holm adjustment, which makes it larger): "
+            + "; ".join(parts) + ". A smaller difference between two rows is not evidence that they are equal."]
 
 
 def _iso(board: Board, view: View) -> list[str]:
@@ -286,12 +377,16 @@ def _curves_document(board: Board) -> dict[str, Any]:
 
 SIZE_LABEL = "Size (MB, saved state_dict)"
 MACS_LABEL = "MACs per image"
+COMPUTE_LABEL = "Training compute, total with dependencies (MACs)"
 
 PLOTS: tuple[Plot, ...] = (
     Plot("accuracy-vs-size.png", "Top-1 against size, Pareto front marked", lambda b: bool(b.rows),
          lambda b: plots.pareto_png(b, "size_mb", SIZE_LABEL)),
     Plot("accuracy-vs-macs.png", "Top-1 against MACs, Pareto front marked", lambda b: bool(b.rows),
          lambda b: plots.pareto_png(b, "macs", MACS_LABEL)),
+    Plot("accuracy-vs-compute.png", "Top-1 against total training compute (with dependencies)",
+         lambda b: any(stats_of(r).cost_train_macs for r in b.rows),
+         lambda b: plots.pareto_png(b, "cost_train_macs", COMPUTE_LABEL)),
     Plot("depth-curve.png", "Validation top-1 against depth", lambda b: bool(plots.depth_curves(b)),
          plots.depth_curve_png),
 )
@@ -306,6 +401,7 @@ CURVE_PLOTS: tuple[Plot, ...] = (
 SECTIONS: tuple[Section, ...] = (
     Section("caption", _caption, document=_caption_document),
     Section("ranked", _ranked, document=_ranked_document),
+    Section("detectable-difference", _power, document=lambda b: {"detectable_difference": detectable(b)}),
     Section("iso-accuracy", _iso, document=lambda b: {"iso_accuracy": [row.label for row in b.iso_rows]}),
     Section("reported", _reported, applies=lambda b: bool(b.reported or b.reference_notes),
             document=lambda b: {"reported": b.reported, "reference_notes": b.reference_notes}),

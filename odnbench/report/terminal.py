@@ -38,7 +38,7 @@ def summary(boards: list[Board], board_path: str | Path, width: int | None = Non
     for board in boards:
         seeds = board.caption.get("seeds") or []
         tol = fmt_value(float(board.tolerance))
-        console.print(f"{terminal_text(board.title)}: {len(seeds)} seed{'' if len(seeds) == 1 else 's'} (means), "
+        console.print(f"{terminal_text(board.key_title)}: {len(seeds)} seed{'' if len(seeds) == 1 else 's'} (means), "
                       f"tolerance {tol} points")
         table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1, 0, 0), expand=False, show_edge=False)
         roomy = width >= MAX_WIDTH  # laid out for 100 columns; from 80 on, only the method's label narrows
