@@ -62,8 +62,10 @@ def _odn_param(name: str) -> Param:
 def _budget_param(name: str) -> Param:
     # Unset by default and left out of the key while unset: every stored oracle cell keeps its key.
     found = _odn_param(name)
+    text = ("Base LR of every depth (each starts from scratch)" if name == "lr" else found.help)
     return dataclasses.replace(found, default=None, nullable=True, omit_default=True, sweep=False,
-                               help=f"schedule=odn only: {found.help} (none: odn's value for the preset)")
+                               help=f"schedule=odn only: {text} (none: odn's value for the preset"
+                                    f"{', else the recipe lr' if name == 'lr' else ''})")
 
 
 def odn_budget(params: Mapping[str, Any], preset: str, dataset: str) -> dict[str, Any]:
