@@ -18,8 +18,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -308,6 +309,49 @@ class OdnSchedule:
         return "depth"
 
 
+#: ODN's parameters that set how one depth of the search trains (with ``lr``, its base LR): the
+#: budget the oracle's ``schedule=odn`` trains every depth with, so that the two differ only in what
+#: defines ODN (the warm start and the per-block heads).
+DEPTH_BUDGET = ("lr", "max_epochs_per_depth", "lr_decay_factor", "lr_decay_patience", "patience", "stop_rule")
+
+
+def depth_schedule(p: Mapping[str, Any]) -> dict[str, Any]:
+    """:class:`OdnSchedule`'s per-depth settings from ODN's parameters (the cap, plateau decay,
+    convergence patience, stop rule and reading of a depth), shared by ODN's search and the oracle."""
+    return {"max_epochs_per_depth": p["max_epochs_per_depth"], "decay_factor": p["lr_decay_factor"],
+            "decay_patience": p["lr_decay_patience"], "patience": p["patience"], "stop_rule": p["stop_rule"],
+            "search_digits": p["search_digits"]}
+
+
+def train_depth_alone(trainer, model: nn.Module, p: Mapping[str, Any], *, depth: int, threshold: float,
+                      base_lr: float, label: str) -> dict:
+    """Train ``model`` (one depth, from the weights it has) as ODN's search trains a depth: the
+    schedule of :func:`depth_schedule` from ``base_lr``, with the recipe's optimiser over all its
+    parameters; no warm-up weights, no heads of other depths, no fine-tune. Loads the depth's best
+    checkpoint (the schedule's reading) into ``model`` and returns the schedule's record of the
+    depth (``best_val_raw``, ``epochs``, ``stopped``, ``lr_start``/``lr_end``, ...) with its history."""
+    sched = OdnSchedule(first_depth=depth, last_depth=depth, threshold=threshold, base_lr=base_lr, finetune=False,
+                        **depth_schedule(p))
+    opt = trainer.make_optimizer(model.parameters(), sched.lr)
+    best_state, history = None, []
+    cap = p["max_epochs_per_depth"]
+    while not sched.done:
+        lr_now = sched.lr
+        set_lr(opt, lr_now)
+        stats = trainer.train_epoch(model, opt, label=f"{label} epoch {sched.epoch + 1}/{cap}", cost_part=label,
+                                    position=(sched.epoch + 1, cap))
+        step = sched.observe(trainer.evaluate(model, "val"))
+        if step.checkpoint:
+            best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        history.append({"epoch": step.epoch, "loss": round(stats.loss, 5), "val": round(step.val, 4), "lr": lr_now,
+                        "improved": step.improved, "decayed": step.decayed})
+        trainer.progress.line(f"{label} epoch {step.epoch}/{cap} loss {stats.loss:.4f} val {step.val:.2f} "
+                              f"lr {lr_now:.4g}{' -> LR decay' if step.decayed else ''} {stats.seconds:.1f}s")
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return {**sched.depths[-1], "history": history}
+
+
 # ---------------------------------------------------------------------------------------------
 # The real loop
 
@@ -361,12 +405,10 @@ def run_odn(ctx):
 
     sched = OdnSchedule(
         first_depth=p["start_depth"], last_depth=last, threshold=target["threshold"], base_lr=base_lr,
-        next_depth_lr_factor=p["next_depth_lr_factor"], patience=p["patience"],
-        decay_factor=p["lr_decay_factor"], decay_patience=p["lr_decay_patience"],
-        max_epochs_per_depth=p["max_epochs_per_depth"], best_reading=p["best_reading"], stop_rule=p["stop_rule"],
+        next_depth_lr_factor=p["next_depth_lr_factor"], best_reading=p["best_reading"],
         finetune=p["finetune"], finetune_patience=p["finetune_patience"], finetune_max_epochs=p["finetune_max_epochs"],
-        finetune_schedule=p["finetune_schedule"], search_digits=p["search_digits"],
-        finetune_digits=p["finetune_digits"],
+        finetune_schedule=p["finetune_schedule"], finetune_digits=p["finetune_digits"],
+        **depth_schedule(p),
     )
     trainer = ctx.trainer
     history, curve, spent = [], [], {}
