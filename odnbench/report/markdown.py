@@ -75,7 +75,7 @@ def index_line(board: Board) -> str:
         f = stats_of(iso[0])
         if f.networks_differ:  # one size per seed's network, never their mean
             size = fmt_span(f.size_mb_per_seed, lambda v: f"{v:.3f}")
-            red = "" if f.size_reduction is None else f", {signed_span(reductions(f))} size"
+            red = f", {signed_span(reductions(f))} size" if f.size_reduction_range else ""
         else:
             size = f"{f.size_mb:.3f}"
             red = "" if f.size_reduction is None else f", {0.0 - round(f.size_reduction, 2):+.2f} % size"

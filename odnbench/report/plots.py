@@ -18,7 +18,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from odnbench.report.boards import Board, stats_of
+from odnbench.report.boards import Board, Row, stats_of
 from odnbench.report.curves import Family, Point, all_families, board_seeds, pareto_front, pareto_points
 from odnbench.report.fmt import fmt_value, terminal_text
 from odnbench.report.stats import t975
@@ -167,35 +167,36 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    rows = [r for r in board.rows if getattr(stats_of(r), x_field) and stats_of(r).top1_mean is not None]
+    scale = {"macs": 1e6, "cost_train_macs": 1e12}.get(x_field, 1.0)
+    # A row of different networks has no x of its own (no mean of different networks): it is drawn seed by
+    # seed and is no front candidate. Training compute is a cost per seed, not a property of one network:
+    # its mean is meaningful.
+    seeds_of = {id(r): _seed_xs(r, x_field, scale) for r in board.rows
+                if stats_of(r).networks_differ and x_field != "cost_train_macs"}
+    rows = [r for r in board.rows if stats_of(r).top1_mean is not None
+            and (seeds_of[id(r)] if id(r) in seeds_of else getattr(stats_of(r), x_field))]
     styles = row_styles(board)
     with _style():  # the figure keeps the style it was drawn with
         fig = Figure(figsize=PARETO_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        scale = {"macs": 1e6, "cost_train_macs": 1e12}.get(x_field, 1.0)
-        # training compute is a cost per seed, not a property of one network: its mean is meaningful
-        differ = {id(r): stats_of(r).networks_differ and x_field != "cost_train_macs" for r in rows}
-        points: list[tuple[float, float]] = [(getattr(stats_of(r), x_field) / scale, cast(float, stats_of(r).top1_mean))
-                                             for r in rows]
-        # A row of different networks is not one point: it is drawn seed by seed and is no front candidate.
-        one = [i for i, r in enumerate(rows) if not differ[id(r)]]
+        one = [i for i, r in enumerate(rows) if id(r) not in seeds_of]
+        points: dict[int, tuple[float, float]] = {
+            i: (getattr(stats_of(rows[i]), x_field) / scale, cast(float, stats_of(rows[i]).top1_mean)) for i in one}
         front = {one[k] for k in pareto_front([points[i] for i in one])}
-        xs = [p[0] for p in points]
+        xs = [p[0] for p in points.values()] + [x for r in rows for x, _ in seeds_of.get(id(r), [])]
         log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
-        stacked = _overlap_counts(points, log_x)
+        stacked = dict(zip(one, _overlap_counts([points[i] for i in one], log_x)))
         handles, spans, single = [], False, False
-        for i, (row, (x, y)) in enumerate(zip(rows, points)):
+        for i, row in enumerate(rows):
             colour, marker = styles[row.label]
-            per_seed = ([v / scale for v in getattr(stats_of(row), f"{x_field}_per_seed") or []
-                         if isinstance(v, (int, float))] if differ[id(row)] else [])
             face = colour if i in front else "white"
-            if per_seed:
-                ax.plot(per_seed, [t for t, v in zip(row.top1, getattr(stats_of(row), f"{x_field}_per_seed"))
-                                   if isinstance(v, (int, float))], ls=":", lw=0.8, marker=marker, ms=5,
-                        color=colour, mfc="white", mew=1.2, zorder=3)
+            if id(row) in seeds_of:
+                ax.plot([x for x, _ in seeds_of[id(row)]], [t for _, t in seeds_of[id(row)]], ls=":", lw=0.8,
+                        marker=marker, ms=5, color=colour, mfc="white", mew=1.2, zorder=3)
                 spans = True
             else:
+                x, y = points[i]
                 f = stats_of(row)
                 half = (f.top1_ci[1] - f.top1_ci[0]) / 2 if f.top1_ci else 0.0
                 single = single or f.n < 2
@@ -236,6 +237,13 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
                   title=title, title_fontsize=8.0)
         fig.tight_layout()
         return fig
+
+
+def _seed_xs(row: Row, x_field: str, scale: float) -> list[tuple[float, float]]:
+    """(x, top-1) of each seed of a row whose seeds exported different networks, by x (seeds without x left out)."""
+    values = getattr(stats_of(row), f"{x_field}_per_seed", None) or []
+    return sorted((v / scale, t) for v, t in zip(values, row.top1)
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
 
 
 def depth_curves(board: Board) -> list[tuple[str, list[dict[str, Any]]]]:
