@@ -260,13 +260,17 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
         "95 % CI of Δ ≥ −1.75", "95 % CI of Δ ≥ −1.75 (n=1, no interval)"}
     assert rows["far"].delta_vs_baseline == pytest.approx(-2.0)
     assert rows["close"].macs_speedup == pytest.approx(rows["full"].macs / 2_000_000)
-    # iso-accuracy: mean within 1.75 of full, smallest first; "thr" (−5), "far" (−2) and "sunk" (−3) are out
-    assert [r.method for r in boards[0].iso_rows] == ["close", "deep", "full"]
+    # iso-accuracy: Meets target's rule (the paired CI, not the mean), smallest first; "thr" (−5), "far" (−2) and
+    # "sunk" (−3) are out, and so is "close": its mean (−1.5) is within 1.75 but one seed gives no interval
+    assert [r.method for r in boards[0].iso_rows] == ["deep", "full"]
+    assert [r.method for r in boards[0].iso_undecided] == ["close"]
     cells = md.cells(rows["deep"])
     assert cells["depth"] == "2–3" and cells["meets"] == "yes (2/2 seeds); own target: val ≥ 50.00, reached 1/2"
     assert md.cells(rows["far"])["delta_ci"].startswith("-2.00 (n=1, no interval)")
     text = md.render_markdown(boards, "res")
     assert text.count("Tolerance: **1.75 points**") == 1 and "Meets target (95 % CI of Δ ≥ −1.75 points" in text
+    assert "Iso-accuracy: meets the target (95 % CI of Δ vs full ≥ −1.75 points)" in text
+    assert "Left out by the same rule: close (mean Δ within 1.75 points of full" in text
 
     folder = _write_results(tmp_path / "res", results)
     pub.publish(folder, tmp_path / "out")
@@ -274,6 +278,32 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
     page = (tmp_path / "out" / slug / "README.md").read_text()
     assert f"]({pub.DEPTH_PLOT})" in page
     assert (tmp_path / "out" / slug / pub.DEPTH_PLOT).is_file()
+
+
+def test_iso_accuracy_applies_the_meets_target_rule_to_the_interval_not_the_mean(stored):
+    """One rule for both: a row whose mean Δ is within the tolerance but whose paired 95 % CI reaches below
+    −tolerance is "undecided" in Meets target and left out of the iso-accuracy view (named under it), while
+    a row whose whole interval is within it is in both."""
+    full = [copy.deepcopy(r) for r in stored if r["config"]["method"] == "full"]
+    by_seed = {r["config"]["seed"]: r["metrics"]["top1"] for r in full}
+    # mean Δ −1.0, per seed −0.1 and −1.9: the paired CI (−12.4, +10.4) straddles −1.75
+    wide = [_small(stored, "wide", s, by_seed[s] - d, 0.02, 1_000_000, {}) for s, d in zip(SEEDS, (0.1, 1.9))]
+    # per seed −1.0 and −1.1: the CI's lower bound (−1.69) is within 1.75
+    tight = [_small(stored, "tight", s, by_seed[s] - d, 0.03, 1_000_000, {}) for s, d in zip(SEEDS, (1.0, 1.1))]
+    board = boards_of(full + wide + tight)[0]
+    rows = {r.method: r.stats for r in board.rows}
+    assert rows["wide"].delta_vs_baseline == pytest.approx(-1.0) and rows["wide"].delta_ci[0] < -1.75
+    assert rows["wide"].meets_target_verdict == "undecided" and rows["wide"].iso_accuracy is False
+    assert rows["tight"].delta_ci[0] >= -1.75 and rows["tight"].meets_target_verdict == "yes"
+    assert rows["tight"].iso_accuracy is True
+    for row in board.rows:  # one rule: in the view exactly when Meets target says yes (or the baseline itself)
+        assert row.stats.iso_accuracy == (row.stats.meets_target is True or row is board.baseline)
+    assert [r.method for r in board.iso_rows] == ["tight", "full"]
+    assert [r.method for r in board.iso_undecided] == ["wide"]
+    from odnbench.report.sections import board_document
+    doc = board_document(board)
+    assert doc["iso_accuracy"] == ["tight", "full"] and doc["iso_accuracy_undecided"] == ["wide"]
+    assert "smallest meeting the target (95 % CI of Δ vs full ≥ −1.75 points): tight" in md.index_line(board)
 
 
 def test_pareto_front():

@@ -17,7 +17,9 @@ Definitions used on every board:
   target (``facts.threshold`` / ``facts.reached_target``, e.g. ODN's stop threshold on
   validation accuracy) decides when that method stops, not this column: it is shown beside it
   in the method's row (``own_target``), reached on k of n seeds.
-- **Iso-accuracy**: the rows with Δ vs baseline ≥ −tolerance, smallest saved size first.
+- **Iso-accuracy**: the baseline and the rows whose Meets target is "yes" (the same rule: the 95 %
+  CI of Δ vs baseline ≥ −tolerance, not its mean), smallest saved size first; a row whose mean
+  is within the tolerance but whose interval is not is left out (``Board.iso_undecided``).
 - **One network or several**: parameters, sizes, MACs and depth are those of each seed's
   exported network. When every seed exported the same architecture, a row shows its value;
   when seeds chose different networks (ODN depth 5 on one seed, 6 on another) the row shows
@@ -259,6 +261,13 @@ class Board:
             scale += f", {params[0]:,} parameters"
         data = f", {self.dataset} {train[0]:,} train" if train and len(train) == 1 else ""
         return f"{self.backbone}{scale}{data} · {self.dataset} · preset {self.preset} · {self.device}"
+
+    @property
+    def iso_undecided(self) -> list[Row]:
+        """Rows whose mean Δ is within the tolerance but whose interval is not (or which have none): left out
+        of the iso-accuracy view by its rule, named under it."""
+        return [r for r in self.rows if not stats_of(r).iso_accuracy and stats_of(r).delta_vs_baseline is not None
+                and round(cast(float, stats_of(r).delta_vs_baseline), 6) >= -self.tolerance]
 
     @property
     def iso_rows(self) -> list[Row]:
@@ -588,9 +597,10 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
         f.size_reduction = (100 * (1 - f.size_mb / b.size_mb) if b and f.size_mb is not None and b.size_mb
                             else None)
         f.size_reduction_range = _span([_reduction(v, b and b.size_mb) for v in _numbers(f.size_mb_per_seed)])
-        f.iso_accuracy = f.delta_vs_baseline is not None and round(f.delta_vs_baseline, 6) >= -tolerance
         f.meets_target, f.meets_target_verdict, f.meets_target_seeds, f.meets_target_basis = _meets_target(
             row, row is base, f, base_seeds, tolerance)
+        # The one rule of Meets target (the paired interval, not the mean), and the baseline itself.
+        f.iso_accuracy = f.meets_target is True or (base is not None and row is base)
         f.own_target = _own_target(row)
         f.match_missed = match_missed(row)
         f.cost_deps_train_macs = (f.cost_train_macs - f.cost_own_train_macs

@@ -215,7 +215,7 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
             name = _text(board.baseline_name)
             handles.append(ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label=f"baseline ({name})"))
             handles.append(ax.axhline(base.top1_mean - board.tolerance, color="grey", lw=0.8, ls="--",
-                                      label=f"{name} − {fmt_value(float(board.tolerance))} (iso-accuracy bound)"))
+                                      label=f"{name} − {fmt_value(float(board.tolerance))} (target: paired 95 % CI of Δ above it)"))
         if log_x:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
