@@ -562,6 +562,33 @@ def test_depth_marks_take_their_curves_colour(stored):
     assert stars[1].get_xdata()[0] != stars[0].get_xdata()[0]  # the same spot: dodged, both visible
 
 
+def test_the_depth_curve_is_framed_on_the_decision_band_and_counts_what_lies_below(stored):
+    """Thresholds 97.65 and 98.45, readings from 50 to 99.2: the y axis runs from 3 points under the lowest
+    threshold to just over the top reading (not 50-100 %, where the band is a hairline); the three readings
+    under it are drawn on the floor and counted in the legend."""
+    curves = [[{"depth": 1, "val": 50.0}, {"depth": 2, "val": 95.8}, {"depth": 3, "val": 98.2}],
+              [{"depth": 1, "val": 86.2}, {"depth": 2, "val": 93.2}, {"depth": 3, "val": 99.2}]]
+    runs = [_small(stored, "deep", seed, 98.0, 0.05, 1_000_000, {"threshold": thr, "depth": 3, "depth_curve": c})
+            for seed, thr, c in ((0, 98.45, curves[0]), (1, 97.65, curves[1]))]
+    board = boards_of(runs)[0]
+    ax = plots.depth_curve_figure(board).axes[0]
+    assert ax.get_ylim() == pytest.approx((97.65 - plots.DEPTH_BAND_BELOW, 99.2 + 0.5))
+    floor = [line for line in ax.get_lines() if line.get_marker() == plots.BELOW_MARKER and len(line.get_xdata())]
+    assert len(floor) == 3 and [float(line.get_ydata()[0]) for line in floor] == pytest.approx([94.65] * 3)
+    assert sorted(round(float(line.get_xdata()[0])) for line in floor) == [1, 1, 2]  # depth 1 twice, side by side
+    labels = ax.get_legend_handles_labels()[1]
+    assert "3 readings below 94.65 % (lowest 50.0 %), drawn on the axis floor" in labels
+    assert [label for label in labels if label.startswith("threshold")] == [
+        "threshold 97.65 (deep seed 1)", "threshold 98.45 (deep seed 0)"]
+    # every reading within the band: the frame ends just under the lowest, nothing on the floor
+    high = [[{"depth": 1, "val": 97.0}, {"depth": 2, "val": 98.6}]] * 2
+    runs = [_small(stored, "deep", seed, 98.0, 0.05, 1_000_000, {"threshold": 98.0, "depth": 2, "depth_curve": c})
+            for seed, c in zip(SEEDS, high)]
+    ax = plots.depth_curve_figure(boards_of(runs)[0]).axes[0]
+    assert ax.get_ylim() == pytest.approx((96.5, 99.1))
+    assert not any(line.get_marker() == plots.BELOW_MARKER for line in ax.get_lines())
+
+
 def test_a_threshold_two_seeds_share_names_both(stored):
     curve = [{"depth": 1, "val": 40.0}, {"depth": 2, "val": 55.5}]
     runs = [_small(stored, "deep", seed, 50.0, 0.05, 1_000_000,
