@@ -463,8 +463,8 @@ def test_seeds_with_different_networks_show_ranges_not_a_blend(stored):
 
 
 def test_no_mean_of_different_networks_in_board_data_sort_order_or_plots(stored):
-    """Seeds that exported different networks (0.1 and 0.3 MB): board.json / CSV hold no mean size, MACs or
-    params (null, never 0.2), the per-seed lists and ranges carry the numbers, the row sorts by its smallest
+    """Seeds that exported different networks (0.05 and 0.2 MB): board.json / CSV hold no mean size, MACs or
+    params (null, never 0.125), the per-seed lists and ranges carry the numbers, the row sorts by its largest
     seed's size, and the accuracy-vs-size plot draws each seed, nothing at the mean."""
     import csv
     import io
@@ -474,10 +474,10 @@ def test_no_mean_of_different_networks_in_board_data_sort_order_or_plots(stored)
 
     full = [copy.deepcopy(r) for r in stored if r["config"]["method"] == "full"]
     by_seed = {r["config"]["seed"]: r["metrics"]["top1"] for r in full}
-    # "cut" and "one" have the same mean top-1: ties on top-1 sort by size, "cut" by its smallest seed's 0.1
-    # (its mean 0.2 would put it after "one" at 0.15)
-    a = _small(stored, "cut", 0, by_seed[0] - 0.5, 0.10, 1_000_000, {"depth": 5})
-    b = _small(stored, "cut", 1, by_seed[1] - 0.5, 0.30, 3_000_000, {"depth": 6})
+    # "cut" and "one" have the same mean top-1: ties on top-1 sort by size, "cut" by its largest seed's 0.2
+    # (its mean 0.125 would put it before "one" at 0.15)
+    a = _small(stored, "cut", 0, by_seed[0] - 0.5, 0.05, 1_000_000, {"depth": 5})
+    b = _small(stored, "cut", 1, by_seed[1] - 0.5, 0.20, 3_000_000, {"depth": 6})
     one = [_small(stored, "one", s, by_seed[s] - 0.5, 0.15, 1_500_000, {"depth": 5}) for s in SEEDS]
     board = boards_of(full + [a, b] + one)[0]
     row = next(r for r in board.rows if r.method == "cut")
@@ -486,20 +486,21 @@ def test_no_mean_of_different_networks_in_board_data_sort_order_or_plots(stored)
     assert (f.size_mb, f.size_mib, f.macs, f.flops, f.params) == (None, None, None, None, None)
     assert (f.size_reduction, f.macs_speedup) == (None, None)
     base = board.baseline.stats.size_mb
-    assert f.size_reduction_range == pytest.approx([100 * (1 - 0.3 / base), 100 * (1 - 0.1 / base)])
-    assert md.cells(f)["reduction"] == f"{100 * (0.1 / base - 1):+.2f} % to {100 * (0.3 / base - 1):+.2f} %"
-    assert md.cells(f)["size_mb"] == "0.100–0.300"
-    assert [r.method for r in board.rows if r.method in ("cut", "one")] == ["cut", "one"]
+    assert f.size_reduction_range == pytest.approx([100 * (1 - 0.2 / base), 100 * (1 - 0.05 / base)])
+    assert md.cells(f)["reduction"] == f"{100 * (0.05 / base - 1):+.2f} % to {100 * (0.2 / base - 1):+.2f} %"
+    assert md.cells(f)["size_mb"] == "0.050–0.200"
+    assert [r.method for r in board.rows if r.method in ("cut", "one")] == ["one", "cut"]
+    assert [r.method for r in board.iso_rows if r.method in ("cut", "one")] == ["one", "cut"]
     rec = next(r for r in board_document(board)["rows"] if r["method"] == "cut")
     assert rec["size_mb"] is None and rec["macs"] is None and rec["params"] is None
-    assert rec["size_mb_per_seed"] == [0.1, 0.3] and rec["macs_per_seed"] == [1_000_000, 3_000_000]
+    assert rec["size_mb_per_seed"] == [0.05, 0.2] and rec["macs_per_seed"] == [1_000_000, 3_000_000]
     same = next(r for r in board_document(board)["rows"] if r["method"] == "one")
     assert same["size_mb"] == 0.15 and same["macs"] == 1_500_000  # one network: its value
     line = next(r for r in csv.DictReader(io.StringIO(records.render_csv([board]))) if r["method"] == "cut")
-    assert line["size_mb"] == line["macs"] == line["params"] == "" and line["size_mb_per_seed"] == "[0.1, 0.3]"
+    assert line["size_mb"] == line["macs"] == line["params"] == "" and line["size_mb_per_seed"] == "[0.05, 0.2]"
     fig = plots.pareto_figure(board, "size_mb", "Size")
     xs = [float(x) for line in fig.axes[0].get_lines() for x in line.get_xdata()]
-    assert 0.1 in xs and 0.3 in xs and not any(abs(x - 0.2) < 1e-9 for x in xs)  # each seed, never the mean
+    assert 0.05 in xs and 0.2 in xs and not any(abs(x - 0.125) < 1e-9 for x in xs)  # each seed, never the mean
 
 
 def test_cost_shows_the_methods_own_part_and_the_total(stored):

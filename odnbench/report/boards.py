@@ -26,7 +26,7 @@ Definitions used on every board:
   min–max over seeds (``networks_differ``), never a mean of different networks: its stored
   ``params``, ``size_mb``, ``size_mib``, ``macs``, ``flops``, ``size_reduction`` and
   ``macs_speedup`` are null, the per-seed lists and ranges hold the numbers, and it sorts by its
-  smallest seed's size. Latency is the mean over seeds of one network, else min–max; top-1 and
+  largest seed's size. Latency is the mean over seeds of one network, else min–max; top-1 and
   cost are means over seeds.
 - **Cost**: the method's own part (``cost.own``) and the total with every dependency it needed
   (the trained network it started from, the depth search that chose its depth or size).
@@ -330,10 +330,11 @@ def skipped_results(results_dir: str | Path) -> list[tuple[Path, str]]:
 
 
 def size_key(f: RowStats) -> tuple[float, float]:
-    """Where a row sorts by size: (smallest, largest) of its seeds' networks, one size twice when they are one
-    network; never a mean of different networks. A row without sizes sorts last."""
+    """Where a row sorts by size: (largest, smallest) of its seeds' networks, one size twice when they are one
+    network. A row of different networks is only as small as its largest (what every seed delivers), never
+    their mean nor its lucky seed. A row without sizes sorts last."""
     sizes = _numbers(f.size_mb_per_seed)
-    return (min(sizes), max(sizes)) if sizes else (math.inf, math.inf)
+    return (max(sizes), min(sizes)) if sizes else (math.inf, math.inf)
 
 
 def _numbers(values: Iterable[Any]) -> list[Any]:

@@ -326,7 +326,10 @@ def _iso(board: Board, view: View) -> list[str]:
         cl = cells(stats_of(row))
         cl["iso_rank"] = str(i)
         iso_cells.append(cl)
-    return [*out, markdown_table(iso_cells, columns(ISO), board), *([""] + left_out if left_out else [])]
+    ranges = (["Rows whose seeds exported different networks sort by their largest seed's size (what every seed "
+               "delivers), never by a mean."] if any(stats_of(r).networks_differ for r in iso) else [])
+    notes = ranges + left_out
+    return [*out, markdown_table(iso_cells, columns(ISO), board), *([""] + [" ".join(notes)] if notes else [])]
 
 
 def _reported(board: Board, view: View) -> list[str]:
