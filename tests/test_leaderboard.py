@@ -260,13 +260,17 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
         "95 % CI of Δ ≥ −1.75", "95 % CI of Δ ≥ −1.75 (n=1, no interval)"}
     assert rows["far"].delta_vs_baseline == pytest.approx(-2.0)
     assert rows["close"].macs_speedup == pytest.approx(rows["full"].macs / 2_000_000)
-    # iso-accuracy: mean within 1.75 of full, smallest first; "thr" (−5), "far" (−2) and "sunk" (−3) are out
-    assert [r.method for r in boards[0].iso_rows] == ["close", "deep", "full"]
+    # iso-accuracy: Meets target's rule (the paired CI, not the mean), smallest first; "thr" (−5), "far" (−2) and
+    # "sunk" (−3) are out, and so is "close": its mean (−1.5) is within 1.75 but one seed gives no interval
+    assert [r.method for r in boards[0].iso_rows] == ["deep", "full"]
+    assert [r.method for r in boards[0].iso_undecided] == ["close"]
     cells = md.cells(rows["deep"])
     assert cells["depth"] == "2–3" and cells["meets"] == "yes (2/2 seeds); own target: val ≥ 50.00, reached 1/2"
     assert md.cells(rows["far"])["delta_ci"].startswith("-2.00 (n=1, no interval)")
     text = md.render_markdown(boards, "res")
     assert text.count("Tolerance: **1.75 points**") == 1 and "Meets target (95 % CI of Δ ≥ −1.75 points" in text
+    assert "Iso-accuracy: meets the target (95 % CI of Δ vs full ≥ −1.75 points)" in text
+    assert "Left out by the same rule: close (mean Δ within 1.75 points of full" in text
 
     folder = _write_results(tmp_path / "res", results)
     pub.publish(folder, tmp_path / "out")
@@ -274,6 +278,32 @@ def test_targets_iso_accuracy_and_depth_curve(stored, tmp_path):
     page = (tmp_path / "out" / slug / "README.md").read_text()
     assert f"]({pub.DEPTH_PLOT})" in page
     assert (tmp_path / "out" / slug / pub.DEPTH_PLOT).is_file()
+
+
+def test_iso_accuracy_applies_the_meets_target_rule_to_the_interval_not_the_mean(stored):
+    """One rule for both: a row whose mean Δ is within the tolerance but whose paired 95 % CI reaches below
+    −tolerance is "undecided" in Meets target and left out of the iso-accuracy view (named under it), while
+    a row whose whole interval is within it is in both."""
+    full = [copy.deepcopy(r) for r in stored if r["config"]["method"] == "full"]
+    by_seed = {r["config"]["seed"]: r["metrics"]["top1"] for r in full}
+    # mean Δ −1.0, per seed −0.1 and −1.9: the paired CI (−12.4, +10.4) straddles −1.75
+    wide = [_small(stored, "wide", s, by_seed[s] - d, 0.02, 1_000_000, {}) for s, d in zip(SEEDS, (0.1, 1.9))]
+    # per seed −1.0 and −1.1: the CI's lower bound (−1.69) is within 1.75
+    tight = [_small(stored, "tight", s, by_seed[s] - d, 0.03, 1_000_000, {}) for s, d in zip(SEEDS, (1.0, 1.1))]
+    board = boards_of(full + wide + tight)[0]
+    rows = {r.method: r.stats for r in board.rows}
+    assert rows["wide"].delta_vs_baseline == pytest.approx(-1.0) and rows["wide"].delta_ci[0] < -1.75
+    assert rows["wide"].meets_target_verdict == "undecided" and rows["wide"].iso_accuracy is False
+    assert rows["tight"].delta_ci[0] >= -1.75 and rows["tight"].meets_target_verdict == "yes"
+    assert rows["tight"].iso_accuracy is True
+    for row in board.rows:  # one rule: in the view exactly when Meets target says yes (or the baseline itself)
+        assert row.stats.iso_accuracy == (row.stats.meets_target is True or row is board.baseline)
+    assert [r.method for r in board.iso_rows] == ["tight", "full"]
+    assert [r.method for r in board.iso_undecided] == ["wide"]
+    from odnbench.report.sections import board_document
+    doc = board_document(board)
+    assert doc["iso_accuracy"] == ["tight", "full"] and doc["iso_accuracy_undecided"] == ["wide"]
+    assert "smallest meeting the target (95 % CI of Δ vs full ≥ −1.75 points): tight" in md.index_line(board)
 
 
 def test_pareto_front():
@@ -432,6 +462,47 @@ def test_seeds_with_different_networks_show_ranges_not_a_blend(stored):
     assert "min–max over seeds when they chose different networks" in text
 
 
+def test_no_mean_of_different_networks_in_board_data_sort_order_or_plots(stored):
+    """Seeds that exported different networks (0.05 and 0.2 MB): board.json / CSV hold no mean size, MACs or
+    params (null, never 0.125), the per-seed lists and ranges carry the numbers, the row sorts by its largest
+    seed's size, and the accuracy-vs-size plot draws each seed, nothing at the mean."""
+    import csv
+    import io
+
+    from odnbench.report import records
+    from odnbench.report.sections import board_document
+
+    full = [copy.deepcopy(r) for r in stored if r["config"]["method"] == "full"]
+    by_seed = {r["config"]["seed"]: r["metrics"]["top1"] for r in full}
+    # "cut" and "one" have the same mean top-1: ties on top-1 sort by size, "cut" by its largest seed's 0.2
+    # (its mean 0.125 would put it before "one" at 0.15)
+    a = _small(stored, "cut", 0, by_seed[0] - 0.5, 0.05, 1_000_000, {"depth": 5})
+    b = _small(stored, "cut", 1, by_seed[1] - 0.5, 0.20, 3_000_000, {"depth": 6})
+    one = [_small(stored, "one", s, by_seed[s] - 0.5, 0.15, 1_500_000, {"depth": 5}) for s in SEEDS]
+    board = boards_of(full + [a, b] + one)[0]
+    row = next(r for r in board.rows if r.method == "cut")
+    f = row.stats
+    assert f.networks_differ is True
+    assert (f.size_mb, f.size_mib, f.macs, f.flops, f.params) == (None, None, None, None, None)
+    assert (f.size_reduction, f.macs_speedup) == (None, None)
+    base = board.baseline.stats.size_mb
+    assert f.size_reduction_range == pytest.approx([100 * (1 - 0.2 / base), 100 * (1 - 0.05 / base)])
+    assert md.cells(f)["reduction"] == f"{100 * (0.05 / base - 1):+.2f} % to {100 * (0.2 / base - 1):+.2f} %"
+    assert md.cells(f)["size_mb"] == "0.050–0.200"
+    assert [r.method for r in board.rows if r.method in ("cut", "one")] == ["one", "cut"]
+    assert [r.method for r in board.iso_rows if r.method in ("cut", "one")] == ["one", "cut"]
+    rec = next(r for r in board_document(board)["rows"] if r["method"] == "cut")
+    assert rec["size_mb"] is None and rec["macs"] is None and rec["params"] is None
+    assert rec["size_mb_per_seed"] == [0.05, 0.2] and rec["macs_per_seed"] == [1_000_000, 3_000_000]
+    same = next(r for r in board_document(board)["rows"] if r["method"] == "one")
+    assert same["size_mb"] == 0.15 and same["macs"] == 1_500_000  # one network: its value
+    line = next(r for r in csv.DictReader(io.StringIO(records.render_csv([board]))) if r["method"] == "cut")
+    assert line["size_mb"] == line["macs"] == line["params"] == "" and line["size_mb_per_seed"] == "[0.05, 0.2]"
+    fig = plots.pareto_figure(board, "size_mb", "Size")
+    xs = [float(x) for line in fig.axes[0].get_lines() for x in line.get_xdata()]
+    assert 0.05 in xs and 0.2 in xs and not any(abs(x - 0.125) < 1e-9 for x in xs)  # each seed, never the mean
+
+
 def test_cost_shows_the_methods_own_part_and_the_total(stored):
     full = _template(stored)
     new = _variant(stored, config__method="newcost")
@@ -490,6 +561,33 @@ def test_depth_marks_take_their_curves_colour(stored):
     stars = [line for line in fig.axes[0].get_lines() if line.get_marker() == "*" and len(line.get_xdata())]
     assert [s.get_color() for s in stars] == ["#1f77b4", "#d62728"]
     assert stars[1].get_xdata()[0] != stars[0].get_xdata()[0]  # the same spot: dodged, both visible
+
+
+def test_the_depth_curve_is_framed_on_the_decision_band_and_counts_what_lies_below(stored):
+    """Thresholds 97.65 and 98.45, readings from 50 to 99.2: the y axis runs from 3 points under the lowest
+    threshold to just over the top reading (not 50-100 %, where the band is a hairline); the three readings
+    under it are drawn on the floor and counted in the legend."""
+    curves = [[{"depth": 1, "val": 50.0}, {"depth": 2, "val": 95.8}, {"depth": 3, "val": 98.2}],
+              [{"depth": 1, "val": 86.2}, {"depth": 2, "val": 93.2}, {"depth": 3, "val": 99.2}]]
+    runs = [_small(stored, "deep", seed, 98.0, 0.05, 1_000_000, {"threshold": thr, "depth": 3, "depth_curve": c})
+            for seed, thr, c in ((0, 98.45, curves[0]), (1, 97.65, curves[1]))]
+    board = boards_of(runs)[0]
+    ax = plots.depth_curve_figure(board).axes[0]
+    assert ax.get_ylim() == pytest.approx((97.65 - plots.DEPTH_BAND_BELOW, 99.2 + 0.5))
+    floor = [line for line in ax.get_lines() if line.get_marker() == plots.BELOW_MARKER and len(line.get_xdata())]
+    assert len(floor) == 3 and [float(line.get_ydata()[0]) for line in floor] == pytest.approx([94.65] * 3)
+    assert sorted(round(float(line.get_xdata()[0])) for line in floor) == [1, 1, 2]  # depth 1 twice, side by side
+    labels = ax.get_legend_handles_labels()[1]
+    assert "3 readings below 94.65 % (lowest 50.0 %), drawn on the axis floor" in labels
+    assert [label for label in labels if label.startswith("threshold")] == [
+        "threshold 97.65 (deep seed 1)", "threshold 98.45 (deep seed 0)"]
+    # every reading within the band: the frame ends just under the lowest, nothing on the floor
+    high = [[{"depth": 1, "val": 97.0}, {"depth": 2, "val": 98.6}]] * 2
+    runs = [_small(stored, "deep", seed, 98.0, 0.05, 1_000_000, {"threshold": 98.0, "depth": 2, "depth_curve": c})
+            for seed, c in zip(SEEDS, high)]
+    ax = plots.depth_curve_figure(boards_of(runs)[0]).axes[0]
+    assert ax.get_ylim() == pytest.approx((96.5, 99.1))
+    assert not any(line.get_marker() == plots.BELOW_MARKER for line in ax.get_lines())
 
 
 def test_a_threshold_two_seeds_share_names_both(stored):

@@ -79,7 +79,7 @@ def test_every_output_names_a_third_party_baseline_by_its_own_name(results, tmp_
     for where in ("leaderboard.md", "page"):  # the baseline, the search and the oracle where their roles are
         text = outputs[where]
         assert "| Δ vs dense (paired, 95 % CI) |" in text and "| Verdict vs dense · target |" in text
-        assert "within 1.75 points of dense, smallest first" in text and "against the `dense` row" in text
+        assert "95 % CI of Δ vs dense ≥ −1.75 points), smallest first" in text and "against the `dense` row" in text
         assert "| Size vs dense ‡ |" in text and "Significant differences from dense on this board" in text
         assert "mysearch's size (" in text and "¼ × mysearch" in text
         assert "Depth oracle (mybrute) vs depth search (mysearch)" in text

@@ -17,12 +17,17 @@ Definitions used on every board:
   target (``facts.threshold`` / ``facts.reached_target``, e.g. ODN's stop threshold on
   validation accuracy) decides when that method stops, not this column: it is shown beside it
   in the method's row (``own_target``), reached on k of n seeds.
-- **Iso-accuracy**: the rows with Δ vs baseline ≥ −tolerance, smallest saved size first.
+- **Iso-accuracy**: the baseline and the rows whose Meets target is "yes" (the same rule: the 95 %
+  CI of Δ vs baseline ≥ −tolerance, not its mean), smallest saved size first; a row whose mean
+  is within the tolerance but whose interval is not is left out (``Board.iso_undecided``).
 - **One network or several**: parameters, sizes, MACs and depth are those of each seed's
   exported network. When every seed exported the same architecture, a row shows its value;
   when seeds chose different networks (ODN depth 5 on one seed, 6 on another) the row shows
-  min–max over seeds (``networks_differ``), never a mean of different networks. Latency is the
-  mean over seeds of one network, else min–max; top-1 and cost are means over seeds.
+  min–max over seeds (``networks_differ``), never a mean of different networks: its stored
+  ``params``, ``size_mb``, ``size_mib``, ``macs``, ``flops``, ``size_reduction`` and
+  ``macs_speedup`` are null, the per-seed lists and ranges hold the numbers, and it sorts by its
+  largest seed's size. Latency is the mean over seeds of one network, else min–max; top-1 and
+  cost are means over seeds.
 - **Cost**: the method's own part (``cost.own``) and the total with every dependency it needed
   (the trained network it started from, the depth search that chose its depth or size).
 - **Busy latency**: a latency whose spread says another process held the cores
@@ -71,8 +76,10 @@ class RowStats:
     AttributeError, not a "–". Means over seeds unless the name says otherwise (``_per_seed``: one
     value per seed, in ``seeds`` order; ``_range``: [min, max] over seeds); ``networks_differ``
     says whether the seeds exported different networks, in which case a mean of
-    params/size/MACs/latency describes none of them. The fields stored in board.json / board.csv
-    are :data:`odnbench.report.columns.STORED` (a test ties the two)."""
+    params/size/MACs describes none of them: ``params``, ``size_mb``, ``size_mib``, ``macs``,
+    ``flops`` (and what is derived from them: ``size_reduction``, ``macs_speedup``) are then None,
+    and the ``_per_seed`` lists and ``_range`` fields carry the numbers. The fields stored in
+    board.json / board.csv are :data:`odnbench.report.columns.STORED` (a test ties the two)."""
 
     method: str  # the row's label: method and its key parameters
     method_name: str
@@ -117,7 +124,8 @@ class RowStats:
     rank: int = 0
     baseline: str | None = None
     delta_vs_baseline: float | None = None
-    size_reduction: float | None = None
+    size_reduction: float | None = None  # None when the seeds' networks differ: see size_reduction_range
+    size_reduction_range: list[Any] | None = None  # [min, max] over seeds of each seed's size reduction, %
     macs_speedup: float | None = None
     macs_speedup_range: list[Any] | None = None
     measured_speedup: float | None = None
@@ -255,10 +263,16 @@ class Board:
         return f"{self.backbone}{scale}{data} · {self.dataset} · preset {self.preset} · {self.device}"
 
     @property
+    def iso_undecided(self) -> list[Row]:
+        """Rows whose mean Δ is within the tolerance but whose interval is not (or which have none): left out
+        of the iso-accuracy view by its rule, named under it."""
+        return [r for r in self.rows if not stats_of(r).iso_accuracy and stats_of(r).delta_vs_baseline is not None
+                and round(cast(float, stats_of(r).delta_vs_baseline), 6) >= -self.tolerance]
+
+    @property
     def iso_rows(self) -> list[Row]:
         rows = [r for r in self.rows if stats_of(r).iso_accuracy]
-        return sorted(rows, key=lambda r: (_num_or(stats_of(r).size_mb, math.inf), -(stats_of(r).top1_mean or 0),
-                                           r.label))
+        return sorted(rows, key=lambda r: (size_key(stats_of(r)), -(stats_of(r).top1_mean or 0), r.label))
 
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
@@ -315,8 +329,12 @@ def skipped_results(results_dir: str | Path) -> list[tuple[Path, str]]:
     return ResultStore(Path(results_dir)).strays() + board_results(results_dir)[1]
 
 
-def _num_or(v: Any, default: Any) -> Any:
-    return default if v is None else v
+def size_key(f: RowStats) -> tuple[float, float]:
+    """Where a row sorts by size: (largest, smallest) of its seeds' networks, one size twice when they are one
+    network. A row of different networks is only as small as its largest (what every seed delivers), never
+    their mean nor its lucky seed. A row without sizes sorts last."""
+    sizes = _numbers(f.size_mb_per_seed)
+    return (max(sizes), min(sizes)) if sizes else (math.inf, math.inf)
 
 
 def _numbers(values: Iterable[Any]) -> list[Any]:
@@ -434,8 +452,7 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
         _fill_stats(rows, baseline, tolerance)
         search = pick_depth_search(rows)
         family, search_family = _holm_verdicts(rows, baseline, search)
-        rows.sort(key=lambda row: (-(stats_of(row).top1_mean or 0), _num_or(stats_of(row).size_mb, math.inf),
-                                   row.label))
+        rows.sort(key=lambda row: (-(stats_of(row).top1_mean or 0), size_key(stats_of(row)), row.label))
         for rank, row in enumerate(rows, 1):
             stats_of(row).rank = rank
         by_seed = {id(row): dict(zip(row.seeds, row.top1)) for row in rows}
@@ -580,9 +597,11 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
         f.measured_speedup_reliable, f.latency_unreliable_reason = not why, why or None
         f.size_reduction = (100 * (1 - f.size_mb / b.size_mb) if b and f.size_mb is not None and b.size_mb
                             else None)
-        f.iso_accuracy = f.delta_vs_baseline is not None and round(f.delta_vs_baseline, 6) >= -tolerance
+        f.size_reduction_range = _span([_reduction(v, b and b.size_mb) for v in _numbers(f.size_mb_per_seed)])
         f.meets_target, f.meets_target_verdict, f.meets_target_seeds, f.meets_target_basis = _meets_target(
             row, row is base, f, base_seeds, tolerance)
+        # The one rule of Meets target (the paired interval, not the mean), and the baseline itself.
+        f.iso_accuracy = f.meets_target is True or (base is not None and row is base)
         f.own_target = _own_target(row)
         f.match_missed = match_missed(row)
         f.cost_deps_train_macs = (f.cost_train_macs - f.cost_own_train_macs
@@ -707,6 +726,12 @@ def _aggregate(row: Row) -> RowStats:
     def per_seed(key: str) -> list[Any]:
         return [m.get(key) for m in ms]
 
+    differ = len(networks) > 1
+
+    def one_network(key: str) -> float | None:
+        """The value of the one network every seed exported; None when they differ (never their mean)."""
+        return None if differ else _mean(per_seed(key))
+
     return RowStats(
         method=row.label,
         method_name=row.method,
@@ -718,16 +743,16 @@ def _aggregate(row: Row) -> RowStats:
         top1_per_seed=row.top1,
         depth=distinct([r.facts.depth for r in row.results if isinstance(r.facts.depth, int)]),
         depth_per_seed=[r.facts.depth for r in row.results],
-        networks_differ=len(networks) > 1,
-        params=_mean(per_seed("params")),
+        networks_differ=differ,
+        params=one_network("params"),
         params_per_seed=per_seed("params"),
-        size_mb=_mean(per_seed("size_mb")),
+        size_mb=one_network("size_mb"),
         size_mb_per_seed=per_seed("size_mb"),
-        size_mib=_mean(per_seed("size_mib")),
+        size_mib=one_network("size_mib"),
         size_mib_per_seed=per_seed("size_mib"),
-        macs=_mean(per_seed("macs")),
+        macs=one_network("macs"),
         macs_per_seed=per_seed("macs"),
-        flops=_mean(per_seed("flops")),
+        flops=one_network("flops"),
         latency_p50=_mean([x.get("p50") for x in lat]),
         latency_p90=_mean([x.get("p90") for x in lat]),
         latency_p50_per_seed=[x.get("p50") for x in lat],
@@ -911,8 +936,10 @@ def _add_references(board: Board) -> None:
                 "top1_reported": ref.get("top1"), "top1_measured": f.top1_mean,
                 "size_reduction_reported": ref["size_reduction"] if ref.get("size_reduction") is not None
                 else _reduction(ref.get("size_mb"), ref.get("full_size_mb")),
-                "size_reduction_measured": f.size_reduction,
-                "size_mb_reported": ref.get("size_mb"), "size_mb_measured": f.size_mb,
+                # seeds of different networks: [min, max] over seeds, never their mean
+                "size_reduction_measured": f.size_reduction_range if f.networks_differ else f.size_reduction,
+                "size_mb_reported": ref.get("size_mb"),
+                "size_mb_measured": _span(f.size_mb_per_seed) if f.networks_differ else f.size_mb,
                 "source": ref.get("source"),
             })
 

@@ -54,7 +54,7 @@ STORED: tuple[Stored, ...] = (
     Stored("delta_vs_baseline", "points"), Stored("depth", "blocks"), Stored("depth_per_seed", "blocks"),
     Stored("networks_differ"), Stored("params", "parameters"), Stored("params_per_seed", "parameters"),
     Stored("size_mb", "MB"), Stored("size_mb_per_seed", "MB"), Stored("size_mib", "MiB"),
-    Stored("size_mib_per_seed", "MiB"), Stored("size_reduction", "%"), Stored("macs", "MACs per image"),
+    Stored("size_mib_per_seed", "MiB"), Stored("size_reduction", "%"), Stored("size_reduction_range", "%"), Stored("macs", "MACs per image"),
     Stored("macs_per_seed", "MACs per image"), Stored("flops", "FLOPs per image"), Stored("latency_p50", "ms"),
     Stored("latency_p90", "ms"), Stored("latency_p50_per_seed", "ms"), Stored("latency_p90_per_seed", "ms"),
     Stored("latency_busy_seeds", "seeds"), Stored("latency_batch", "images"), Stored("latency_threads"),
@@ -181,18 +181,15 @@ def signed_span(values: Iterable[object]) -> str:
 
 
 def reductions(f: RowStats) -> list[float]:
-    """Each seed's size against the baseline's, in % (negative = smaller)."""
-    base = cast(float, f.size_mb) / (1 - f.size_reduction / 100) if f.size_reduction not in (None, 100) else None
-    if not base:
-        return []
-    return [100 * (v / base - 1) for v in f.size_mb_per_seed or [] if isinstance(v, (int, float))]
+    """The smallest and largest of the seeds' sizes against the baseline's, in % (negative = smaller)."""
+    return [0.0 - v for v in f.size_reduction_range or []]
 
 
 def fmt_size_change(f: RowStats) -> str:
     """The row's size against the baseline's: one signed % or, for seeds of different networks, a range."""
-    if f.size_reduction is None:
-        return "–"
-    return signed_span(reductions(f)) if f.networks_differ else f"{0.0 - round(f.size_reduction, 2):+.2f} %"
+    if f.networks_differ:
+        return signed_span(reductions(f))
+    return "–" if f.size_reduction is None else f"{0.0 - round(f.size_reduction, 2):+.2f} %"
 
 
 def _net(f: RowStats, key: str, fmt: Callable[[Any], str], span: Callable[..., str] = fmt_span) -> str:
@@ -367,7 +364,7 @@ COLUMNS: tuple[Column, ...] = (
            lambda f: _net(f, "size_mb", fmt_f)),
     Column("size_mib", "Size MiB (fp32) ‡", ("size_mib", "size_mib_per_seed", "networks_differ"),
            lambda f: _net(f, "size_mib", fmt_f)),
-    Column("reduction", "Size vs {baseline} ‡", ("size_reduction", "size_mb", "size_mb_per_seed", "networks_differ"),
+    Column("reduction", "Size vs {baseline} ‡", ("size_reduction", "size_reduction_range", "networks_differ"),
            fmt_size_change),
     Column("macs", "MACs ‡", ("macs", "macs_per_seed", "networks_differ"), lambda f: _net(f, "macs", fmt_macs),
            terminal_title="MACs", terminal=lambda f: _t_net(f, "macs", lambda v: fmt_macs(v, ".3g"))),
@@ -440,6 +437,14 @@ def _pair(rep: Any, meas: Any, fmt: Callable[[Any], str]) -> str:
     return f"{fmt(rep) if rep is not None else '–'} / {fmt(meas) if meas is not None else '–'}"
 
 
+def _fmt_reduction(v: Any) -> str:
+    """A size reduction, or [min, max] over seeds of different networks."""
+    if isinstance(v, list):
+        lo, hi = (f"−{x:.2f} %" for x in v)
+        return lo if lo == hi else f"{lo} to {hi}"
+    return f"−{v:.2f} %"
+
+
 REPORTED: tuple[ReportedColumn, ...] = (
     ReportedColumn("method", "Method", lambda x: md_text(x["method"]), "left"),
     ReportedColumn("depth", "Optimal depth reported / measured",
@@ -448,6 +453,6 @@ REPORTED: tuple[ReportedColumn, ...] = (
     ReportedColumn("top1", "Top-1 % reported / measured",
                    lambda x: _pair(x["top1_reported"], x["top1_measured"], lambda v: f"{v:.2f}")),
     ReportedColumn("reduction", "Size reduction vs {baseline} reported / measured",
-                   lambda x: _pair(x["size_reduction_reported"], x["size_reduction_measured"], lambda v: f"−{v:.2f} %")),
+                   lambda x: _pair(x["size_reduction_reported"], x["size_reduction_measured"], _fmt_reduction)),
     ReportedColumn("source", "Source", lambda x: md_text(x["source"] or "–"), "left"),
 )

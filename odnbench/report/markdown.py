@@ -75,13 +75,12 @@ def index_line(board: Board) -> str:
         f = stats_of(iso[0])
         if f.networks_differ:  # one size per seed's network, never their mean
             size = fmt_span(f.size_mb_per_seed, lambda v: f"{v:.3f}")
-            red = "" if f.size_reduction is None else f", {signed_span(reductions(f))} size"
+            red = f", {signed_span(reductions(f))} size" if f.size_reduction_range else ""
         else:
             size = f"{f.size_mb:.3f}"
             red = "" if f.size_reduction is None else f", {0.0 - round(f.size_reduction, 2):+.2f} % size"
-        parts.append(f"smallest with a mean within {fmt_value(float(board.tolerance))} points of "
-                     f"{md_text(board.baseline_name)}: "
-                     f"{md_text(f.method)} ({size} MB{red})")
+        parts.append(f"smallest meeting the target (95 % CI of Δ vs {md_text(board.baseline_name)} ≥ "
+                     f"−{fmt_value(float(board.tolerance))} points): {md_text(f.method)} ({size} MB{red})")
     if board.failed:
         parts.append(f"{len(board.failed)} failed")
     if board.cut_short:

@@ -6,7 +6,8 @@ change the picture), with a fixed size and dpi and no "Software"/date metadata i
 
 - :func:`pareto_png`: top-1 against size or MACs for every row of a board, Pareto front marked,
   one colour and marker per configuration named in a legend beside the axes (no point labels);
-- :func:`plot_depth_curves`: accuracy against depth (ODN's curve, any method's ``depth_curve``).
+- :func:`plot_depth_curves`: accuracy against depth (ODN's curve, any method's ``depth_curve``);
+  :func:`depth_curve_figure`: a board's, framed on the band around its stop thresholds.
 """
 
 from __future__ import annotations
@@ -15,10 +16,11 @@ import hashlib
 import io
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from odnbench.report.boards import Board, stats_of
+from odnbench.report.boards import Board, Row, stats_of
 from odnbench.report.curves import Family, Point, all_families, board_seeds, pareto_front, pareto_points
 from odnbench.report.fmt import fmt_value, terminal_text
 from odnbench.report.stats import t975
@@ -167,35 +169,36 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    rows = [r for r in board.rows if getattr(stats_of(r), x_field) and stats_of(r).top1_mean is not None]
+    scale = {"macs": 1e6, "cost_train_macs": 1e12}.get(x_field, 1.0)
+    # A row of different networks has no x of its own (no mean of different networks): it is drawn seed by
+    # seed and is no front candidate. Training compute is a cost per seed, not a property of one network:
+    # its mean is meaningful.
+    seeds_of = {id(r): _seed_xs(r, x_field, scale) for r in board.rows
+                if stats_of(r).networks_differ and x_field != "cost_train_macs"}
+    rows = [r for r in board.rows if stats_of(r).top1_mean is not None
+            and (seeds_of[id(r)] if id(r) in seeds_of else getattr(stats_of(r), x_field))]
     styles = row_styles(board)
     with _style():  # the figure keeps the style it was drawn with
         fig = Figure(figsize=PARETO_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        scale = {"macs": 1e6, "cost_train_macs": 1e12}.get(x_field, 1.0)
-        # training compute is a cost per seed, not a property of one network: its mean is meaningful
-        differ = {id(r): stats_of(r).networks_differ and x_field != "cost_train_macs" for r in rows}
-        points: list[tuple[float, float]] = [(getattr(stats_of(r), x_field) / scale, cast(float, stats_of(r).top1_mean))
-                                             for r in rows]
-        # A row of different networks is not one point: it is drawn seed by seed and is no front candidate.
-        one = [i for i, r in enumerate(rows) if not differ[id(r)]]
+        one = [i for i, r in enumerate(rows) if id(r) not in seeds_of]
+        points: dict[int, tuple[float, float]] = {
+            i: (getattr(stats_of(rows[i]), x_field) / scale, cast(float, stats_of(rows[i]).top1_mean)) for i in one}
         front = {one[k] for k in pareto_front([points[i] for i in one])}
-        xs = [p[0] for p in points]
+        xs = [p[0] for p in points.values()] + [x for r in rows for x, _ in seeds_of.get(id(r), [])]
         log_x = bool(xs) and min(xs) > 0 and max(xs) / min(xs) > 20
-        stacked = _overlap_counts(points, log_x)
+        stacked = dict(zip(one, _overlap_counts([points[i] for i in one], log_x)))
         handles, spans, single = [], False, False
-        for i, (row, (x, y)) in enumerate(zip(rows, points)):
+        for i, row in enumerate(rows):
             colour, marker = styles[row.label]
-            per_seed = ([v / scale for v in getattr(stats_of(row), f"{x_field}_per_seed") or []
-                         if isinstance(v, (int, float))] if differ[id(row)] else [])
             face = colour if i in front else "white"
-            if per_seed:
-                ax.plot(per_seed, [t for t, v in zip(row.top1, getattr(stats_of(row), f"{x_field}_per_seed"))
-                                   if isinstance(v, (int, float))], ls=":", lw=0.8, marker=marker, ms=5,
-                        color=colour, mfc="white", mew=1.2, zorder=3)
+            if id(row) in seeds_of:
+                ax.plot([x for x, _ in seeds_of[id(row)]], [t for _, t in seeds_of[id(row)]], ls=":", lw=0.8,
+                        marker=marker, ms=5, color=colour, mfc="white", mew=1.2, zorder=3)
                 spans = True
             else:
+                x, y = points[i]
                 f = stats_of(row)
                 half = (f.top1_ci[1] - f.top1_ci[0]) / 2 if f.top1_ci else 0.0
                 single = single or f.n < 2
@@ -214,7 +217,7 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
             name = _text(board.baseline_name)
             handles.append(ax.axhline(base.top1_mean, color="grey", lw=0.8, ls=":", label=f"baseline ({name})"))
             handles.append(ax.axhline(base.top1_mean - board.tolerance, color="grey", lw=0.8, ls="--",
-                                      label=f"{name} − {fmt_value(float(board.tolerance))} (iso-accuracy bound)"))
+                                      label=f"{name} − {fmt_value(float(board.tolerance))} (target: paired 95 % CI of Δ above it)"))
         if log_x:
             from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
@@ -236,6 +239,13 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
                   title=title, title_fontsize=8.0)
         fig.tight_layout()
         return fig
+
+
+def _seed_xs(row: Row, x_field: str, scale: float) -> list[tuple[float, float]]:
+    """(x, top-1) of each seed of a row whose seeds exported different networks, by x (seeds without x left out)."""
+    values = getattr(stats_of(row), f"{x_field}_per_seed", None) or []
+    return sorted((v / scale, t) for v, t in zip(values, row.top1)
+                  if isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0)
 
 
 def depth_curves(board: Board) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -289,9 +299,15 @@ def _curve_names(curves: list[tuple[str, object]]) -> str:
 
 
 def depth_curve_png(board: Board) -> bytes:
+    """:func:`depth_curve_figure` as PNG bytes."""
+    with _style():
+        return _depth_png_bytes(depth_curve_figure(board))
+
+
+def depth_curve_figure(board: Board) -> Figure:
     """Validation top-1 against depth for every result on ``board`` that states a depth curve, one
     colour per seed (one marker per configuration), with each curve's threshold and chosen depth
-    in its colour."""
+    in its colour; the y axis framed on the decision band (:data:`DEPTH_BAND_BELOW`)."""
     hlines, marks = depth_marks(board)
     curves = depth_curves(board)
     seeds = sorted({seed for row in board.rows for seed, r in zip(row.seeds, row.results) if _curve_points(r)})
@@ -303,13 +319,39 @@ def depth_curve_png(board: Board) -> bytes:
                 "color": COLORS[seeds.index(seed) % len(COLORS)] if seed in seeds else "grey",
                 "marker": MARKERS[labels.index(row.label) % len(MARKERS)]}
     with _style():
-        fig = depth_figure(curves, title=f"{board.key_title}: validation top-1 by depth", hlines=hlines,
-                           marks=marks, styles=styles)
-        return _depth_png_bytes(fig)
+        return depth_figure(curves, title=f"{board.key_title}: validation top-1 by depth", hlines=hlines,
+                            marks=marks, styles=styles, band_below=DEPTH_BAND_BELOW)
 
 
 DEPTH_FIGSIZE = (6.4, 4.0)
 DEPTH_DPI = 120
+#: The depth curve's y axis starts this many points below the lowest stop threshold (or just under the lowest
+#: reading, when that is higher): the band where a depth decision is made, not 50-100 % where it is a hairline.
+DEPTH_BAND_BELOW = 3.0
+
+
+@dataclass(frozen=True)
+class BandFrame:
+    """The y limits of a depth plot framed on its decision band, and the readings below its floor."""
+
+    low: float
+    high: float
+    below: list[tuple[str, int, float]]  # (curve label, depth, value) of each reading under ``low``
+
+
+def band_frame(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], thresholds: Sequence[float], y_key: str = "val",
+               below: float = DEPTH_BAND_BELOW) -> BandFrame | None:
+    """From ``below`` points under the lowest threshold (or 0.5 under the lowest reading, when that is higher)
+    to 0.5 over the highest reading or threshold (at most 100.5: top-1 cannot pass 100); None without a
+    threshold or a reading."""
+    points = [(label, int(r["depth"]), float(r[y_key])) for label, records in curves for r in records
+              if r.get(y_key) is not None]
+    if not thresholds or not points:
+        return None
+    values = [v for _, _, v in points] + [float(t) for t in thresholds]
+    low = max(min(thresholds) - below, min(values) - 0.5)
+    high = min(max(values) + 0.5, 100.5)
+    return BandFrame(low, high, [p for p in points if p[2] < low])
 
 
 def _figure(legend_entries: int = 0) -> Figure:
@@ -340,17 +382,20 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: 
                  y_key: str = "val", y_label: str = "validation top-1 (%)",
                  hlines: Sequence[tuple[Any, ...]] = (),
                  marks: Sequence[tuple[str, float, float]] = (), mark_label: str = "chosen depth",
-                 styles: dict[str, dict[str, Any]] | None = None) -> Figure:
+                 styles: dict[str, dict[str, Any]] | None = None, band_below: float | None = None) -> Figure:
     """Accuracy against depth, one line per ``(label, records)``; each record needs ``depth`` and
     ``y_key`` (records without a value are skipped). ``hlines``: labelled horizontal lines
     ``(label, value)`` or ``(label, value, curve label)`` (e.g. a stop threshold, then drawn in
     that curve's colour); ``marks``: points ``(curve label, depth, value)`` drawn as stars in that
     curve's colour (a star on the same spot as another is dodged sideways), with one legend
-    entry ``mark_label``. ``styles``: matplotlib line options per curve label (colour, marker)."""
+    entry ``mark_label``. ``styles``: matplotlib line options per curve label (colour, marker).
+    ``band_below``: frame the y axis on the decision band (:func:`band_frame`, from that many points under
+    the lowest of ``hlines``); each reading below it is drawn as ↓ on the axis floor and counted in the legend."""
     import matplotlib.style
 
+    frame = band_frame(curves, [h[1] for h in hlines], y_key, band_below) if band_below is not None else None
     with matplotlib.style.context("default"):
-        fig = _figure(len(curves) + len(hlines) + (1 if marks else 0))
+        fig = _figure(len(curves) + len(hlines) + (1 if marks else 0) + (1 if frame and frame.below else 0))
         ax = fig.add_subplot(1, 1, 1)
         depths: set[int] = set()
         colours: dict[str, Any] = {}  # matplotlib colour values
@@ -366,6 +411,9 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: 
         for i, (label, value, *owner) in enumerate(hlines):
             ax.axhline(value, linestyle=dashes[i % len(dashes)], linewidth=1,
                        color=colours.get(owner[0], "grey") if owner else "grey", label=_text(label))
+        if frame is not None:
+            ax.set_ylim(frame.low, frame.high)
+            _mark_below(ax, frame, colours)
         low, high = ax.get_ylim()
         placed: list[tuple[float, float]] = []
         for curve, depth, value in marks:
@@ -391,6 +439,29 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: 
             ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize="small", frameon=False)
         fig.tight_layout()
         return fig
+
+
+#: A reading under the depth plot's frame, on its floor: an arrow, not a triangle (curves use those as markers).
+BELOW_MARKER = r"$\downarrow$"
+
+
+def _mark_below(ax: Any, frame: BandFrame, colours: dict[str, Any]) -> None:
+    """Each reading under the frame as ↓ in its curve's colour on the axis floor (those at one depth side by
+    side), and one legend entry that says how many and how low."""
+    if not frame.below:
+        return
+    at: dict[int, int] = {}
+    for _, depth, _ in frame.below:
+        at[depth] = at.get(depth, 0) + 1
+    seen: dict[int, int] = {}
+    for label, depth, _ in frame.below:
+        k = seen[depth] = seen.get(depth, -1) + 1
+        ax.plot([depth + 0.09 * (k - (at[depth] - 1) / 2)], [frame.low], marker=BELOW_MARKER, ms=10, ls="none",
+                color=colours.get(label, "grey"), clip_on=False, zorder=4, label="_nolegend_")
+    n, lowest = len(frame.below), min(v for _, _, v in frame.below)
+    ax.plot([], [], marker=BELOW_MARKER, ms=10, ls="none", color="black",
+            label=f"{n} reading{'s' if n > 1 else ''} below {frame.low:.2f} % (lowest {lowest:.1f} %), "
+                  "drawn on the axis floor")
 
 
 CURVES_FIGSIZE = (7.6, 6.4)

@@ -137,7 +137,8 @@ def caption_line(board: Board) -> str:
 def tolerance_line(board: Board) -> str:
     tol = fmt_value(float(board.tolerance))
     return (f"Tolerance: **{tol} points** of top-1 below {md_text(board.baseline_name)}, the one rule for _Meets "
-            f"target_ and the iso-accuracy view on this board. A method's own target (a depth search's stop threshold "
+            f"target_ and the iso-accuracy view on this board, applied to the paired 95 % CI of Δ vs "
+            f"{md_text(board.baseline_name)} (its lower bound ≥ −{tol}), not to the mean. A method's own target (a depth search's stop threshold "
             f"on validation top-1) decides when that method stops; it is shown in its row, beside the board's verdict.")
 
 
@@ -310,16 +311,25 @@ def _iso(board: Board, view: View) -> list[str]:
         return ["_No baseline on this board (no result of a method whose role is `baseline`): Δ, speed-ups and "
                 "the iso-accuracy view are not available._"]
     tol = fmt_value(float(board.tolerance))
-    out = [f"{_h(view)} Iso-accuracy: within {tol} points of {md_text(board.baseline_name)}, smallest first", ""]
+    base = md_text(board.baseline_name)
+    out = [f"{_h(view)} Iso-accuracy: meets the target (95 % CI of Δ vs {base} ≥ −{tol} points), smallest first",
+           ""]
     iso = board.iso_rows
+    undecided = board.iso_undecided
+    left_out = ([f"Left out by the same rule: {', '.join(md_text(r.label) for r in undecided)} (mean Δ within "
+                 f"{tol} points of {base}, but the interval reaches below −{tol} or there is none: target undecided)."]
+                if undecided else [])
     if not iso:
-        return [*out, "_No row is within the tolerance._"]
+        return [*out, "_No row meets the target._", *([""] + left_out if left_out else [])]
     iso_cells = []
     for i, row in enumerate(iso, 1):
         cl = cells(stats_of(row))
         cl["iso_rank"] = str(i)
         iso_cells.append(cl)
-    return [*out, markdown_table(iso_cells, columns(ISO), board)]
+    ranges = (["Rows whose seeds exported different networks sort by their largest seed's size (what every seed "
+               "delivers), never by a mean."] if any(stats_of(r).networks_differ for r in iso) else [])
+    notes = ranges + left_out
+    return [*out, markdown_table(iso_cells, columns(ISO), board), *([""] + [" ".join(notes)] if notes else [])]
 
 
 def _reported(board: Board, view: View) -> list[str]:
@@ -402,7 +412,8 @@ SECTIONS: tuple[Section, ...] = (
     Section("caption", _caption, document=_caption_document),
     Section("ranked", _ranked, document=_ranked_document),
     Section("detectable-difference", _power, document=lambda b: {"detectable_difference": detectable(b)}),
-    Section("iso-accuracy", _iso, document=lambda b: {"iso_accuracy": [row.label for row in b.iso_rows]}),
+    Section("iso-accuracy", _iso, document=lambda b: {"iso_accuracy": [row.label for row in b.iso_rows],
+                                                      "iso_accuracy_undecided": [row.label for row in b.iso_undecided]}),
     Section("reported", _reported, applies=lambda b: bool(b.reported or b.reference_notes),
             document=lambda b: {"reported": b.reported, "reference_notes": b.reference_notes}),
     Section("plots", _plots, plots=PLOTS),
