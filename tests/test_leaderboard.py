@@ -545,6 +545,36 @@ def test_remeasure_latency_times_stored_models_again_and_never_rewrites_them(res
     assert "batched" not in report.render(results_dir, "csv").splitlines()[0]
 
 
+def test_remeasure_times_in_the_cells_precision_and_keeps_a_latency_measured_on_images(results_dir, monkeypatch):
+    """The re-measure runs as the harness measured: in the precision and memory format the cell's recipe
+    names; a latency stored on test images (an early-exit network's) is kept, with a line saying why."""
+    import dataclasses
+
+    from odnbench import metrics
+    from odnbench.report.remeasure import remeasure_latency
+
+    (r,) = [r for r in lb.load_results(results_dir) if r.method == "full" and r.seed == 0]
+    bf16 = copy.deepcopy(r.config)
+    bf16["recipe"].update(precision="bf16", memory_format="channels_last")
+    seen = []
+    real = metrics.latency_ms
+
+    def spy(model, shape, **kw):  # the real measurement, noting how it was asked to run
+        seen.append((kw["execution"].precision, kw["execution"].channels_last, kw.get("batch_size", 1)))
+        return real(model, shape, **kw)
+
+    monkeypatch.setattr(metrics, "latency_ms", spy)
+    (done,) = remeasure_latency([dataclasses.replace(r, config=bf16)], results_dir, batch_size=2)
+    assert seen == [("bf16", True, 1), ("bf16", True, 2)]
+    assert done.metrics["latency_ms"]["remeasured"]["stored"]["p50"] == r.metrics["latency_ms"]["p50"]
+    on_images = copy.deepcopy(r.metrics)
+    on_images["latency_ms"]["input"] = "images"
+    said: list[str] = []
+    (kept,) = remeasure_latency([dataclasses.replace(r, metrics=on_images)], results_dir, say=said.append)
+    assert kept.metrics == on_images and len(seen) == 2
+    assert said and "not re-measured (it ran on test images" in said[0]
+
+
 def test_latency_batch_is_an_option_of_both_leaderboard_commands(results_dir, tmp_path):
     from odnbench.cli import cli
 
