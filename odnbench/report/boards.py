@@ -150,7 +150,7 @@ class RowStats:
     latency_remeasured: bool = False
     # The larger batch `--remeasure-latency` times (report.remeasure, metrics.latency_ms_batched): ms per image,
     # means over seeds (None when a seed lacks it); its measured speed-up against the baseline's, withheld as
-    # at batch 1. Stored in board.json / board.csv only on boards that have it (columns.OPTIONAL).
+    # at batch 1. Stored in board.json / board.csv only on boards that have it (columns.OPTIONAL_FIELDS).
     latency_batched_batch: int | None = None
     latency_batched_p50: float | None = None
     latency_batched_p90: float | None = None
