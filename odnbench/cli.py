@@ -492,10 +492,13 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
 @click.option("--format", "fmt", type=click.Choice(["md", "json", "csv"]), default="md", show_default=True)
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write to a file.")
 @click.option("--remeasure-latency", is_flag=True,
-              help="Reload every stored model and time its latency again, one at a time, for this board "
-                   "(result.json files are not changed).")
+              help="Reload every stored model and time its latency again, one at a time, at batch 1 and at "
+                   "--latency-batch, for this board (result.json files are not changed).")
+@click.option("--latency-batch", type=click.IntRange(min=2), default=None,
+              help="With --remeasure-latency: the larger batch timed besides batch 1, shown in ms per image "
+                   "[default: 64].")
 @click.pass_context
-def leaderboard(ctx, results, fmt, output, remeasure_latency):
+def leaderboard(ctx, results, fmt, output, remeasure_latency, latency_batch):
     """Rebuild leaderboard tables from stored results alone."""
     if ctx.invoked_subcommand is not None:
         return
@@ -507,6 +510,7 @@ def leaderboard(ctx, results, fmt, output, remeasure_latency):
     from odnbench.store import atomic_write_bytes
 
     text = report.render(results, fmt, remeasure_latency=remeasure_latency,
+                         latency_batch=_latency_batch(remeasure_latency, latency_batch),
                          say=lambda line: click.echo(line, err=True))
     for folder, why in skipped_results(results):
         click.echo(f"note: not counted: {folder.name}: {why}", err=True)
@@ -524,6 +528,14 @@ def leaderboard(ctx, results, fmt, output, remeasure_latency):
         click.echo(terminal_text(text) if fmt == "md" else text, nl=False)
 
 
+def _latency_batch(remeasure_latency: bool, latency_batch: int | None) -> int | None:
+    """--latency-batch only means something with --remeasure-latency (stored records hold batch 1 only)."""
+    if latency_batch is not None and not remeasure_latency:
+        raise OdnbenchError(f"--latency-batch {latency_batch} needs --remeasure-latency: stored results hold batch-1 "
+                            "latency only; add --remeasure-latency or drop --latency-batch")
+    return latency_batch
+
+
 def _results_option(ctx, results):
     """A subcommand's --results, else the group's (``odnbench leaderboard --results X publish``)."""
     return results if results is not None else ctx.parent.params["results"]
@@ -539,10 +551,14 @@ def _results_option(ctx, results):
 @click.option("--tolerance", type=float, default=1.75, show_default=True, callback=lambda c, p, v: _finite(c, p, v, 0, 100),
               help="Points of top-1 below full depth that still count as iso-accuracy / meeting the target.")
 @click.option("--remeasure-latency", is_flag=True,
-              help="Reload every stored model and time its latency again, one at a time; the pages use and "
-                   "say so (result.json files are not changed).")
+              help="Reload every stored model and time its latency again, one at a time, at batch 1 and at "
+                   "--latency-batch; the pages use both and say how they were measured (result.json files are "
+                   "not changed).")
+@click.option("--latency-batch", type=click.IntRange(min=2), default=None,
+              help="With --remeasure-latency: the larger batch timed besides batch 1, shown in ms per image "
+                   "[default: 64].")
 @click.pass_context
-def leaderboard_publish(ctx, results, out, tolerance, remeasure_latency):
+def leaderboard_publish(ctx, results, out, tolerance, remeasure_latency, latency_batch):
     """Write, per dataset/backbone/preset/device, a markdown page, the table as JSON and CSV, and
     Pareto plots (top-1 against size and MACs) plus ODN's depth curve; and an index. Publishing
     the same results again gives byte-identical files."""
@@ -551,6 +567,7 @@ def leaderboard_publish(ctx, results, out, tolerance, remeasure_latency):
     results = _results_option(ctx, results)
     out = out if out is not None else Path(results) / "boards"
     done = publish(results, out, tolerance=tolerance, remeasure_latency=remeasure_latency,
+                   latency_batch=_latency_batch(remeasure_latency, latency_batch),
                    say=lambda line: click.echo(line, err=True))
     for note in done.notes:
         click.echo(f"note: {note}", err=True)

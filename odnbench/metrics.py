@@ -11,7 +11,8 @@
   multiply-add counts as 2 FLOPs; BN, ReLU, pooling and additions are not counted).
 - ``macs``: flops / 2, the unit torch-pruning, fvcore and the papers use. Never call MACs FLOPs.
 - ``latency_ms``: batch-1 forward latency in eval + inference_mode after warm-up, with a fixed
-  thread count; ``latency_windows`` timed windows of ``latency_iters`` calls each; p50/p90 over
+  thread count (:func:`latency_ms` takes a ``batch_size``: ``leaderboard --remeasure-latency`` also
+  times a larger batch and reports ms per image); ``latency_windows`` timed windows of ``latency_iters`` calls each; p50/p90 over
   the windows' per-call means (CUDA synchronised when on GPU). Its spread is stored with it
   (``windows_ms``, ``p90_over_p50``, ``spread`` = (max - min) / p50 of the windows, ``cpu_share``
   = CPU seconds per wall second the process got, ``busy``);
@@ -166,17 +167,25 @@ def _quantile(values: list[float], q: float) -> float:
 
 
 def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20, threads=0, execution=None,
-               images: torch.Tensor | None = None) -> dict:
-    """Batch-1 latency on a random input, or on ``images`` one per call in turn (``input: "images"``)."""
+               images: torch.Tensor | None = None, batch_size: int = 1) -> dict:
+    """Latency of one call on ``batch_size`` images (default 1), on a random input, or on ``images``
+    ``batch_size`` per call in turn (``input: "images"``). ``p50``/``p90`` are ms per call; above batch
+    1 the result also holds them per image (``ms_per_image_p50``/``_p90`` = per call / ``batch_size``),
+    the number to compare across batch sizes. At batch 1 the result is what it was before batches."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"latency batch_size {batch_size!r} is not allowed; allowed: an integer >= 1")
     device = _device_of(model)
     was_training = model.training
     model.eval()
     with torch_threads(threads) as used, _autocast(execution):
         x: torch.Tensor | list[torch.Tensor]
         if images is not None:
-            x = [_input(execution, images[i:i + 1].to(device)) for i in range(len(images))]
+            x = [_input(execution, images[i:i + batch_size].to(device))
+                 for i in range(0, len(images) - batch_size + 1, batch_size)]
+            if not x:
+                raise ValueError(f"latency at batch {batch_size} needs at least {batch_size} images; got {len(images)}")
         else:
-            x = _input(execution, torch.randn((1, *input_shape), device=device))
+            x = _input(execution, torch.randn((batch_size, *input_shape), device=device))
         wall, cpu = time.perf_counter(), time.process_time()
         per_call = timed_windows(model, x, warmup, windows, iters)
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
@@ -186,7 +195,7 @@ def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20,
     out = {
         "p50": round(p50, 4),
         "p90": round(_quantile(ms, 0.9), 4),
-        "batch_size": 1,
+        "batch_size": batch_size,
         "windows": windows,
         "iters_per_window": iters,
         "threads": used,
@@ -199,6 +208,9 @@ def latency_ms(model: nn.Module, input_shape, *, warmup=10, windows=5, iters=20,
         # the device.
         "cpu_share": round(cpu / wall, 4) if device.type == "cpu" and wall > 0 else None,
     }
+    if batch_size > 1:  # (batch 1 keeps the keys it always had: stored records and pages keep their bytes)
+        out["ms_per_image_p50"] = round(p50 / batch_size, 6)
+        out["ms_per_image_p90"] = round(_quantile(ms, 0.9) / batch_size, 6)
     if images is not None:
         out["input"] = "images"
     out["busy"] = bool(latency_busy(out))

@@ -125,6 +125,35 @@ def test_latency_and_throughput(reg):
     assert tp["batch_size"] == 16 and tp["images_per_s"] > 0
 
 
+def test_latency_at_a_larger_batch_runs_that_many_images_per_call_and_reports_per_image(reg):
+    """batch_size N: every timed call runs the model on N images (a forward hook sees each batch), and
+    the result gives ms per image = ms per call / N; batch 1 keeps exactly the keys it always had."""
+    net = small_net(reg)
+    seen: list[int] = []
+    handle = net.register_forward_pre_hook(lambda m, args: seen.append(args[0].shape[0]))
+    try:
+        lat = metrics.latency_ms(net, (1, 28, 28), warmup=1, windows=3, iters=2, threads=1, batch_size=8)
+        assert seen == [8] * (1 + 3 * 2)  # warm-up + windows x iterations, each on 8 images
+        assert lat["batch_size"] == 8 and 0 < lat["p50"] <= lat["p90"]
+        assert lat["ms_per_image_p50"] == pytest.approx(lat["p50"] / 8, abs=1e-4)
+        assert lat["ms_per_image_p90"] == pytest.approx(lat["p90"] / 8, abs=1e-4)
+        seen.clear()
+        one = metrics.latency_ms(net, (1, 28, 28), warmup=1, windows=3, iters=2, threads=1)
+        assert seen == [1] * 7 and one["batch_size"] == 1
+        assert not {"ms_per_image_p50", "ms_per_image_p90"} & set(one)  # stored records keep their bytes
+        assert set(lat) - set(one) == {"ms_per_image_p50", "ms_per_image_p90"}
+        # on images: N of them per call, taken in turn
+        seen.clear()
+        images = torch.randn(20, 1, 28, 28)
+        on_images = metrics.latency_ms(net, (1, 28, 28), warmup=0, windows=2, iters=2, threads=1, batch_size=8,
+                                       images=images)
+        assert seen == [8] * 4 and on_images["input"] == "images"
+    finally:
+        handle.remove()
+    with pytest.raises(ValueError, match="batch_size 0 is not allowed"):
+        metrics.latency_ms(net, (1, 28, 28), batch_size=0)
+
+
 def test_narrow_width_builds_a_consistent_net(reg):
     net = small_net(reg, (16, 32, 64, 128))
     assert net.stem[0].out_channels == 16

@@ -611,16 +611,83 @@ def test_pareto_points_carry_no_text_that_could_overprint(stored):
 
 
 def test_remeasure_latency_times_stored_models_again_and_never_rewrites_them(results_dir):
-    """--remeasure-latency: each stored model reloaded and timed again, serially; the board uses and says
-    so; the result.json files stay byte for byte as they were."""
+    """--remeasure-latency: each stored model reloaded and timed again, serially, at batch 1 and at a larger
+    batch; the board uses both and says how it measured; the result.json files stay byte for byte as they
+    were, and a board not re-measured shows neither the larger batch nor the re-measure sentence."""
     before = {p: p.read_bytes() for p in Path(results_dir).glob("*/result.json")}
-    records = [row for board in json.loads(report.render(results_dir, "json", remeasure_latency=True))
-               for row in board["rows"]]
+    (doc,) = [b for b in json.loads(report.render(results_dir, "json", remeasure_latency=True, latency_batch=4))
+              if b["rows"]]
+    records = doc["rows"]
     assert records and all(r["latency_remeasured"] for r in records)
-    text = report.render(results_dir, "md", remeasure_latency=True)
-    assert "Latency re-measured (`--remeasure-latency`)" in text and "keep their own" in text
+    assert all(r["latency_batch"] == 1 and r["latency_batched_batch"] == 4 for r in records)
+    assert all(r["latency_batched_p50"] > 0 and r["latency_batched_p90"] >= r["latency_batched_p50"]
+               for r in records)
+    full = next(r for r in records if r["method_name"] == "full")
+    assert full["measured_speedup_batched"] == 1 and full["measured_speedup_batched_reliable"] in (True, False)
+    how = doc["caption"]["latency_measurement"]
+    assert how["serial"] and how["batch_sizes"] == [1, 4] and how["models"] == how["results"] == sum(r["n"] for r in records)
+    assert how["cpu"] and how["threads"] and how["windows"] and how["iters_per_window"]
+    sentence = doc["caption"]["latency_remeasured"]
+    assert sentence.startswith("Latency re-measured serially (`--remeasure-latency`), one model at a time, after training")
+    assert "at batch 1 and batch 4" in sentence and "ms per image" in sentence and how["cpu"][0] in sentence
+    text = report.render(results_dir, "md", remeasure_latency=True, latency_batch=4)
+    assert "Latency re-measured serially" in text and "keep their own" in text
+    assert "Latency p50 / p90 ms (mean over seeds ‡; batch 1," in text
+    assert "Latency at batch 4, ms per image p50 / p90" in text and "Speed-up measured at batch 4 ‡" in text
     assert {p: p.read_bytes() for p in Path(results_dir).glob("*/result.json")} == before
-    assert "re-measured" not in report.render(results_dir, "md")  # only when asked
+    plain = report.render(results_dir, "md")
+    assert "re-measured" not in plain and "batch 4" not in plain and "ms per image" not in plain  # only when asked
+    (stored_doc,) = [b for b in json.loads(report.render(results_dir, "json")) if b["rows"]]
+    assert "latency_measurement" not in stored_doc["caption"]
+    assert not [k for r in stored_doc["rows"] for k in r if "batched" in k]
+    assert "batched" not in report.render(results_dir, "csv").splitlines()[0]
+
+
+def test_remeasure_times_in_the_cells_precision_and_keeps_a_latency_measured_on_images(results_dir, monkeypatch):
+    """The re-measure runs as the harness measured: in the precision and memory format the cell's recipe
+    names; a latency stored on test images (an early-exit network's) is kept, with a line saying why."""
+    import dataclasses
+
+    from odnbench import metrics
+    from odnbench.report.remeasure import remeasure_latency
+
+    (r,) = [r for r in lb.load_results(results_dir) if r.method == "full" and r.seed == 0]
+    bf16 = copy.deepcopy(r.config)
+    bf16["recipe"].update(precision="bf16", memory_format="channels_last")
+    seen = []
+    real = metrics.latency_ms
+
+    def spy(model, shape, **kw):  # the real measurement, noting how it was asked to run
+        seen.append((kw["execution"].precision, kw["execution"].channels_last, kw.get("batch_size", 1)))
+        return real(model, shape, **kw)
+
+    monkeypatch.setattr(metrics, "latency_ms", spy)
+    (done,) = remeasure_latency([dataclasses.replace(r, config=bf16)], results_dir, batch_size=2)
+    assert seen == [("bf16", True, 1), ("bf16", True, 2)]
+    assert done.metrics["latency_ms"]["remeasured"]["stored"]["p50"] == r.metrics["latency_ms"]["p50"]
+    on_images = copy.deepcopy(r.metrics)
+    on_images["latency_ms"]["input"] = "images"
+    said: list[str] = []
+    (kept,) = remeasure_latency([dataclasses.replace(r, metrics=on_images)], results_dir, say=said.append)
+    assert kept.metrics == on_images and len(seen) == 2
+    assert said and "not re-measured (it ran on test images" in said[0]
+
+
+def test_latency_batch_is_an_option_of_both_leaderboard_commands(results_dir, tmp_path):
+    from odnbench.cli import cli
+
+    runner = CliRunner()
+    done = runner.invoke(cli, ["leaderboard", "--results", str(results_dir), "--latency-batch", "8"])
+    assert done.exit_code == 2 and "--latency-batch 8 needs --remeasure-latency" in done.output
+    done = runner.invoke(cli, ["leaderboard", "publish", "--results", str(results_dir), "--out", str(tmp_path / "b"),
+                               "--remeasure-latency", "--latency-batch", "1"])
+    assert done.exit_code == 2 and "1 is not in the range x>=2" in done.output
+    done = runner.invoke(cli, ["leaderboard", "publish", "--results", str(results_dir), "--out", str(tmp_path / "b"),
+                               "--remeasure-latency", "--latency-batch", "3"])
+    assert done.exit_code == 0, done.output
+    (page,) = [p for p in (tmp_path / "b").glob("*/README.md") if "Latency at batch 3" in p.read_text()]
+    assert "--remeasure-latency --latency-batch 3" in page.read_text()  # the page names the command that made it
+    assert "batch 3: " in done.output and "ms per image" in done.output  # what each model measured, as it goes
 
 
 def test_the_caption_names_every_package_the_records_declared(stored):

@@ -16,16 +16,19 @@ from odnbench.report.boards import DEFAULT_TOLERANCE, Board, Row, build_boards, 
 
 
 def render(results_dir: str | Path, fmt: str = "md", tolerance: float = DEFAULT_TOLERANCE,
-           remeasure_latency: bool = False, say: Callable[[str], None] | None = None) -> str:
+           remeasure_latency: bool = False, say: Callable[[str], None] | None = None,
+           latency_batch: int | None = None) -> str:
     """The leaderboard of a results folder as markdown, JSON (one board document per board) or CSV;
-    ``remeasure_latency``: time the stored models again, serially (:mod:`.remeasure`), instead of using stored latency."""
+    ``remeasure_latency``: time the stored models again, serially (:mod:`.remeasure`), at batch 1 and at
+    ``latency_batch`` (default :data:`.remeasure.LATENCY_BATCH`), instead of using stored latency."""
     from odnbench.report import markdown, records
 
     results = load_results(results_dir)
     if remeasure_latency:
+        from odnbench.report.remeasure import LATENCY_BATCH
         from odnbench.report.remeasure import remeasure_latency as remeasure
 
-        results = remeasure(results, results_dir, say=say)
+        results = remeasure(results, results_dir, say=say, batch_size=latency_batch or LATENCY_BATCH)
     boards = build_boards(results, tolerance=tolerance)
     if fmt == "json":
         return records.render_json(boards)

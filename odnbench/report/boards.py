@@ -58,6 +58,7 @@ from odnbench.envinfo import FINGERPRINT_KEYS
 from odnbench.errors import OdnbenchDeprecationWarning
 from odnbench.report import stats
 from odnbench.report.fmt import fmt_value
+from odnbench.report.remeasure import BATCHED_KEY
 from odnbench.result import LEGACY_DEPTH_ROLES, Result, latency_busy
 from odnbench.store import ResultStore, board_results, canonical_json
 
@@ -155,6 +156,17 @@ class RowStats:
     measured_speedup_reliable: bool = True
     latency_unreliable_reason: str | None = None
     latency_remeasured: bool = False
+    # The larger batch `--remeasure-latency` times (report.remeasure, metrics.latency_ms_batched): ms per image,
+    # means over seeds (None when a seed lacks it); its measured speed-up against the baseline's, withheld as
+    # at batch 1. Stored in board.json / board.csv only on boards that have it (columns.OPTIONAL_FIELDS).
+    latency_batched_batch: int | None = None
+    latency_batched_p50: float | None = None
+    latency_batched_p90: float | None = None
+    latency_batched_p50_per_seed: list[Any] | None = None
+    latency_batched_p90_per_seed: list[Any] | None = None
+    measured_speedup_batched: float | None = None
+    measured_speedup_batched_range: list[Any] | None = None
+    measured_speedup_batched_reliable: bool | None = None
     # The baseline's seeds that an epoch cap cut short: every Δ against it carries a warning.
     reference_cut_short: str | None = None
     # The paired t-test of Δ vs the baseline: its p-value and that p adjusted by Holm's step-down over the
@@ -595,6 +607,14 @@ def _fill_stats(rows: list[Row], base: Row | None, tolerance: float) -> None:
         f.measured_speedup_range = _span([_ratio(b and b.latency_p50, v) for v in f.latency_p50_per_seed])
         why = _latency_unreliable(row) or (base and row is not base and _latency_unreliable(base, "the baseline's"))
         f.measured_speedup_reliable, f.latency_unreliable_reason = not why, why or None
+        if f.latency_batched_batch is not None:
+            bb = b if b and b.latency_batched_batch == f.latency_batched_batch else None  # the same batch only
+            f.measured_speedup_batched = _ratio(bb and bb.latency_batched_p50, f.latency_batched_p50)
+            f.measured_speedup_batched_range = _span([_ratio(bb and bb.latency_batched_p50, v)
+                                                      for v in f.latency_batched_p50_per_seed or []])
+            f.measured_speedup_batched_reliable = not (
+                _latency_unreliable(row, key=BATCHED_KEY)
+                or (base and row is not base and _latency_unreliable(base, key=BATCHED_KEY)))
         f.size_reduction = (100 * (1 - f.size_mb / b.size_mb) if b and f.size_mb is not None and b.size_mb
                             else None)
         f.size_reduction_range = _span([_reduction(v, b and b.size_mb) for v in _numbers(f.size_mb_per_seed)])
@@ -632,11 +652,11 @@ def _reference_cut_short(base: Row) -> str | None:
             f"({', '.join(str(r.seed) for r in cut)}): Δ is measured against an undertrained reference")
 
 
-def _latency_unreliable(row: Row, whose: str = "its") -> str | None:
-    """Why a row's measured latency cannot carry a speed-up: a busy measurement, or timed windows whose
-    slowest took more than LATENCY_SPREAD_BOUND × the fastest."""
+def _latency_unreliable(row: Row, whose: str = "its", key: str = "latency_ms") -> str | None:
+    """Why a row's measured latency (``metrics[key]``) cannot carry a speed-up: a busy measurement, or timed
+    windows whose slowest took more than LATENCY_SPREAD_BOUND × the fastest."""
     for r in row.results:
-        lat = _get(r.metrics, "latency_ms")
+        lat = _get(r.metrics, key)
         if latency_busy(lat):
             return f"{whose} latency was measured on a busy machine (seed {r.seed})"
         windows = _numbers((lat or {}).get("windows_ms") or [])
@@ -772,6 +792,7 @@ def _aggregate(row: Row) -> RowStats:
         cost_train_macs=_mean_of_all([c.get("train_macs") for c in cs]),
         cost_own_train_macs=_mean_of_all([c.get("train_macs") for c in own]),
         latency_remeasured=any(isinstance(x.get("remeasured"), dict) for x in lat),
+        **_batched_latency([m.get(BATCHED_KEY) for m in ms]),
         cost_device=distinct([c.get("device") for c in cs]),
         converged=_count_converged(row.results),
         keys=[r.key for r in row.results],
@@ -906,15 +927,54 @@ def _elapsed(results: list[Result]) -> dict[str, float]:
     return {"elapsed_seconds": round(max(e for _, e in spans) - min(s for s, _ in spans), 1)} if spans else {}
 
 
-def _remeasured(results: list[Result]) -> dict[str, Any]:
-    """A caption line when ``--remeasure-latency`` replaced stored latencies (report.remeasure)."""
-    n = sum(isinstance(_get(r.metrics, "latency_ms", "remeasured"), dict) for r in results)
-    if not n:
+def _batched_latency(lat: list[Any]) -> dict[str, Any]:
+    """A row's larger-batch latency (``--remeasure-latency``), per image; nothing when no seed has one."""
+    lat = [x if isinstance(x, dict) else {} for x in lat]
+    batches = distinct([x.get("batch_size") for x in lat])
+    if not batches:
         return {}
-    return {"latency_remeasured": f"Latency re-measured (`--remeasure-latency`): {n} of {len(results)} stored models "
-                                  "reloaded and timed again one at a time on the machine that built this page; "
-                                  "latency and measured speed-ups use those numbers, and the stored result.json "
-                                  "files keep their own."}
+    p50s, p90s = [x.get("ms_per_image_p50") for x in lat], [x.get("ms_per_image_p90") for x in lat]
+    return {"latency_batched_batch": batches[0] if len(batches) == 1 and all(lat) else None,
+            "latency_batched_p50": _mean_of_all(p50s) if len(batches) == 1 else None,
+            "latency_batched_p90": _mean_of_all(p90s) if len(batches) == 1 else None,
+            "latency_batched_p50_per_seed": p50s, "latency_batched_p90_per_seed": p90s}
+
+
+def _remeasured(results: list[Result]) -> dict[str, Any]:
+    """How ``--remeasure-latency`` measured the latency it put in place of the stored one (report.remeasure),
+    as data (``latency_measurement``) and as the sentence the page prints (``latency_remeasured``); nothing
+    when the board uses stored latencies."""
+    lat = [x for r in results for x in [_get(r.metrics, "latency_ms")] if isinstance(_get(x, "remeasured"), dict)]
+    if not lat:
+        return {}
+    batched = [x for r in results for x in [_get(r.metrics, BATCHED_KEY)] if isinstance(_get(x, "remeasured"), dict)]
+    how = {"serial": True, "models": len(lat), "results": len(results),
+           "cpu": distinct([x["remeasured"].get("cpu") for x in lat]),
+           "threads": distinct([x.get("threads") for x in lat]),
+           "batch_sizes": distinct([x.get("batch_size") for x in lat + batched]),
+           "windows": distinct([x.get("windows") for x in lat + batched]),
+           "iters_per_window": distinct([x.get("iters_per_window") for x in lat + batched]),
+           "warmup": distinct([x["remeasured"].get("warmup") for x in lat + batched])}
+    return {"latency_remeasured": remeasured_text(how), "latency_measurement": how}
+
+
+def remeasured_text(how: dict[str, Any], escape: Callable[[object], str] = str) -> str:
+    """The sentence saying how ``--remeasure-latency`` measured (``how``: caption.latency_measurement);
+    ``escape`` is applied to each stored value (the page escapes the CPU's name for markdown)."""
+    larger = [b for b in how.get("batch_sizes") or [] if b != 1]
+
+    def listed(values: list[Any] | None) -> str:
+        return "/".join(escape(v) for v in values or []) or "?"
+
+    threads = how.get("threads") or []
+    return (f"Latency re-measured serially (`--remeasure-latency`), one model at a time, after training: "
+            f"{how.get('models')} of {how.get('results')} stored models reloaded and timed again on "
+            f"{listed(how.get('cpu'))} with {listed(threads)} thread{'' if threads == [1] else 's'}, in the precision "
+            f"and memory format each cell ran in, at batch 1" + (f" and batch {listed(larger)}" if larger else "")
+            + f"; p50 and p90 of {listed(how.get('windows'))} timed windows × {listed(how.get('iters_per_window'))} "
+            f"calls each, after {listed(how.get('warmup'))} warm-up calls"
+            + (f"; batch {listed(larger)} in ms per image (a call's time / {listed(larger)})" if larger else "")
+            + ". Latency and measured speed-ups use those numbers; the stored result.json files keep their own.")
 
 
 def _add_references(board: Board) -> None:

@@ -41,10 +41,13 @@ from odnbench.report.fmt import (
 
 @dataclass(frozen=True)
 class Stored:
-    """One field stored per row: its name in board.json / board.csv and its unit ("" when none)."""
+    """One field stored per row: its name in board.json / board.csv and its unit ("" when none).
+    ``optional``: stored only on boards that have it (:func:`has_optional`), so that boards without
+    it keep their bytes."""
 
     name: str
     unit: str = ""
+    optional: bool = False
 
 
 #: Per-seed lists are in ``seeds`` order; ``_range`` fields are [min, max] over seeds.
@@ -73,9 +76,23 @@ STORED: tuple[Stored, ...] = (
     Stored("delta_search_ci", "points"), Stored("delta_search_p"), Stored("delta_search_p_holm"),
     Stored("verdict_vs_search"), Stored("match_missed"),
     Stored("cost_deps_train_macs", "MACs"),
+    # The larger batch `--remeasure-latency` times (report.remeasure): on re-measured boards only.
+    Stored("latency_batched_batch", "images", optional=True), Stored("latency_batched_p50", "ms per image", optional=True),
+    Stored("latency_batched_p90", "ms per image", optional=True),
+    Stored("latency_batched_p50_per_seed", "ms per image", optional=True),
+    Stored("latency_batched_p90_per_seed", "ms per image", optional=True),
+    Stored("measured_speedup_batched", "×", optional=True), Stored("measured_speedup_batched_range", "×", optional=True),
+    Stored("measured_speedup_batched_reliable", optional=True),
 )
 #: The row fields stored per row in board.json / board.csv, in this order.
 RECORD_FIELDS: tuple[str, ...] = tuple(s.name for s in STORED)
+#: The fields stored only on boards that have them (the larger batch's latency).
+OPTIONAL_FIELDS: tuple[str, ...] = tuple(s.name for s in STORED if s.optional)
+
+
+def has_optional(board: Board) -> bool:
+    """Whether a board stores and shows the optional fields: some row has one (a re-measured board)."""
+    return any(getattr(row.stats, name) is not None for row in board.rows for name in OPTIONAL_FIELDS)
 
 
 
@@ -98,7 +115,8 @@ def row_record(board: Board, row: Row) -> dict[str, Any]:
     """One row as data: the board it is on, then every :data:`STORED` field (stable numbers)."""
     rec: dict[str, Any] = {"dataset": board.dataset, "backbone": board.backbone, "preset": board.preset,
                            "device": board.device}
-    rec.update({name: clean(getattr(row.stats, name)) for name in RECORD_FIELDS})
+    fields = RECORD_FIELDS if has_optional(board) else tuple(n for n in RECORD_FIELDS if n not in OPTIONAL_FIELDS)
+    rec.update({name: clean(getattr(row.stats, name)) for name in fields})
     return rec
 
 
@@ -227,6 +245,23 @@ def _md_measured(f: RowStats) -> str:
     return measured if f.measured_speedup_reliable or measured == "–" else "_unreliable_"
 
 
+def fmt_per_image(v: float | None) -> str:
+    return fmt_f(v, 4)
+
+
+def _md_latency_batched(f: RowStats) -> str:
+    if f.networks_differ:
+        return (f"{fmt_span(f.latency_batched_p50_per_seed, fmt_per_image)} / "
+                f"{fmt_span(f.latency_batched_p90_per_seed, fmt_per_image)}")
+    return f"{fmt_per_image(f.latency_batched_p50)} / {fmt_per_image(f.latency_batched_p90)}"
+
+
+def _md_measured_batched(f: RowStats) -> str:
+    measured = (fmt_span(f.measured_speedup_batched_range, fmt_x) if f.networks_differ
+                else fmt_x(f.measured_speedup_batched))
+    return measured if f.measured_speedup_batched_reliable or measured == "–" else "_unreliable_"
+
+
 # --- the terminal's cells: each number whole, a range or an interval on two lines ---------------------------
 
 def _t_span(values: Iterable[object] | None, fmt: Callable[[float], str]) -> str:
@@ -293,6 +328,7 @@ class Column:
     terminal_title: str | None = None
     terminal: Callable[[RowStats], str] | None = None
     terminal_align: Align | None = None  # where it differs from the page's
+    shown: Callable[[Board], bool] | None = None  # None: on every board; else only where it says so
 
     def header(self, board: Board | None) -> str:
         if board is not None and self.title_of is not None:
@@ -314,6 +350,21 @@ def latency_title(board: Board) -> str:
     devices = distinct([d for r in rows for d in stats_of(r).latency_device or []])
     return (f"Latency p50 / p90 ms (mean over seeds ‡; batch {fmt_list(batch)}, {threads_text(threads)}, "
             f"{fmt_list(devices)})")
+
+
+def batched_latency_title(board: Board) -> str:
+    from odnbench.report.boards import distinct, stats_of
+
+    batch = distinct([stats_of(r).latency_batched_batch for r in board.rows])
+    threads = distinct([t for r in board.rows for t in stats_of(r).latency_threads or []])
+    return (f"Latency at batch {fmt_list(batch)}, ms per image p50 / p90 (mean over seeds ‡; "
+            f"{threads_text(threads)})")
+
+
+def batched_speedup_title(board: Board) -> str:
+    from odnbench.report.boards import distinct, stats_of
+
+    return f"Speed-up measured at batch {fmt_list(distinct([stats_of(r).latency_batched_batch for r in board.rows]))} ‡"
 
 
 def threads_text(values: Iterable[object] | None) -> str:
@@ -376,6 +427,14 @@ COLUMNS: tuple[Column, ...] = (
     Column("measured_speedup", "Speed-up measured ‡",
            ("measured_speedup", "measured_speedup_range", "measured_speedup_reliable", "networks_differ"),
            _md_measured),
+    Column("latency_batched", "Latency at the larger batch, ms per image p50 / p90",
+           ("latency_batched_batch", "latency_batched_p50", "latency_batched_p90", "latency_batched_p50_per_seed",
+            "latency_batched_p90_per_seed", "latency_threads"), _md_latency_batched, title_of=batched_latency_title,
+           shown=has_optional),
+    Column("measured_speedup_batched", "Speed-up measured at the larger batch ‡",
+           ("latency_batched_batch", "measured_speedup_batched", "measured_speedup_batched_range",
+            "measured_speedup_batched_reliable", "networks_differ"), _md_measured_batched,
+           title_of=batched_speedup_title, shown=has_optional),
     Column("compute", "Training compute, MACs (own + dependencies)",
            ("cost_train_macs", "cost_own_train_macs", "cost_deps_train_macs"), _md_compute, terminal_title="Train\ncompute",
            terminal=lambda f: "n/r" if f.cost_train_macs is None else fmt_macs(f.cost_train_macs, ".3g")),
@@ -397,8 +456,8 @@ BY_KEY: dict[str, Column] = {c.key: c for c in COLUMNS}
 
 #: The page opens with these 9 columns (what a reader decides on); everything else is in DETAIL.
 MAIN = ("ranked", "depth", "top1_ci", "delta_ci", "delta_search", "size_mb", "macs", "compute", "verdict")
-DETAIL = ("ranked", "top1", "params", "size_mib", "latency", "macs_speedup", "measured_speedup", "cost_own", "cost",
-          "meets", "converged")
+DETAIL = ("ranked", "top1", "params", "size_mib", "latency", "latency_batched", "macs_speedup", "measured_speedup",
+          "measured_speedup_batched", "cost_own", "cost", "meets", "converged")
 ISO = ("iso_rank", "method", "top1_ci", "delta_ci", "size_mb_saved", "reduction", "macs", "macs_speedup",
        "measured_speedup", "compute", "converged")
 #: ``compare``'s summary: the main table's columns, narrow enough for 100 columns.
@@ -406,8 +465,9 @@ TERMINAL = ("tie_rank", "method", "depth", "top1_ci", "delta_ci", "size_mb", "ma
             "converged")
 
 
-def columns(keys: Sequence[str]) -> tuple[Column, ...]:
-    return tuple(BY_KEY[k] for k in keys)
+def columns(keys: Sequence[str], board: Board | None = None) -> tuple[Column, ...]:
+    """The columns of ``keys``; with ``board``, those it shows (a column with ``shown`` may leave it out)."""
+    return tuple(c for c in (BY_KEY[k] for k in keys) if board is None or c.shown is None or c.shown(board))
 
 
 def cells(f: RowStats) -> dict[str, str]:

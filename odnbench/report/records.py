@@ -29,7 +29,8 @@ def render_csv(boards: list[Board]) -> str:
     records = board_records(boards)
     buffer = io.StringIO()
     if records:
-        names = [k for k in records[0] if k != "keys"]
+        # Every record's fields in order (a board without the optional fields has fewer; its cells stay empty).
+        names = list(dict.fromkeys(k for rec in records for k in rec if k != "keys"))
         writer = csv.DictWriter(buffer, fieldnames=names, extrasaction="ignore", lineterminator="\n")
         writer.writeheader()
         for rec in records:

@@ -3,10 +3,17 @@
 A latency stored while cells ran side by side, or while other processes held the CPU, makes the
 measured speed-up noise. This reloads each ok result's model file (checked against its stored
 sha256; never unpickled), measures it with :func:`odnbench.metrics.latency_ms` under the stored
-measurement settings (warm-up, windows, iterations, the thread count the stored latency used),
-serially, and hands back results whose ``metrics.latency_ms`` is the new measurement, with the
-stored one kept under ``remeasured.stored``. Nothing is written back: ``result.json`` files are
-never changed, and the board says that its latency was re-measured, when and on what CPU.
+measurement settings (warm-up, windows, iterations, the thread count the stored latency used, and
+the precision and memory format the cell ran in), serially, at batch 1 and at a larger batch
+(``--latency-batch``, default :data:`LATENCY_BATCH`), and hands back results whose
+``metrics.latency_ms`` is the new batch-1 measurement (the stored one kept under
+``remeasured.stored``) and whose ``metrics.latency_ms_batched`` is the larger batch's (ms per call
+and ``ms_per_image_p50``/``_p90``). Each carries ``remeasured`` with the CPU it ran on. Nothing is
+written back: ``result.json`` files are never changed, and the board says how its latency was
+measured: serially, on which CPU, threads, both batch sizes, windows and iterations.
+
+A latency stored on test images (an early-exit network's, ``input: "images"``: its cost depends on
+the image) is kept as stored, with a line saying so: the report layer does not load data sets.
 """
 
 from __future__ import annotations
@@ -15,18 +22,32 @@ import copy
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from odnbench.result import Result
 
+#: The larger batch ``--remeasure-latency`` times besides batch 1 (``--latency-batch`` changes it).
+LATENCY_BATCH = 64
+#: Where the larger batch's measurement goes in the in-memory ``metrics`` (never written to result.json).
+BATCHED_KEY = "latency_ms_batched"
 
-def remeasure_latency(results: list[Result], results_dir: str | Path, say: Callable[[str], None] | None = None) -> list[Result]:
-    """Copies of ``results`` with re-measured latency (results without a loadable model stay as stored)."""
+
+def remeasure_latency(results: list[Result], results_dir: str | Path, say: Callable[[str], None] | None = None,
+                      batch_size: int = LATENCY_BATCH) -> list[Result]:
+    """Copies of ``results`` with re-measured latency at batch 1 and at ``batch_size`` (results without a
+    loadable model, or whose latency ran on test images, stay as stored)."""
     import torch
 
+    from odnbench.envinfo import cpu_name
+    from odnbench.execution import Execution
     from odnbench.metrics import latency_ms
     from odnbench.recipes import Recipe
     from odnbench.store import load_model
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 2:
+        raise ValueError(f"--latency-batch {batch_size!r} is not allowed; allowed: an integer >= 2 (batch 1 is "
+                         "always measured)")
+    cpu = cpu_name()
     out = []
     for r in results:
         lat = (r.metrics or {}).get("latency_ms")
@@ -34,23 +55,36 @@ def remeasure_latency(results: list[Result], results_dir: str | Path, say: Calla
         if not (r.ok and isinstance(lat, dict) and r.model_file and r.folder and isinstance(shape, list)):
             out.append(r)
             continue
+        if lat.get("input") == "images":
+            if say:
+                say(f"{r.folder}: latency not re-measured (it ran on test images, which the report does not load)")
+            out.append(r)
+            continue
         path = Path(results_dir) / r.folder / r.model_file
         expected = ((r.files or {}).get(r.model_file) or {}).get("sha256")
         try:
             model = load_model(path, device=torch.device("cpu"), expected_sha256=expected)
             recipe = Recipe.from_dict(r.config.get("recipe") or {"preset": r.config.get("preset")})
+            execution = Execution.for_recipe(recipe, torch.device("cpu"))  # the precision and layout it ran in
         except Exception as exc:  # a missing or changed model file: keep the stored latency, say why
             if say:
                 say(f"{r.folder}: latency not re-measured ({type(exc).__name__}: {str(exc)[:120]})")
             out.append(r)
             continue
+        model = execution.model(model).eval()
         threads = lat.get("threads") if isinstance(lat.get("threads"), int) else recipe.threads
-        new = latency_ms(model, tuple(shape), warmup=recipe.latency_warmup, windows=recipe.latency_windows,
-                         iters=recipe.latency_iters, threads=threads)
-        new["remeasured"] = {"stored": {k: v for k, v in lat.items() if k != "remeasured"}}
+        settings: dict[str, Any] = {"warmup": recipe.latency_warmup, "windows": recipe.latency_windows, "iters": recipe.latency_iters,
+                    "threads": threads, "execution": execution}
+        new = latency_ms(model, tuple(shape), **settings)
+        batched = latency_ms(model, tuple(shape), batch_size=batch_size, **settings)
+        where = {"cpu": cpu, "warmup": recipe.latency_warmup}
+        new["remeasured"] = {"stored": {k: v for k, v in lat.items() if k != "remeasured"}, **where}
+        batched["remeasured"] = where
         metrics = copy.deepcopy(r.metrics or {})  # (set: lat came from it)
         metrics["latency_ms"] = new
+        metrics[BATCHED_KEY] = batched
         out.append(dataclasses.replace(r, metrics=metrics, folder=r.folder))
         if say:
-            say(f"{r.folder}: latency p50 {lat.get('p50')} -> {new['p50']} ms{' (busy)' if new['busy'] else ''}")
+            say(f"{r.folder}: latency p50 {lat.get('p50')} -> {new['p50']} ms{' (busy)' if new['busy'] else ''}; "
+                f"batch {batch_size}: {batched['ms_per_image_p50']} ms per image{' (busy)' if batched['busy'] else ''}")
     return out

@@ -23,6 +23,7 @@ from odnbench.report.boards import (
     detectable,
     failure_reason,
     reference_note,
+    remeasured_text,
     stats_of,
     width_scale,
 )
@@ -37,10 +38,11 @@ from odnbench.report.columns import (
     cells,
     clean,
     columns,
+    has_optional,
     row_record,
     threads_text,
 )
-from odnbench.report.fmt import fmt_list, fmt_value, md_code, md_list, md_text, md_text_light
+from odnbench.report.fmt import fmt_list, fmt_value, md_code, md_list, md_text
 from odnbench.result import Result
 from odnbench.store import cell_dirname
 
@@ -113,9 +115,15 @@ def caption_line(board: Board) -> str:
     mixed = " (**mixed protocol versions: rows may not be comparable**)" if len(c["protocol"]) > 1 else ""
     seeds = c["seeds"]
     n_seeds = f"{len(seeds)} seed{'' if len(seeds) == 1 else 's'}"
-    shared = (f" Latency, throughput and training time were measured while up to {c['cells_at_once']} cells ran "
+    how = c.get("latency_measurement")
+    # A board whose latency was re-measured serially (--remeasure-latency) says how, here; the rest was
+    # still timed as the cells ran.
+    timed = "Throughput and training time were" if how else "Latency, throughput and training time were"
+    shared = (f" {timed} measured while up to {c['cells_at_once']} cells ran "
               "at once (compare --jobs / Ray): compare them only with the same setting, or rerun serially."
               if c.get("cells_at_once") else "")
+    if how:
+        shared += " " + remeasured_text(how, md_text)
     # Declared packages by their distribution name (env keys spell "-" as "_"), each escaped too.
     packages = "".join(f", {md_text(name.replace('_', '-'))} {md_list(c.get(name))}" for name in board.packages)
     # Every stored value escaped on its own (env strings are data: no newline, markup or HTML).
@@ -184,7 +192,9 @@ def definitions(board: Board) -> str:
             "Size MB = saved `state_dict` bytes / 1e6 (the paper's MB); MiB = fp32 parameter + buffer bytes / 2^20. "
             f"MACs = multiply-accumulates for one image (FLOPs / 2). Δ and speed-ups are against the "
             f"{md_code(board.baseline_name)} row "
-            "(speed-up measured = its latency p50 / this row's). Training compute = forward MACs per image of the network "
+            "(speed-up measured = its latency p50 / this row's"
+            + (", at the larger batch its ms per image / this row's" if has_optional(board) else "")
+            + "). Training compute = forward MACs per image of the network "
             "trained at each step × samples × 3 (forward + backward), summed over every phase (a depth search's "
             "warm-up, each searched depth, fine-tuning); the main table shows the method's own part + its "
             "dependencies' (every result it needed, each counted once: the trained network it started from, the "
@@ -273,15 +283,13 @@ def _ranked(board: Board, view: View) -> list[str]:
     if not board.rows:
         return ["_No finished results on this board._"]
     rows = [cells(stats_of(r)) for r in board.rows]
-    out = [markdown_table(rows, columns(MAIN), board), "", statistics_note(board)]
+    out = [markdown_table(rows, columns(MAIN, board), board), "", statistics_note(board)]
     if board.baseline is not None and (cut := stats_of(board.baseline).reference_cut_short):
         out += ["", f"{REFERENCE_MARK} **Reference not converged:** "
                     f"{md_text(cut)} (every Δ marked {REFERENCE_MARK})."]
-    out += ["", f"{_h(view)} Details", "", markdown_table(rows, columns(DETAIL), board)]
+    out += ["", f"{_h(view)} Details", "", markdown_table(rows, columns(DETAIL, board), board)]
     unreliable = any(not stats_of(r).measured_speedup_reliable for r in board.rows)
     out += ["", NETWORK_NOTE + (" " + BUSY_NOTE if unreliable else "")]
-    if board.caption.get("latency_remeasured"):
-        out += ["", md_text_light(board.caption["latency_remeasured"])]
     return out
 
 
@@ -329,7 +337,7 @@ def _iso(board: Board, view: View) -> list[str]:
     ranges = (["Rows whose seeds exported different networks sort by their largest seed's size (what every seed "
                "delivers), never by a mean."] if any(stats_of(r).networks_differ for r in iso) else [])
     notes = ranges + left_out
-    return [*out, markdown_table(iso_cells, columns(ISO), board), *([""] + [" ".join(notes)] if notes else [])]
+    return [*out, markdown_table(iso_cells, columns(ISO, board), board), *([""] + [" ".join(notes)] if notes else [])]
 
 
 def _reported(board: Board, view: View) -> list[str]:
