@@ -493,7 +493,8 @@ def run(methods, datasets, backbones, seeds, preset, sets, results, data_dir, do
 @click.option("--output", "-o", type=click.Path(path_type=Path), default=None, help="Write to a file.")
 @click.option("--remeasure-latency", is_flag=True,
               help="Reload every stored model and time its latency again, one at a time, at batch 1 and at "
-                   "--latency-batch, for this board (result.json files are not changed).")
+                   "--latency-batch, for this board (result.json files are not changed; the measurements are stored "
+                   "beside them in latency-remeasured.json, which later renders use).")
 @click.option("--latency-batch", type=click.IntRange(min=2), default=None,
               help="With --remeasure-latency: the larger batch timed besides batch 1, shown in ms per image "
                    "[default: 64].")
@@ -553,7 +554,8 @@ def _results_option(ctx, results):
 @click.option("--remeasure-latency", is_flag=True,
               help="Reload every stored model and time its latency again, one at a time, at batch 1 and at "
                    "--latency-batch; the pages use both and say how they were measured (result.json files are "
-                   "not changed).")
+                   "not changed; the measurements are stored beside them in latency-remeasured.json, so that a "
+                   "later publish without this flag reproduces the pages).")
 @click.option("--latency-batch", type=click.IntRange(min=2), default=None,
               help="With --remeasure-latency: the larger batch timed besides batch 1, shown in ms per image "
                    "[default: 64].")

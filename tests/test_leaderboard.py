@@ -610,10 +610,13 @@ def test_pareto_points_carry_no_text_that_could_overprint(stored):
     assert "full" in legend and "near" in legend
 
 
-def test_remeasure_latency_times_stored_models_again_and_never_rewrites_them(results_dir):
+def test_remeasure_latency_times_stored_models_again_and_never_rewrites_them(results_dir, tmp_path):
     """--remeasure-latency: each stored model reloaded and timed again, serially, at batch 1 and at a larger
     batch; the board uses both and says how it measured; the result.json files stay byte for byte as they
-    were, and a board not re-measured shows neither the larger batch nor the re-measure sentence."""
+    were, the measurements are stored beside them and used again by a plain render (which times nothing),
+    and a board never re-measured shows neither the larger batch nor the re-measure sentence."""
+    never, never_json, never_csv = (report.render(results_dir, fmt) for fmt in ("md", "json", "csv"))
+    results_dir = shutil.copytree(results_dir, tmp_path / "results")  # the module's folder stays un-measured
     before = {p: p.read_bytes() for p in Path(results_dir).glob("*/result.json")}
     (doc,) = [b for b in json.loads(report.render(results_dir, "json", remeasure_latency=True, latency_batch=4))
               if b["rows"]]
@@ -635,18 +638,34 @@ def test_remeasure_latency_times_stored_models_again_and_never_rewrites_them(res
     assert "Latency p50 / p90 ms (mean over seeds ‡; batch 1," in text
     assert "Latency at batch 4, ms per image p50 / p90" in text and "Speed-up measured at batch 4 ‡" in text
     assert {p: p.read_bytes() for p in Path(results_dir).glob("*/result.json")} == before
-    plain = report.render(results_dir, "md")
-    assert "re-measured" not in plain and "batch 4" not in plain and "ms per image" not in plain  # only when asked
-    (stored_doc,) = [b for b in json.loads(report.render(results_dir, "json")) if b["rows"]]
-    assert "latency_measurement" not in stored_doc["caption"]
-    assert not [k for r in stored_doc["rows"] for k in r if "batched" in k]
-    assert "batched" not in report.render(results_dir, "csv").splitlines()[0]
+    stored = sorted(Path(results_dir).glob("*/latency-remeasured.json"))
+    assert len(stored) == how["models"]
+    saved = json.loads(stored[0].read_text())
+    assert saved["key"] == json.loads((stored[0].parent / "result.json").read_text())["key"] and saved["model_sha256"]
+    # a render without --remeasure-latency uses the stored measurements: the same page, nothing timed
+    again = report.render(results_dir, "md")
+    assert again == text
+    # a measurement that is not this record's (another model's sha256) is ignored, with a line naming it
+    saved["model_sha256"] = "0" * 64
+    stored[0].write_text(json.dumps(saved))
+    said: list[str] = []
+    (doc2,) = [b for b in json.loads(report.render(results_dir, "json", say=said.append)) if b["rows"]]
+    assert doc2["caption"]["latency_measurement"]["models"] == how["models"] - 1
+    assert any("latency-remeasured.json ignored: its key or model sha256 is not this record's" in line for line in said)
+    assert "re-measured" not in never and "batch 4" not in never and "ms per image" not in never  # only when asked
+    (never_doc,) = [b for b in json.loads(never_json) if b["rows"]]
+    assert "latency_measurement" not in never_doc["caption"]
+    assert not [k for r in never_doc["rows"] for k in r if "batched" in k]
+    assert "batched" not in never_csv.splitlines()[0]
 
 
-def test_remeasure_times_in_the_cells_precision_and_keeps_a_latency_measured_on_images(results_dir, monkeypatch):
+def test_remeasure_times_in_the_cells_precision_and_keeps_a_latency_measured_on_images(results_dir, monkeypatch,
+                                                                                       tmp_path):
     """The re-measure runs as the harness measured: in the precision and memory format the cell's recipe
     names; a latency stored on test images (an early-exit network's) is kept, with a line saying why."""
     import dataclasses
+
+    results_dir = shutil.copytree(results_dir, tmp_path / "results")  # it stores what it measures
 
     from odnbench import metrics
     from odnbench.report.remeasure import remeasure_latency
@@ -676,6 +695,8 @@ def test_remeasure_times_in_the_cells_precision_and_keeps_a_latency_measured_on_
 def test_latency_batch_is_an_option_of_both_leaderboard_commands(results_dir, tmp_path):
     from odnbench.cli import cli
 
+    results_dir = shutil.copytree(results_dir, tmp_path / "results")  # it stores what it measures
+
     runner = CliRunner()
     done = runner.invoke(cli, ["leaderboard", "--results", str(results_dir), "--latency-batch", "8"])
     assert done.exit_code == 2 and "--latency-batch 8 needs --remeasure-latency" in done.output
@@ -686,7 +707,8 @@ def test_latency_batch_is_an_option_of_both_leaderboard_commands(results_dir, tm
                                "--remeasure-latency", "--latency-batch", "3"])
     assert done.exit_code == 0, done.output
     (page,) = [p for p in (tmp_path / "b").glob("*/README.md") if "Latency at batch 3" in p.read_text()]
-    assert "--remeasure-latency --latency-batch 3" in page.read_text()  # the page names the command that made it
+    # the page names the command that reproduces it: the measurements are stored, so no --remeasure-latency
+    assert "`odnbench leaderboard publish --results" in page.read_text() and "--latency-batch" not in page.read_text()
     assert "batch 3: " in done.output and "ms per image" in done.output  # what each model measured, as it goes
 
 

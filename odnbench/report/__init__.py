@@ -20,7 +20,8 @@ def render(results_dir: str | Path, fmt: str = "md", tolerance: float = DEFAULT_
            latency_batch: int | None = None) -> str:
     """The leaderboard of a results folder as markdown, JSON (one board document per board) or CSV;
     ``remeasure_latency``: time the stored models again, serially (:mod:`.remeasure`), at batch 1 and at
-    ``latency_batch`` (default :data:`.remeasure.LATENCY_BATCH`), instead of using stored latency."""
+    ``latency_batch`` (default :data:`.remeasure.LATENCY_BATCH`), instead of using stored latency (the
+    measurements are stored beside each record, and used again by a later render without it)."""
     from odnbench.report import markdown, records
 
     results = load_results(results_dir)
@@ -29,6 +30,10 @@ def render(results_dir: str | Path, fmt: str = "md", tolerance: float = DEFAULT_
         from odnbench.report.remeasure import remeasure_latency as remeasure
 
         results = remeasure(results, results_dir, say=say, batch_size=latency_batch or LATENCY_BATCH)
+    else:
+        from odnbench.report.remeasure import stored_remeasures
+
+        results = stored_remeasures(results, results_dir, say=say)
     boards = build_boards(results, tolerance=tolerance)
     if fmt == "json":
         return records.render_json(boards)

@@ -974,7 +974,8 @@ def remeasured_text(how: dict[str, Any], escape: Callable[[object], str] = str) 
             + f"; p50 and p90 of {listed(how.get('windows'))} timed windows × {listed(how.get('iters_per_window'))} "
             f"calls each, after {listed(how.get('warmup'))} warm-up calls"
             + (f"; batch {listed(larger)} in ms per image (a call's time / {listed(larger)})" if larger else "")
-            + ". Latency and measured speed-ups use those numbers; the stored result.json files keep their own.")
+            + ". Latency and measured speed-ups use those numbers, stored beside each record in "
+            "latency-remeasured.json; the result.json files keep their own.")
 
 
 def _add_references(board: Board) -> None:

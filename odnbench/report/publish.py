@@ -60,10 +60,8 @@ def publish_command(results: str | Path, out: str | Path, tolerance: float, reme
     cmd = ["odnbench", "leaderboard", "publish", "--results", str(results), "--out", str(out)]
     if float(tolerance) != lb.DEFAULT_TOLERANCE:
         cmd += ["--tolerance", f"{float(tolerance):g}"]
-    if remeasure_latency:
-        cmd += ["--remeasure-latency"]
-        if latency_batch is not None and latency_batch != LATENCY_BATCH:
-            cmd += ["--latency-batch", str(latency_batch)]
+    # --remeasure-latency is left out: its measurements are stored beside the records, so this command
+    # reproduces the page (the caption says how latency was measured).
     return shlex.join(cmd)
 
 
@@ -97,6 +95,10 @@ def publish(results_dir: str | Path, out_dir: str | Path, tolerance: float = lb.
         from odnbench.report.remeasure import remeasure_latency as remeasure
 
         results = remeasure(results, results_dir, say=say, batch_size=latency_batch or LATENCY_BATCH)
+    else:  # an earlier --remeasure-latency's stored measurements: republishing reproduces the pages
+        from odnbench.report.remeasure import stored_remeasures
+
+        results = stored_remeasures(results, results_dir, say=say)
     boards = lb.build_boards(results, tolerance=tolerance)
     # Built aside, then swapped in: a failure (disk full, a bad record) leaves the old board set whole.
     out_dir.parent.mkdir(parents=True, exist_ok=True)

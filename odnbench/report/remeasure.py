@@ -8,9 +8,16 @@ the precision and memory format the cell ran in), serially, at batch 1 and at a 
 (``--latency-batch``, default :data:`LATENCY_BATCH`), and hands back results whose
 ``metrics.latency_ms`` is the new batch-1 measurement (the stored one kept under
 ``remeasured.stored``) and whose ``metrics.latency_ms_batched`` is the larger batch's (ms per call
-and ``ms_per_image_p50``/``_p90``). Each carries ``remeasured`` with the CPU it ran on. Nothing is
-written back: ``result.json`` files are never changed, and the board says how its latency was
-measured: serially, on which CPU, threads, both batch sizes, windows and iterations.
+and ``ms_per_image_p50``/``_p90``). Each carries ``remeasured`` with the CPU it ran on. The board
+says how its latency was measured: serially, on which CPU, threads, both batch sizes, windows and
+iterations.
+
+``result.json`` files are never changed: each new measurement is stored beside its record, in
+:data:`REMEASURED_FILE` (the cell's key and its model file's sha256 with both measurements), so that
+every number on a published page traces to a stored file, and a later ``leaderboard`` or
+``leaderboard publish`` without ``--remeasure-latency`` uses it again (:func:`stored_remeasures`):
+republishing reproduces the page without timing anything. A file whose key or model sha256 does not
+match its record is ignored with a line saying so.
 
 A latency stored on test images (an early-exit network's, ``input: "images"``: its cost depends on
 the image) is kept as stored, with a line saying so: the report layer does not load data sets.
@@ -20,6 +27,8 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import json
+import math
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -30,6 +39,10 @@ from odnbench.result import Result
 LATENCY_BATCH = 64
 #: Where the larger batch's measurement goes in the in-memory ``metrics`` (never written to result.json).
 BATCHED_KEY = "latency_ms_batched"
+#: The file beside a result.json that keeps its re-measured latency (JSON; read as data only).
+REMEASURED_FILE = "latency-remeasured.json"
+#: Its largest allowed size (it holds two latency dicts).
+MAX_REMEASURED_BYTES = 256 * 1024
 
 
 def remeasure_latency(results: list[Result], results_dir: str | Path, say: Callable[[str], None] | None = None,
@@ -80,11 +93,65 @@ def remeasure_latency(results: list[Result], results_dir: str | Path, say: Calla
         where = {"cpu": cpu, "warmup": recipe.latency_warmup}
         new["remeasured"] = {"stored": {k: v for k, v in lat.items() if k != "remeasured"}, **where}
         batched["remeasured"] = where
-        metrics = copy.deepcopy(r.metrics or {})  # (set: lat came from it)
-        metrics["latency_ms"] = new
-        metrics[BATCHED_KEY] = batched
-        out.append(dataclasses.replace(r, metrics=metrics, folder=r.folder))
+        _store(Path(results_dir) / r.folder / REMEASURED_FILE, r.key, expected, new, batched)
+        out.append(_with_latency(r, new, batched))
         if say:
             say(f"{r.folder}: latency p50 {lat.get('p50')} -> {new['p50']} ms{' (busy)' if new['busy'] else ''}; "
                 f"batch {batch_size}: {batched['ms_per_image_p50']} ms per image{' (busy)' if batched['busy'] else ''}")
     return out
+
+
+def _with_latency(r: Result, new: dict, batched: dict) -> Result:
+    metrics = copy.deepcopy(r.metrics or {})
+    metrics["latency_ms"] = new
+    metrics[BATCHED_KEY] = batched
+    return dataclasses.replace(r, metrics=metrics, folder=r.folder)
+
+
+def _store(path: Path, key: str | None, model_sha256: str | None, new: dict, batched: dict) -> None:
+    from odnbench.store import atomic_write_bytes
+
+    doc = {"schema": 1, "key": key, "model_sha256": model_sha256, "latency_ms": new, BATCHED_KEY: batched}
+    atomic_write_bytes(path, (json.dumps(doc, indent=1, sort_keys=True) + "\n").encode())
+
+
+def stored_remeasures(results: list[Result], results_dir: str | Path,
+                      say: Callable[[str], None] | None = None) -> list[Result]:
+    """Copies of ``results`` with the latency an earlier ``--remeasure-latency`` stored beside each
+    record (:data:`REMEASURED_FILE`), where its key and model sha256 match the record; the others as
+    stored. Read as JSON only, bounded in size and nesting; a file that does not fit is named and ignored."""
+    from odnbench.safeio import parse_json, read_regular
+
+    out = []
+    for r in results:
+        path = Path(results_dir) / r.folder / REMEASURED_FILE if r.ok and r.folder else None
+        if path is None or not path.is_file() or path.is_symlink():
+            out.append(r)
+            continue
+        expected = ((r.files or {}).get(r.model_file or "") or {}).get("sha256")
+        try:
+            doc = parse_json(read_regular(path, MAX_REMEASURED_BYTES), strict=True)
+            why = _remeasured_problem(doc, r.key, expected)
+        except (OSError, ValueError) as exc:
+            why = f"unreadable ({str(exc)[:120]})"
+        if why:
+            if say:
+                say(f"{r.folder}: {REMEASURED_FILE} ignored: {why}")
+            out.append(r)
+            continue
+        out.append(_with_latency(r, doc["latency_ms"], doc[BATCHED_KEY]))
+    return out
+
+
+def _remeasured_problem(doc: Any, key: str | None, model_sha256: str | None) -> str | None:
+    if not isinstance(doc, dict) or doc.get("schema") != 1:
+        return "not a schema-1 re-measurement"
+    if doc.get("key") != key or not model_sha256 or doc.get("model_sha256") != model_sha256:
+        return "its key or model sha256 is not this record's"
+    for name in ("latency_ms", BATCHED_KEY):
+        lat = doc.get(name)
+        if not (isinstance(lat, dict) and isinstance(lat.get("remeasured"), dict)
+                and all(isinstance(lat.get(k), (int, float)) and not isinstance(lat.get(k), bool)
+                        and math.isfinite(lat[k]) and lat[k] >= 0 for k in ("p50", "p90"))):
+            return f"its {name} is not a measured latency"
+    return None
