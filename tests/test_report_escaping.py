@@ -113,3 +113,15 @@ def test_every_output_escapes_the_same_hostile_names(hostile, tmp_path):
     assert "\x1b" not in text and "\x07" not in text
     assert max(len(line) for line in text.splitlines()) <= 100
     assert "base" in text and "Δ base" in text
+
+
+def test_a_long_plot_label_keeps_its_end_which_tells_rows_apart():
+    """Two rows whose labels share a long start (grid-wide parameters) and differ at the end stay
+    distinguishable in a legend: the cut is in the middle, at most 80 characters, one line."""
+    from odnbench.report.plots import _text
+
+    common = "odn (finetune_max_epochs=30, finetune_schedule=plateau, max_epochs_per_depth=30, "
+    a, b = _text(common + "target=98.5, target_mode=fixed) seed 0"), _text(common + "target=none) seed 0")
+    assert len(a) == 80 and len(b) <= 80 and a != b and "\n" not in a
+    assert a.startswith("odn (") and a.endswith("target_mode=fixed) seed 0") and "…" in a
+    assert _text("short $label$") == r"short \$label\$"

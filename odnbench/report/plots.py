@@ -59,7 +59,10 @@ def _text(name: str, limit: int = 80) -> str:
     """Stored text as a plot label: one line of at most ``limit`` characters (a longer one would push
     the axes out of the figure), no control characters, no matplotlib mathtext (``$``)."""
     text = " ".join(terminal_text(name).split())
-    return (text if len(text) <= limit else text[:limit - 1] + "…").replace("$", r"\$")
+    if len(text) > limit:  # cut the middle: the end says which row (the parameter that varies, the seed)
+        head = (limit - 1) // 2
+        text = text[:head] + "…" + text[len(text) - (limit - 1 - head):]
+    return text.replace("$", r"\$")
 
 
 def _png_bytes(fig: Figure) -> bytes:
