@@ -67,8 +67,16 @@ def _text(name: str, limit: int = 80) -> str:
 
 def _png_bytes(fig: Figure) -> bytes:
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=DPI, metadata=PNG_METADATA)
+    # bbox "tight": the legend below the axes is part of the picture, however many rows a board has
+    fig.savefig(buffer, format="png", dpi=DPI, metadata=PNG_METADATA, bbox_inches="tight")
     return buffer.getvalue()
+
+
+def _fit_legend(fig: Figure, legend_rows: int, per_row: float = 0.17, room: int = 8) -> None:
+    """Grow the figure by the legend rows beyond ``room`` (the axes keep their height), then lay it out."""
+    width, height = fig.get_size_inches()
+    fig.set_size_inches(width, height + per_row * max(0, legend_rows - room))
+    fig.tight_layout()
 
 
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*"]
@@ -238,9 +246,11 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
                  + ("\nsmall markers on a dotted line: each seed of a row whose seeds exported different networks"
                     if spans else ""))
         ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
-        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=2, frameon=False,
+        # Two columns while labels are short; one, on a taller figure, when many long labels would not fit.
+        ncol = 2 if max((len(str(h.get_label())) for h in handles), default=0) <= 45 else 1
+        ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, frameon=False,
                   title=title, title_fontsize=8.0)
-        fig.tight_layout()
+        _fit_legend(fig, math.ceil(len(handles) / ncol))
         return fig
 
 
@@ -541,7 +551,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
                         "intermediate models)"
                   + ("\n▼ at the floor: a point below the axis, with its top-1" if clipped else ""),
                   title_fontsize=7.5)
-        fig.tight_layout()
+        _fit_legend(fig, len(ax.get_legend().get_texts()))
         return fig
 
 
