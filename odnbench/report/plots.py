@@ -546,12 +546,12 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         ax.set_ylabel("Top-1 % on test (mean, 95 % CI over seeds)")
         ax.set_title(f"{_text(board.key_title)}: trade-off curves, top-1 against {'size' if attr == 'size_mb' else 'MACs'}")
         ax.grid(True, lw=0.4, alpha=0.5)
-        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
-                  title="dashed: one result's models per depth (a depth search's below its chosen depth: "
-                        "intermediate models)"
-                  + ("\n▼ at the floor: a point below the axis, with its top-1" if clipped else ""),
-                  title_fontsize=7.5)
-        _fit_legend(fig, len(ax.get_legend().get_texts()))
+        legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
+                           title="dashed: one result's models per depth (a depth search's below its chosen "
+                                 "depth: intermediate models)"
+                           + ("\n▼ at the floor: a point below the axis, with its top-1" if clipped else ""),
+                           title_fontsize=7.5)
+        _fit_legend(fig, len(legend.get_texts()))
         return fig
 
 

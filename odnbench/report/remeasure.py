@@ -101,14 +101,14 @@ def remeasure_latency(results: list[Result], results_dir: str | Path, say: Calla
     return out
 
 
-def _with_latency(r: Result, new: dict, batched: dict) -> Result:
+def _with_latency(r: Result, new: dict[str, Any], batched: dict[str, Any]) -> Result:
     metrics = copy.deepcopy(r.metrics or {})
     metrics["latency_ms"] = new
     metrics[BATCHED_KEY] = batched
     return dataclasses.replace(r, metrics=metrics, folder=r.folder)
 
 
-def _store(path: Path, key: str | None, model_sha256: str | None, new: dict, batched: dict) -> None:
+def _store(path: Path, key: str | None, model_sha256: str | None, new: dict[str, Any], batched: dict[str, Any]) -> None:
     from odnbench.store import atomic_write_bytes
 
     doc = {"schema": 1, "key": key, "model_sha256": model_sha256, "latency_ms": new, BATCHED_KEY: batched}
