@@ -737,3 +737,30 @@ def test_the_report_knows_every_env_key_that_is_not_a_package():
     assert tuple(envinfo.fingerprint(torch.device("cpu"))) == envinfo.FINGERPRINT_KEYS
     settings = Execution(device=torch.device("cpu"), notes=["a note"]).env()
     assert lb.env_packages([{**envinfo.fingerprint(torch.device("cpu")), **settings, "executor": {}}]) == []
+
+
+def test_publish_never_touches_what_it_does_not_own_inside_out(results_dir, tmp_path, monkeypatch):
+    """The committed layout publishes into the folder that holds the results (`--results
+    leaderboards/results --out leaderboards`). A record a running compare writes while the pages are
+    built, and any other file there, survive the publish: only the index and the board folders are
+    staged and swapped."""
+    from odnbench.report import publish as pub
+
+    out = tmp_path / "boards"
+    results = shutil.copytree(results_dir, out / "results")
+    (out / "grids").mkdir()
+    (out / "grids" / "g.toml").write_text("seeds = [0]\n")
+    pub.publish(results, out)  # a first publish: the board folders and index exist
+    real = pub._remove_stale
+
+    def meanwhile(staging, current, report):  # a cell finishes while this publish writes its pages
+        (out / "results" / "late-cell").mkdir()
+        (out / "results" / "late-cell" / "result.json").write_text("{}")
+        return real(staging, current, report)
+
+    monkeypatch.setattr(pub, "_remove_stale", meanwhile)
+    done = pub.publish(results, out)
+    assert (out / "results" / "late-cell" / "result.json").read_text() == "{}"
+    assert (out / "grids" / "g.toml").read_text() == "seeds = [0]\n"
+    assert (out / "README.md").is_file() and all((out / b.slug / "README.md").is_file() for b in done.boards)
+    assert not list(tmp_path.glob(".boards.*"))  # no staging or old folder left beside it

@@ -100,13 +100,18 @@ def publish(results_dir: str | Path, out_dir: str | Path, tolerance: float = lb.
 
         results = stored_remeasures(results, results_dir, say=say)
     boards = lb.build_boards(results, tolerance=tolerance)
-    # Built aside, then swapped in: a failure (disk full, a bad record) leaves the old board set whole.
+    # Built aside, then swapped in: a failure (disk full, a bad record) leaves the old boards whole. Only
+    # publish's own files are staged and swapped: a results folder inside --out (leaderboards/results)
+    # that a running compare writes into is never copied or replaced, so nothing it writes is lost.
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     cleaned = clean_stale_staging(out_dir)
     staging = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.publish-{os.getpid()}-"))
     try:
-        if out_dir.is_dir():  # what is there stays (files of ours are rewritten or removed below)
-            shutil.copytree(out_dir, staging, symlinks=True, dirs_exist_ok=True)
+        for entry in _owned_entries(out_dir):  # ours stays (rewritten or removed below); nothing else is copied
+            if entry.is_dir():
+                shutil.copytree(entry, staging / entry.name, symlinks=True)
+            else:
+                shutil.copy2(entry, staging / entry.name)
         report = PublishReport(staging, boards)
         report.notes += [f"removed {p.name}, left beside --out by an interrupted publish" for p in cleaned]
         report.notes += [f"{folder.name}: {why}" for folder, why in lb.skipped_results(results_dir)]
@@ -161,20 +166,43 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _owned_entries(out_dir: Path) -> list[Path]:
+    """What publish owns at the top of ``out_dir``: its index and the board folders whose page it
+    generated. Anything else there (a results folder that ``compare`` may be writing into right now,
+    grid files, scripts) is never copied, moved or replaced."""
+    if not out_dir.is_dir():
+        return []
+    owned = []
+    for entry in sorted(out_dir.iterdir()):
+        page = entry / PAGE if entry.is_dir() and not entry.is_symlink() else entry
+        if entry.is_symlink() or not (entry.is_dir() or entry.name == INDEX) or not page.is_file() or page.is_symlink():
+            continue
+        with open(page, "rb") as f:
+            if f.read(len(GENERATED_MARKER.encode())) == GENERATED_MARKER.encode():
+                owned.append(entry)
+    return owned
+
+
 def _swap(staging: Path, out_dir: Path) -> None:
-    """Put the finished set in place of ``out_dir`` (two renames on one file system)."""
+    """Put the finished index and board folders in place of their old versions in ``out_dir``, one
+    rename each (on one file system); what publish does not own stays where it is, untouched."""
     if not out_dir.exists():
         os.rename(staging, out_dir)
         return
     old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-{os.getpid()}-"))
-    os.rmdir(old)
-    os.rename(out_dir, old)
-    try:
-        os.rename(staging, out_dir)
-    except BaseException:
-        os.rename(old, out_dir)  # put the old set back
-        raise
+    for entry in sorted(staging.iterdir()):
+        target = out_dir / entry.name
+        if entry.is_dir() and target.exists():
+            os.rename(target, old / entry.name)
+            try:
+                os.rename(entry, target)
+            except BaseException:
+                os.rename(old / entry.name, target)  # put the old board back
+                raise
+        else:
+            os.replace(entry, target)
     shutil.rmtree(old, ignore_errors=True)
+    shutil.rmtree(staging, ignore_errors=True)
 
 
 def _write(path: Path, data: str | bytes, report: PublishReport) -> None:
