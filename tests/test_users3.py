@@ -195,9 +195,10 @@ def test_dry_run_lists_the_committed_grid_as_stored_and_trains_nothing(tmp_path)
                    "--results", results])
     assert out.exit_code == 0, out.output
     cells = [line for line in out.stdout.splitlines() if line.startswith("[")]
-    assert len(cells) == 51 and all(": stored (" in line for line in cells)
-    assert any(line.startswith("[3/51] oracle (train_all=False) | mnist5k") and "needs [1]" in line for line in cells)
-    assert out.stdout.splitlines()[-1] == "51 stored, 0 to run"
+    assert len(cells) == 145 and all(": stored (" in line for line in cells)
+    assert any(line.startswith("[4/145] oracle (train_all=False, schedule=odn,") and "| mnist5k |" in line
+               and "needs [1]" in line for line in cells)
+    assert out.stdout.splitlines()[-1] == "145 stored, 0 to run"
     assert sorted((p.name, p.stat().st_mtime_ns) for p in results.rglob("*")) == before  # nothing written
 
 
