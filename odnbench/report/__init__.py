@@ -23,17 +23,9 @@ def render(results_dir: str | Path, fmt: str = "md", tolerance: float = DEFAULT_
     ``latency_batch`` (default :data:`.remeasure.LATENCY_BATCH`), instead of using stored latency (the
     measurements are stored beside each record, and used again by a later render without it)."""
     from odnbench.report import markdown, records
+    from odnbench.report.remeasure import with_latency
 
-    results = load_results(results_dir)
-    if remeasure_latency:
-        from odnbench.report.remeasure import LATENCY_BATCH
-        from odnbench.report.remeasure import remeasure_latency as remeasure
-
-        results = remeasure(results, results_dir, say=say, batch_size=latency_batch or LATENCY_BATCH)
-    else:
-        from odnbench.report.remeasure import stored_remeasures
-
-        results = stored_remeasures(results, results_dir, say=say)
+    results = with_latency(load_results(results_dir), results_dir, remeasure_latency, latency_batch, say)
     boards = build_boards(results, tolerance=tolerance)
     if fmt == "json":
         return records.render_json(boards)

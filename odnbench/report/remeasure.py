@@ -155,3 +155,11 @@ def _remeasured_problem(doc: Any, key: str | None, model_sha256: str | None) -> 
                         and math.isfinite(lat[k]) and lat[k] >= 0 for k in ("p50", "p90"))):
             return f"its {name} is not a measured latency"
     return None
+
+
+def with_latency(results: list[Result], results_dir: str | Path, remeasure: bool, batch_size: int | None,
+                 say: Callable[[str], None] | None = None) -> list[Result]:
+    """The latency a board shows: timed again now (``remeasure``), else an earlier re-measure's stored files."""
+    if remeasure:
+        return remeasure_latency(results, results_dir, say=say, batch_size=batch_size or LATENCY_BATCH)
+    return stored_remeasures(results, results_dir, say=say)
