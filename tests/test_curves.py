@@ -297,6 +297,26 @@ def test_depth_points_far_below_every_row_are_marked_at_the_floor_not_squashing_
     assert ax.get_ylim()[0] < 93.0 and not ax.texts
 
 
+def test_a_low_tau_end_of_an_early_exit_curve_is_marked_at_the_floor_like_a_shallow_depth():
+    """τ = 0 exits every image at the first head (31 %): that end of the curve, like a 1-block depth
+    point, must not stretch the axis over the rows at 96-98 %; each clipped point keeps its label."""
+    from odnbench.report.plots import curves_figure
+
+    def exits(tops):
+        return [{"depth": None, "exits": {"threshold": tau}, "top1": t, "size_mb": 1.0, "macs": 1000 * (i + 1)}
+                for i, (tau, t) in enumerate(zip((0.0, 0.5, 0.9, 0.99), tops))]
+
+    rows = [result("full", 0, 98.0, 1.0), result("prune", 0, 96.0, 0.2, {"ratio": 0.8, "match": None})]
+    low = board([*rows, result("early-exit", 0, 97.0, 1.0, curve=exits([31.0, 48.0, 96.5, 97.0]))])
+    ax = curves_figure(low, "macs", "MACs").axes[0]
+    assert 90.0 < ax.get_ylim()[0] < 96.0
+    assert sorted(t.get_text() for t in ax.texts) == sorted(["τ=0: 31.0", "τ=0.5: 48.0"])
+    lines = {t.get_text(): t.xyann[1] for t in ax.texts}  # near each other on screen: one above the other
+    assert lines["τ=0: 31.0"] != lines["τ=0.5: 48.0"]
+    ax = curves_figure(low, "size_mb", "Size").axes[0]  # τ moves MACs, not size: no τ curve, nothing on the floor
+    assert not ax.texts and ax.get_ylim()[0] < 96.0
+
+
 def test_a_depth_point_on_one_seed_of_three_is_marked_and_never_on_the_pareto_front_nor_best():
     """The oracle tried depth 4 on seed 0 only: that point is a mean of one seed, so it is marked n=1 and
     kept out of the front although it would beat every other point there."""

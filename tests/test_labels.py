@@ -144,3 +144,19 @@ def test_slim_and_blockdrop_matched_on_the_smoke_preset_store_what_matching_over
     assert stored["slim", None]["facts"]["unused_params"] is None
     assert stored["blockdrop", None]["facts"]["unused_params"] is None
     assert all(schema_problems(d) == [] for d in stored.values())
+
+
+def test_the_depth_search_row_is_the_one_closest_to_its_defaults_not_the_shortest_label():
+    """Two odn rows: the paper's fixed target (two parameters set) happens to have the shorter label;
+    the Δ-vs column still compares against the row that keeps odn's defaults."""
+    defaults = {"target": None, "target_mode": "auto"}
+    rs = []
+    for seed in (0, 1):
+        rs.append(result("full", seed, 98.0))
+        rs.append(result("odn", seed, 97.0, dict(defaults), defaults=defaults))
+        rs.append(result("odn", seed, 96.0, {"target": 9, "target_mode": "fixed"}, defaults=defaults))
+    (board,) = lb.build_boards(rs)
+    fixed = next(r for r in board.rows if r.params_config.get("target_mode") == "fixed")
+    assert len(fixed.label) < len(board.search.label)  # the old rule (shortest label) would pick it
+    assert board.search.params_config == defaults
+    assert lb.stats_of(fixed).search == board.search.label

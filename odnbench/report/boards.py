@@ -487,12 +487,20 @@ DEPTH_SEARCH_ROLE = "depth-search"
 
 
 def pick_depth_search(rows: list[Row]) -> Row | None:
-    """The depth search's row (ODN's): its stored role, or the legacy one of its method; the one with the
-    method's defaults (shortest label) first."""
+    """The depth search's row (ODN's): its stored role, or the legacy one of its method; the one closest to
+    the method's defaults (fewest parameters set away from them, then the shortest label) first."""
     found = [r for r in rows if (next((x.role for x in r.results if x.role in ("depth-search", "depth-oracle")), None)
                                  or LEGACY_DEPTH_ROLES.get(r.method)) == DEPTH_SEARCH_ROLE]
-    found.sort(key=lambda r: (bool(r.params_config) and r.label != r.method, len(r.label), r.label))
+    found.sort(key=lambda r: (bool(r.params_config) and r.label != r.method, _away_from_defaults(r),
+                              len(r.label), r.label))
     return found[0] if found else None
+
+
+def _away_from_defaults(row: Row) -> int:
+    """How many of a row's parameters differ from the defaults stored with its first result."""
+    defaults = row.results[0].defaults or {} if row.results else {}
+    return sum(k not in defaults or canonical_json(defaults[k]) != canonical_json(v)
+               for k, v in row.params_config.items())
 
 
 def match_missed(row: Row) -> str | None:

@@ -506,9 +506,9 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         fig = Figure(figsize=CURVES_FIGSIZE, dpi=DPI)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot(1, 1, 1)
-        for fam in families:
-            if fam.kind == "exits" and attr == "size_mb":  # one network at every τ: only MACs move
-                continue
+        # an early-exit network is one network at every τ: only MACs move, so its τ curve is not drawn on size
+        drawn = [f for f in families if not (f.kind == "exits" and attr == "size_mb")]
+        for fam in drawn:
             pts = sorted(fam.points, key=lambda p: getattr(p, attr))
             xs = [getattr(p, attr) / scale for p in pts]
             ys = [p.top1 for p in pts]
@@ -517,8 +517,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.errorbar(xs, ys, yerr=[ci_half(p.std, p.n) for p in pts], fmt=marker,
                         ls={"depth": "--", "seeds": "none", "exits": "-."}.get(fam.kind, "-"), color=colour, ms=6,
                         capsize=3, lw=1.2, elinewidth=0.9,
-                        label=_text(fam.name if len(fam.name) < 70 else fam.name[:67] + "...")
-                        + (" (each seed)" if fam.kind == "seeds" else ""), zorder=3)
+                        label=_text(fam.name + (" (each seed)" if fam.kind == "seeds" else "")), zorder=3)
             for p in pts:  # a point on fewer seeds than the board: hollow, with its n
                 if p.marked(board_n) and fam.kind != "seeds":
                     x = getattr(p, attr) / scale
@@ -540,7 +539,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        clipped = _clip_low_depth_points(ax, families, attr, scale, colours)
+        clipped = _clip_low_curve_points(ax, drawn, attr, scale, colours)
         ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean, 95 % CI over seeds)")
@@ -555,15 +554,20 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         return fig
 
 
-def _clip_low_depth_points(ax: Any, families: Sequence[Family], attr: str, scale: float,
+#: Pixels between two floor labels' anchors under which the second goes above the first (a label is ~70 px wide).
+FLOOR_LABEL_PX = 75.0
+
+
+def _clip_low_curve_points(ax: Any, families: Sequence[Family], attr: str, scale: float,
                            board_colours_of: dict[str, str] | None = None) -> int:
-    """When per-depth points reach far below every other point (a 1-block net at 70 % against rows at
-    95-98 %), end the y axis under the other points and mark each lower point at the floor with its
+    """When per-depth or per-τ points reach far below every other point (a 1-block net at 70 % against
+    rows at 95-98 %), end the y axis under the other points and mark each lower point at the floor with its
     value. Returns how many points were marked (0: the axis was left as it was)."""
     def low(p: Point) -> float:
         return p.top1 - ci_half(p.std, p.n)
 
-    rows = [low(p) for f in families if f.kind != "depth" for p in f.points]
+    # the weak end of a curve (a shallow depth, a τ that exits everything early) may be clipped; rows may not
+    rows = [low(p) for f in families if f.kind not in ("depth", "exits") for p in f.points]
     points = [(i, p) for i, f in enumerate(families) for p in f.points]
     if not rows or min(low(p) for _, p in points) > min(rows) - CURVES_CLIP_SPAN:
         return 0
@@ -571,10 +575,13 @@ def _clip_low_depth_points(ax: Any, families: Sequence[Family], attr: str, scale
     floor = min(rows) - 1.0
     ax.set_ylim(floor, min(ax.get_ylim()[1], max(p.top1 + ci_half(p.std, p.n) for _, p in points) + 0.5))
     below = [(i, p) for i, p in points if p.top1 < floor]
-    stacked: dict[float, int] = {}  # labels at one x (the same depth of two curves) go one above the other
-    for i, p in below:
+    placed: list[tuple[float, int]] = []  # (x on screen, line): a label near another goes on the lowest free line
+    for i, p in sorted(below, key=lambda ip: getattr(ip[1], attr)):
         x = getattr(p, attr) / scale
-        n = stacked[x] = stacked.get(x, -1) + 1
+        at = float(ax.transData.transform((x, floor))[0])
+        taken = {line for other, line in placed if abs(at - other) < FLOOR_LABEL_PX}
+        n = min(set(range(len(taken) + 1)) - taken)
+        placed.append((at, n))
         colour = board_colours_of.get(families[i].method, "grey")
         ax.plot([x], [floor], marker="v", color=colour, ms=7, clip_on=False, zorder=4)
         ax.annotate(f"{p.label}: {p.top1:.1f}", (x, floor), xytext=(5, 3 + 8 * n), textcoords="offset points",
