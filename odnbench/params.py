@@ -28,6 +28,9 @@ class Param:
     ``omit_default``: while the parameter holds its default it is left out of the cell's config,
     and so of its key (the method still receives it in ``ctx.params``). For a parameter added to
     a method whose results are already stored: those cells keep their keys and resume.
+    ``replaces_recipe``: the recipe field this parameter takes the place of for its method while it
+    is set (not None), e.g. full's ``epochs`` for ``recipe.epochs``; planning then refuses a
+    ``--set recipe.FIELD`` that only such methods would receive, naming the parameter to set instead.
     """
 
     name: str
@@ -42,6 +45,7 @@ class Param:
     lt: float | None = None
     omit_default: bool = False
     sweep: bool = False
+    replaces_recipe: str | None = None
 
     def __post_init__(self) -> None:
         if self.type not in _PARAM_TYPES:

@@ -71,13 +71,37 @@ def check_overrides(registry: Registry, overrides: dict[str, dict[str, str]]) ->
                     raise OdnbenchError(f"--set {exc}{several}") from None
 
 
-def check_recipe_use(registry: Registry, methods: list[str], recipe_overrides: dict[str, str]) -> None:
+def _replaced_fields(registry: Registry, method: str, preset: str, datasets: list[str],
+                     method_sets: dict[str, str], set_by_entry: set[str]) -> dict[str, str]:
+    """The recipe fields a method's parameters replace in this grid (``Param.replaces_recipe``, set to a
+    value on every dataset), each with the sentence that says so. A parameter a grid entry sets per row
+    is left out: some rows may set it to none."""
+    out = {}
+    for p in registry.method(method).params:
+        if not p.replaces_recipe or p.name in set_by_entry or not datasets:
+            continue
+        sets = {p.name: method_sets[p.name]} if p.name in method_sets and "," not in method_sets[p.name] else {}
+        values = {resolve_params(registry, method, preset, d, sets).get(p.name) for d in datasets}
+        if None not in values:
+            how = "set by --set" if sets else f"preset {preset}'s value"
+            out[p.replaces_recipe] = (f"{method}.{p.name}={'/'.join(sorted(map(str, values)))} ({how}) replaces "
+                                      f"recipe.{p.replaces_recipe} for it; --set {method}.{p.name}=VALUE instead")
+    return out
+
+
+def check_recipe_use(registry: Registry, methods: list[str], recipe_overrides: dict[str, str], preset: str = "",
+                     datasets: list[str] | None = None, sets: dict[str, dict[str, str]] | None = None,
+                     entries: list[Entry] | None = None) -> None:
     """A ``--set recipe.FIELD`` that none of the chosen methods uses would only make a separate cell
     that trains the same way: refuse it, naming what the methods use instead (each method may
-    declare ``Method.unused_recipe_fields``)."""
+    declare ``Method.unused_recipe_fields``, and a parameter that replaces the field,
+    ``Param.replaces_recipe``, when it is set in this grid's preset, datasets and ``--set``)."""
     chosen = list(dict.fromkeys(methods))
+    replaced = {m: _replaced_fields(registry, m, preset, list(datasets or []), (sets or {}).get(m, {}),
+                                    {n for e in entries or [] if e.method == m for n in e.params}) for m in chosen}
     for name in recipe_overrides:
-        unused = {m: dict(getattr(registry.method(m), "unused_recipe_fields", None) or {}) for m in chosen}
+        unused = {m: {**replaced[m], **dict(getattr(registry.method(m), "unused_recipe_fields", None) or {})}
+                  for m in chosen}
         if any(name not in u for u in unused.values()):
             continue
         why = "; ".join(f"{m}: {u[name]}" if u[name] else m for m, u in unused.items())
@@ -391,7 +415,7 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
         for name in backbones:
             check_width(registry, name, recipe, _set_text("recipe", "width", {"recipe": recipe_overrides})
                         if "width" in recipe_overrides else None)
-        check_recipe_use(registry, grid_methods, recipe_overrides)
+        check_recipe_use(registry, grid_methods, recipe_overrides, preset, datasets, overrides, entries)
         recipes.append((recipe, variant))
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
         for recipe, variant in recipes:

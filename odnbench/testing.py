@@ -164,6 +164,10 @@ def check_declaration(method: Method, plugin: str = "?") -> None:
         if name not in fields:
             _fail(f"{where}: unused_recipe_fields names {name!r}, which is not a recipe field "
                   f"({', '.join(sorted(fields))})")
+    for p in method.params:
+        if p.replaces_recipe is not None and p.replaces_recipe not in fields:
+            _fail(f"{where}: parameter {p.name!r} declares replaces_recipe={p.replaces_recipe!r}, which is not a "
+                  f"recipe field ({', '.join(sorted(fields))})")
 
 
 def run_method_check(name: str, workdir: Path, *, sets: Iterable[str] = (), dataset: str = "mnist5k",

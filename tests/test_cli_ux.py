@@ -69,6 +69,27 @@ def test_set_errors_name_what_is_allowed_and_create_nothing(tmp_path, command, a
     assert not results.exists()
 
 
+def test_a_recipe_field_a_preset_parameter_replaces_is_refused_naming_the_parameter(reg):
+    """Quick sets full.epochs=30 (Param.replaces_recipe="epochs"): `-m full --set recipe.epochs=3` would
+    label its cell recipe.epochs=3 and train 30 epochs. It is refused at plan time, naming full.epochs."""
+    from odnbench import plan
+    from odnbench.errors import OdnbenchError
+
+    def grid(*sets, methods=("full",), preset="quick"):
+        return plan.plan_grid(reg, list(methods), ["mnist5k"], ["resnet18"], [0], preset, list(sets))
+
+    with pytest.raises(OdnbenchError) as err:
+        grid("recipe.epochs=3")
+    assert "no method in this grid uses recipe.epochs (full: full.epochs=30 (preset quick's value) replaces " \
+           "recipe.epochs for it; --set full.epochs=VALUE instead)" in str(err.value)
+    with pytest.raises(OdnbenchError, match=r"full.patience=2 \(set by --set\) replaces recipe.patience"):
+        grid("full.patience=2", "recipe.patience=3")
+    # the parameter back at none, a preset without the value, or a method that uses the field: allowed
+    assert {c.config["recipe"]["epochs"] for c in grid("full.epochs=none", "recipe.epochs=3").cells} == {3}
+    assert {c.config["recipe"]["epochs"] for c in grid("recipe.epochs=3", preset="smoke").cells} == {3}
+    assert {c.config["recipe"]["epochs"] for c in grid("recipe.epochs=3", methods=("full", "slim")).cells} == {3}
+
+
 def test_a_recipe_field_one_chosen_method_uses_is_allowed(reg):
     from odnbench import plan
 
@@ -92,6 +113,17 @@ def test_unused_recipe_fields_must_name_recipe_fields():
 
     with pytest.raises(ContractError, match="unused_recipe_fields names 'epoch', which is not a recipe field"):
         check_declaration(Sloppy(), "test")
+
+    from odnbench import Param
+
+    class Typo(Method):
+        name = "typo"
+        description = "a parameter that replaces a recipe field that does not exist"
+        params = (Param("epochs", int, None, nullable=True, replaces_recipe="epoch"),)
+
+    with pytest.raises(ContractError, match="parameter 'epochs' declares replaces_recipe='epoch', which is not a "
+                                            "recipe field"):
+        check_declaration(Typo(), "test")
 
 
 # ----------------------------------------------------------------------------- run: finished cells

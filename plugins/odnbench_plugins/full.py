@@ -29,9 +29,9 @@ class FullDepth(Method):
     role = "baseline"  # boards compare every other row with this one (stored in each result)
     # Left out of the cell key at their defaults (the recipe's), so smoke and paper cells keep their keys.
     params = (
-        Param("epochs", int, None, nullable=True, ge=1, omit_default=True,
+        Param("epochs", int, None, nullable=True, ge=1, omit_default=True, replaces_recipe="epochs",
               help="Epoch cap of the reference's training (none: recipe.epochs)."),
-        Param("patience", int, None, nullable=True, ge=1, omit_default=True,
+        Param("patience", int, None, nullable=True, ge=1, omit_default=True, replaces_recipe="patience",
               help="Early-stopping patience of the reference's training (none: recipe.patience)."),
         Param("survival", float, 1.0, gt=0, le=1, omit_default=True, sweep=True,
               help="Stochastic depth: survival probability of the last block, decaying linearly from 1 (Huang et "
