@@ -80,7 +80,7 @@ def _replaced_fields(registry: Registry, method: str, preset: str, datasets: lis
     for p in registry.method(method).params:
         if not p.replaces_recipe or p.name in set_by_entry or not datasets:
             continue
-        sets = {p.name: method_sets[p.name]} if p.name in method_sets and "," not in method_sets[p.name] else {}
+        sets = {p.name: method_sets[p.name]} if p.name in method_sets else {}
         values = {resolve_params(registry, method, preset, d, sets).get(p.name) for d in datasets}
         if None not in values:
             how = "set by --set" if sets else f"preset {preset}'s value"
@@ -95,7 +95,10 @@ def check_recipe_use(registry: Registry, methods: list[str], recipe_overrides: d
     """A ``--set recipe.FIELD`` that none of the chosen methods uses would only make a separate cell
     that trains the same way: refuse it, naming what the methods use instead (each method may
     declare ``Method.unused_recipe_fields``, and a parameter that replaces the field,
-    ``Param.replaces_recipe``, when it is set in this grid's preset, datasets and ``--set``)."""
+    ``Param.replaces_recipe``, when it is set in this grid's preset, datasets and ``--set``). ``sets``: one
+    variant's single-valued ``--set`` texts per method (each value of a sweep is checked on its own)."""
+    if not recipe_overrides:
+        return
     chosen = list(dict.fromkeys(methods))
     replaced = {m: _replaced_fields(registry, m, preset, list(datasets or []), (sets or {}).get(m, {}),
                                     {n for e in entries or [] if e.method == m for n in e.params}) for m in chosen}
@@ -415,7 +418,7 @@ def plan_grid(registry: Registry, methods: list[str], datasets: list[str], backb
         for name in backbones:
             check_width(registry, name, recipe, _set_text("recipe", "width", {"recipe": recipe_overrides})
                         if "width" in recipe_overrides else None)
-        check_recipe_use(registry, grid_methods, recipe_overrides, preset, datasets, overrides, entries)
+        check_recipe_use(registry, grid_methods, recipe_overrides, preset, datasets, variant, entries)
         recipes.append((recipe, variant))
     for dataset, backbone, seed in itertools.product(datasets, backbones, seeds):
         for recipe, variant in recipes:

@@ -498,7 +498,7 @@ def pick_depth_search(rows: list[Row]) -> Row | None:
 
 def _away_from_defaults(row: Row) -> int:
     """How many of a row's parameters differ from the defaults stored with its first result."""
-    defaults = row.results[0].defaults or {} if row.results else {}
+    defaults = row.results[0].defaults or {}  # a row always holds at least one result
     return sum(k not in defaults or canonical_json(defaults[k]) != canonical_json(v)
                for k, v in row.params_config.items())
 
