@@ -160,3 +160,29 @@ def test_the_depth_search_row_is_the_one_closest_to_its_defaults_not_the_shortes
     assert len(fixed.label) < len(board.search.label)  # the old rule (shortest label) would pick it
     assert board.search.params_config == defaults
     assert lb.stats_of(fixed).search == board.search.label
+
+
+def test_an_epoch_budget_every_row_of_a_method_shares_is_stated_once_not_in_its_labels():
+    """A grid sets odn's per-depth cap and fine-tune cap on both odn rows: the labels keep what tells
+    the rows apart (the target), the board's budgets and the terminal summary state the caps; a cap
+    that differs between rows still labels them."""
+    from odnbench.report.terminal import summary
+
+    defaults = {"target": None, "max_epochs_per_depth": 10, "finetune_max_epochs": 6}
+    caps = {"max_epochs_per_depth": 30, "finetune_max_epochs": 30}
+    rs = []
+    for seed in (0, 1):
+        rs.append(result("full", seed, 98.0, {"epochs": 30}, defaults={"epochs": 12}))
+        rs.append(result("odn", seed, 97.0, {"target": None, **caps}, defaults=defaults))
+        rs.append(result("odn", seed, 96.0, {"target": 9, **caps}, defaults=defaults))
+        rs += [result("slim", seed, 95.0, {"width": 0.5, "epochs": e}, defaults={"width": 1, "epochs": 12})
+               for e in (5, 20)]
+    assert labels(rs) == sorted(["full", "odn (target=9)", "odn (target=none)", "slim (epochs=5, width=0.5)",
+                                 "slim (epochs=20, width=0.5)"])
+    (board,) = lb.build_boards(rs)
+    recipe, own = lb.budget_texts(board, str)
+    assert recipe == "≤ 1 epochs, patience None, None schedule"
+    assert own == ("full: epochs 30; odn: finetune_max_epochs 30, max_epochs_per_depth 30; "
+                   "slim: epochs 20 | epochs 5")  # in the order of the rows' stored configs
+    text = " ".join(summary([board], "b.md", width=100).split())
+    assert "epoch budgets: recipe ≤ 1 epochs" in text and "odn: finetune_max_epochs 30, max_epochs_per_depth 30" in text

@@ -403,15 +403,28 @@ def _flat(c: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _sets_epochs(name: str, value: Any) -> bool:
+    """A method parameter that sets an epoch cap or a patience (the budget a board states once)."""
+    return (("epoch" in name or "patience" in name) and isinstance(value, (int, float))
+            and not isinstance(value, bool))
+
+
 def _labels(rows: dict[str, list[Result]]) -> dict[str, str]:
     """Label = method + its key parameters: those set away from the defaults stored with the
     result, and any parameter, recipe or input field that differs between rows on this board.
     A parameter that every seed's facts list as unused (``Facts.unused_params``, e.g. prune's ratio
     when match chose it) did not shape the row's model: it is left out of that row's label and does
     not make the others' vary, unless leaving it out would give two rows one label. Records without
-    the field are labelled as before it existed."""
+    the field are labelled as before it existed. An epoch cap or patience that every row of a method
+    shares is left out like the recipe's: the board states budgets once (``measured``), and in a
+    label it only hides what tells the rows apart."""
     firsts = {ident: members[0] for ident, members in rows.items()}
     flats = {ident: _flat(r.config) for ident, r in firsts.items()}
+    of_method: dict[str, list[dict[str, Any]]] = {}
+    for r in firsts.values():
+        of_method.setdefault(r.method, []).append(r.config.get("params") or {})
+    stated = {(method, k) for method, all_params in of_method.items() for k in set().union(*all_params)
+              if all(k in p and _sets_epochs(k, p[k]) and p[k] == all_params[0].get(k) for p in all_params)}
     every = sorted({k for f in flats.values() for k in f})
     varying_board = {k for k in every if k.split(".")[0] in ("recipe", "input", "protocol")
                      and len({canonical_json(f.get(k)) for f in flats.values()}) > 1}
@@ -426,7 +439,7 @@ def _labels(rows: dict[str, list[Result]]) -> dict[str, str]:
         hidden = unused[ident] if hide else set()
         params = r.config.get("params") or {}
         defaults = r.defaults or {}
-        keys = [k for k in sorted(params) if k not in hidden and (
+        keys = [k for k in sorted(params) if k not in hidden and (r.method, k) not in stated and (
             (k in defaults and defaults[k] != params[k])
             or any(flats[i].get(k) != params[k] for i, other in firsts.items()
                    if other.method == r.method and not (hide and k in unused[i])))]
@@ -890,9 +903,26 @@ def _epoch_budget(r: Result) -> dict[str, Any]:
     parameter of its method that sets epochs or patience (those left unset are left out)."""
     recipe = r.config.get("recipe") or {}
     own = {k: v for k, v in sorted((r.config.get("params") or {}).items())
-           if ("epoch" in k or "patience" in k) and isinstance(v, (int, float)) and not isinstance(v, bool)}
+           if _sets_epochs(k, v)}
     return {"recipe_epochs": recipe.get("epochs"), "recipe_patience": recipe.get("patience"),
             "schedule": recipe.get("schedule"), **own}
+
+
+def budget_texts(board: Board, text: Callable[[object], str]) -> tuple[str, str]:
+    """The board's epoch budgets as stored: the recipe's caps, then each method's own epoch and
+    patience parameters ("" when none sets any). Labels leave out what is stated here."""
+    budgets = (board.caption.get("measured") or {}).get("epoch_budgets") or {}
+    recipes = {(b.get("recipe_epochs"), b.get("recipe_patience"), b.get("schedule"))
+               for bs in budgets.values() for b in bs}
+    recipe = "; ".join(f"≤ {e} epochs, patience {p}, {text(sch)} schedule" for e, p, sch in sorted(recipes, key=str))
+
+    def own(budget: dict[str, Any]) -> str:
+        return ", ".join(f"{text(k)} {fmt_value(v)}" for k, v in budget.items()
+                         if k not in ("recipe_epochs", "recipe_patience", "schedule")) or "the recipe's"
+
+    methods = "; ".join(f"{text(meth)}: " + " | ".join(own(b) for b in bs) for meth, bs in sorted(budgets.items())
+                        if any(own(b) != "the recipe's" for b in bs))
+    return recipe, methods
 
 
 def measured(results: list[Result]) -> dict[str, Any]:

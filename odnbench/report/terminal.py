@@ -12,7 +12,7 @@ import io
 import shutil
 from pathlib import Path
 
-from odnbench.report.boards import Board, stats_of
+from odnbench.report.boards import Board, budget_texts, stats_of
 from odnbench.report.columns import TERMINAL, columns, terminal_cells
 from odnbench.report.fmt import fmt_value, terminal_text
 
@@ -56,6 +56,9 @@ def summary(boards: list[Board], board_path: str | Path, width: int | None = Non
                  f"(not separated from its group's leader); Δ vs {base} on its "
                  f"paired interval: better / worse only when it excludes 0, ≈ {base} otherwise; target: yes / no / "
                  "undec(ided) on the interval"]
+        recipe, own = budget_texts(board, terminal_text)
+        if recipe:  # labels leave the budgets out: they are stated once, here
+            notes.append(f"epoch budgets: recipe {recipe}" + (f"; {own}" if own else ""))
         if board.baseline is not None and stats_of(board.baseline).reference_cut_short:
             notes.append(f"! the baseline {base} was cut short by an epoch cap")
         if any(stats_of(r).cost_train_macs is None for r in board.rows):
