@@ -311,10 +311,39 @@ def test_a_low_tau_end_of_an_early_exit_curve_is_marked_at_the_floor_like_a_shal
     ax = curves_figure(low, "macs", "MACs").axes[0]
     assert 90.0 < ax.get_ylim()[0] < 96.0
     assert sorted(t.get_text() for t in ax.texts) == sorted(["τ=0: 31.0", "τ=0.5: 48.0"])
-    lines = {t.get_text(): t.xyann[1] for t in ax.texts}  # near each other on screen: one above the other
-    assert lines["τ=0: 31.0"] != lines["τ=0.5: 48.0"]
+    renderer = ax.figure.canvas.get_renderer()
+    first, second = (t.get_window_extent(renderer) for t in ax.texts)  # near each other, never over each other
+    assert not first.overlaps(second)
     ax = curves_figure(low, "size_mb", "Size").axes[0]  # τ moves MACs, not size: no τ curve, nothing on the floor
     assert not ax.texts and ax.get_ylim()[0] < 96.0
+
+
+def test_floor_labels_that_would_cover_one_another_are_stacked_as_drawn():
+    """Shallow depths of two depth searches and the low τ end of an early-exit curve, all at nearby
+    MACs: after the figure is laid out, no value label covers another or another point's ▼, and a
+    label with room beside it stays on the first line."""
+    from odnbench.report.plots import curves_figure
+
+    def depths(tops, step):
+        return [{"depth": d, "top1": t, "size_mb": 0.1 * d, "macs": step * d} for d, t in enumerate(tops, 1)]
+
+    def exits(tops):
+        return [{"depth": None, "exits": {"threshold": tau}, "top1": t, "size_mb": 1.0, "macs": 1000 * (i + 1)}
+                for i, (tau, t) in enumerate(zip((0.0, 0.5, 0.9, 0.99), tops))]
+
+    rows = [result("full", 0, 98.0, 1.0), result("prune", 0, 96.0, 0.2, {"ratio": 0.8, "match": None})]
+    low = board([*rows, result("odn", 0, 97.0, 0.4, depth=5, curve=depths([41.0, 54.0, 70.0, 83.0, 97.0], 1000)),
+                 result("oracle", 0, 97.0, 0.4, depth=5, curve=depths([42.0, 55.0, 71.0, 84.0, 97.0], 1100)),
+                 result("early-exit", 0, 97.0, 1.0, curve=exits([31.0, 48.0, 96.5, 97.0]))])
+    fig = curves_figure(low, "macs", "MACs")
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) == 10
+    assert not [(a, b) for i, a in enumerate(boxes) for b in boxes[i + 1:] if a.overlaps(b)]
+    anchors = [ax.transData.transform(t.xy) for t in ax.texts]  # each point's ▼ at the floor
+    assert not [(box, at) for box in boxes for at in anchors if box.x0 <= at[0] <= box.x1 and box.y0 <= at[1] + 3]
+    assert min(t.xyann[1] for t in ax.texts) == 3 and max(t.xyann[1] for t in ax.texts) > 3
 
 
 def test_a_depth_point_on_one_seed_of_three_is_marked_and_never_on_the_pareto_front_nor_best():

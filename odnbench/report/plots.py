@@ -539,7 +539,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        clipped = _clip_low_curve_points(ax, drawn, attr, scale, colours)
+        floor_labels = _clip_low_curve_points(ax, drawn, attr, scale, colours)
         ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean, 95 % CI over seeds)")
@@ -548,21 +548,48 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
                            title="dashed: one result's models per depth (a depth search's below its chosen "
                                  "depth: intermediate models)"
-                           + ("\n▼ at the floor: a point below the axis, with its top-1" if clipped else ""),
+                           + ("\n▼ at the floor: a point below the axis, with its top-1" if floor_labels else ""),
                            title_fontsize=7.5)
         _fit_legend(fig, len(legend.get_texts()))
+        _stack_floor_labels(fig, floor_labels)  # after the layout: it moves the axes, and with them the labels
         return fig
 
 
-#: Pixels between two floor labels' anchors under which the second goes above the first (a label is ~70 px wide).
-FLOOR_LABEL_PX = 75.0
+#: The ▼ marking a point under the axis, in points.
+FLOOR_MARKER_PT = 7
+
+
+def _stack_floor_labels(fig: Figure, labels: Sequence[Any]) -> None:
+    """Left to right, each floor label goes on the lowest line where it covers neither a label placed
+    before it nor another point's ▼ (measured as drawn, after the layout, so long labels fit too)."""
+    from matplotlib.transforms import Bbox
+
+    renderer = cast(Any, fig.canvas).get_renderer()  # every figure here is drawn on an Agg canvas
+    half = FLOOR_MARKER_PT / 2 * fig.dpi / 72
+    markers = []
+    for text in labels:
+        x, y = text.axes.transData.transform(text.xy)
+        markers.append(Bbox.from_extents(x - half, y - half, x + half, y + half))
+    placed: list[Any] = []
+    for i, text in enumerate(labels):
+        obstacles = placed + markers[:i] + markers[i + 1:]
+        line = 0
+        while True:
+            text.xyann = (5, 3 + 8 * line)
+            box = text.get_window_extent(renderer)
+            box = Bbox.from_extents(box.x0 - 2, box.y0, box.x1 + 2, box.y1)  # a gap between words, not lines
+            if not any(box.overlaps(other) for other in obstacles):
+                break
+            line += 1
+        placed.append(box)
 
 
 def _clip_low_curve_points(ax: Any, families: Sequence[Family], attr: str, scale: float,
-                           board_colours_of: dict[str, str] | None = None) -> int:
+                           board_colours_of: dict[str, str] | None = None) -> list[Any]:
     """When per-depth or per-τ points reach far below every other point (a 1-block net at 70 % against
     rows at 95-98 %), end the y axis under the other points and mark each lower point at the floor with its
-    value. Returns how many points were marked (0: the axis was left as it was)."""
+    value. Returns the value labels, left to right (none: the axis was left as it was), for
+    :func:`_stack_floor_labels` once the figure is laid out."""
     def low(p: Point) -> float:
         return p.top1 - ci_half(p.std, p.n)
 
@@ -570,20 +597,16 @@ def _clip_low_curve_points(ax: Any, families: Sequence[Family], attr: str, scale
     rows = [low(p) for f in families if f.kind not in ("depth", "exits") for p in f.points]
     points = [(i, p) for i, f in enumerate(families) for p in f.points]
     if not rows or min(low(p) for _, p in points) > min(rows) - CURVES_CLIP_SPAN:
-        return 0
+        return []
     board_colours_of = board_colours_of or {}
     floor = min(rows) - 1.0
     ax.set_ylim(floor, min(ax.get_ylim()[1], max(p.top1 + ci_half(p.std, p.n) for _, p in points) + 0.5))
     below = [(i, p) for i, p in points if p.top1 < floor]
-    placed: list[tuple[float, int]] = []  # (x on screen, line): a label near another goes on the lowest free line
+    labels = []
     for i, p in sorted(below, key=lambda ip: getattr(ip[1], attr)):
         x = getattr(p, attr) / scale
-        at = float(ax.transData.transform((x, floor))[0])
-        taken = {line for other, line in placed if abs(at - other) < FLOOR_LABEL_PX}
-        n = min(set(range(len(taken) + 1)) - taken)
-        placed.append((at, n))
         colour = board_colours_of.get(families[i].method, "grey")
-        ax.plot([x], [floor], marker="v", color=colour, ms=7, clip_on=False, zorder=4)
-        ax.annotate(f"{p.label}: {p.top1:.1f}", (x, floor), xytext=(5, 3 + 8 * n), textcoords="offset points",
-                    fontsize=6.5, color=colour)
-    return len(below)
+        ax.plot([x], [floor], marker="v", color=colour, ms=FLOOR_MARKER_PT, clip_on=False, zorder=4)
+        labels.append(ax.annotate(f"{p.label}: {p.top1:.1f}", (x, floor), xytext=(5, 3), textcoords="offset points",
+                                  fontsize=6.5, color=colour))
+    return labels
