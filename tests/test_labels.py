@@ -164,8 +164,8 @@ def test_the_depth_search_row_is_the_one_closest_to_its_defaults_not_the_shortes
 
 def test_an_epoch_budget_every_row_of_a_method_shares_is_stated_once_not_in_its_labels():
     """A grid sets odn's per-depth cap and fine-tune cap on both odn rows: the labels keep what tells
-    the rows apart (the target), the board's budgets and the terminal summary state the caps; a cap
-    that differs between rows still labels them."""
+    the rows apart (the target), the board's budget line and the terminal summary state the caps; a
+    cap that differs between rows still labels them."""
     from odnbench.report.terminal import summary
 
     defaults = {"target": None, "max_epochs_per_depth": 10, "finetune_max_epochs": 6}
@@ -184,5 +184,7 @@ def test_an_epoch_budget_every_row_of_a_method_shares_is_stated_once_not_in_its_
     assert recipe == "≤ 1 epochs, patience None, None schedule"
     assert own == ("full: epochs 30; odn: finetune_max_epochs 30, max_epochs_per_depth 30; "
                    "slim: epochs 20 | epochs 5")  # in the order of the rows' stored configs
+    assert board.label_budgets == {"full": {"epochs": 30}, "odn": caps}  # set away from the defaults: said once
     text = " ".join(summary([board], "b.md", width=100).split())
-    assert "epoch budgets: recipe ≤ 1 epochs" in text and "odn: finetune_max_epochs 30, max_epochs_per_depth 30" in text
+    assert ("set on every row of its method, so not in the labels: full epochs=30; odn finetune_max_epochs=30, "
+            "max_epochs_per_depth=30") in text

@@ -240,6 +240,9 @@ class Board:
     #: how many contrasts Holm's step-down adjusts over: rows vs the baseline, rows vs the depth search
     family_size: int = 0
     search_family_size: int = 0
+    #: per method, the epoch caps and patiences set away from its defaults on every one of its rows,
+    #: which the labels therefore leave out (the page's budget line and the terminal state them)
+    label_budgets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def search_name(self) -> str:
@@ -409,7 +412,7 @@ def _sets_epochs(name: str, value: Any) -> bool:
             and not isinstance(value, bool))
 
 
-def _labels(rows: dict[str, list[Result]]) -> dict[str, str]:
+def _labels(rows: dict[str, list[Result]]) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     """Label = method + its key parameters: those set away from the defaults stored with the
     result, and any parameter, recipe or input field that differs between rows on this board.
     A parameter that every seed's facts list as unused (``Facts.unused_params``, e.g. prune's ratio
@@ -417,7 +420,8 @@ def _labels(rows: dict[str, list[Result]]) -> dict[str, str]:
     not make the others' vary, unless leaving it out would give two rows one label. Records without
     the field are labelled as before it existed. An epoch cap or patience that every row of a method
     shares is left out like the recipe's: the board states budgets once (``measured``), and in a
-    label it only hides what tells the rows apart."""
+    label it only hides what tells the rows apart. Returns the labels, and per method the caps left
+    out that were set away from its defaults (:attr:`Board.label_budgets`)."""
     firsts = {ident: members[0] for ident, members in rows.items()}
     flats = {ident: _flat(r.config) for ident, r in firsts.items()}
     of_method: dict[str, list[dict[str, Any]]] = {}
@@ -449,7 +453,12 @@ def _labels(rows: dict[str, list[Result]]) -> dict[str, str]:
 
     out = {ident: label(ident, hide=True) for ident in rows}
     shared = {text for text in out.values() if list(out.values()).count(text) > 1}
-    return {ident: label(ident, hide=False) if text in shared else text for ident, text in out.items()}
+    left_out: dict[str, dict[str, Any]] = {}
+    for method, k in sorted(stated):
+        r = next(r for r in firsts.values() if r.method == method)
+        if k in (r.defaults or {}) and (r.defaults or {})[k] != (r.config.get("params") or {})[k]:
+            left_out.setdefault(method, {})[k] = (r.config.get("params") or {})[k]
+    return {ident: label(ident, hide=False) if text in shared else text for ident, text in out.items()}, left_out
 
 
 def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) -> list[Board]:
@@ -465,7 +474,7 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
         by_conf: dict[str, list[Result]] = {}
         for r in ok:
             by_conf.setdefault(_row_identity(r), []).append(r)
-        labels = _labels(by_conf)
+        labels, label_budgets = _labels(by_conf)
         rows = []
         for ident, members in by_conf.items():
             members.sort(key=lambda r: (r.config.get("seed"), str(r.key)))
@@ -489,7 +498,7 @@ def build_boards(results: list[Result], tolerance: float = DEFAULT_TOLERANCE) ->
         board = Board(*key, rows=rows, failed=failed, caption=_caption(key, rs), cut_short=cut,
                       packages=env_packages([r.env or {} for r in rs]),
                       tolerance=tolerance, baseline=baseline, search=search, family_size=family,
-                      search_family_size=search_family)
+                      search_family_size=search_family, label_budgets=label_budgets)
         _add_references(board)
         boards.append(board)
     return boards

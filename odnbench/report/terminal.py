@@ -12,7 +12,7 @@ import io
 import shutil
 from pathlib import Path
 
-from odnbench.report.boards import Board, budget_texts, stats_of
+from odnbench.report.boards import Board, stats_of
 from odnbench.report.columns import TERMINAL, columns, terminal_cells
 from odnbench.report.fmt import fmt_value, terminal_text
 
@@ -52,13 +52,15 @@ def summary(boards: list[Board], board_path: str | Path, width: int | None = Non
         console.print(table)
         base = terminal_text(board.baseline_name)
         ns = sorted({stats_of(r).delta_n for r in board.rows if stats_of(r).delta_vs_baseline is not None})
+        holm = (f" and Holm's adjustment over its {board.family_size} contrasts keeps p < 0.05"
+                if board.family_size > 1 else "")
         notes = [f"± 95 % t-interval; Δ: paired t-interval over n={'/'.join(map(str, ns)) or 0} seeds; = tied "
-                 f"(not separated from its group's leader); Δ vs {base} on its "
-                 f"paired interval: better / worse only when it excludes 0, ≈ {base} otherwise; target: yes / no / "
-                 "undec(ided) on the interval"]
-        recipe, own = budget_texts(board, terminal_text)
-        if recipe:  # labels leave the budgets out: they are stated once, here
-            notes.append(f"epoch budgets: recipe {recipe}" + (f"; {own}" if own else ""))
+                 f"(not separated from its group's leader); Δ vs {base} on its paired interval: better / worse only "
+                 f"when it excludes 0{holm}, ≈ {base} otherwise; target: yes / no / undec(ided) on the interval"]
+        if board.label_budgets:  # what the labels leave out, said once
+            notes.append("set on every row of its method, so not in the labels: " + "; ".join(
+                f"{terminal_text(method)} " + ", ".join(f"{terminal_text(k)}={fmt_value(v)}" for k, v in caps.items())
+                for method, caps in board.label_budgets.items()))
         if board.baseline is not None and stats_of(board.baseline).reference_cut_short:
             notes.append(f"! the baseline {base} was cut short by an epoch cap")
         if any(stats_of(r).cost_train_macs is None for r in board.rows):
