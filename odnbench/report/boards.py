@@ -917,23 +917,6 @@ def _epoch_budget(r: Result) -> dict[str, Any]:
             "schedule": recipe.get("schedule"), **own}
 
 
-def budget_texts(board: Board, text: Callable[[object], str]) -> tuple[str, str]:
-    """The board's epoch budgets as stored: the recipe's caps, then each method's own epoch and
-    patience parameters ("" when none sets any). Labels leave out what is stated here."""
-    budgets = (board.caption.get("measured") or {}).get("epoch_budgets") or {}
-    recipes = {(b.get("recipe_epochs"), b.get("recipe_patience"), b.get("schedule"))
-               for bs in budgets.values() for b in bs}
-    recipe = "; ".join(f"≤ {e} epochs, patience {p}, {text(sch)} schedule" for e, p, sch in sorted(recipes, key=str))
-
-    def own(budget: dict[str, Any]) -> str:
-        return ", ".join(f"{text(k)} {fmt_value(v)}" for k, v in budget.items()
-                         if k not in ("recipe_epochs", "recipe_patience", "schedule")) or "the recipe's"
-
-    methods = "; ".join(f"{text(meth)}: " + " | ".join(own(b) for b in bs) for meth, bs in sorted(budgets.items())
-                        if any(own(b) != "the recipe's" for b in bs))
-    return recipe, methods
-
-
 def measured(results: list[Result]) -> dict[str, Any]:
     """What a board measured, from its stored records alone: the backbone's widths, the full network's
     parameters (the baseline's exported model), the image counts of each split, each method's epoch

@@ -19,7 +19,6 @@ from odnbench.report import curves, plots, stats
 from odnbench.report.boards import (
     RESNET_WIDTHS,
     Board,
-    budget_texts,
     cut_short_reason,
     detectable,
     failure_reason,
@@ -226,6 +225,12 @@ def _caption(board: Board, view: View) -> list[str]:
     return [caption_line(board), "", measured_line(board), "", tolerance_line(board)]
 
 
+def _budget_text(budget: dict[str, Any]) -> str:
+    own = ", ".join(f"{md_text(k)} {fmt_value(v)}" for k, v in budget.items()
+                    if k not in ("recipe_epochs", "recipe_patience", "schedule"))
+    return own or "the recipe's"
+
+
 def measured_line(board: Board) -> str:
     """What the board measured, from its records (board.json's caption.measured holds the same)."""
     m = board.caption.get("measured") or {}
@@ -244,10 +249,14 @@ def measured_line(board: Board) -> str:
             f"{'/'.join(f'{v:,}' for v in images[k])} {name}" for k, name in
             (("train", "training"), ("val", "validation"), ("test", "test")) if images.get(k)) + " images")
     budgets = m.get("epoch_budgets") or {}
+    recipes = {(b.get("recipe_epochs"), b.get("recipe_patience"), b.get("schedule"))
+               for bs in budgets.values() for b in bs}
+    recipe = "; ".join(f"≤ {e} epochs, patience {p}, {md_text(sch)} schedule" for e, p, sch in sorted(recipes, key=str))
+    own = "; ".join(f"{md_text(meth)}: " + " | ".join(_budget_text(b) for b in bs) for meth, bs in sorted(budgets.items())
+                    if any(_budget_text(b) != "the recipe's" for b in bs))
     cells, cut = m.get("cells") or 0, m.get("cut_short") or 0
     text = ("What was measured: " + "; ".join(parts) + ". " if parts else "")
     if budgets:
-        recipe, own = budget_texts(board, md_text)
         text += (f"Epoch budgets as stored: the shared recipe caps training at {recipe}; method parameters that set "
                  f"epochs or patience: {own or 'none'}. ")
     if cells:
