@@ -590,6 +590,32 @@ def test_the_depth_curve_is_framed_on_the_decision_band_and_counts_what_lies_bel
     assert not any(line.get_marker() == plots.BELOW_MARKER for line in ax.get_lines())
 
 
+def test_several_depth_searches_get_a_panel_each_with_one_colour_per_seed(stored):
+    """Two configurations with depth curves on three seeds: one panel each (by label), a seed in the same
+    colour in both, a threshold every seed shares drawn once in grey, the per-seed thresholds in their seeds'
+    colours, and one figure legend naming the seeds once."""
+    curve = [{"depth": 1, "val": 96.0}, {"depth": 2, "val": 98.5}]
+    runs = [_small(stored, method, seed, 98.0, 0.05, 1_000_000,
+                   {"threshold": 98.0 if method == "fixed" else 97.0 + seed / 10, "depth": 2, "depth_curve": curve})
+            for method in ("relative", "fixed") for seed in (0, 1, 2)]
+    fig = plots.depth_curve_figure(boards_of(runs)[0])
+    panels = [ax for ax in fig.axes if ax.axison]
+    assert [ax.get_title() for ax in panels] == ["fixed", "relative"]
+    assert panels[0].get_ylim() == panels[1].get_ylim()  # one scale: panels compare by eye
+    colours = [[line.get_color() for line in ax.get_lines() if list(line.get_xdata()) == [1, 2]] for ax in panels]
+    assert colours[0] == colours[1] and len(set(colours[0])) == 3
+
+    def thresholds(ax):
+        return [(line.get_ydata()[0], line.get_color()) for line in ax.get_lines() if line.get_linestyle() != "-"
+                and len(set(line.get_ydata())) == 1 and line.get_marker() in ("None", "", None)]
+    assert thresholds(panels[0]) == [(98.0, "grey")]
+    assert sorted(thresholds(panels[1])) == sorted(zip((97.0, 97.1, 97.2), colours[1]))
+    assert not [ax for ax in fig.axes if ax.get_legend() is not None]  # two panels fill the row: legend below
+    (legend,) = fig.legends
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert texts[:3] == ["seed 0", "seed 1", "seed 2"] and "chosen depth" in texts
+
+
 def test_a_threshold_two_seeds_share_names_both(stored):
     curve = [{"depth": 1, "val": 40.0}, {"depth": 2, "val": 55.5}]
     runs = [_small(stored, "deep", seed, 50.0, 0.05, 1_000_000,

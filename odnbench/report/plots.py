@@ -16,7 +16,7 @@ import hashlib
 import io
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -331,9 +331,78 @@ def depth_curve_figure(board: Board) -> Figure:
             styles[f"{row.label} seed {seed}"] = {
                 "color": COLORS[seeds.index(seed) % len(COLORS)] if seed in seeds else "grey",
                 "marker": MARKERS[labels.index(row.label) % len(MARKERS)]}
+    title = f"{board.key_title}: validation top-1 by depth"
+    # in the same order on every board (by label, not by rank), so that boards read side by side
+    panels = sorted((row for row in board.rows if any(_curve_points(r) for r in row.results)), key=lambda r: r.label)
     with _style():
-        return depth_figure(curves, title=f"{board.key_title}: validation top-1 by depth", hlines=hlines,
-                            marks=marks, styles=styles, band_below=DEPTH_BAND_BELOW)
+        if len(panels) <= 1:
+            return depth_figure(curves, title=title, hlines=hlines, marks=marks, styles=styles,
+                                band_below=DEPTH_BAND_BELOW)
+        return _depth_panels(panels, curves, hlines, marks, styles, seeds, title)
+
+
+#: Panels side by side on a board's depth plot when several configurations state depth curves.
+DEPTH_PANEL_COLUMNS = 2
+
+
+def _depth_panels(panels: Sequence[Row], curves: Sequence[tuple[str, Sequence[dict[str, Any]]]],
+                  hlines: Sequence[tuple[str, float, str]], marks: Sequence[tuple[str, float, float]],
+                  styles: dict[str, dict[str, Any]], seeds: Sequence[Any], title: str) -> Figure:
+    """One panel per configuration (its seeds' curves, their stop thresholds and chosen depths), on one
+    y scale framed on the whole board's decision band, and one legend for the figure: a seed keeps its
+    colour in every panel, so ten seeds of five configurations read as five small plots, not fifty lines."""
+    import matplotlib.style
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+
+    thresholds = {(f"{row.label} seed {seed}"): r.facts.threshold for row in panels
+                  for seed, r in zip(row.seeds, row.results)}
+    frame = band_frame(curves, [h[1] for h in hlines], "val", DEPTH_BAND_BELOW)
+    rows_of = math.ceil(len(panels) / DEPTH_PANEL_COLUMNS)
+    with matplotlib.style.context("default"):
+        fig = Figure(figsize=(DEPTH_FIGSIZE[0] * 1.6, 3.0 * rows_of + 0.4), dpi=DEPTH_DPI)
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(rows_of, DEPTH_PANEL_COLUMNS, sharey=True, squeeze=False)
+        for ax, row in zip(axes.flat, panels):
+            names = {f"{row.label} seed {seed}" for seed in row.seeds}
+            mine = [(name, records) for name, records in curves if name in names]
+            # each seed's threshold in its colour; one line where the seeds share it (a fixed target)
+            lines: dict[float, list[str]] = {}
+            for name, _ in mine:
+                value = thresholds.get(name)
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    lines.setdefault(round(float(value), 2), []).append(name)
+            drawn = [("_nolegend_", value, *owners[:1]) if len(owners) == 1 else ("_nolegend_", value)
+                     for value, owners in sorted(lines.items())]  # shared by several seeds: grey
+            _draw_depth(ax, mine, "val", drawn, [m for m in marks if m[0] in names], styles, frame, mark_label=None)
+            ax.set_title(_text(row.label, 64), fontsize=8)
+        for ax in axes[:, 0]:
+            ax.set_ylabel("validation top-1 (%)")
+        spare = list(axes.flat[len(panels):])
+        for ax in spare:
+            ax.axis("off")
+        handles = [Line2D([], [], color=COLORS[i % len(COLORS)], linewidth=2, label=f"seed {seed}")
+                   for i, seed in enumerate(seeds)]
+        handles.append(Line2D([], [], color="grey", linestyle="--", linewidth=1,
+                              label="stop threshold, in its seed's colour\n(grey: one line several seeds share)"))
+        if marks:
+            handles.append(Line2D([], [], marker="*", markersize=12, markeredgecolor="black", color="white",
+                                  linestyle="none", label="chosen depth"))
+        if frame is not None and frame.below:
+            handles.append(Line2D([], [], marker=BELOW_MARKER, ms=10, ls="none", color="black",
+                                  label=below_text(frame.below, frame.low)))
+        fig.suptitle(_text(title), fontsize=10)
+        if spare:  # the empty panel holds the legend
+            spare[0].legend(handles=handles, loc="center", fontsize="small", frameon=False)
+            fig.tight_layout()
+        else:  # below the panels, in the room added for it
+            width, height = fig.get_size_inches()
+            room = 0.2 * (len(handles) + 1)
+            fig.set_size_inches(width, height + room)
+            fig.legend(handles=handles, loc="lower center", fontsize="small", frameon=False)
+            fig.tight_layout(rect=(0.0, room / (height + room), 1.0, 1.0))
+        return fig
 
 
 DEPTH_FIGSIZE = (6.4, 4.0)
@@ -410,43 +479,10 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: 
     with matplotlib.style.context("default"):
         fig = _figure(len(curves) + len(hlines) + (1 if marks else 0) + (1 if frame and frame.below else 0))
         ax = fig.add_subplot(1, 1, 1)
-        depths: set[int] = set()
-        colours: dict[str, Any] = {}  # matplotlib colour values
-        for label, records in curves:
-            pts = sorted((int(r["depth"]), float(r[y_key])) for r in records if r.get(y_key) is not None)
-            if not pts:
-                continue
-            depths.update(d for d, _ in pts)
-            style = {"marker": "o", **((styles or {}).get(label) or {})}
-            (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], label=_text(label), **style)
-            colours.setdefault(label, line.get_color())
-        dashes = ["--", ":", "-.", (0, (5, 1))]
-        for i, (label, value, *owner) in enumerate(hlines):
-            ax.axhline(value, linestyle=dashes[i % len(dashes)], linewidth=1,
-                       color=colours.get(owner[0], "grey") if owner else "grey", label=_text(label))
-        if frame is not None:
-            ax.set_ylim(frame.low, frame.high)
-            _mark_below(ax, frame, colours)
-        low, high = ax.get_ylim()
-        placed: list[tuple[float, float]] = []
-        for curve, depth, value in marks:
-            # a star on (nearly) the same spot as an earlier one is dodged sideways (depths are whole
-            # numbers, so the shift cannot be misread), smaller and on top, so that both show
-            under = sum(d == depth and abs(v - value) < 0.03 * (high - low) for d, v in placed)
-            placed.append((depth, value))
-            ax.plot([depth + 0.18 * under], [value], marker="*", markersize=max(8, 15 - 3 * under),
-                    markeredgecolor="black", linestyle="none", color=colours.get(curve, "grey"),
-                    label="_nolegend_", zorder=3 + under)
-        if marks:  # one neutral legend entry: each star has its curve's colour
-            ax.plot([], [], marker="*", markersize=12, markeredgecolor="black", color="white", linestyle="none",
-                    label=mark_label)
-        if depths:
-            ax.set_xticks(sorted(depths))
-        ax.set_xlabel("depth (residual blocks kept)")
+        _draw_depth(ax, curves, y_key, hlines, marks, styles, frame, mark_label=mark_label)
         ax.set_ylabel(y_label)
         if title:
             ax.set_title(title)
-        ax.grid(True, alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             # below the axes: a legend inside them would cover the curves
             ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize="small", frameon=False)
@@ -454,15 +490,58 @@ def depth_figure(curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], title: 
         return fig
 
 
+def _draw_depth(ax: Any, curves: Sequence[tuple[str, Sequence[dict[str, Any]]]], y_key: str,
+                hlines: Sequence[tuple[Any, ...]], marks: Sequence[tuple[str, float, float]],
+                styles: dict[str, dict[str, Any]] | None, frame: BandFrame | None, mark_label: str | None) -> None:
+    """One depth plot's curves, thresholds, stars and floor arrows on ``ax`` (see :func:`depth_figure`);
+    ``mark_label`` None: the stars get no legend entry (a figure-wide legend names them)."""
+    depths: set[int] = set()
+    colours: dict[str, Any] = {}  # matplotlib colour values
+    for label, records in curves:
+        pts = sorted((int(r["depth"]), float(r[y_key])) for r in records if r.get(y_key) is not None)
+        if not pts:
+            continue
+        depths.update(d for d, _ in pts)
+        style = {"marker": "o", **((styles or {}).get(label) or {})}
+        (line,) = ax.plot([d for d, _ in pts], [v for _, v in pts], label=_text(label), **style)
+        colours.setdefault(label, line.get_color())
+    dashes = ["--", ":", "-.", (0, (5, 1))]
+    for i, (label, value, *owner) in enumerate(hlines):
+        ax.axhline(value, linestyle=dashes[i % len(dashes)], linewidth=1,
+                   color=colours.get(owner[0], "grey") if owner else "grey", label=_text(label))
+    if frame is not None:
+        ax.set_ylim(frame.low, frame.high)
+        _mark_below(ax, frame, colours, legend=mark_label is not None)
+    low, high = ax.get_ylim()
+    placed: list[tuple[float, float]] = []
+    for curve, depth, value in marks:
+        # a star on (nearly) the same spot as an earlier one is dodged sideways (depths are whole
+        # numbers, so the shift cannot be misread), smaller and on top, so that both show
+        under = sum(d == depth and abs(v - value) < 0.03 * (high - low) for d, v in placed)
+        placed.append((depth, value))
+        ax.plot([depth + 0.18 * under], [value], marker="*", markersize=max(8, 15 - 3 * under),
+                markeredgecolor="black", linestyle="none", color=colours.get(curve, "grey"),
+                label="_nolegend_", zorder=3 + under)
+    if marks and mark_label is not None:  # one neutral legend entry: each star has its curve's colour
+        ax.plot([], [], marker="*", markersize=12, markeredgecolor="black", color="white", linestyle="none",
+                label=mark_label)
+    if depths:
+        ax.set_xticks(sorted(depths))
+    ax.set_xlabel("depth (residual blocks kept)")
+    ax.grid(True, alpha=0.3)
+
+
 #: A reading under the depth plot's frame, on its floor: an arrow, not a triangle (curves use those as markers).
 BELOW_MARKER = r"$\downarrow$"
 
 
-def _mark_below(ax: Any, frame: BandFrame, colours: dict[str, Any]) -> None:
-    """Each reading under the frame as ↓ in its curve's colour on the axis floor (those at one depth side by
-    side), and one legend entry that says how many and how low."""
-    if not frame.below:
+def _mark_below(ax: Any, frame: BandFrame, colours: dict[str, Any], legend: bool = True) -> None:
+    """Each reading of ``ax``'s curves under the frame as ↓ in its curve's colour on the axis floor (those at
+    one depth side by side), and (``legend``) one legend entry that says how many and how low."""
+    below = [b for b in frame.below if b[0] in colours]
+    if not below:
         return
+    frame = replace(frame, below=below)
     at: dict[int, int] = {}
     for _, depth, _ in frame.below:
         at[depth] = at.get(depth, 0) + 1
@@ -471,10 +550,13 @@ def _mark_below(ax: Any, frame: BandFrame, colours: dict[str, Any]) -> None:
         k = seen[depth] = seen.get(depth, -1) + 1
         ax.plot([depth + 0.09 * (k - (at[depth] - 1) / 2)], [frame.low], marker=BELOW_MARKER, ms=10, ls="none",
                 color=colours.get(label, "grey"), clip_on=False, zorder=4, label="_nolegend_")
-    n, lowest = len(frame.below), min(v for _, _, v in frame.below)
-    ax.plot([], [], marker=BELOW_MARKER, ms=10, ls="none", color="black",
-            label=f"{n} reading{'s' if n > 1 else ''} below {frame.low:.2f} % (lowest {lowest:.1f} %), "
-                  "drawn on the axis floor")
+    if legend:
+        ax.plot([], [], marker=BELOW_MARKER, ms=10, ls="none", color="black", label=below_text(frame.below, frame.low))
+
+
+def below_text(below: Sequence[tuple[str, int, float]], low: float) -> str:
+    n, lowest = len(below), min(v for _, _, v in below)
+    return f"{n} reading{'s' if n > 1 else ''} below {low:.2f} % (lowest {lowest:.1f} %), drawn on the axis floor"
 
 
 CURVES_FIGSIZE = (7.6, 6.4)
