@@ -4,6 +4,7 @@ front, accuracy at matched size, oracle vs ODN)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -477,3 +478,21 @@ def test_costs_split_own_from_dependencies_and_close_depth_decisions_are_marked(
     text = "\n".join(curves.curve_sections(b))
     assert "## Sequential from-scratch depth search (oracle) vs depth search (odn)" in text
     assert "◆ odn: depth 2 read 98.1" in text and "◆ oracle" not in text
+
+
+def test_a_pareto_plot_ends_its_axis_three_tolerances_under_full_and_marks_what_lies_lower():
+    """full at 98 % (tolerance 1.75), a prune row at 97 % and one at 80 %: the y axis ends at 98 − 5.25, the
+    80 % row is an arrow on that floor in its colour, counted in the legend; without such a row the axis is left alone."""
+    from odnbench.report.plots import BELOW_MARKER, pareto_figure, row_styles
+
+    rows = [dataclasses.replace(result("full", s, 98.0 + s / 10, 1.0), role="baseline") for s in (0, 1)]
+    rows += [result("prune", s, 97.0 + s / 10, 0.3, {"ratio": 0.5}) for s in (0, 1)]
+    low = board(rows + [result("prune", s, 80.0 + s, 0.1, {"ratio": 0.9}) for s in (0, 1)])
+    ax = pareto_figure(low, "size_mb", "Size").axes[0]
+    assert ax.get_ylim()[0] == pytest.approx(98.05 - 3 * 1.75)
+    floor = [line for line in ax.get_lines() if line.get_marker() == BELOW_MARKER and len(line.get_xdata())]
+    colour = row_styles(low)["prune (ratio=0.9)"][0]
+    assert [(float(line.get_xdata()[0]), line.get_color()) for line in floor] == [(0.1, colour)]
+    assert "1 point below 92.80 % (lowest 80.5 %), on the axis floor" in [t.get_text() for t in ax.get_legend().get_texts()]
+    ax = pareto_figure(board(rows), "size_mb", "Size").axes[0]
+    assert ax.get_ylim()[0] < 97.0 and not [line for line in ax.get_lines() if line.get_marker() == BELOW_MARKER]

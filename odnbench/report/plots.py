@@ -246,12 +246,37 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
                  + ("\nsmall markers on a dotted line: each seed of a row whose seeds exported different networks"
                     if spans else ""))
         ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
+        if base and base.top1_mean is not None:
+            handles += _floor_far_points(ax, base.top1_mean - PARETO_FLOOR_TOLERANCES * float(board.tolerance),
+                                         [(points[i][0], points[i][1], styles[rows[i].label][0]) for i in one]
+                                         + [(x, t, styles[r.label][0]) for r in rows for x, t in seeds_of.get(id(r), [])])
         # Two columns while labels are short; one, on a taller figure, when many long labels would not fit.
         ncol = 2 if max((len(str(h.get_label())) for h in handles), default=0) <= 45 else 1
         ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.13), ncol=ncol, frameon=False,
                   title=title, title_fontsize=8.0)
         _fit_legend(fig, math.ceil(len(handles) / ncol))
         return fig
+
+
+#: A Pareto plot's y axis ends this many tolerances under the baseline when points lie lower: the band where
+#: "as accurate as full" is decided stays readable, and a row 15 points down is an arrow on the floor.
+PARETO_FLOOR_TOLERANCES = 3.0
+
+
+def _floor_far_points(ax: Any, floor: float, points: Sequence[tuple[float, float, str]]) -> list[Any]:
+    """When a point (x, top-1, colour) lies under ``floor``, end the y axis there, mark each such point as ↓
+    in its colour on the floor and return one legend entry saying how many and how low (else nothing)."""
+    from matplotlib.lines import Line2D
+
+    below = [(x, t, colour) for x, t, colour in points if t < floor]
+    if not below:
+        return []
+    ax.set_ylim(floor, ax.get_ylim()[1])
+    for x, _, colour in below:  # an arrow: rows use triangles as markers
+        ax.plot([x], [floor], marker=BELOW_MARKER, ms=10, color=colour, clip_on=False, zorder=4, ls="none")
+    n, lowest = len(below), min(t for _, t, _ in below)
+    return [Line2D([], [], marker=BELOW_MARKER, ms=10, color="black", ls="none",
+                   label=f"{n} point{'s' if n > 1 else ''} below {floor:.2f} % (lowest {lowest:.1f} %), on the axis floor")]
 
 
 def _seed_xs(row: Row, x_field: str, scale: float) -> list[tuple[float, float]]:
