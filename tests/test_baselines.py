@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import torch
@@ -147,8 +148,16 @@ def test_matching_errors_are_clear(core, tiny):
     net = tiny()
     with pytest.raises(OdnbenchError, match="nothing to prune"):
         core.prune_to_target(net, example(), "l2", axis="size", target=10.0)
-    with pytest.raises(OdnbenchError, match="stalled.*per tensor"):
+    with pytest.raises(OdnbenchError, match="stalled.*per tensor") as stalled:
         core.prune_to_target(net, example(), "l2", axis="size", target=metrics.saved_size_mb(net.truncated(1)))
+    # the message says what is true of the stalled model: local pruning ends at one channel a layer,
+    # a global ranking can stop with channels left (the message once claimed the former for both)
+    assert "(local scope, criterion l2); every layer is down to its last channels (" in str(stalled.value)
+    fresh = tiny()
+    with pytest.raises(OdnbenchError, match="stalled") as stalled:
+        core.prune_to_target(fresh, example(), "l2", axis="size", target=metrics.saved_size_mb(fresh.truncated(1)),
+                             scope="global")
+    assert re.search(r"\(global scope, criterion l2\); its convolutions keep 1-[2-9]\d* channels \(", str(stalled.value))
 
 
 def test_bad_parameters_fail_at_planning(reg):

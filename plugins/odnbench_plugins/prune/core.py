@@ -247,10 +247,14 @@ def prune_to_target(model: nn.Module, example_inputs: torch.Tensor, criterion: s
         if new >= value:
             floor = (" (a saved state_dict also carries a fixed overhead per tensor that removing channels "
                      "cannot shrink)") if axis == "size" else ""
+            widths = [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+            # say what is true of this model: a global ranking can stall with channels left
+            left = ("every layer is down to its last channels" if max(widths, default=1) <= max(1, round_to or 1)
+                    else f"its convolutions keep {min(widths)}-{max(widths)} channels")
             raise OdnbenchError(
                 f"pruning stalled at {value:,.6g} {AXIS_UNITS[axis]} above the target {target:,.6g}: "
-                f"torch-pruning found nothing more to remove ({scope} scope, criterion {criterion}), every "
-                f"layer is down to its last channels{floor}"
+                f"torch-pruning found nothing more to remove ({scope} scope, criterion {criterion}); "
+                f"{left}{floor}"
             )
         value = new
         report.steps += 1
