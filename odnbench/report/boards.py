@@ -425,8 +425,10 @@ def _labels(rows: dict[str, list[Result]]) -> tuple[dict[str, str], dict[str, di
     firsts = {ident: members[0] for ident, members in rows.items()}
     flats = {ident: _flat(r.config) for ident, r in firsts.items()}
     of_method: dict[str, list[dict[str, Any]]] = {}
+    defaults_of: dict[str, dict[str, Any]] = {}  # the method's first row's, as its label reads them
     for r in firsts.values():
         of_method.setdefault(r.method, []).append(r.config.get("params") or {})
+        defaults_of.setdefault(r.method, r.defaults or {})
     stated = {(method, k) for method, all_params in of_method.items() for k in set().union(*all_params)
               if all(k in p and _sets_epochs(k, p[k]) and p[k] == all_params[0].get(k) for p in all_params)}
     every = sorted({k for f in flats.values() for k in f})
@@ -455,9 +457,9 @@ def _labels(rows: dict[str, list[Result]]) -> tuple[dict[str, str], dict[str, di
     shared = {text for text in out.values() if list(out.values()).count(text) > 1}
     left_out: dict[str, dict[str, Any]] = {}
     for method, k in sorted(stated):
-        r = next(r for r in firsts.values() if r.method == method)
-        if k in (r.defaults or {}) and (r.defaults or {})[k] != (r.config.get("params") or {})[k]:
-            left_out.setdefault(method, {})[k] = (r.config.get("params") or {})[k]
+        value = of_method[method][0][k]  # every row of the method has it
+        if k in defaults_of[method] and defaults_of[method][k] != value:
+            left_out.setdefault(method, {})[k] = value
     return {ident: label(ident, hide=False) if text in shared else text for ident, text in out.items()}, left_out
 
 

@@ -16,7 +16,7 @@ import hashlib
 import io
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
@@ -317,15 +317,21 @@ def depth_marks(board: Board) -> tuple[list[tuple[str, float, str]], list[tuple[
             if not isinstance(curve, list):
                 continue
             name = f"{row.label} seed {seed}"
-            thr = r.facts.threshold
-            if isinstance(thr, (int, float)) and not isinstance(thr, bool):
-                hlines.setdefault(round(thr, 2), (name, []))[1].append((row.label, seed))
+            thr = _threshold(r)
+            if thr is not None:
+                hlines.setdefault(thr, (name, []))[1].append((row.label, seed))
             depth = r.facts.depth
             best = [p.get("val") for p in curve if isinstance(p, dict) and p.get("depth") == depth]
             if isinstance(depth, int) and best and isinstance(best[0], (int, float)):
                 marks.append((name, depth, best[0]))
     return [(f"threshold {value:.2f} ({_curve_names(seeds)})", value, first)
             for value, (first, seeds) in sorted(hlines.items())], marks
+
+
+def _threshold(r: Result) -> float | None:
+    """A result's stop threshold as its depth plot draws it (to 2 decimals), None when it states none."""
+    thr = r.facts.threshold
+    return round(float(thr), 2) if isinstance(thr, (int, float)) and not isinstance(thr, bool) else None
 
 
 def _curve_names(curves: list[tuple[str, object]]) -> str:
@@ -381,8 +387,7 @@ def _depth_panels(panels: Sequence[Row], curves: Sequence[tuple[str, Sequence[di
     from matplotlib.figure import Figure
     from matplotlib.lines import Line2D
 
-    thresholds = {(f"{row.label} seed {seed}"): r.facts.threshold for row in panels
-                  for seed, r in zip(row.seeds, row.results)}
+    thresholds = {f"{row.label} seed {seed}": _threshold(r) for row in panels for seed, r in zip(row.seeds, row.results)}
     frame = band_frame(curves, [h[1] for h in hlines], "val", DEPTH_BAND_BELOW)
     rows_of = math.ceil(len(panels) / DEPTH_PANEL_COLUMNS)
     with matplotlib.style.context("default"):
@@ -396,8 +401,8 @@ def _depth_panels(panels: Sequence[Row], curves: Sequence[tuple[str, Sequence[di
             lines: dict[float, list[str]] = {}
             for name, _ in mine:
                 value = thresholds.get(name)
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    lines.setdefault(round(float(value), 2), []).append(name)
+                if value is not None:
+                    lines.setdefault(value, []).append(name)
             drawn = [("_nolegend_", value, *owners[:1]) if len(owners) == 1 else ("_nolegend_", value)
                      for value, owners in sorted(lines.items())]  # shared by several seeds: grey
             _draw_depth(ax, mine, "val", drawn, [m for m in marks if m[0] in names], styles, frame, mark_label=None)
@@ -416,7 +421,7 @@ def _depth_panels(panels: Sequence[Row], curves: Sequence[tuple[str, Sequence[di
                                   linestyle="none", label="chosen depth"))
         if frame is not None and frame.below:
             handles.append(Line2D([], [], marker=BELOW_MARKER, ms=10, ls="none", color="black",
-                                  label=below_text(frame.below, frame.low)))
+                                  label=_below_text(frame.below, frame.low)))
         fig.suptitle(_text(title), fontsize=10)
         if spare:  # the empty panel holds the legend
             spare[0].legend(handles=handles, loc="center", fontsize="small", frameon=False)
@@ -566,20 +571,19 @@ def _mark_below(ax: Any, frame: BandFrame, colours: dict[str, Any], legend: bool
     below = [b for b in frame.below if b[0] in colours]
     if not below:
         return
-    frame = replace(frame, below=below)
     at: dict[int, int] = {}
-    for _, depth, _ in frame.below:
+    for _, depth, _ in below:
         at[depth] = at.get(depth, 0) + 1
     seen: dict[int, int] = {}
-    for label, depth, _ in frame.below:
+    for label, depth, _ in below:
         k = seen[depth] = seen.get(depth, -1) + 1
         ax.plot([depth + 0.09 * (k - (at[depth] - 1) / 2)], [frame.low], marker=BELOW_MARKER, ms=10, ls="none",
                 color=colours.get(label, "grey"), clip_on=False, zorder=4, label="_nolegend_")
     if legend:
-        ax.plot([], [], marker=BELOW_MARKER, ms=10, ls="none", color="black", label=below_text(frame.below, frame.low))
+        ax.plot([], [], marker=BELOW_MARKER, ms=10, ls="none", color="black", label=_below_text(below, frame.low))
 
 
-def below_text(below: Sequence[tuple[str, int, float]], low: float) -> str:
+def _below_text(below: Sequence[tuple[str, int, float]], low: float) -> str:
     n, lowest = len(below), min(v for _, _, v in below)
     return f"{n} reading{'s' if n > 1 else ''} below {low:.2f} % (lowest {lowest:.1f} %), drawn on the axis floor"
 
