@@ -496,3 +496,56 @@ def test_a_pareto_plot_ends_its_axis_three_tolerances_under_full_and_marks_what_
     assert "1 point below 92.80 % (lowest 80.5 %), on the axis floor" in [t.get_text() for t in ax.get_legend().get_texts()]
     ax = pareto_figure(board(rows), "size_mb", "Size").axes[0]
     assert ax.get_ylim()[0] < 97.0 and not [line for line in ax.get_lines() if line.get_marker() == BELOW_MARKER]
+
+
+def test_arrows_on_a_pareto_floor_at_one_place_share_by_colour_and_stand_side_by_side():
+    """Three seeds of one row at one size (early exits: one network, MACs differ) and a prune row at the same
+    size all lie under the floor: one arrow for the seeds with "×3" beside it, the prune arrow beside it,
+    not on top of it."""
+    from odnbench.report.plots import BELOW_MARKER, FLOOR_DODGE_PT, pareto_figure, row_styles
+
+    rows = [dataclasses.replace(result("full", s, 98.0 + s / 10, 3.0), role="baseline") for s in (0, 1, 2)]
+    for s in (0, 1, 2):
+        exits = result("early-exit", s, 80.0 + 2 * s, 1.0)
+        exits.metrics["macs"] = 1_000_000 * (s + 1)  # one network, a different mean cost per seed
+        rows += [exits, result("prune", s, 81.0, 1.0, {"ratio": 0.9})]
+    b = board(rows)
+    ax = pareto_figure(b, "size_mb", "Size").axes[0]
+    floor = ax.get_ylim()[0]
+    arrows = [line for line in ax.get_lines() if line.get_marker() == BELOW_MARKER and len(line.get_xdata())]
+    styles = {label.split(" ")[0]: style for label, style in row_styles(b).items()}
+    assert sorted(line.get_color() for line in arrows) == sorted([styles["early-exit"][0], styles["prune"][0]])
+    xs = [line.get_transform().transform((1.0, floor))[0] for line in arrows]  # where each is drawn, in pixels
+    assert abs(xs[0] - xs[1]) == pytest.approx(FLOOR_DODGE_PT * ax.figure.dpi / 72)
+    counts = [t for t in ax.texts if t.get_text().startswith("×")]
+    assert [(t.get_text(), t.get_color()) for t in counts] == [("×3", styles["early-exit"][0])]
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert any(text.startswith("4 points below") and text.endswith("×k: k points at one place") for text in legend)
+
+
+def test_a_curves_plot_ends_at_the_pareto_floor_and_marks_a_rows_seeds_there_once():
+    """A row whose seeds lie 15 points under full (its seeds exported different networks, so each is a point)
+    no longer stretches the curves plot: the axis ends three tolerances under full, like the Pareto plots,
+    and the row's seeds at one size are one mark, "3 seeds: low–high"; past FLOOR_LABELS_MAX marks the values
+    are left to the page's tables and the legend counts them."""
+    from odnbench.report.plots import FLOOR_LABELS_MAX, curves_figure
+
+    rows = [dataclasses.replace(result("full", s, 98.0, 3.0), role="baseline") for s in (0, 1, 2)]
+    rows += [result("prune", s, 97.0, 0.3, {"ratio": 0.5, "match": None}) for s in (0, 1, 2)]
+    for s in (0, 1, 2):
+        exits = result("early-exit", s, 80.0 + 2 * s, 1.0)
+        exits.metrics["macs"] = 1_000_000 * (s + 1)
+        rows.append(exits)
+    ax = curves_figure(board(rows), "size_mb", "Size").axes[0]
+    assert ax.get_ylim()[0] == pytest.approx(98.0 - 3 * 1.75)
+    assert [t.get_text() for t in ax.texts] == ["3 seeds: 80.0–84.0"]
+
+    def depths(tops):
+        return [{"depth": d, "top1": t, "size_mb": 0.1 * d, "macs": 1000 * d} for d, t in enumerate(tops, 1)]
+
+    deep = [result("odn", s, 97.0, 0.4, depth=FLOOR_LABELS_MAX + 2, curve=depths([40.0 + d for d in range(FLOOR_LABELS_MAX + 1)] + [97.0]))
+            for s in (0, 1, 2)]
+    ax = curves_figure(board(rows[:6] + deep), "size_mb", "Size").axes[0]
+    assert not ax.texts
+    title = ax.get_legend().get_title().get_text()
+    assert f"{FLOOR_LABELS_MAX + 1} points below 96.00 % (lowest 40.0 %)" in title  # under the rows (97 %) by 1

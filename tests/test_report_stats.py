@@ -23,6 +23,16 @@ def test_holm_steps_down_and_keeps_the_adjusted_p_values_monotone():
     assert stats.holm({"x": 0.6, "y": 0.7}) == {"x": 1.0, "y": 1.0}  # capped at 1, then kept monotone
 
 
+def test_a_printed_p_value_never_rounds_across_alpha():
+    # "worse than full (Holm p=0.05)" would contradict its own verdict: 0.0499 keeps the digits that show it is below
+    from odnbench.report.columns import fmt_holm, fmt_p
+
+    assert fmt_p(0.0499) == "0.0499" and fmt_p(0.04951) == "0.0495"
+    assert fmt_p(0.0449) == "0.045" and fmt_p(0.014) == "0.014" and fmt_p(1.0) == "1"
+    assert fmt_p(0.0502) == "0.05"  # not below alpha, and "0.05" does not claim it is
+    assert fmt_holm(0.0499) == " (Holm p=0.0499)" and fmt_holm(None) == ""
+
+
 def test_the_p_value_agrees_with_the_interval():
     # df = 2 has a closed form: P(|T| >= t) = 1 - t / sqrt(2 + t^2)
     assert stats.t_two_sided_p(2.5, 2) == pytest.approx(1 - 2.5 / math.sqrt(2 + 2.5**2))

@@ -37,6 +37,7 @@ from odnbench.report.fmt import (
     md_text,
     terminal_text,
 )
+from odnbench.report.stats import ALPHA
 
 
 @dataclass(frozen=True)
@@ -141,8 +142,16 @@ def fmt_rank(f: RowStats) -> str:
     return f"{f.tie_rank}{'=' if f.tied else ''}"
 
 
+def fmt_p(p: float) -> str:
+    """Two significant digits, more when two would round across α (0.0498 is not "0.05" beside "worse")."""
+    digits = 2
+    while digits < 6 and (float(f"{p:.{digits}g}") < ALPHA) != (p < ALPHA):
+        digits += 1
+    return f"{p:.{digits}g}"
+
+
 def fmt_holm(p: float | None) -> str:
-    return "" if p is None else f" (Holm p={p:.2g})"
+    return "" if p is None else f" (Holm p={fmt_p(p)})"
 
 
 def fmt_verdict(f: RowStats) -> str:

@@ -264,19 +264,58 @@ PARETO_FLOOR_TOLERANCES = 3.0
 
 
 def _floor_far_points(ax: Any, floor: float, points: Sequence[tuple[float, float, str]]) -> list[Any]:
-    """When a point (x, top-1, colour) lies under ``floor``, end the y axis there, mark each such point as ↓
-    in its colour on the floor and return one legend entry saying how many and how low (else nothing)."""
+    """When a point (x, top-1, colour) lies under ``floor``, end the y axis there, mark the points as ↓ in
+    their colour on the floor and return one legend entry saying how many and how low (else nothing). Points
+    of one colour that would sit on one another share an arrow with their count beside it; colours that would
+    share a place stand side by side."""
     from matplotlib.lines import Line2D
+    from matplotlib.transforms import offset_copy
 
     below = [(x, t, colour) for x, t, colour in points if t < floor]
     if not below:
         return []
     ax.set_ylim(floor, ax.get_ylim()[1])
-    for x, _, colour in below:  # an arrow: rows use triangles as markers
-        ax.plot([x], [floor], marker=BELOW_MARKER, ms=10, color=colour, clip_on=False, zorder=4, ls="none")
+    counted = False
+    for place in _near_groups(ax, sorted(x for x, _, _ in below)):
+        here = [(x, colour) for x, _, colour in below if place[0] <= x <= place[-1]]
+        colours = list(dict.fromkeys(colour for _, colour in here))
+        for j, colour in enumerate(colours):
+            dx = (j - (len(colours) - 1) / 2) * FLOOR_DODGE_PT  # side by side, centred on the place
+            at = offset_copy(ax.transData, fig=ax.figure, x=dx, y=0, units="points")
+            ax.plot([place[0]], [floor], marker=BELOW_MARKER, ms=10, color=colour, clip_on=False, zorder=4,
+                    ls="none", transform=at)
+            k = sum(c == colour for _, c in here)
+            if k > 1:
+                counted = True
+                ax.annotate(f"×{k}", (place[0], floor), xytext=(dx + 4, 3), textcoords="offset points",
+                            fontsize=7, color=colour, annotation_clip=False, zorder=4)
     n, lowest = len(below), min(t for _, t, _ in below)
     return [Line2D([], [], marker=BELOW_MARKER, ms=10, color="black", ls="none",
-                   label=f"{n} point{'s' if n > 1 else ''} below {floor:.2f} % (lowest {lowest:.1f} %), on the axis floor")]
+                   label=f"{n} point{'s' if n > 1 else ''} below {floor:.2f} % (lowest {lowest:.1f} %), on the axis floor"
+                   + ("; ×k: k points at one place" if counted else ""))]
+
+
+#: Arrows on a Pareto plot's floor closer than this fraction of the axes' width share a place; colours there
+#: stand this many points apart.
+FLOOR_NEAR_FRACTION = 0.012
+FLOOR_DODGE_PT = 8.0
+
+
+def _near_groups(ax: Any, xs: Sequence[float]) -> list[list[float]]:
+    """Sorted ``xs`` in groups whose members lie within :data:`FLOOR_NEAR_FRACTION` of the axes' width of the
+    group's first (on the axis's own scale, log or linear)."""
+    ax.get_xlim()  # settles the autoscaled limits that the transform reads
+
+    def frac(x: float) -> float:
+        return float(ax.transLimits.transform(ax.transScale.transform((x, 0.0)))[0])
+
+    groups: list[list[float]] = []
+    for x in xs:
+        if groups and frac(x) - frac(groups[-1][0]) < FLOOR_NEAR_FRACTION:
+            groups[-1].append(x)
+        else:
+            groups.append([x])
+    return groups
 
 
 def _seed_xs(row: Row, x_field: str, scale: float) -> list[tuple[float, float]]:
@@ -650,7 +689,9 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        floor_labels = _clip_low_curve_points(ax, drawn, attr, scale, colours)
+        band = (base.top1_mean - PARETO_FLOOR_TOLERANCES * float(board.tolerance)
+                if base and base.top1_mean is not None else None)
+        floor_labels, floor_note = _clip_low_curve_points(ax, drawn, attr, scale, colours, band)
         ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean, 95 % CI over seeds)")
@@ -659,7 +700,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
         legend = ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.12), ncol=1, frameon=False, fontsize=7.0,
                            title="dashed: one result's models per depth (a depth search's below its chosen "
                                  "depth: intermediate models)"
-                           + ("\n▼ at the floor: a point below the axis, with its top-1" if floor_labels else ""),
+                           + (f"\n{floor_note}" if floor_note else ""),
                            title_fontsize=7.5)
         _fit_legend(fig, len(legend.get_texts()))
         _stack_floor_labels(fig, floor_labels)  # after the layout: it moves the axes, and with them the labels
@@ -668,6 +709,9 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
 
 #: The ▼ marking a point under the axis, in points.
 FLOOR_MARKER_PT = 7
+#: More floor marks than this get no value labels (stacked, they would climb over the curves); the legend
+#: counts them and the page's curves table lists every value.
+FLOOR_LABELS_MAX = 12
 
 
 def _stack_floor_labels(fig: Figure, labels: Sequence[Any]) -> None:
@@ -686,9 +730,14 @@ def _stack_floor_labels(fig: Figure, labels: Sequence[Any]) -> None:
         obstacles = placed + markers[:i] + markers[i + 1:]
         line = 0
         while True:
+            text.set_horizontalalignment("left")
             text.xyann = (5, 3 + 8 * line)
             box = text.get_window_extent(renderer)
-            box = Bbox.from_extents(box.x0 - 2, box.y0, box.x1 + 2, box.y1)  # a gap between words, not lines
+            if box.x1 > fig.bbox.x1:  # past the figure's right edge: the label goes left of its ▼
+                text.set_horizontalalignment("right")
+                text.xyann = (-5, 3 + 8 * line)
+                box = text.get_window_extent(renderer)
+            box = Bbox.from_extents(box.x0 - 3, box.y0, box.x1 + 3, box.y1)  # a gap between words, not lines
             if not any(box.overlaps(other) for other in obstacles):
                 break
             line += 1
@@ -696,28 +745,49 @@ def _stack_floor_labels(fig: Figure, labels: Sequence[Any]) -> None:
 
 
 def _clip_low_curve_points(ax: Any, families: Sequence[Family], attr: str, scale: float,
-                           board_colours_of: dict[str, str] | None = None) -> list[Any]:
+                           board_colours_of: dict[str, str] | None = None,
+                           band_floor: float | None = None) -> tuple[list[Any], str]:
     """When per-depth or per-τ points reach far below every other point (a 1-block net at 70 % against
-    rows at 95-98 %), end the y axis under the other points and mark each lower point at the floor with its
-    value. Returns the value labels, left to right (none: the axis was left as it was), for
-    :func:`_stack_floor_labels` once the figure is laid out."""
+    rows at 95-98 %), or any point lies under ``band_floor`` (the Pareto plots' floor, 3 tolerances under
+    the baseline), end the y axis there and mark each lower point at the floor with its value (a row's seeds
+    at one x share a mark: "3 seeds: 83.0–90.8"; past :data:`FLOOR_LABELS_MAX` marks, none is labelled).
+    Returns the value labels, left to right, for :func:`_stack_floor_labels` once the figure is laid out,
+    and the legend's line about the floor ("" when the axis was left as it was)."""
     def low(p: Point) -> float:
         return p.top1 - ci_half(p.std, p.n)
 
-    # the weak end of a curve (a shallow depth, a τ that exits everything early) may be clipped; rows may not
+    # the weak end of a curve (a shallow depth, a τ that exits everything early) may be clipped; rows only
+    # under the band where "as accurate as the baseline" is decided
     rows = [low(p) for f in families if f.kind not in ("depth", "exits") for p in f.points]
     points = [(i, p) for i, f in enumerate(families) for p in f.points]
-    if not rows or min(low(p) for _, p in points) > min(rows) - CURVES_CLIP_SPAN:
-        return []
-    board_colours_of = board_colours_of or {}
+    if not rows:
+        return [], ""
     floor = min(rows) - 1.0
+    far = min(low(p) for _, p in points) <= min(rows) - CURVES_CLIP_SPAN
+    if band_floor is not None and any(p.top1 < band_floor for _, p in points):
+        floor, far = max(floor, band_floor), True
+    if not far:
+        return [], ""
+    board_colours_of = board_colours_of or {}
     ax.set_ylim(floor, min(ax.get_ylim()[1], max(p.top1 + ci_half(p.std, p.n) for _, p in points) + 0.5))
-    below = [(i, p) for i, p in points if p.top1 < floor]
+    marks: dict[tuple[int, float], list[Point]] = {}  # one mark per family and x
+    for i, p in points:
+        if p.top1 < floor:
+            marks.setdefault((i, getattr(p, attr) / scale), []).append(p)
     labels = []
-    for i, p in sorted(below, key=lambda ip: getattr(ip[1], attr)):
-        x = getattr(p, attr) / scale
+    for (i, x), here in sorted(marks.items(), key=lambda m: m[0][1]):
         colour = board_colours_of.get(families[i].method, "grey")
         ax.plot([x], [floor], marker="v", color=colour, ms=FLOOR_MARKER_PT, clip_on=False, zorder=4)
-        labels.append(ax.annotate(f"{p.label}: {p.top1:.1f}", (x, floor), xytext=(5, 3), textcoords="offset points",
+        if len(marks) > FLOOR_LABELS_MAX:  # a stack that tall would cover the curves: the legend counts them
+            continue
+        values = sorted(p.top1 for p in here)
+        text = (f"{here[0].label}: {values[0]:.1f}" if len(here) == 1
+                else f"{len(here)} {'seeds' if families[i].kind == 'seeds' else 'points'}: "
+                     f"{values[0]:.1f}–{values[-1]:.1f}")
+        labels.append(ax.annotate(text, (x, floor), xytext=(5, 3), textcoords="offset points",
                                   fontsize=6.5, color=colour))
-    return labels
+    if len(marks) > FLOOR_LABELS_MAX:
+        lowest = min(p.top1 for here in marks.values() for p in here)
+        return [], (f"▼ at the floor: {sum(map(len, marks.values()))} points below {floor:.2f} % "
+                    f"(lowest {lowest:.1f} %); the tables on the page give the values")
+    return labels, "▼ at the floor: a point below the axis, with its top-1" if labels else ""

@@ -38,6 +38,7 @@ from odnbench.report.columns import (
     cells,
     clean,
     columns,
+    fmt_holm,
     has_optional,
     row_record,
     threads_text,
@@ -157,7 +158,7 @@ def statistics_note(board: Board) -> str:
                  if stats_of(r).delta_vs_baseline is not None and r is not board.baseline})
     n_text = "/".join(map(str, ns)) or "0"
     sig = [r for r in board.rows if stats_of(r).verdict.startswith(("better than ", "worse than "))]
-    found = ("; ".join(f"{md_text(r.label)} {md_text(stats_of(r).verdict)} (Holm p={stats_of(r).delta_p_holm:.2g})"
+    found = ("; ".join(f"{md_text(r.label)} {md_text(stats_of(r).verdict)}{fmt_holm(stats_of(r).delta_p_holm)}"
                        for r in sig) if sig
              else "none after Holm's adjustment")
     raw = [r for r in board.rows if r is not board.baseline and stats_of(r).delta_p is not None
