@@ -424,6 +424,22 @@ def test_matched_sizes_are_taken_per_seed_and_best_needs_a_paired_separation():
     assert "not separated" in "\n".join(curves.curve_sections(b))
 
 
+def test_a_separated_best_names_the_family_it_leads():
+    """kd leads scratch by 0.5-0.55 points on every seed at odn's size: "Best" names kd and, since only
+    families present on every seed compete, the family its lead is over."""
+    rs = []
+    for seed, kd in ((0, 97.5), (1, 97.65), (2, 97.7)):  # leads of 0.5, 0.55 and 0.5
+        rs += [result("full", seed, 98.0, 3.0), result("odn", seed, 96.0 + seed / 10, 0.4, depth=3),
+               result("kd", seed, kd, 0.4, depth=3), result("scratch", seed, 97.0 + seed / 10, 0.4, depth=3)]
+        rs += [result("prune", seed, 95.0, 0.1, {"ratio": 0.9}), result("prune", seed, 96.0, 1.6, {"ratio": 0.3})]
+    b = board(rs)
+    table = curves.matched_size_table(b)
+    assert (table.best[2], table.runner_up[2], table.separated[2]) == ("kd", "scratch", True)
+    assert table.lead[2] == pytest.approx(1.55 / 3)
+    best = next(line for line in curves.curve_sections(b) if line.startswith("| **Best**"))
+    assert "kd (+0.52 over scratch)" in best
+
+
 def test_early_exit_points_form_their_own_family_over_the_threshold_not_one_bogus_point():
     def exits(seed):
         # depth null, one network (one size) exiting earlier as τ falls: fewer MACs, lower top-1

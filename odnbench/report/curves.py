@@ -517,8 +517,9 @@ def matched_intro(search: str) -> str:
         "networks), and the family is **interpolated** linearly in log size between its two neighbouring points on "
         f"that seed (a one-point family only at its own size, within {SAME_SIZE:.0%}); then the mean over the seeds "
         "where the size lies in range, `(n=k)` when fewer than all; – where it lies outside on every seed (no "
-        "extrapolation). Best: the family with the highest mean on every seed, named only when the paired 95 % "
-        "interval of its lead over the next such family excludes 0; otherwise \"not separated\". A control whose "
+        "extrapolation). Best: among the families present on every seed, the one with the highest mean, named with "
+        "the next such family only when the paired 95 % interval of its lead over it excludes 0; otherwise \"not "
+        "separated\". A control whose "
         "records say its match missed its target is left out.")
 
 
@@ -543,8 +544,8 @@ def _mb_range(at: dict[Any, float]) -> str:
 
 
 def _best_cell(best: str | None, second: str | None, lead: float | None) -> str:
-    if best and lead is not None:
-        return f"{md_text(best)} (+{lead:.2f})"
+    if best and lead is not None:  # named with the family it leads: only families on every seed compete
+        return f"{md_text(best)} (+{lead:.2f} over {md_text(second or '')})"
     if second and lead is not None:
         return f"not separated (lead {lead:+.2f}, paired 95 % CI includes 0)"
     if second:
