@@ -57,6 +57,25 @@ def test_a_re_measured_board_shows_both_batches_and_says_how_it_measured():
     assert '"latency_measurement"' in doc and '"latency_batched_p50": 0.1' in doc
 
 
+def test_a_re_measured_board_says_how_many_latencies_on_test_images_it_kept_as_measured():
+    """An early-exit network's latency runs on test images (its cost depends on the image), which the report
+    does not load: re-measuring keeps it, and the page says how many were kept and that the grid was running."""
+    exits = [result("exits", s) for s in (0, 1, 2)]
+    for r in exits:
+        r.metrics["latency_ms"]["input"] = "images"
+    (board,) = lb.build_boards([result("full", s, per_image=0.4) for s in (0, 1)] + exits)
+    assert board.caption["latency_measurement"]["kept_on_images"] == 3
+    text = md.render_markdown([board], "res")
+    assert "2 of 5 stored models reloaded and timed again" in text
+    assert "3 latencies timed on test images (early-exit networks, whose cost depends on the image" in text
+    assert "kept as their cells measured them, while the grid ran" in text
+    (one,) = lb.build_boards([result("full", s, per_image=0.4) for s in (0, 1)] + exits[:1])
+    assert "1 latency timed on test images" in md.render_markdown([one], "res")
+    (none,) = lb.build_boards([result("full", s, per_image=0.4) for s in (0, 1)])
+    assert "kept_on_images" not in none.caption["latency_measurement"]
+    assert "timed on test images" not in md.render_markdown([none], "res")
+
+
 def test_a_busy_larger_batch_withholds_its_speed_up_only():
     (board,) = lb.build_boards([result("full", s, per_image=0.4) for s in (0, 1)]
                                + [result("cut", s, per_image=0.1, busy=s == 1) for s in (0, 1)])
