@@ -1014,10 +1014,9 @@ def remeasured_text(how: dict[str, Any], escape: Callable[[object], str] = str) 
             + ". Latency and measured speed-ups use those numbers, stored beside each record in "
             "latency-remeasured.json; the result.json files keep their own."
             + (f" {how['kept_on_images']} {'latency' if how['kept_on_images'] == 1 else 'latencies'} timed on test "
-               "images (early-exit networks, whose cost depends "
-               "on the image; the report loads no data set) are kept as their cells measured them, while the "
-               "grid ran: their measured speed-ups are withheld where that timing was busy."
-               if how.get("kept_on_images") else ""))
+               "images (early-exit networks, whose cost depends on the image; the report loads no data set) are "
+               "kept as their cells measured them, while the grid ran: their measured speed-ups are withheld "
+               "where that timing was busy." if how.get("kept_on_images") else ""))
 
 
 def _add_references(board: Board) -> None:

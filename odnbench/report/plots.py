@@ -246,8 +246,9 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
                  + ("\nsmall markers on a dotted line: each seed of a row whose seeds exported different networks"
                     if spans else ""))
         ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
-        if base and base.top1_mean is not None:
-            handles += _floor_far_points(ax, base.top1_mean - PARETO_FLOOR_TOLERANCES * float(board.tolerance),
+        floor = _band_floor(board)
+        if floor is not None:
+            handles += _floor_far_points(ax, floor,
                                          [(points[i][0], points[i][1], styles[rows[i].label][0]) for i in one]
                                          + [(x, t, styles[r.label][0]) for r in rows for x, t in seeds_of.get(id(r), [])])
         # Two columns while labels are short; one, on a taller figure, when many long labels would not fit.
@@ -261,6 +262,15 @@ def pareto_figure(board: Board, x_field: str, x_label: str) -> Figure:
 #: A Pareto plot's y axis ends this many tolerances under the baseline when points lie lower: the band where
 #: "as accurate as full" is decided stays readable, and a row 15 points down is an arrow on the floor.
 PARETO_FLOOR_TOLERANCES = 3.0
+
+
+def _band_floor(board: Board) -> float | None:
+    """Where the Pareto and curves plots may end their y axis: :data:`PARETO_FLOOR_TOLERANCES` under the
+    baseline's mean top-1 (None without a baseline)."""
+    base = board.baseline.stats if board.baseline else None
+    if base is None or base.top1_mean is None:
+        return None
+    return base.top1_mean - PARETO_FLOOR_TOLERANCES * float(board.tolerance)
 
 
 def _floor_far_points(ax: Any, floor: float, points: Sequence[tuple[float, float, str]]) -> list[Any]:
@@ -689,9 +699,7 @@ def curves_figure(board: Board, x_field: str, x_label: str) -> Figure:
             ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
             ax.xaxis.set_minor_formatter(NullFormatter())
-        band = (base.top1_mean - PARETO_FLOOR_TOLERANCES * float(board.tolerance)
-                if base and base.top1_mean is not None else None)
-        floor_labels, floor_note = _clip_low_curve_points(ax, drawn, attr, scale, colours, band)
+        floor_labels, floor_note = _clip_low_curve_points(ax, drawn, attr, scale, colours, _band_floor(board))
         ax.set_ylim(top=min(ax.get_ylim()[1], 100.5))  # an interval may pass 100 %; top-1 cannot
         ax.set_xlabel(x_label + (" (millions)" if attr == "macs" else ""))
         ax.set_ylabel("Top-1 % on test (mean, 95 % CI over seeds)")
@@ -774,11 +782,12 @@ def _clip_low_curve_points(ax: Any, families: Sequence[Family], attr: str, scale
     for i, p in points:
         if p.top1 < floor:
             marks.setdefault((i, getattr(p, attr) / scale), []).append(p)
+    labelled = len(marks) <= FLOOR_LABELS_MAX  # a taller stack would cover the curves: the legend counts them
     labels = []
     for (i, x), here in sorted(marks.items(), key=lambda m: m[0][1]):
         colour = board_colours_of.get(families[i].method, "grey")
         ax.plot([x], [floor], marker="v", color=colour, ms=FLOOR_MARKER_PT, clip_on=False, zorder=4)
-        if len(marks) > FLOOR_LABELS_MAX:  # a stack that tall would cover the curves: the legend counts them
+        if not labelled:
             continue
         values = sorted(p.top1 for p in here)
         text = (f"{here[0].label}: {values[0]:.1f}" if len(here) == 1
@@ -786,7 +795,7 @@ def _clip_low_curve_points(ax: Any, families: Sequence[Family], attr: str, scale
                      f"{values[0]:.1f}–{values[-1]:.1f}")
         labels.append(ax.annotate(text, (x, floor), xytext=(5, 3), textcoords="offset points",
                                   fontsize=6.5, color=colour))
-    if len(marks) > FLOOR_LABELS_MAX:
+    if not labelled:
         lowest = min(p.top1 for here in marks.values() for p in here)
         return [], (f"▼ at the floor: {sum(map(len, marks.values()))} points below {floor:.2f} % "
                     f"(lowest {lowest:.1f} %); the tables on the page give the values")

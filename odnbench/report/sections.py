@@ -253,8 +253,9 @@ def measured_line(board: Board) -> str:
     recipes = {(b.get("recipe_epochs"), b.get("recipe_patience"), b.get("schedule"))
                for bs in budgets.values() for b in bs}
     recipe = "; ".join(f"≤ {e} epochs, patience {p}, {md_text(sch)} schedule" for e, p, sch in sorted(recipes, key=str))
-    own = "; ".join(f"{md_text(meth)}: " + " | ".join(_budget_text(b) for b in bs) for meth, bs in sorted(budgets.items())
-                    if any(_budget_text(b) != "the recipe's" for b in bs))
+    texts = {meth: [_budget_text(b) for b in bs] for meth, bs in sorted(budgets.items())}
+    own = "; ".join(f"{md_text(meth)}: " + " | ".join(ts) for meth, ts in texts.items()
+                    if any(t != "the recipe's" for t in ts))
     cells, cut = m.get("cells") or 0, m.get("cut_short") or 0
     text = ("What was measured: " + "; ".join(parts) + ". " if parts else "")
     if budgets:
